@@ -1,0 +1,140 @@
+//! Records shared by netprobe's kernel programs and its daemon.
+//!
+//! Everything here is `#[repr(C)]`, `Copy`, and free of implicit padding, so the
+//! kernel side can write it into the ring buffer and the daemon can read it back
+//! byte for byte. Event kinds have fixed numeric ids: never renumber them.
+#![no_std]
+
+/// Bytes of the tracepoint record copied verbatim. The daemon decodes them with
+/// the field offsets of the running kernel's `format` file, so the kernel side
+/// needs no per-kernel layout knowledge. 128 covers every record we read
+/// (tcp_send_reset on 6.10+ is the largest at 88 bytes).
+pub const RAW_MAX: usize = 128;
+/// Bytes copied from the packet's network header (IPv6 header is 40).
+pub const NET_MAX: usize = 40;
+/// Bytes copied from the packet's transport header (a TCP header without options).
+pub const TRANSPORT_MAX: usize = 20;
+
+/// Fixed ids of the kernel hooks that produce records.
+pub mod kind {
+    /// `skb:kfree_skb` tracepoint: a packet dropped.
+    pub const KFREE_SKB: u32 = 1;
+    /// `tcp:tcp_send_reset` tracepoint: this host sends a RST.
+    pub const TCP_SEND_RESET: u32 = 2;
+    /// `tcp:tcp_receive_reset` tracepoint: a RST arrived for a socket of this host.
+    pub const TCP_RECEIVE_RESET: u32 = 3;
+}
+
+/// `Event::pkt_flags` bits: which packet header copies are valid.
+pub mod pkt {
+    /// `net` holds `NET_MAX` bytes from the skb's network header.
+    pub const NET: u32 = 1;
+    /// `transport` holds `TRANSPORT_MAX` bytes from the skb's transport header.
+    pub const TRANSPORT: u32 = 2;
+}
+
+/// One record in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// How many bytes of `raw` the kernel filled.
+    pub raw_len: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// `bpf_get_current_pid_tgid()`: often a softirq's innocent bystander.
+    pub pid_tgid: u64,
+    /// `bpf_get_current_comm()`: untrusted bytes, escape before printing.
+    pub comm: [u8; 16],
+    /// [`pkt`] bits.
+    pub pkt_flags: u32,
+    /// CPU the event fired on.
+    pub cpu: u32,
+    /// The tracepoint record, as the kernel laid it out.
+    pub raw: [u8; RAW_MAX],
+    /// Start of the packet's network header, when the hook has an skb.
+    pub net: [u8; NET_MAX],
+    /// Start of the packet's transport header, when the hook has an skb.
+    pub transport: [u8; TRANSPORT_MAX],
+    /// `skb->network_header` as read (offset from `skb->head`; 0xffff: unset).
+    pub network_header: u16,
+    /// `skb->transport_header` as read (offset from `skb->head`; 0xffff: unset).
+    pub transport_header: u16,
+}
+
+/// Where the fields the kernel programs need live on the running kernel.
+/// Filled by the daemon from tracefs `format` files and BTF, then written into
+/// the programs' read-only `CONFIG` global before load, so the verifier sees
+/// constants. `ABSENT` marks a field this kernel does not have.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Record size of `skb:kfree_skb` (bytes to copy, at most `RAW_MAX`).
+    pub kfree_skb_len: u32,
+    /// Offset of `skbaddr` in the `kfree_skb` record.
+    pub kfree_skb_skbaddr: u32,
+    /// Offset of `reason` in the `kfree_skb` record, or `ABSENT` (before 5.17).
+    pub kfree_skb_reason: u32,
+    /// Drops with `reason <= kfree_skb_min_reason` are not reported
+    /// (NOT_SPECIFIED and below: SKB_NOT_DROPPED_YET, SKB_CONSUMED).
+    pub kfree_skb_min_reason: u32,
+    /// Record size of `tcp:tcp_send_reset`.
+    pub send_reset_len: u32,
+    /// Record size of `tcp:tcp_receive_reset`.
+    pub receive_reset_len: u32,
+    /// `offsetof(struct sk_buff, head)`, or `ABSENT` when BTF is unavailable.
+    pub skb_head: u32,
+    /// `offsetof(struct sk_buff, network_header)` (a `__u16`).
+    pub skb_network_header: u32,
+    /// `offsetof(struct sk_buff, transport_header)` (a `__u16`).
+    pub skb_transport_header: u32,
+    pub _pad: u32,
+}
+
+impl Config {
+    pub const ABSENT: u32 = u32::MAX;
+
+    /// A configuration under which every program exits at once.
+    pub const DISABLED: Config = Config {
+        kfree_skb_len: 0,
+        kfree_skb_skbaddr: Self::ABSENT,
+        kfree_skb_reason: Self::ABSENT,
+        kfree_skb_min_reason: 0,
+        send_reset_len: 0,
+        receive_reset_len: 0,
+        skb_head: Self::ABSENT,
+        skb_network_header: Self::ABSENT,
+        skb_transport_header: Self::ABSENT,
+        _pad: 0,
+    };
+}
+
+/// Index into the per-CPU `LOST` counter array: ring buffer reservations that failed.
+pub const LOST_RINGBUF_FULL: u32 = 0;
+/// Number of slots in `LOST`.
+pub const LOST_SLOTS: u32 = 1;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: both are repr(C), Copy, with explicit padding fields and no pointers.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Config {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(
+            size_of::<Event>(),
+            4 + 4 + 8 + 8 + 16 + 4 + 4 + RAW_MAX + NET_MAX + TRANSPORT_MAX + 2 + 2
+        );
+        assert_eq!(size_of::<Event>() % 8, 0);
+        assert_eq!(size_of::<Config>(), 10 * 4);
+    }
+}

@@ -1,0 +1,39 @@
+//! netprobe's kernel programs.
+//!
+//! Rust eBPF has no CO-RE relocations, so these programs know nothing about the
+//! kernel's layouts: the daemon reads tracepoint field offsets from tracefs
+//! `format` files and struct member offsets from BTF, and writes them into the
+//! read-only `CONFIG` global before load. Each program copies the tracepoint's
+//! record verbatim (and, for drops, the packet's headers) into one ring buffer;
+//! the daemon decodes it with the same `format` file.
+#![no_std]
+#![no_main]
+
+mod drop;
+mod reset;
+mod ringbuf;
+
+use netprobe_common::Config;
+
+/// Overwritten by the daemon at load (`EbpfLoader::override_global`). Frozen
+/// read-only, so the verifier sees the values as constants.
+#[no_mangle]
+static CONFIG: Config = Config::DISABLED;
+
+#[inline(always)]
+pub(crate) fn config() -> Config {
+    // SAFETY: a plain read of a global; volatile so the compiler does not fold
+    // the placeholder value in.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// GPL-compatible, as the GPL-only helpers (bpf_probe_read_kernel) require.
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

@@ -1,0 +1,58 @@
+//! The one ring buffer every program writes to, and the loss counter.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+    },
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    EbpfContext,
+};
+use netprobe_common::{Event, LOST_RINGBUF_FULL, LOST_SLOTS, RAW_MAX};
+
+/// 4 MiB: about 16,000 records of 248 bytes before the daemon must drain.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Per-CPU counts of records that could not be written (see `LOST_*`).
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+
+#[inline(always)]
+fn count_lost(slot: u32) {
+    if let Some(p) = LOST.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Reserves a record, fills the common part and the raw tracepoint copy, lets
+/// `fill` add hook-specific data, and submits it. Counts a loss when the ring
+/// buffer is full.
+#[inline(always)]
+pub fn emit(ctx: &TracePointContext, kind: u32, raw_len: u32, fill: impl FnOnce(&mut Event)) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost(LOST_RINGBUF_FULL);
+        return;
+    };
+    // SAFETY: the reservation is exactly one Event; every field the daemon
+    // reads is written below (raw up to raw_len, net/transport per pkt_flags).
+    let e = unsafe { &mut *entry.as_mut_ptr() };
+    e.kind = kind;
+    e.ts_ns = unsafe { bpf_ktime_get_ns() };
+    e.pid_tgid = bpf_get_current_pid_tgid();
+    e.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    e.cpu = unsafe { bpf_get_smp_processor_id() };
+    e.pkt_flags = 0;
+    e.network_header = 0xffff;
+    e.transport_header = 0xffff;
+    let len = if raw_len as usize > RAW_MAX { RAW_MAX } else { raw_len as usize };
+    // SAFETY: tracepoint records are kernel memory; a failed read is reported
+    // as raw_len 0 and the daemon says so.
+    let ok = unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut e.raw[..len]) };
+    e.raw_len = if ok.is_ok() { len as u32 } else { 0 };
+    fill(e);
+    entry.submit(0);
+}

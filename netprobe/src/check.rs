@@ -1,0 +1,60 @@
+//! `netprobe check`: can netprobe run here, and what will it see?
+
+use std::{io::Write, path::Path};
+
+use crate::{probes, sys, tracefs};
+
+/// Prints the report to `w`; returns the exit code (non-zero only when
+/// netprobe cannot run at all).
+pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
+    writeln!(w, "netprobe check")?;
+    writeln!(w, "  kernel      {}", sys::kernel_release())?;
+    let caps = sys::cap_eff();
+    let missing = caps.map_or(Some("cannot read /proc/self/status".into()), sys::missing_privilege);
+    match (&missing, caps) {
+        (None, Some(c)) => writeln!(w, "  privileges  ok (CapEff {c:016x})")?,
+        (Some(why), _) => writeln!(w, "  privileges  MISSING: {why}")?,
+        (None, None) => unreachable!(),
+    }
+    let btf = Path::new("/sys/kernel/btf/vmlinux");
+    match std::fs::metadata(btf) {
+        Ok(m) => writeln!(w, "  BTF         {} ({} bytes)", btf.display(), m.len())?,
+        Err(e) => writeln!(w, "  BTF         absent ({e}): drop records will carry no flow")?,
+    }
+    if let Some(why) = missing {
+        writeln!(w, "  probes      not tried: no privilege")?;
+        sysctls(w)?;
+        writeln!(w, "netprobe cannot run here: {why}")?;
+        return Ok(1);
+    }
+    match tracefs::find_or_mount() {
+        Ok(p) => writeln!(w, "  tracefs     {}", p.display())?,
+        Err(e) => writeln!(w, "  tracefs     unavailable: {e}")?,
+    }
+    let tracer = probes::start();
+    for s in &tracer.statuses {
+        let (status, detail) = match &s.result {
+            Ok(None) => ("attached", String::new()),
+            Ok(Some(lost)) => ("attached", format!(" (degraded: {lost})")),
+            Err(why) => ("skipped", format!(": {why}")),
+        };
+        writeln!(w, "  probe       {:<15} {status:<9} {}{detail}", s.spec.name, s.spec.hook())?;
+    }
+    sysctls(w)?;
+    let attached = tracer.attached();
+    drop(tracer);
+    if attached == 0 {
+        writeln!(w, "netprobe can run, but no probe attaches on this kernel: it will see no kernel events")?;
+    } else {
+        writeln!(w, "netprobe can run: {attached} of {} probes attach", probes::ALL.len())?;
+    }
+    Ok(0)
+}
+
+fn sysctls(w: &mut dyn Write) -> std::io::Result<()> {
+    for name in sys::SYSCTLS {
+        let v = sys::sysctl(name).unwrap_or_else(|| "(not on this kernel or module not loaded)".into());
+        writeln!(w, "  sysctl      {name} = {v}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! The diagnosis: which failure family and mode an event belongs to.
+//!
+//! Reason *numbers* differ between kernels and come from the running kernel's
+//! format file; the reason *names* are the kernel's stable vocabulary, and are
+//! what is mapped here.
+
+/// A failure mode and the family it belongs to (design.md's vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    pub family: &'static str,
+    pub mode: &'static str,
+}
+
+const fn m(family: &'static str, mode: &'static str) -> Mode {
+    Mode { family, mode }
+}
+
+pub const NO_LISTENER: Mode = m("reset", "no_listener");
+pub const RESET_OTHER: Mode = m("reset", "reset_other");
+pub const TW_RECYCLE: Mode = m("tw_recycle", "tw_recycle");
+pub const ACCEPT_QUEUE_FULL: Mode = m("queue_full", "accept_queue_full");
+pub const RCVBUF_FULL: Mode = m("queue_full", "rcvbuf_full");
+pub const BACKLOG_FULL: Mode = m("queue_full", "backlog_full");
+pub const QDISC_FULL: Mode = m("queue_full", "qdisc_full");
+pub const CPU_BACKLOG_FULL: Mode = m("queue_full", "cpu_backlog_full");
+pub const NIC_RING_FULL: Mode = m("queue_full", "nic_ring_full");
+pub const NETFILTER_DROP: Mode = m("netfilter", "netfilter_drop");
+pub const OTHER: Mode = m("other", "other");
+
+/// The mode of a drop whose kernel gave a reason name.
+pub fn drop_reason(reason: &str) -> Mode {
+    match reason {
+        "NO_SOCKET" => NO_LISTENER,
+        "TCP_RFC7323_PAWS" | "TCP_RFC7323_PAWS_ACK" | "TCP_RFC7323_TW_PAWS" | "TCP_RFC7323_TSECR" => {
+            TW_RECYCLE
+        }
+        "TCP_LISTEN_OVERFLOW" => ACCEPT_QUEUE_FULL,
+        "SOCKET_RCVBUFF" | "PROTO_MEM" | "TCP_ZEROWINDOW" | "TCP_OFO_QUEUE_PRUNE" => RCVBUF_FULL,
+        "SOCKET_BACKLOG" => BACKLOG_FULL,
+        "QDISC_DROP" | "QDISC_OVERLIMIT" | "QDISC_CONGESTED" | "CAKE_FLOOD" | "FQ_BAND_LIMIT"
+        | "FQ_HORIZON_LIMIT" | "FQ_FLOW_LIMIT" => QDISC_FULL,
+        "CPU_BACKLOG" => CPU_BACKLOG_FULL,
+        "FULL_RING" => NIC_RING_FULL,
+        "NETFILTER_DROP" => NETFILTER_DROP,
+        _ => OTHER,
+    }
+}
+
+/// The mode of a drop on a kernel without reasons (before 5.17), from the
+/// function the drop happened in. Only unambiguous places are named.
+pub fn drop_location(function: &str) -> Mode {
+    match function {
+        "nf_hook_slow" => NETFILTER_DROP,
+        "enqueue_to_backlog" => CPU_BACKLOG_FULL,
+        "__udp_queue_rcv_skb" | "__udp6_queue_rcv_skb" | "udp_queue_rcv_one_skb" | "udpv6_queue_rcv_one_skb" => {
+            RCVBUF_FULL
+        }
+        _ => OTHER,
+    }
+}
+
+/// The mode of a RST this host sent, from its reason (6.10+) where known.
+pub fn reset_sent(reason: Option<&str>) -> Mode {
+    match reason {
+        Some("NO_SOCKET") => NO_LISTENER,
+        Some("TCP_RFC7323_PAWS") => TW_RECYCLE,
+        _ => RESET_OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_map_to_design_modes() {
+        assert_eq!(drop_reason("NO_SOCKET"), NO_LISTENER);
+        assert_eq!(drop_reason("TCP_RFC7323_PAWS").mode, "tw_recycle");
+        assert_eq!(drop_reason("TCP_LISTEN_OVERFLOW").mode, "accept_queue_full");
+        assert_eq!(drop_reason("SOCKET_RCVBUFF").family, "queue_full");
+        assert_eq!(drop_reason("NETFILTER_DROP").mode, "netfilter_drop");
+        assert_eq!(drop_reason("SOMETHING_NEW_IN_7_2"), OTHER);
+        assert_eq!(drop_location("nf_hook_slow"), NETFILTER_DROP);
+        assert_eq!(drop_location("tcp_v4_rcv"), OTHER);
+        assert_eq!(reset_sent(Some("NO_SOCKET")), NO_LISTENER);
+        assert_eq!(reset_sent(None), RESET_OTHER);
+    }
+}

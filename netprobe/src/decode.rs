@@ -1,0 +1,350 @@
+//! From a ring-buffer record to a typed kernel event, using the running
+//! kernel's tracepoint layouts (`format` files).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netprobe_common::{kind, pkt, Event};
+
+use crate::{
+    packet::{self, Flow, IPPROTO_TCP},
+    tracefs::{Field, Format},
+};
+
+/// The formats of the tracepoints the programs copy, as found at start.
+#[derive(Debug, Default, Clone)]
+pub struct Layouts {
+    pub kfree_skb: Option<Format>,
+    pub send_reset: Option<Format>,
+    pub receive_reset: Option<Format>,
+}
+
+/// A kernel reason code with the running kernel's name for it, if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub value: u64,
+    pub name: Option<String>,
+}
+
+impl Reason {
+    /// The kernel's name, or the number when this kernel's format file does
+    /// not name it (a newer kernel, or a subsystem reason).
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.value.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropEvent {
+    pub reason: Option<Reason>,
+    /// Kernel text address where the skb was freed.
+    pub location: u64,
+    pub flow: Option<Flow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetEvent {
+    /// The RST's own direction: for a sent RST, from this host.
+    pub flow: Option<Flow>,
+    pub reason: Option<Reason>,
+    /// The socket's TCP state (0: no socket).
+    pub state: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelEvent {
+    Drop(DropEvent),
+    ResetSent(ResetEvent),
+    ResetReceived(ResetEvent),
+}
+
+/// A decoded record with the context every record carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub comm: Vec<u8>,
+    pub event: KernelEvent,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Short(usize),
+    UnknownKind(u32),
+    NoLayout(&'static str),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Short(n) => write!(f, "record of {n} bytes is too short"),
+            DecodeError::UnknownKind(k) => write!(f, "record of unknown kind {k}"),
+            DecodeError::NoLayout(t) => write!(f, "record from {t}, whose format was not loaded"),
+        }
+    }
+}
+
+fn uint(raw: &[u8], f: &Field) -> Option<u64> {
+    let b = raw.get(f.offset..f.offset + f.size)?;
+    Some(match f.size {
+        1 => b[0] as u64,
+        2 => u16::from_ne_bytes(b.try_into().ok()?) as u64,
+        4 => u32::from_ne_bytes(b.try_into().ok()?) as u64,
+        8 => u64::from_ne_bytes(b.try_into().ok()?),
+        _ => return None,
+    })
+}
+
+fn field_uint(fmt: &Format, raw: &[u8], name: &str) -> Option<u64> {
+    uint(raw, fmt.field(name)?)
+}
+
+fn field_bytes<'a>(fmt: &Format, raw: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let f = fmt.field(name)?;
+    raw.get(f.offset..f.offset + f.size)
+}
+
+fn reason(fmt: &Format, raw: &[u8]) -> Option<Reason> {
+    let value = field_uint(fmt, raw, "reason")?;
+    Some(Reason {
+        value,
+        name: fmt.symbol("reason", value).map(str::to_string),
+    })
+}
+
+/// Reads the `Event` out of ring-buffer bytes (no alignment assumed).
+pub fn read_event(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < size_of::<Event>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: Event is repr(C) plain data, every bit pattern is valid, and the
+    // length was checked; read_unaligned copes with any alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Event) })
+}
+
+pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
+    let raw = &e.raw[..(e.raw_len as usize).min(e.raw.len())];
+    let event = match e.kind {
+        kind::KFREE_SKB => {
+            let fmt = layouts.kfree_skb.as_ref().ok_or(DecodeError::NoLayout("skb:kfree_skb"))?;
+            let net = (e.pkt_flags & pkt::NET != 0).then_some(&e.net[..]);
+            let transport = (e.pkt_flags & pkt::TRANSPORT != 0).then_some(&e.transport[..]);
+            KernelEvent::Drop(DropEvent {
+                reason: reason(fmt, raw),
+                location: field_uint(fmt, raw, "location").unwrap_or(0),
+                flow: packet::parse(net, transport, e.network_header, e.transport_header),
+            })
+        }
+        kind::TCP_SEND_RESET => {
+            let fmt = layouts.send_reset.as_ref().ok_or(DecodeError::NoLayout("tcp:tcp_send_reset"))?;
+            KernelEvent::ResetSent(reset(fmt, raw, false))
+        }
+        kind::TCP_RECEIVE_RESET => {
+            let fmt = layouts
+                .receive_reset
+                .as_ref()
+                .ok_or(DecodeError::NoLayout("tcp:tcp_receive_reset"))?;
+            KernelEvent::ResetReceived(reset(fmt, raw, true))
+        }
+        k => return Err(DecodeError::UnknownKind(k)),
+    };
+    let comm_len = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
+    Ok(Decoded {
+        ts_ns: e.ts_ns,
+        pid: (e.pid_tgid >> 32) as u32,
+        comm: e.comm[..comm_len].to_vec(),
+        event,
+    })
+}
+
+const AF_INET: u64 = 2;
+const AF_INET6: u64 = 10;
+
+/// A `struct sockaddr_in`/`sockaddr_in6` as the 6.10+ reset tracepoints store it.
+fn sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
+    let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]) as u64;
+    let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
+    match family {
+        AF_INET => Some((IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b.get(4..8)?).ok()?)), port)),
+        AF_INET6 => Some((IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b.get(8..24)?).ok()?)), port)),
+        _ => None,
+    }
+}
+
+/// The socket's addresses in the pre-6.10 layout: `sport`, `dport` (host
+/// order), `saddr`/`daddr` (4 bytes), `saddr_v6`/`daddr_v6`, and from 5.13
+/// `family`. Without `family`, an IPv4 socket shows as a v4-mapped v6 address.
+fn split_addrs(fmt: &Format, raw: &[u8]) -> Option<(IpAddr, u16, IpAddr, u16)> {
+    let sport = field_uint(fmt, raw, "sport")? as u16;
+    let dport = field_uint(fmt, raw, "dport")? as u16;
+    let s6 = Ipv6Addr::from(<[u8; 16]>::try_from(field_bytes(fmt, raw, "saddr_v6")?).ok()?);
+    let d6 = Ipv6Addr::from(<[u8; 16]>::try_from(field_bytes(fmt, raw, "daddr_v6")?).ok()?);
+    let v4 = match field_uint(fmt, raw, "family") {
+        Some(f) => f == AF_INET,
+        None => s6.to_ipv4_mapped().is_some() || s6.is_unspecified(),
+    };
+    if v4 {
+        let s = Ipv4Addr::from(<[u8; 4]>::try_from(field_bytes(fmt, raw, "saddr")?).ok()?);
+        let d = Ipv4Addr::from(<[u8; 4]>::try_from(field_bytes(fmt, raw, "daddr")?).ok()?);
+        Some((IpAddr::V4(s), sport, IpAddr::V4(d), dport))
+    } else {
+        Some((IpAddr::V6(s6), sport, IpAddr::V6(d6), dport))
+    }
+}
+
+/// `tcp_send_reset` stores the RST's direction (the socket's local side as
+/// source, or the offending packet reversed); `tcp_receive_reset` stores the
+/// socket's, so the RST travels the other way.
+fn reset(fmt: &Format, raw: &[u8], received: bool) -> ResetEvent {
+    let addrs = match fmt.field("saddr") {
+        Some(f) if f.size >= 16 => field_bytes(fmt, raw, "saddr")
+            .and_then(sockaddr)
+            .zip(field_bytes(fmt, raw, "daddr").and_then(sockaddr))
+            .map(|((s, sp), (d, dp))| (s, sp, d, dp)),
+        _ => split_addrs(fmt, raw),
+    };
+    let flow = addrs.map(|(saddr, sport, daddr, dport)| Flow {
+        proto: IPPROTO_TCP,
+        saddr,
+        sport: Some(sport),
+        daddr,
+        dport: Some(dport),
+        tcp_flags: None,
+    });
+    ResetEvent {
+        flow: if received { flow.map(|f| f.reversed()) } else { flow },
+        reason: reason(fmt, raw),
+        state: field_uint(fmt, raw, "state").map(|s| s as u32 as i32 as i64),
+    }
+}
+
+/// The kernel's TCP state names (include/net/tcp_states.h, stable ABI).
+pub fn tcp_state_name(state: i64) -> Option<&'static str> {
+    const NAMES: [&str; 13] = [
+        "", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
+        "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
+    ];
+    usize::try_from(state).ok().and_then(|i| NAMES.get(i)).filter(|n| !n.is_empty()).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracefs::read_format;
+    use std::path::Path;
+
+    fn layouts(kernel: &str) -> Layouts {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/kernels").join(kernel);
+        Layouts {
+            kfree_skb: read_format(&root, "skb", "kfree_skb").ok(),
+            send_reset: read_format(&root, "tcp", "tcp_send_reset").ok(),
+            receive_reset: read_format(&root, "tcp", "tcp_receive_reset").ok(),
+        }
+    }
+
+    fn blank(kind: u32) -> Event {
+        // SAFETY: Event is plain data.
+        let mut e: Event = unsafe { std::mem::zeroed() };
+        e.kind = kind;
+        e.raw_len = e.raw.len() as u32;
+        e.pid_tgid = 42 << 32 | 43;
+        e.comm[..4].copy_from_slice(b"curl");
+        e
+    }
+
+    fn put(e: &mut Event, fmt: &Format, field: &str, bytes: &[u8]) {
+        let f = fmt.field(field).unwrap();
+        e.raw[f.offset..f.offset + bytes.len()].copy_from_slice(bytes);
+    }
+
+    #[test]
+    fn kfree_skb_reason_named_from_each_kernel() {
+        for kernel in ["6.1", "6.18"] {
+            let l = layouts(kernel);
+            let fmt = l.kfree_skb.as_ref().unwrap();
+            let no_socket = fmt.symbol_value("reason", "NO_SOCKET").unwrap() as u32;
+            let mut e = blank(kind::KFREE_SKB);
+            put(&mut e, fmt, "reason", &no_socket.to_ne_bytes());
+            put(&mut e, fmt, "location", &0xffff_ffff_8100_0010u64.to_ne_bytes());
+            let d = decode(&e, &l).unwrap();
+            assert_eq!((d.pid, d.comm.as_slice()), (42, &b"curl"[..]));
+            let KernelEvent::Drop(drop) = d.event else { panic!("not a drop") };
+            assert_eq!(drop.reason.unwrap().label(), "NO_SOCKET", "kernel {kernel}");
+            assert_eq!(drop.location, 0xffff_ffff_8100_0010);
+            assert_eq!(drop.flow, None);
+            // A number this kernel does not name is shown as the number.
+            put(&mut e, fmt, "reason", &0x0003_0002u32.to_ne_bytes());
+            let KernelEvent::Drop(drop) = decode(&e, &l).unwrap().event else { panic!() };
+            assert_eq!(drop.reason.unwrap().label(), "196610");
+        }
+    }
+
+    #[test]
+    fn kfree_skb_without_reason_on_5_10() {
+        let l = layouts("5.10");
+        let e = blank(kind::KFREE_SKB);
+        let KernelEvent::Drop(drop) = decode(&e, &l).unwrap().event else { panic!() };
+        assert_eq!(drop.reason, None);
+    }
+
+    #[test]
+    fn send_reset_sockaddr_layout_6_18() {
+        let l = layouts("6.18");
+        let fmt = l.send_reset.as_ref().unwrap();
+        let mut e = blank(kind::TCP_SEND_RESET);
+        let mut sa = [0u8; 28];
+        sa[..2].copy_from_slice(&2u16.to_ne_bytes());
+        sa[2..4].copy_from_slice(&9u16.to_be_bytes());
+        sa[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        put(&mut e, fmt, "saddr", &sa);
+        sa[2..4].copy_from_slice(&40000u16.to_be_bytes());
+        sa[4..8].copy_from_slice(&[127, 0, 0, 2]);
+        put(&mut e, fmt, "daddr", &sa);
+        put(&mut e, fmt, "reason", &1u32.to_ne_bytes());
+        let KernelEvent::ResetSent(r) = decode(&e, &l).unwrap().event else { panic!() };
+        let f = r.flow.unwrap();
+        assert_eq!(packet::endpoint(f.saddr, f.sport), "127.0.0.1:9");
+        assert_eq!(packet::endpoint(f.daddr, f.dport), "127.0.0.2:40000");
+        assert_eq!(r.reason.unwrap().name.as_deref(), Some("NO_SOCKET"));
+        assert_eq!(r.state, Some(0));
+    }
+
+    #[test]
+    fn receive_reset_is_reversed_and_old_layout_decodes() {
+        for kernel in ["5.10", "6.1", "6.18"] {
+            let l = layouts(kernel);
+            let fmt = l.receive_reset.as_ref().unwrap();
+            let mut e = blank(kind::TCP_RECEIVE_RESET);
+            put(&mut e, fmt, "sport", &40000u16.to_ne_bytes());
+            put(&mut e, fmt, "dport", &9u16.to_ne_bytes());
+            put(&mut e, fmt, "saddr", &[10, 0, 0, 2]);
+            put(&mut e, fmt, "daddr", &[10, 0, 0, 1]);
+            let mut mapped = [0u8; 16];
+            mapped[10] = 0xff;
+            mapped[11] = 0xff;
+            mapped[12..].copy_from_slice(&[10, 0, 0, 2]);
+            put(&mut e, fmt, "saddr_v6", &mapped);
+            if fmt.field("family").is_some() {
+                put(&mut e, fmt, "family", &2u16.to_ne_bytes());
+            }
+            let KernelEvent::ResetReceived(r) = decode(&e, &l).unwrap().event else { panic!() };
+            let f = r.flow.unwrap();
+            // The socket is 10.0.0.2:40000; the RST came from its peer.
+            assert_eq!(packet::endpoint(f.saddr, f.sport), "10.0.0.1:9", "kernel {kernel}");
+            assert_eq!(packet::endpoint(f.daddr, f.dport), "10.0.0.2:40000");
+        }
+    }
+
+    #[test]
+    fn bad_records_are_errors() {
+        assert_eq!(read_event(&[0; 8]).err(), Some(DecodeError::Short(8)));
+        let l = Layouts::default();
+        assert_eq!(decode(&blank(99), &l).err(), Some(DecodeError::UnknownKind(99)));
+        assert!(decode(&blank(kind::KFREE_SKB), &l).is_err());
+        let mut e = blank(kind::TCP_SEND_RESET);
+        e.raw_len = 9999;
+        let _ = decode(&e, &layouts("6.18"));
+        assert_eq!(tcp_state_name(10), Some("LISTEN"));
+        assert_eq!(tcp_state_name(-1), None);
+        assert_eq!(tcp_state_name(0), None);
+    }
+}

@@ -1,0 +1,17 @@
+//! netprobe: names the failure behind connection timeouts and resets on a
+//! Linux node, from kernel tracepoints. Pure logic (parsers, decoding,
+//! classification) is kept apart from I/O so it is tested without root.
+
+pub mod btf;
+pub mod check;
+pub mod classify;
+pub mod decode;
+pub mod kallsyms;
+pub mod packet;
+pub mod probes;
+pub mod record;
+pub mod run;
+pub mod sink;
+pub mod sys;
+pub mod timefmt;
+pub mod tracefs;

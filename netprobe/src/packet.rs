@@ -1,0 +1,205 @@
+//! The flow of a packet, from the network and transport header bytes the
+//! kernel program copied out of the skb. Wire formats, so no per-kernel data.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
+pub const IPPROTO_UDPLITE: u8 = 136;
+
+/// A packet's addresses and ports, in the direction the packet travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub proto: u8,
+    pub saddr: IpAddr,
+    pub sport: Option<u16>,
+    pub daddr: IpAddr,
+    pub dport: Option<u16>,
+    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    pub tcp_flags: Option<u8>,
+}
+
+impl Flow {
+    pub fn is_v6(&self) -> bool {
+        self.saddr.is_ipv6()
+    }
+
+    pub fn reversed(&self) -> Flow {
+        Flow {
+            saddr: self.daddr,
+            sport: self.dport,
+            daddr: self.saddr,
+            dport: self.sport,
+            ..*self
+        }
+    }
+}
+
+pub fn proto_name(p: u8) -> String {
+    match p {
+        IPPROTO_TCP => "tcp".into(),
+        IPPROTO_UDP => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        IPPROTO_SCTP => "sctp".into(),
+        IPPROTO_UDPLITE => "udplite".into(),
+        n => format!("ip-proto-{n}"),
+    }
+}
+
+/// `addr:port`, with brackets for IPv6.
+pub fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
+    match (addr, port) {
+        (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
+    }
+}
+
+/// Names the set TCP flags, e.g. `SYN` or `ACK|RST`.
+pub fn tcp_flags_name(flags: u8) -> String {
+    const NAMES: [(u8, &str); 6] = [
+        (0x02, "SYN"),
+        (0x10, "ACK"),
+        (0x01, "FIN"),
+        (0x04, "RST"),
+        (0x08, "PSH"),
+        (0x20, "URG"),
+    ];
+    let v: Vec<&str> = NAMES
+        .iter()
+        .filter(|(b, _)| flags & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join("|")
+    }
+}
+
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE)
+}
+
+/// Decodes the flow. `net` starts at the network header, `transport` at the
+/// transport header; `nh`/`th` are the skb's header offsets (0xffff: unset),
+/// used to tell whether `transport` really follows this network header.
+pub fn parse(net: Option<&[u8]>, transport: Option<&[u8]>, nh: u16, th: u16) -> Option<Flow> {
+    let net = net?;
+    let version = net.first()? >> 4;
+    let (proto, saddr, daddr, hdr_len) = match version {
+        4 => {
+            let ihl = (net[0] & 0x0f) as usize * 4;
+            if ihl < 20 || net.len() < 20 {
+                return None;
+            }
+            let s: [u8; 4] = net[12..16].try_into().ok()?;
+            let d: [u8; 4] = net[16..20].try_into().ok()?;
+            (net[9], IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(d)), ihl)
+        }
+        6 => {
+            if net.len() < 40 {
+                return None;
+            }
+            let s: [u8; 16] = net[8..24].try_into().ok()?;
+            let d: [u8; 16] = net[24..40].try_into().ok()?;
+            (net[6], IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)), 40)
+        }
+        _ => return None,
+    };
+    let mut flow = Flow {
+        proto,
+        saddr,
+        sport: None,
+        daddr,
+        dport: None,
+        tcp_flags: None,
+    };
+    if !has_ports(proto) {
+        return Some(flow);
+    }
+    // The transport header as the skb records it, if it lies past this
+    // network header; otherwise, straight after the network header when
+    // that is inside what was copied.
+    let l4: Option<&[u8]> = match transport {
+        Some(t) if nh != 0xffff && th != 0xffff && th as usize >= nh as usize + hdr_len => Some(t),
+        _ => net.get(hdr_len..),
+    };
+    if let Some(l4) = l4.filter(|b| b.len() >= 4) {
+        flow.sport = Some(u16::from_be_bytes([l4[0], l4[1]]));
+        flow.dport = Some(u16::from_be_bytes([l4[2], l4[3]]));
+        if proto == IPPROTO_TCP {
+            flow.tcp_flags = l4.get(13).copied();
+        }
+    }
+    Some(flow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IPv4 + TCP SYN 127.0.0.2:40000 -> 127.0.0.1:9, as on the wire.
+    fn v4_syn() -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 2, 127, 0, 0, 1];
+        p.extend_from_slice(&40000u16.to_be_bytes());
+        p.extend_from_slice(&9u16.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0xa0, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn ipv4_tcp_from_transport_header() {
+        let p = v4_syn();
+        let f = parse(Some(&p[..40]), Some(&p[20..40]), 100, 120).unwrap();
+        assert_eq!(f.saddr, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(f.daddr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((f.sport, f.dport), (Some(40000), Some(9)));
+        assert_eq!(f.tcp_flags.map(tcp_flags_name).as_deref(), Some("SYN"));
+        assert_eq!(endpoint(f.reversed().saddr, f.reversed().sport), "127.0.0.1:9");
+    }
+
+    #[test]
+    fn ipv4_without_transport_header_uses_bytes_after_ihl() {
+        let p = v4_syn();
+        // Transport offset unset, or not past the network header: fall back.
+        let f = parse(Some(&p[..40]), Some(&[0xee; 20]), 100, 0xffff).unwrap();
+        assert_eq!((f.sport, f.dport), (Some(40000), Some(9)));
+        let f = parse(Some(&p[..40]), Some(&[0xee; 20]), 100, 100).unwrap();
+        assert_eq!((f.sport, f.dport), (Some(40000), Some(9)));
+    }
+
+    #[test]
+    fn ipv6_udp() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        p.extend_from_slice(&"fd00::1".parse::<Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(&"fd00::2".parse::<Ipv6Addr>().unwrap().octets());
+        let udp = [0x00, 0x35, 0x30, 0x39, 0, 8, 0, 0];
+        let f = parse(Some(&p), Some(&udp), 14, 54).unwrap();
+        assert!(f.is_v6());
+        assert_eq!(proto_name(f.proto), "udp");
+        assert_eq!((f.sport, f.dport), (Some(53), Some(12345)));
+        assert_eq!(endpoint(f.saddr, f.sport), "[fd00::1]:53");
+        assert_eq!(f.tcp_flags, None);
+    }
+
+    #[test]
+    fn junk_is_none_not_a_panic() {
+        assert_eq!(parse(None, None, 0, 0), None);
+        assert_eq!(parse(Some(&[]), None, 0, 0), None);
+        assert_eq!(parse(Some(&[0x45; 10]), None, 0, 0), None);
+        assert_eq!(parse(Some(&[0x41; 40]), None, 0, 0), None);
+        assert_eq!(parse(Some(&[0x60; 39]), None, 0, 0), None);
+        assert_eq!(parse(Some(&[0x00; 40]), None, 0, 0), None);
+        // ICMP: addresses, no ports.
+        let mut p = v4_syn();
+        p[9] = 1;
+        let f = parse(Some(&p[..40]), None, 0, 0xffff).unwrap();
+        assert_eq!(f.sport, None);
+        for b in 0..=255u8 {
+            let _ = parse(Some(&[b; 40]), Some(&[b; 20]), b as u16, 0);
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The records netprobe writes: one struct, serialised the same way to every
+//! sink (design.md: JSON field names, journald `NETPROBE_<FIELD>`).
+
+use serde::Serialize;
+
+use crate::{
+    classify::{self, Mode},
+    decode::{tcp_state_name, Decoded, DropEvent, KernelEvent, ResetEvent},
+    kallsyms::Kallsyms,
+    packet::{endpoint, proto_name, tcp_flags_name, Flow},
+    timefmt,
+};
+
+/// One output record. Field names are the interface contract: extend, never rename.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Record {
+    pub ts: String,
+    pub kind: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saddr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daddr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// TCP flags of the dropped packet, e.g. `SYN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<String>,
+    /// Kernel function (and offset) where a packet was dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The task current when the hook fired; escaped, untrusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
+    /// `probe` records: the probe's name, its hook, `attached` or `skipped`,
+    /// and why (or what it lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// `ready` records: how many probes attached and were skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attached: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<u32>,
+}
+
+/// journald priorities (syslog levels).
+pub const PRIORITY_ERR: u8 = 3;
+pub const PRIORITY_WARNING: u8 = 4;
+pub const PRIORITY_INFO: u8 = 6;
+
+impl Record {
+    pub fn new(kind: &'static str, message: String) -> Record {
+        Record {
+            ts: timefmt::rfc3339(timefmt::now_unix_ns()),
+            kind,
+            message,
+            ..Record::default()
+        }
+    }
+
+    /// warning for incidents and lost events, err for netprobe's own
+    /// failures, info for the rest.
+    pub fn priority(&self) -> u8 {
+        match self.kind {
+            "incident" => PRIORITY_WARNING,
+            "lost" | "error" => PRIORITY_ERR,
+            _ => PRIORITY_INFO,
+        }
+    }
+
+    fn set_mode(&mut self, m: Mode) {
+        self.family = Some(m.family);
+        self.mode = Some(m.mode);
+    }
+
+    fn set_flow(&mut self, f: &Flow) {
+        self.proto = Some(proto_name(f.proto));
+        self.saddr = Some(f.saddr.to_string());
+        self.sport = f.sport;
+        self.daddr = Some(f.daddr.to_string());
+        self.dport = f.dport;
+        self.tcp_flags = f.tcp_flags.map(tcp_flags_name);
+    }
+
+    pub fn probe(name: &str, hook: &str, status: Result<Option<String>, String>) -> Record {
+        let (st, detail, message) = match status {
+            Ok(None) => ("attached", None, format!("probe {name} attached to {hook}")),
+            Ok(Some(lost)) => (
+                "attached",
+                Some(lost.clone()),
+                format!("probe {name} attached to {hook}, degraded: {lost}"),
+            ),
+            Err(why) => ("skipped", Some(why.clone()), format!("probe {name} skipped: {why}")),
+        };
+        Record {
+            probe: Some(name.to_string()),
+            hook: Some(hook.to_string()),
+            status: Some(st),
+            detail,
+            ..Record::new("probe", message)
+        }
+    }
+
+    pub fn ready(attached: u32, skipped: u32) -> Record {
+        Record {
+            attached: Some(attached),
+            skipped: Some(skipped),
+            ..Record::new(
+                "ready",
+                format!("netprobe is tracing: {attached} probes attached, {skipped} skipped"),
+            )
+        }
+    }
+
+    pub fn lost(count: u64, why: &str) -> Record {
+        Record {
+            count: Some(count),
+            detail: Some(why.to_string()),
+            ..Record::new("lost", format!("{count} kernel events were lost: {why}"))
+        }
+    }
+
+    pub fn error(message: String) -> Record {
+        Record::new("error", message)
+    }
+}
+
+/// Escapes untrusted bytes (process names): printable ASCII kept, everything
+/// else as `\xNN`, so no sink can be fed control characters or bad UTF-8.
+pub fn escape_bytes(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len());
+    for &c in b {
+        if (0x20..0x7f).contains(&c) && c != b'\\' {
+            s.push(c as char);
+        } else {
+            s.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    s
+}
+
+fn flow_text(f: &Flow) -> String {
+    format!(
+        "{} {} -> {}",
+        proto_name(f.proto).to_uppercase(),
+        endpoint(f.saddr, f.sport),
+        endpoint(f.daddr, f.dport)
+    )
+}
+
+/// Builds the record of one kernel event: classification, flow, message.
+pub fn from_event(d: &Decoded, wall_ns: i128, ksyms: &Kallsyms) -> Record {
+    let mut r = match &d.event {
+        KernelEvent::Drop(e) => drop_record(e, ksyms),
+        KernelEvent::ResetSent(e) => reset_record(e, true),
+        KernelEvent::ResetReceived(e) => reset_record(e, false),
+    };
+    r.ts = timefmt::rfc3339(wall_ns);
+    r.pid = Some(d.pid);
+    r.comm = Some(escape_bytes(&d.comm));
+    r
+}
+
+fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
+    let location = ksyms.lookup(e.location);
+    let mode = match (&e.reason, location) {
+        (Some(reason), _) => classify::drop_reason(&reason.label()),
+        (None, Some((func, _))) => classify::drop_location(func),
+        (None, None) => classify::OTHER,
+    };
+    let mut r = Record::new("drop", String::new());
+    r.set_mode(mode);
+    r.reason = e.reason.as_ref().map(|x| x.label());
+    r.location = Some(ksyms.describe(e.location));
+    if let Some(f) = &e.flow {
+        r.set_flow(f);
+    }
+    let what = match (&e.flow, &r.tcp_flags) {
+        (Some(f), Some(flags)) => format!("{} ({flags})", flow_text(f)),
+        (Some(f), None) => flow_text(f),
+        (None, _) => "a packet (flow unknown)".to_string(),
+    };
+    let why = r.reason.clone().unwrap_or_else(|| "no reason given by this kernel".into());
+    let at = r.location.clone().unwrap_or_default();
+    r.message = match (mode.mode, &e.flow) {
+        ("no_listener", Some(f)) => {
+            let dst = endpoint(f.daddr, f.dport);
+            r.advice = Some(format!(
+                "Nothing listens on {dst}: check that the service behind this port is running and \
+                 bound to this address, and that clients use the right port."
+            ));
+            format!("dropped {what}: no socket listens on {dst} ({why} at {at})")
+        }
+        _ => format!("dropped {what}: {why} at {at}"),
+    };
+    r
+}
+
+fn reset_record(e: &ResetEvent, sent: bool) -> Record {
+    let reason = e.reason.as_ref().map(|x| x.label());
+    let mode = if sent {
+        classify::reset_sent(reason.as_deref())
+    } else {
+        classify::RESET_OTHER
+    };
+    let kind = if sent { "reset_sent" } else { "reset_received" };
+    let mut r = Record::new(kind, String::new());
+    r.set_mode(mode);
+    r.reason = reason.clone();
+    r.state = e.state.and_then(tcp_state_name).map(str::to_string);
+    if let Some(f) = &e.flow {
+        r.set_flow(f);
+    }
+    let flow = e.flow.as_ref().map(flow_text).unwrap_or_else(|| "(addresses unknown)".into());
+    let because = reason.map(|x| format!(" ({x})")).unwrap_or_default();
+    r.message = if sent {
+        format!("RST sent {flow}{because}")
+    } else {
+        format!("RST received {flow}: the peer reset the connection")
+    };
+    if mode == classify::NO_LISTENER {
+        if let Some(f) = &e.flow {
+            r.advice = Some(format!(
+                "Nothing listens on {}: check that the service behind this port is running.",
+                endpoint(f.saddr, f.sport)
+            ));
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Reason;
+
+    fn flow() -> Flow {
+        Flow {
+            proto: 6,
+            saddr: "127.0.0.2".parse().unwrap(),
+            sport: Some(40000),
+            daddr: "127.0.0.1".parse().unwrap(),
+            dport: Some(9),
+            tcp_flags: Some(0x02),
+        }
+    }
+
+    #[test]
+    fn no_socket_drop_is_a_no_listener_reset() {
+        let k = Kallsyms::parse("ffffffff81a00000 T tcp_v4_rcv\n");
+        let d = Decoded {
+            ts_ns: 0,
+            pid: 0,
+            comm: b"swapper/0".to_vec(),
+            event: KernelEvent::Drop(DropEvent {
+                reason: Some(Reason { value: 3, name: Some("NO_SOCKET".into()) }),
+                location: 0xffffffff81a00100,
+                flow: Some(flow()),
+            }),
+        };
+        let r = from_event(&d, 0, &k);
+        assert_eq!((r.kind, r.family, r.mode), ("drop", Some("reset"), Some("no_listener")));
+        assert_eq!(r.reason.as_deref(), Some("NO_SOCKET"));
+        assert_eq!(r.saddr.as_deref(), Some("127.0.0.2"));
+        assert_eq!((r.sport, r.dport), (Some(40000), Some(9)));
+        assert_eq!(r.tcp_flags.as_deref(), Some("SYN"));
+        assert_eq!(r.location.as_deref(), Some("tcp_v4_rcv+0x100"));
+        assert!(r.message.contains("no socket listens on 127.0.0.1:9"), "{}", r.message);
+        assert!(r.advice.unwrap().contains("127.0.0.1:9"));
+        assert_eq!(r.ts, "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn hostile_comm_is_escaped() {
+        assert_eq!(escape_bytes(b"a\nb\x00\xff\\"), "a\\x0ab\\x00\\xff\\x5c");
+        let json = serde_json::to_string(&Record {
+            comm: Some(escape_bytes(b"x\n\"y")),
+            ..Record::new("drop", "m".into())
+        })
+        .unwrap();
+        assert!(!json.contains('\n'));
+        assert!(json.contains(r#""comm":"x\\x0a\"y""#), "{json}");
+    }
+
+    #[test]
+    fn reset_records_name_the_direction() {
+        let e = ResetEvent {
+            flow: Some(flow().reversed()),
+            reason: Some(Reason { value: 1, name: Some("NO_SOCKET".into()) }),
+            state: Some(0),
+        };
+        let r = reset_record(&e, true);
+        assert_eq!((r.kind, r.mode), ("reset_sent", Some("no_listener")));
+        assert_eq!(r.message, "RST sent TCP 127.0.0.1:9 -> 127.0.0.2:40000 (NO_SOCKET)");
+        let r = reset_record(&ResetEvent { reason: None, ..e }, false);
+        assert_eq!((r.kind, r.mode), ("reset_received", Some("reset_other")));
+        assert_eq!(r.priority(), PRIORITY_INFO);
+        assert_eq!(Record::lost(3, "ring buffer full").priority(), PRIORITY_ERR);
+    }
+}

@@ -1,0 +1,240 @@
+//! journald's native protocol (systemd.journal-fields(7), "Native Journal
+//! Protocol"): datagrams of `KEY=value\n` fields, or `KEY\n<u64 LE len>value\n`
+//! for values with newlines. A record too large for a datagram is written to a
+//! sealed memfd whose descriptor is passed instead, as the protocol defines.
+
+use std::{
+    io::{self, Write},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::net::UnixDatagram,
+    },
+    path::{Path, PathBuf},
+};
+
+use super::Sink;
+use crate::record::Record;
+
+pub const DEFAULT_SOCKET: &str = "/run/systemd/journal/socket";
+
+pub struct Journald {
+    sock: UnixDatagram,
+    path: PathBuf,
+    buf: Vec<u8>,
+}
+
+impl Journald {
+    pub fn connect(path: &Path) -> io::Result<Journald> {
+        let sock = UnixDatagram::unbound()?;
+        // Probe reachability now so a missing journald is reported at start.
+        sock.connect(path)?;
+        Ok(Journald {
+            sock,
+            path: path.to_path_buf(),
+            buf: Vec::with_capacity(1024),
+        })
+    }
+
+    pub fn connect_default() -> io::Result<Journald> {
+        let path = std::env::var_os("NETPROBE_JOURNAL_SOCKET")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        Journald::connect(&path)
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        match self.sock.send(&self.buf) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) || e.raw_os_error() == Some(libc::ENOBUFS) => {
+                self.send_memfd()
+            }
+            Err(_) => {
+                // journald restarted: its socket is a new one. Reconnect once.
+                let fresh = UnixDatagram::unbound()?;
+                fresh.connect(&self.path)?;
+                self.sock = fresh;
+                self.sock.send(&self.buf).map(|_| ())
+            }
+        }
+    }
+
+    fn send_memfd(&self) -> io::Result<()> {
+        // SAFETY: memfd_create with a static name; the fd is owned below.
+        let fd = unsafe { libc::memfd_create(c"netprobe-journal".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        std::fs::File::from(fd.try_clone()?).write_all(&self.buf)?;
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on our own descriptor.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        send_fd(&self.sock, fd.as_raw_fd())
+    }
+}
+
+/// sendmsg with no payload and one descriptor in SCM_RIGHTS.
+fn send_fd(sock: &UnixDatagram, fd: i32) -> io::Result<()> {
+    let mut cmsg_buf = [0u8; 64];
+    // SAFETY: the control buffer is large enough for one int (CMSG_SPACE(4) is
+    // 24 on 64-bit Linux); all pointers stay within cmsg_buf.
+    unsafe {
+        let space = libc::CMSG_SPACE(size_of::<i32>() as u32) as usize;
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<i32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd);
+        if libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Appends one field in the protocol's framing.
+fn field(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
+    buf.extend_from_slice(key.as_bytes());
+    if value.contains(&b'\n') {
+        buf.push(b'\n');
+        buf.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        buf.push(b'=');
+    }
+    buf.extend_from_slice(value);
+    buf.push(b'\n');
+}
+
+/// `MESSAGE`, `PRIORITY`, `SYSLOG_IDENTIFIER=netprobe`, and `NETPROBE_<FIELD>`
+/// for every JSON field of the record.
+pub fn encode(rec: &Record, buf: &mut Vec<u8>) {
+    buf.clear();
+    field(buf, "MESSAGE", rec.message.as_bytes());
+    field(buf, "PRIORITY", rec.priority().to_string().as_bytes());
+    field(buf, "SYSLOG_IDENTIFIER", b"netprobe");
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(rec) {
+        for (k, v) in map {
+            if k == "message" {
+                continue;
+            }
+            let key = format!("NETPROBE_{}", k.to_ascii_uppercase());
+            match v {
+                serde_json::Value::String(s) => field(buf, &key, s.as_bytes()),
+                other => field(buf, &key, other.to_string().as_bytes()),
+            }
+        }
+    }
+}
+
+impl Sink for Journald {
+    fn name(&self) -> &str {
+        "journald"
+    }
+
+    fn write(&mut self, rec: &Record) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        encode(rec, &mut buf);
+        self.buf = buf;
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses the native protocol back (the test side of `encode`).
+    fn decode(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let nl = b.iter().position(|&c| c == b'\n').unwrap();
+            let line = &b[..nl];
+            if let Some(eq) = line.iter().position(|&c| c == b'=') {
+                out.push((String::from_utf8(line[..eq].to_vec()).unwrap(), line[eq + 1..].to_vec()));
+                b = &b[nl + 1..];
+            } else {
+                let key = String::from_utf8(line.to_vec()).unwrap();
+                let len = u64::from_le_bytes(b[nl + 1..nl + 9].try_into().unwrap()) as usize;
+                out.push((key, b[nl + 9..nl + 9 + len].to_vec()));
+                assert_eq!(b[nl + 9 + len], b'\n');
+                b = &b[nl + 10 + len..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fields_and_binary_framing() {
+        let rec = Record {
+            mode: Some("no_listener"),
+            dport: Some(9),
+            comm: Some("evil\nNETPROBE_MODE=forged".into()),
+            ..Record::new("drop", "two\nlines".into())
+        };
+        let mut buf = Vec::new();
+        encode(&rec, &mut buf);
+        let fields = decode(&buf);
+        let get = |k: &str| {
+            fields
+                .iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("MESSAGE"), ["two\nlines"]);
+        assert_eq!(get("PRIORITY"), ["6"]);
+        assert_eq!(get("SYSLOG_IDENTIFIER"), ["netprobe"]);
+        assert_eq!(get("NETPROBE_MODE"), ["no_listener"]);
+        assert_eq!(get("NETPROBE_DPORT"), ["9"]);
+        assert_eq!(get("NETPROBE_KIND"), ["drop"]);
+        // A newline in a value cannot forge a field.
+        assert_eq!(get("NETPROBE_COMM"), ["evil\nNETPROBE_MODE=forged"]);
+        assert!(get("NETPROBE_MESSAGE").is_empty());
+    }
+
+    #[test]
+    fn delivers_to_a_socket_and_uses_memfd_when_too_large() {
+        let dir = std::env::temp_dir().join(format!("netprobe-journal-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("socket");
+        let _ = std::fs::remove_file(&path);
+        let server = UnixDatagram::bind(&path).unwrap();
+        let mut j = Journald::connect(&path).unwrap();
+        j.write(&Record::new("drop", "small".into())).unwrap();
+        let mut got = vec![0u8; 65536];
+        let n = server.recv(&mut got).unwrap();
+        assert!(decode(&got[..n]).iter().any(|(k, v)| k == "MESSAGE" && v == b"small"));
+
+        // Larger than any datagram: must go through the memfd route.
+        let big = "x".repeat(300_000);
+        j.write(&Record::new("drop", big.clone())).unwrap();
+        let mut data = [0u8; 16];
+        let mut cmsg = [0u8; 64];
+        // SAFETY: recvmsg into local buffers.
+        let fd = unsafe {
+            let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cmsg.as_mut_ptr().cast();
+            msg.msg_controllen = cmsg.len() as _;
+            assert!(libc::recvmsg(server.as_raw_fd(), &mut msg, 0) >= 0);
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            assert!(!c.is_null());
+            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>())
+        };
+        // SAFETY: the descriptor was just received and is ours.
+        let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).unwrap();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut content).unwrap();
+        assert!(decode(&content).iter().any(|(k, v)| k == "MESSAGE" && v == big.as_bytes()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
