@@ -80,7 +80,11 @@ pub fn find_ebpf_rustc() -> Option<EbpfRustc> {
 /// `bpf-linker` on PATH or in cargo's bin directory.
 pub fn find_bpf_linker() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("bpf-linker")).collect())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("bpf-linker"))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(home) = std::env::var_os("CARGO_HOME") {
         candidates.push(PathBuf::from(home).join("bin/bpf-linker"));

@@ -95,10 +95,18 @@ impl Btf {
         let type_len = u32_at(&data, 12)? as usize;
         let str_off = u32_at(&data, 16)? as usize;
         let str_len = u32_at(&data, 20)? as usize;
-        let types_start = hdr_len.checked_add(type_off).ok_or(BtfError::Malformed(8))?;
-        let types_end = types_start.checked_add(type_len).ok_or(BtfError::Malformed(12))?;
-        let str_start = hdr_len.checked_add(str_off).ok_or(BtfError::Malformed(16))?;
-        let str_end = str_start.checked_add(str_len).ok_or(BtfError::Malformed(20))?;
+        let types_start = hdr_len
+            .checked_add(type_off)
+            .ok_or(BtfError::Malformed(8))?;
+        let types_end = types_start
+            .checked_add(type_len)
+            .ok_or(BtfError::Malformed(12))?;
+        let str_start = hdr_len
+            .checked_add(str_off)
+            .ok_or(BtfError::Malformed(16))?;
+        let str_end = str_start
+            .checked_add(str_len)
+            .ok_or(BtfError::Malformed(20))?;
         if types_end > data.len() || str_end > data.len() {
             return Err(BtfError::Malformed(data.len()));
         }
@@ -176,9 +184,11 @@ impl Btf {
         for _ in 0..32 {
             let h = self.header(id)?;
             match h.kind {
-                kinds::TYPEDEF | kinds::VOLATILE | kinds::CONST | kinds::RESTRICT | kinds::TYPE_TAG => {
-                    id = h.size_or_type
-                }
+                kinds::TYPEDEF
+                | kinds::VOLATILE
+                | kinds::CONST
+                | kinds::RESTRICT
+                | kinds::TYPE_TAG => id = h.size_or_type,
                 _ => return Ok((id, h)),
             }
         }
@@ -188,9 +198,12 @@ impl Btf {
     fn size_of(&self, id: u32) -> Result<u32, BtfError> {
         let (id, h) = self.resolve(id)?;
         match h.kind {
-            kinds::INT | kinds::ENUM | kinds::ENUM64 | kinds::STRUCT | kinds::UNION | kinds::FLOAT => {
-                Ok(h.size_or_type)
-            }
+            kinds::INT
+            | kinds::ENUM
+            | kinds::ENUM64
+            | kinds::STRUCT
+            | kinds::UNION
+            | kinds::FLOAT => Ok(h.size_or_type),
             kinds::PTR => Ok(8),
             kinds::ARRAY => {
                 let elem = u32_at(&self.data, h.extra)?;
@@ -206,15 +219,21 @@ impl Btf {
     fn find_struct(&self, name: &str) -> Result<u32, BtfError> {
         (1..=self.type_at.len() as u32)
             .find(|&id| {
-                self.header(id)
-                    .is_ok_and(|h| h.kind == kinds::STRUCT && self.name(h.name_off) == name.as_bytes())
+                self.header(id).is_ok_and(|h| {
+                    h.kind == kinds::STRUCT && self.name(h.name_off) == name.as_bytes()
+                })
             })
             .ok_or_else(|| BtfError::NoStruct(name.to_string()))
     }
 
     /// Searches the members of struct/union `id` for `member`, descending into
     /// anonymous structs and unions (`struct_group`s). Returns the bit offset.
-    fn find_member(&self, id: u32, member: &str, depth: u32) -> Result<Option<(u32, u32)>, BtfError> {
+    fn find_member(
+        &self,
+        id: u32,
+        member: &str,
+        depth: u32,
+    ) -> Result<Option<(u32, u32)>, BtfError> {
         if depth > 8 {
             return Ok(None);
         }
@@ -269,10 +288,15 @@ mod tests {
     use std::io::Read;
 
     fn btf_6_18() -> Btf {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/kernels/6.18/vmlinux.btf.gz");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/kernels/6.18/vmlinux.btf.gz"
+        );
         let gz = std::fs::read(path).unwrap();
         let mut data = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut data).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut data)
+            .unwrap();
         Btf::parse(data).unwrap()
     }
 
@@ -291,8 +315,14 @@ mod tests {
         assert!(head.offset > nh.offset);
         let dport = btf.member("sock_common", "skc_dport").unwrap();
         assert_eq!(dport.size, 2);
-        assert!(matches!(btf.member("sk_buff", "no_such"), Err(BtfError::NoMember(..))));
-        assert!(matches!(btf.member("no_such_struct", "x"), Err(BtfError::NoStruct(_))));
+        assert!(matches!(
+            btf.member("sk_buff", "no_such"),
+            Err(BtfError::NoMember(..))
+        ));
+        assert!(matches!(
+            btf.member("no_such_struct", "x"),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 
     #[test]

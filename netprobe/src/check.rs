@@ -10,7 +10,10 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
     writeln!(w, "netprobe check")?;
     writeln!(w, "  kernel      {}", sys::kernel_release())?;
     let caps = sys::cap_eff();
-    let missing = caps.map_or(Some("cannot read /proc/self/status".into()), sys::missing_privilege);
+    let missing = caps.map_or(
+        Some("cannot read /proc/self/status".into()),
+        sys::missing_privilege,
+    );
     match (&missing, caps) {
         (None, Some(c)) => writeln!(w, "  privileges  ok (CapEff {c:016x})")?,
         (Some(why), _) => writeln!(w, "  privileges  MISSING: {why}")?,
@@ -19,7 +22,10 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
     let btf = Path::new("/sys/kernel/btf/vmlinux");
     match std::fs::metadata(btf) {
         Ok(m) => writeln!(w, "  BTF         {} ({} bytes)", btf.display(), m.len())?,
-        Err(e) => writeln!(w, "  BTF         absent ({e}): drop records will carry no flow")?,
+        Err(e) => writeln!(
+            w,
+            "  BTF         absent ({e}): drop records will carry no flow"
+        )?,
     }
     if let Some(why) = missing {
         writeln!(w, "  probes      not tried: no privilege")?;
@@ -38,22 +44,35 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
             Ok(Some(lost)) => ("attached", format!(" (degraded: {lost})")),
             Err(why) => ("skipped", format!(": {why}")),
         };
-        writeln!(w, "  probe       {:<15} {status:<9} {}{detail}", s.spec.name, s.spec.hook())?;
+        writeln!(
+            w,
+            "  probe       {:<15} {status:<9} {}{detail}",
+            s.spec.name,
+            s.spec.hook()
+        )?;
     }
     sysctls(w)?;
     let attached = tracer.attached();
     drop(tracer);
     if attached == 0 {
-        writeln!(w, "netprobe can run, but no probe attaches on this kernel: it will see no kernel events")?;
+        writeln!(
+            w,
+            "netprobe can run, but no probe attaches on this kernel: it will see no kernel events"
+        )?;
     } else {
-        writeln!(w, "netprobe can run: {attached} of {} probes attach", probes::ALL.len())?;
+        writeln!(
+            w,
+            "netprobe can run: {attached} of {} probes attach",
+            probes::ALL.len()
+        )?;
     }
     Ok(0)
 }
 
 fn sysctls(w: &mut dyn Write) -> std::io::Result<()> {
     for name in sys::SYSCTLS {
-        let v = sys::sysctl(name).unwrap_or_else(|| "(not on this kernel or module not loaded)".into());
+        let v =
+            sys::sysctl(name).unwrap_or_else(|| "(not on this kernel or module not loaded)".into());
         writeln!(w, "  sysctl      {name} = {v}")?;
     }
     Ok(())

@@ -31,9 +31,10 @@ pub const OTHER: Mode = m("other", "other");
 pub fn drop_reason(reason: &str) -> Mode {
     match reason {
         "NO_SOCKET" => NO_LISTENER,
-        "TCP_RFC7323_PAWS" | "TCP_RFC7323_PAWS_ACK" | "TCP_RFC7323_TW_PAWS" | "TCP_RFC7323_TSECR" => {
-            TW_RECYCLE
-        }
+        "TCP_RFC7323_PAWS"
+        | "TCP_RFC7323_PAWS_ACK"
+        | "TCP_RFC7323_TW_PAWS"
+        | "TCP_RFC7323_TSECR" => TW_RECYCLE,
         "TCP_LISTEN_OVERFLOW" => ACCEPT_QUEUE_FULL,
         "SOCKET_RCVBUFF" | "PROTO_MEM" | "TCP_ZEROWINDOW" | "TCP_OFO_QUEUE_PRUNE" => RCVBUF_FULL,
         "SOCKET_BACKLOG" => BACKLOG_FULL,
@@ -52,9 +53,10 @@ pub fn drop_location(function: &str) -> Mode {
     match function {
         "nf_hook_slow" => NETFILTER_DROP,
         "enqueue_to_backlog" => CPU_BACKLOG_FULL,
-        "__udp_queue_rcv_skb" | "__udp6_queue_rcv_skb" | "udp_queue_rcv_one_skb" | "udpv6_queue_rcv_one_skb" => {
-            RCVBUF_FULL
-        }
+        "__udp_queue_rcv_skb"
+        | "__udp6_queue_rcv_skb"
+        | "udp_queue_rcv_one_skb"
+        | "udpv6_queue_rcv_one_skb" => RCVBUF_FULL,
         _ => OTHER,
     }
 }

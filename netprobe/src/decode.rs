@@ -125,7 +125,10 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
     let raw = &e.raw[..(e.raw_len as usize).min(e.raw.len())];
     let event = match e.kind {
         kind::KFREE_SKB => {
-            let fmt = layouts.kfree_skb.as_ref().ok_or(DecodeError::NoLayout("skb:kfree_skb"))?;
+            let fmt = layouts
+                .kfree_skb
+                .as_ref()
+                .ok_or(DecodeError::NoLayout("skb:kfree_skb"))?;
             let net = (e.pkt_flags & pkt::NET != 0).then_some(&e.net[..]);
             let transport = (e.pkt_flags & pkt::TRANSPORT != 0).then_some(&e.transport[..]);
             KernelEvent::Drop(DropEvent {
@@ -135,7 +138,10 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
             })
         }
         kind::TCP_SEND_RESET => {
-            let fmt = layouts.send_reset.as_ref().ok_or(DecodeError::NoLayout("tcp:tcp_send_reset"))?;
+            let fmt = layouts
+                .send_reset
+                .as_ref()
+                .ok_or(DecodeError::NoLayout("tcp:tcp_send_reset"))?;
             KernelEvent::ResetSent(reset(fmt, raw, false))
         }
         kind::TCP_RECEIVE_RESET => {
@@ -164,8 +170,14 @@ fn sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
     let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]) as u64;
     let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
     match family {
-        AF_INET => Some((IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b.get(4..8)?).ok()?)), port)),
-        AF_INET6 => Some((IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b.get(8..24)?).ok()?)), port)),
+        AF_INET => Some((
+            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b.get(4..8)?).ok()?)),
+            port,
+        )),
+        AF_INET6 => Some((
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b.get(8..24)?).ok()?)),
+            port,
+        )),
         _ => None,
     }
 }
@@ -211,7 +223,11 @@ fn reset(fmt: &Format, raw: &[u8], received: bool) -> ResetEvent {
         tcp_flags: None,
     });
     ResetEvent {
-        flow: if received { flow.map(|f| f.reversed()) } else { flow },
+        flow: if received {
+            flow.map(|f| f.reversed())
+        } else {
+            flow
+        },
         reason: reason(fmt, raw),
         state: field_uint(fmt, raw, "state").map(|s| s as u32 as i32 as i64),
     }
@@ -220,10 +236,25 @@ fn reset(fmt: &Format, raw: &[u8], received: bool) -> ResetEvent {
 /// The kernel's TCP state names (include/net/tcp_states.h, stable ABI).
 pub fn tcp_state_name(state: i64) -> Option<&'static str> {
     const NAMES: [&str; 13] = [
-        "", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
-        "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
+        "",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+        "NEW_SYN_RECV",
     ];
-    usize::try_from(state).ok().and_then(|i| NAMES.get(i)).filter(|n| !n.is_empty()).copied()
+    usize::try_from(state)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .filter(|n| !n.is_empty())
+        .copied()
 }
 
 #[cfg(test)]
@@ -233,7 +264,9 @@ mod tests {
     use std::path::Path;
 
     fn layouts(kernel: &str) -> Layouts {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/kernels").join(kernel);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/kernels")
+            .join(kernel);
         Layouts {
             kfree_skb: read_format(&root, "skb", "kfree_skb").ok(),
             send_reset: read_format(&root, "tcp", "tcp_send_reset").ok(),
@@ -264,16 +297,25 @@ mod tests {
             let no_socket = fmt.symbol_value("reason", "NO_SOCKET").unwrap() as u32;
             let mut e = blank(kind::KFREE_SKB);
             put(&mut e, fmt, "reason", &no_socket.to_ne_bytes());
-            put(&mut e, fmt, "location", &0xffff_ffff_8100_0010u64.to_ne_bytes());
+            put(
+                &mut e,
+                fmt,
+                "location",
+                &0xffff_ffff_8100_0010u64.to_ne_bytes(),
+            );
             let d = decode(&e, &l).unwrap();
             assert_eq!((d.pid, d.comm.as_slice()), (42, &b"curl"[..]));
-            let KernelEvent::Drop(drop) = d.event else { panic!("not a drop") };
+            let KernelEvent::Drop(drop) = d.event else {
+                panic!("not a drop")
+            };
             assert_eq!(drop.reason.unwrap().label(), "NO_SOCKET", "kernel {kernel}");
             assert_eq!(drop.location, 0xffff_ffff_8100_0010);
             assert_eq!(drop.flow, None);
             // A number this kernel does not name is shown as the number.
             put(&mut e, fmt, "reason", &0x0003_0002u32.to_ne_bytes());
-            let KernelEvent::Drop(drop) = decode(&e, &l).unwrap().event else { panic!() };
+            let KernelEvent::Drop(drop) = decode(&e, &l).unwrap().event else {
+                panic!()
+            };
             assert_eq!(drop.reason.unwrap().label(), "196610");
         }
     }
@@ -282,7 +324,9 @@ mod tests {
     fn kfree_skb_without_reason_on_5_10() {
         let l = layouts("5.10");
         let e = blank(kind::KFREE_SKB);
-        let KernelEvent::Drop(drop) = decode(&e, &l).unwrap().event else { panic!() };
+        let KernelEvent::Drop(drop) = decode(&e, &l).unwrap().event else {
+            panic!()
+        };
         assert_eq!(drop.reason, None);
     }
 
@@ -300,7 +344,9 @@ mod tests {
         sa[4..8].copy_from_slice(&[127, 0, 0, 2]);
         put(&mut e, fmt, "daddr", &sa);
         put(&mut e, fmt, "reason", &1u32.to_ne_bytes());
-        let KernelEvent::ResetSent(r) = decode(&e, &l).unwrap().event else { panic!() };
+        let KernelEvent::ResetSent(r) = decode(&e, &l).unwrap().event else {
+            panic!()
+        };
         let f = r.flow.unwrap();
         assert_eq!(packet::endpoint(f.saddr, f.sport), "127.0.0.1:9");
         assert_eq!(packet::endpoint(f.daddr, f.dport), "127.0.0.2:40000");
@@ -326,10 +372,16 @@ mod tests {
             if fmt.field("family").is_some() {
                 put(&mut e, fmt, "family", &2u16.to_ne_bytes());
             }
-            let KernelEvent::ResetReceived(r) = decode(&e, &l).unwrap().event else { panic!() };
+            let KernelEvent::ResetReceived(r) = decode(&e, &l).unwrap().event else {
+                panic!()
+            };
             let f = r.flow.unwrap();
             // The socket is 10.0.0.2:40000; the RST came from its peer.
-            assert_eq!(packet::endpoint(f.saddr, f.sport), "10.0.0.1:9", "kernel {kernel}");
+            assert_eq!(
+                packet::endpoint(f.saddr, f.sport),
+                "10.0.0.1:9",
+                "kernel {kernel}"
+            );
             assert_eq!(packet::endpoint(f.daddr, f.dport), "10.0.0.2:40000");
         }
     }
@@ -338,7 +390,10 @@ mod tests {
     fn bad_records_are_errors() {
         assert_eq!(read_event(&[0; 8]).err(), Some(DecodeError::Short(8)));
         let l = Layouts::default();
-        assert_eq!(decode(&blank(99), &l).err(), Some(DecodeError::UnknownKind(99)));
+        assert_eq!(
+            decode(&blank(99), &l).err(),
+            Some(DecodeError::UnknownKind(99))
+        );
         assert!(decode(&blank(kind::KFREE_SKB), &l).is_err());
         let mut e = blank(kind::TCP_SEND_RESET);
         e.raw_len = 9999;

@@ -22,11 +22,15 @@ impl Kallsyms {
             if !matches!(ty, "t" | "T") || name.len() > u16::MAX as usize {
                 continue;
             }
-            let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
             if addr == 0 {
                 continue;
             }
-            let Ok(at) = u32::try_from(k.names.len()) else { break };
+            let Ok(at) = u32::try_from(k.names.len()) else {
+                break;
+            };
             k.names.push_str(name);
             k.syms.push((addr, at, name.len() as u16));
         }
@@ -56,9 +60,9 @@ impl Kallsyms {
 
     /// True if the kernel has a text symbol of this exact name.
     pub fn has(&self, name: &str) -> bool {
-        self.syms
-            .iter()
-            .any(|&(_, at, len)| self.names.get(at as usize..at as usize + len as usize) == Some(name))
+        self.syms.iter().any(|&(_, at, len)| {
+            self.names.get(at as usize..at as usize + len as usize) == Some(name)
+        })
     }
 
     /// `name+0xoff`, or the bare address when unknown.

@@ -80,7 +80,10 @@ pub fn tcp_flags_name(flags: u8) -> String {
 }
 
 fn has_ports(proto: u8) -> bool {
-    matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE)
+    matches!(
+        proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
+    )
 }
 
 /// Decodes the flow. `net` starts at the network header, `transport` at the
@@ -97,7 +100,12 @@ pub fn parse(net: Option<&[u8]>, transport: Option<&[u8]>, nh: u16, th: u16) -> 
             }
             let s: [u8; 4] = net[12..16].try_into().ok()?;
             let d: [u8; 4] = net[16..20].try_into().ok()?;
-            (net[9], IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(d)), ihl)
+            (
+                net[9],
+                IpAddr::V4(Ipv4Addr::from(s)),
+                IpAddr::V4(Ipv4Addr::from(d)),
+                ihl,
+            )
         }
         6 => {
             if net.len() < 40 {
@@ -105,7 +113,12 @@ pub fn parse(net: Option<&[u8]>, transport: Option<&[u8]>, nh: u16, th: u16) -> 
             }
             let s: [u8; 16] = net[8..24].try_into().ok()?;
             let d: [u8; 16] = net[24..40].try_into().ok()?;
-            (net[6], IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)), 40)
+            (
+                net[6],
+                IpAddr::V6(Ipv6Addr::from(s)),
+                IpAddr::V6(Ipv6Addr::from(d)),
+                40,
+            )
         }
         _ => return None,
     };
@@ -143,7 +156,9 @@ mod tests {
 
     /// IPv4 + TCP SYN 127.0.0.2:40000 -> 127.0.0.1:9, as on the wire.
     fn v4_syn() -> Vec<u8> {
-        let mut p = vec![0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 2, 127, 0, 0, 1];
+        let mut p = vec![
+            0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 2, 127, 0, 0, 1,
+        ];
         p.extend_from_slice(&40000u16.to_be_bytes());
         p.extend_from_slice(&9u16.to_be_bytes());
         p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0xa0, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
@@ -158,7 +173,10 @@ mod tests {
         assert_eq!(f.daddr, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!((f.sport, f.dport), (Some(40000), Some(9)));
         assert_eq!(f.tcp_flags.map(tcp_flags_name).as_deref(), Some("SYN"));
-        assert_eq!(endpoint(f.reversed().saddr, f.reversed().sport), "127.0.0.1:9");
+        assert_eq!(
+            endpoint(f.reversed().saddr, f.reversed().sport),
+            "127.0.0.1:9"
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::{
 };
 
 /// The eBPF object built by build.rs (empty when built without the toolchain).
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe.bpf.o"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe.bpf.o"));
 const EBPF_STATUS: &str = env!("NETPROBE_EBPF_STATUS");
 
 pub struct ProbeSpec {
@@ -67,8 +68,12 @@ pub struct SkbOffsets {
 impl SkbOffsets {
     pub fn from_btf(btf: &Btf) -> Result<SkbOffsets, String> {
         let head = btf.member("sk_buff", "head").map_err(|e| e.to_string())?;
-        let nh = btf.member("sk_buff", "network_header").map_err(|e| e.to_string())?;
-        let th = btf.member("sk_buff", "transport_header").map_err(|e| e.to_string())?;
+        let nh = btf
+            .member("sk_buff", "network_header")
+            .map_err(|e| e.to_string())?;
+        let th = btf
+            .member("sk_buff", "transport_header")
+            .map_err(|e| e.to_string())?;
         if head.size != 8 || nh.size != 2 || th.size != 2 {
             return Err(format!(
                 "unexpected sk_buff member sizes (head {}, network_header {}, transport_header {})",
@@ -84,7 +89,8 @@ impl SkbOffsets {
 
     pub fn from_kernel() -> Result<SkbOffsets, String> {
         let path = Path::new("/sys/kernel/btf/vmlinux");
-        let data = std::fs::read(path).map_err(|e| format!("kernel BTF unavailable ({}: {e})", path.display()))?;
+        let data = std::fs::read(path)
+            .map_err(|e| format!("kernel BTF unavailable ({}: {e})", path.display()))?;
         let btf = Btf::parse(data).map_err(|e| format!("kernel BTF unreadable: {e}"))?;
         SkbOffsets::from_btf(&btf)
     }
@@ -102,7 +108,9 @@ pub fn build_config(layouts: &Layouts, skb: Option<SkbOffsets>) -> Config {
     let mut c = Config::DISABLED;
     if let Some(f) = &layouts.kfree_skb {
         c.kfree_skb_len = record_len(&layouts.kfree_skb);
-        c.kfree_skb_skbaddr = f.field("skbaddr").map_or(Config::ABSENT, |x| x.offset as u32);
+        c.kfree_skb_skbaddr = f
+            .field("skbaddr")
+            .map_or(Config::ABSENT, |x| x.offset as u32);
         if let Some(r) = f.field("reason").filter(|r| r.size == 4) {
             c.kfree_skb_reason = r.offset as u32;
             c.kfree_skb_min_reason = f.symbol_value("reason", "NOT_SPECIFIED").unwrap_or(0) as u32;
@@ -163,7 +171,10 @@ fn error_text(e: &dyn std::error::Error) -> String {
 
 fn all_skipped(why: &str) -> Vec<ProbeStatus> {
     ALL.iter()
-        .map(|spec| ProbeStatus { spec, result: Err(why.to_string()) })
+        .map(|spec| ProbeStatus {
+            spec,
+            result: Err(why.to_string()),
+        })
         .collect()
 }
 
@@ -191,7 +202,11 @@ pub fn start() -> Tracer {
         }
     };
     let mut missing: Vec<(&'static ProbeSpec, String)> = Vec::new();
-    let mut read = |spec: &'static ProbeSpec| match tracefs::read_format(&root, spec.category, spec.tracepoint) {
+    let mut read = |spec: &'static ProbeSpec| match tracefs::read_format(
+        &root,
+        spec.category,
+        spec.tracepoint,
+    ) {
         Ok(f) => Some(f),
         Err(why) => {
             missing.push((spec, why));
@@ -205,10 +220,16 @@ pub fn start() -> Tracer {
     };
     let skb = SkbOffsets::from_kernel();
     let config = build_config(&tracer.layouts, skb.as_ref().ok().copied());
-    let mut ebpf = match EbpfLoader::new().override_global("CONFIG", &config, true).load(EBPF_OBJECT) {
+    let mut ebpf = match EbpfLoader::new()
+        .override_global("CONFIG", &config, true)
+        .load(EBPF_OBJECT)
+    {
         Ok(b) => b,
         Err(e) => {
-            tracer.statuses = all_skipped(&format!("loading the eBPF object failed: {}", error_text(&e)));
+            tracer.statuses = all_skipped(&format!(
+                "loading the eBPF object failed: {}",
+                error_text(&e)
+            ));
             return tracer;
         }
     };
@@ -231,8 +252,12 @@ pub fn start() -> Tracer {
         };
         tracer.statuses.push(ProbeStatus { spec, result });
     }
-    tracer.events = ebpf.take_map("EVENTS").and_then(|m| RingBuf::try_from(m).ok());
-    tracer.lost = ebpf.take_map("LOST").and_then(|m| PerCpuArray::try_from(m).ok());
+    tracer.events = ebpf
+        .take_map("EVENTS")
+        .and_then(|m| RingBuf::try_from(m).ok());
+    tracer.lost = ebpf
+        .take_map("LOST")
+        .and_then(|m| PerCpuArray::try_from(m).ok());
     if tracer.events.is_none() {
         for s in &mut tracer.statuses {
             s.result = Err("the EVENTS ring buffer could not be opened".into());
@@ -249,7 +274,8 @@ fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
     let tp: &mut TracePoint = prog
         .try_into()
         .map_err(|e: aya::programs::ProgramError| error_text(&e))?;
-    tp.load().map_err(|e| format!("load failed: {}", error_text(&e)))?;
+    tp.load()
+        .map_err(|e| format!("load failed: {}", error_text(&e)))?;
     tp.attach(spec.category, spec.tracepoint)
         .map_err(|e| format!("attach failed: {}", error_text(&e)))?;
     Ok(())
@@ -262,7 +288,9 @@ mod tests {
     use std::io::Read;
 
     fn layouts(kernel: &str) -> Layouts {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/kernels").join(kernel);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/kernels")
+            .join(kernel);
         Layouts {
             kfree_skb: read_format(&root, "skb", "kfree_skb").ok(),
             send_reset: read_format(&root, "tcp", "tcp_send_reset").ok(),
@@ -273,7 +301,10 @@ mod tests {
     #[test]
     fn config_follows_each_kernels_format() {
         let c = build_config(&layouts("6.18"), None);
-        assert_eq!((c.kfree_skb_reason, c.kfree_skb_min_reason, c.kfree_skb_len), (36, 2, 40));
+        assert_eq!(
+            (c.kfree_skb_reason, c.kfree_skb_min_reason, c.kfree_skb_len),
+            (36, 2, 40)
+        );
         assert_eq!(c.kfree_skb_skbaddr, 8);
         assert_eq!(c.send_reset_len, 88);
         assert_eq!(c.skb_head, Config::ABSENT);
@@ -281,7 +312,11 @@ mod tests {
         assert_eq!(c.kfree_skb_reason, 28);
         assert_eq!(
             c.kfree_skb_min_reason as u64,
-            layouts("6.1").kfree_skb.unwrap().symbol_value("reason", "NOT_SPECIFIED").unwrap()
+            layouts("6.1")
+                .kfree_skb
+                .unwrap()
+                .symbol_value("reason", "NOT_SPECIFIED")
+                .unwrap()
         );
         let c = build_config(&layouts("5.10"), None);
         assert_eq!(c.kfree_skb_reason, Config::ABSENT);
@@ -292,9 +327,15 @@ mod tests {
 
     #[test]
     fn skb_offsets_from_real_btf() {
-        let gz = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/kernels/6.18/vmlinux.btf.gz")).unwrap();
+        let gz = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/kernels/6.18/vmlinux.btf.gz"
+        ))
+        .unwrap();
         let mut data = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut data).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut data)
+            .unwrap();
         let s = SkbOffsets::from_btf(&Btf::parse(data).unwrap()).unwrap();
         assert_eq!(s.transport_header + 2, s.network_header);
         assert!(s.head > s.network_header);

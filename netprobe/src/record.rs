@@ -114,7 +114,11 @@ impl Record {
                 Some(lost.clone()),
                 format!("probe {name} attached to {hook}, degraded: {lost}"),
             ),
-            Err(why) => ("skipped", Some(why.clone()), format!("probe {name} skipped: {why}")),
+            Err(why) => (
+                "skipped",
+                Some(why.clone()),
+                format!("probe {name} skipped: {why}"),
+            ),
         };
         Record {
             probe: Some(name.to_string()),
@@ -204,7 +208,10 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
         (Some(f), None) => flow_text(f),
         (None, _) => "a packet (flow unknown)".to_string(),
     };
-    let why = r.reason.clone().unwrap_or_else(|| "no reason given by this kernel".into());
+    let why = r
+        .reason
+        .clone()
+        .unwrap_or_else(|| "no reason given by this kernel".into());
     let at = r.location.clone().unwrap_or_default();
     r.message = match (mode.mode, &e.flow) {
         ("no_listener", Some(f)) => {
@@ -235,7 +242,11 @@ fn reset_record(e: &ResetEvent, sent: bool) -> Record {
     if let Some(f) = &e.flow {
         r.set_flow(f);
     }
-    let flow = e.flow.as_ref().map(flow_text).unwrap_or_else(|| "(addresses unknown)".into());
+    let flow = e
+        .flow
+        .as_ref()
+        .map(flow_text)
+        .unwrap_or_else(|| "(addresses unknown)".into());
     let because = reason.map(|x| format!(" ({x})")).unwrap_or_default();
     r.message = if sent {
         format!("RST sent {flow}{because}")
@@ -277,19 +288,29 @@ mod tests {
             pid: 0,
             comm: b"swapper/0".to_vec(),
             event: KernelEvent::Drop(DropEvent {
-                reason: Some(Reason { value: 3, name: Some("NO_SOCKET".into()) }),
+                reason: Some(Reason {
+                    value: 3,
+                    name: Some("NO_SOCKET".into()),
+                }),
                 location: 0xffffffff81a00100,
                 flow: Some(flow()),
             }),
         };
         let r = from_event(&d, 0, &k);
-        assert_eq!((r.kind, r.family, r.mode), ("drop", Some("reset"), Some("no_listener")));
+        assert_eq!(
+            (r.kind, r.family, r.mode),
+            ("drop", Some("reset"), Some("no_listener"))
+        );
         assert_eq!(r.reason.as_deref(), Some("NO_SOCKET"));
         assert_eq!(r.saddr.as_deref(), Some("127.0.0.2"));
         assert_eq!((r.sport, r.dport), (Some(40000), Some(9)));
         assert_eq!(r.tcp_flags.as_deref(), Some("SYN"));
         assert_eq!(r.location.as_deref(), Some("tcp_v4_rcv+0x100"));
-        assert!(r.message.contains("no socket listens on 127.0.0.1:9"), "{}", r.message);
+        assert!(
+            r.message.contains("no socket listens on 127.0.0.1:9"),
+            "{}",
+            r.message
+        );
         assert!(r.advice.unwrap().contains("127.0.0.1:9"));
         assert_eq!(r.ts, "1970-01-01T00:00:00.000000Z");
     }
@@ -310,12 +331,18 @@ mod tests {
     fn reset_records_name_the_direction() {
         let e = ResetEvent {
             flow: Some(flow().reversed()),
-            reason: Some(Reason { value: 1, name: Some("NO_SOCKET".into()) }),
+            reason: Some(Reason {
+                value: 1,
+                name: Some("NO_SOCKET".into()),
+            }),
             state: Some(0),
         };
         let r = reset_record(&e, true);
         assert_eq!((r.kind, r.mode), ("reset_sent", Some("no_listener")));
-        assert_eq!(r.message, "RST sent TCP 127.0.0.1:9 -> 127.0.0.2:40000 (NO_SOCKET)");
+        assert_eq!(
+            r.message,
+            "RST sent TCP 127.0.0.1:9 -> 127.0.0.2:40000 (NO_SOCKET)"
+        );
         let r = reset_record(&ResetEvent { reason: None, ..e }, false);
         assert_eq!((r.kind, r.mode), ("reset_received", Some("reset_other")));
         assert_eq!(r.priority(), PRIORITY_INFO);

@@ -46,7 +46,10 @@ pub fn run(opts: RunOptions) -> i32 {
 
 /// The daemon proper; returns the exit code.
 fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
-    let privilege = sys::cap_eff().map_or(Some("cannot read /proc/self/status".into()), sys::missing_privilege);
+    let privilege = sys::cap_eff().map_or(
+        Some("cannot read /proc/self/status".into()),
+        sys::missing_privilege,
+    );
     if let Some(why) = privilege {
         out.write(&Record::error(why.clone()))?;
         if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -64,10 +67,17 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     let mut tracer = probes::start();
     let ksyms = Kallsyms::load();
     for s in &tracer.statuses {
-        out.write(&Record::probe(s.spec.name, &s.spec.hook(), s.result.clone()))?;
+        out.write(&Record::probe(
+            s.spec.name,
+            &s.spec.hook(),
+            s.result.clone(),
+        ))?;
     }
     let attached = tracer.attached() as u32;
-    out.write(&Record::ready(attached, tracer.statuses.len() as u32 - attached))?;
+    out.write(&Record::ready(
+        attached,
+        tracer.statuses.len() as u32 - attached,
+    ))?;
     if attached == 0 {
         out.write(&Record::error(
             "no probe could attach: netprobe is running but sees no kernel events (see the probe records for why)"
@@ -115,7 +125,9 @@ fn drain(
     losses: &mut Losses,
     out: &mut Output,
 ) -> Result<(), AllSinksFailed> {
-    let Tracer { events, layouts, .. } = tracer;
+    let Tracer {
+        events, layouts, ..
+    } = tracer;
     let Some(rb) = events else { return Ok(()) };
     while let Some(item) = rb.next() {
         let decoded = decode::read_event(&item).and_then(|e| decode::decode(&e, layouts));
@@ -131,7 +143,11 @@ fn drain(
     Ok(())
 }
 
-fn report_losses(tracer: &Tracer, losses: &mut Losses, out: &mut Output) -> Result<(), AllSinksFailed> {
+fn report_losses(
+    tracer: &Tracer,
+    losses: &mut Losses,
+    out: &mut Output,
+) -> Result<(), AllSinksFailed> {
     if let Some(lost) = &tracer.lost {
         if let Ok(per_cpu) = lost.get(&LOST_RINGBUF_FULL, 0) {
             let total: u64 = per_cpu.iter().sum();

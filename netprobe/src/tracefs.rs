@@ -219,7 +219,9 @@ pub fn find_or_mount() -> io::Result<PathBuf> {
 pub fn read_format(root: &Path, category: &str, name: &str) -> Result<Format, String> {
     let path = root.join("events").join(category).join(name).join("format");
     let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => format!("tracepoint {category}:{name} does not exist on this kernel"),
+        io::ErrorKind::NotFound => {
+            format!("tracepoint {category}:{name} does not exist on this kernel")
+        }
         _ => format!("cannot read {}: {e}", path.display()),
     })?;
     Format::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
@@ -230,7 +232,9 @@ mod tests {
     use super::*;
 
     fn testdata(kernel: &str, category: &str, name: &str) -> Format {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/kernels").join(kernel);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/kernels")
+            .join(kernel);
         read_format(&root, category, name).unwrap()
     }
 

@@ -1,1 +1,380 @@
+//! Helpers for netprobe's integration tests: they run the real daemon against
+//! the real kernel, make failures happen in throwaway network namespaces, and
+//! wait for the records. Root only; never a mock.
 
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The netprobe binary under test: `NETPROBE_BIN` (set by `cargo xtask test`),
+/// else the workspace's debug build.
+pub fn netprobe_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETPROBE_BIN") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netprobe")
+}
+
+/// True when the test may go on. Root tests are never skipped in CI: there,
+/// running without root is a failure. Elsewhere the skip is printed with why.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: needs root (eBPF, network namespaces), and CI must run as root"
+    );
+    eprintln!("SKIP {test}: needs root to load eBPF programs and create network namespaces");
+    false
+}
+
+/// A throwaway network namespace with loopback up, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+static NS_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = format!(
+            "netprobe-test-{}-{}",
+            std::process::id(),
+            NS_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `f` on a thread that has entered this namespace.
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let path = format!("/run/netns/{}", self.name);
+        thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            // SAFETY: setns on this thread only (CLONE_NEWNET is per-thread).
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("netns thread panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Netns::new()
+    }
+}
+
+/// Connects from `client_ip` to a port on `server_ip` that is certainly
+/// closed (bound, then released). Returns (client, server) addresses; the
+/// connect must be refused.
+pub fn connect_to_closed_port(client_ip: &str, server_ip: &str) -> (SocketAddr, SocketAddr) {
+    let server: SocketAddr = {
+        let l = TcpListener::bind((server_ip, 0)).expect("bind probe listener");
+        l.local_addr().unwrap()
+    };
+    let socket = if server.is_ipv4() {
+        socket2_free::tcp_v4()
+    } else {
+        socket2_free::tcp_v6()
+    };
+    let client: SocketAddr = format!(
+        "{}:0",
+        if server.is_ipv4() {
+            client_ip.to_string()
+        } else {
+            format!("[{client_ip}]")
+        }
+    )
+    .parse()
+    .unwrap();
+    socket2_free::bind(&socket, client);
+    let client = socket2_free::local_addr(&socket);
+    let err =
+        socket2_free::connect(&socket, server).expect_err("the closed port accepted a connection");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    (client, server)
+}
+
+/// Minimal socket calls on raw fds, so a client can be bound to a chosen
+/// source address before connecting (std cannot do that).
+mod socket2_free {
+    use std::{
+        io,
+        net::SocketAddr,
+        os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    };
+
+    pub fn tcp_v4() -> OwnedFd {
+        socket(libc::AF_INET)
+    }
+    pub fn tcp_v6() -> OwnedFd {
+        socket(libc::AF_INET6)
+    }
+    fn socket(family: i32) -> OwnedFd {
+        // SAFETY: plain socket(2); the fd is owned at once.
+        let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    fn raw(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: sockaddr_storage is plain data; we fill the right variant.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
+                sin.sin_family = libc::AF_INET as u16;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
+                sin6.sin6_family = libc::AF_INET6 as u16;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, len as libc::socklen_t)
+    }
+
+    pub fn bind(fd: &OwnedFd, addr: SocketAddr) {
+        let (ss, len) = raw(addr);
+        // SAFETY: valid sockaddr of the stated length.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &ss as *const _ as *const libc::sockaddr,
+                len,
+            )
+        };
+        assert_eq!(rc, 0, "bind {addr}: {}", io::Error::last_os_error());
+    }
+
+    pub fn connect(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+        let (ss, len) = raw(addr);
+        // SAFETY: valid sockaddr of the stated length.
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                &ss as *const _ as *const libc::sockaddr,
+                len,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub fn local_addr(fd: &OwnedFd) -> SocketAddr {
+        // SAFETY: getsockname into a sockaddr_storage.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockname(
+                fd.as_raw_fd(),
+                &mut ss as *mut _ as *mut libc::sockaddr,
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        match ss.ss_family as i32 {
+            libc::AF_INET => {
+                let sin = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in) };
+                SocketAddr::from((
+                    sin.sin_addr.s_addr.to_ne_bytes(),
+                    u16::from_be(sin.sin_port),
+                ))
+            }
+            _ => {
+                let sin6 = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in6) };
+                SocketAddr::from((sin6.sin6_addr.s6_addr, u16::from_be(sin6.sin6_port)))
+            }
+        }
+    }
+}
+
+/// A running `netprobe run --output json`, its records collected as they come.
+pub struct Daemon {
+    child: Child,
+    records: mpsc::Receiver<Value>,
+    pub seen: Vec<Value>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub started: Instant,
+}
+
+impl Daemon {
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(netprobe_bin());
+        cmd.arg("run")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", netprobe_bin().display()));
+        let (tx, records) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("netprobe wrote a line that is not JSON ({e}): {line}"),
+                }
+            }
+        });
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = stderr_lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon {
+            child,
+            records,
+            seen: Vec::new(),
+            stderr: stderr_lines,
+            started,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the first record matching `pred`, keeping everything seen.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.records.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} record within {timeout:?}; records seen:\n{}\nstderr:\n{}",
+                    self.seen
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    self.stderr.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for `ready`; returns the time it took from spawn.
+    pub fn wait_ready(&mut self) -> Duration {
+        let ready = self.wait_for("ready", Duration::from_secs(30), |v| v["kind"] == "ready");
+        let took = self.started.elapsed();
+        assert!(
+            ready["attached"].as_u64().unwrap() > 0,
+            "no probe attached: {:?}",
+            self.seen
+        );
+        took
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Sends `sig` and waits (bounded) for the exit.
+    pub fn stop_with(&mut self, sig: i32, timeout: Duration) -> ExitStatus {
+        self.signal(sig);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("netprobe did not exit within {timeout:?} of signal {sig}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Matches a record's 4-tuple.
+pub fn has_flow(v: &Value, saddr: &SocketAddr, daddr: &SocketAddr) -> bool {
+    v["saddr"] == saddr.ip().to_string()
+        && v["sport"] == saddr.port()
+        && v["daddr"] == daddr.ip().to_string()
+        && v["dport"] == daddr.port()
+}

@@ -45,7 +45,10 @@ impl Journald {
     fn send(&mut self) -> io::Result<()> {
         match self.sock.send(&self.buf) {
             Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) || e.raw_os_error() == Some(libc::ENOBUFS) => {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EMSGSIZE)
+                    || e.raw_os_error() == Some(libc::ENOBUFS) =>
+            {
                 self.send_memfd()
             }
             Err(_) => {
@@ -60,14 +63,20 @@ impl Journald {
 
     fn send_memfd(&self) -> io::Result<()> {
         // SAFETY: memfd_create with a static name; the fd is owned below.
-        let fd = unsafe { libc::memfd_create(c"netprobe-journal".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        let fd = unsafe {
+            libc::memfd_create(
+                c"netprobe-journal".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         std::fs::File::from(fd.try_clone()?).write_all(&self.buf)?;
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+        let seals =
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
         // SAFETY: fcntl on our own descriptor.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
             return Err(io::Error::last_os_error());
@@ -156,7 +165,10 @@ mod tests {
             let nl = b.iter().position(|&c| c == b'\n').unwrap();
             let line = &b[..nl];
             if let Some(eq) = line.iter().position(|&c| c == b'=') {
-                out.push((String::from_utf8(line[..eq].to_vec()).unwrap(), line[eq + 1..].to_vec()));
+                out.push((
+                    String::from_utf8(line[..eq].to_vec()).unwrap(),
+                    line[eq + 1..].to_vec(),
+                ));
                 b = &b[nl + 1..];
             } else {
                 let key = String::from_utf8(line.to_vec()).unwrap();
@@ -200,7 +212,8 @@ mod tests {
 
     #[test]
     fn delivers_to_a_socket_and_uses_memfd_when_too_large() {
-        let dir = std::env::temp_dir().join(format!("netprobe-journal-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("netprobe-journal-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("socket");
         let _ = std::fs::remove_file(&path);
@@ -209,7 +222,9 @@ mod tests {
         j.write(&Record::new("drop", "small".into())).unwrap();
         let mut got = vec![0u8; 65536];
         let n = server.recv(&mut got).unwrap();
-        assert!(decode(&got[..n]).iter().any(|(k, v)| k == "MESSAGE" && v == b"small"));
+        assert!(decode(&got[..n])
+            .iter()
+            .any(|(k, v)| k == "MESSAGE" && v == b"small"));
 
         // Larger than any datagram: must go through the memfd route.
         let big = "x".repeat(300_000);
@@ -218,7 +233,10 @@ mod tests {
         let mut cmsg = [0u8; 64];
         // SAFETY: recvmsg into local buffers.
         let fd = unsafe {
-            let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+            let mut iov = libc::iovec {
+                iov_base: data.as_mut_ptr().cast(),
+                iov_len: data.len(),
+            };
             let mut msg: libc::msghdr = std::mem::zeroed();
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
@@ -234,7 +252,9 @@ mod tests {
         std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).unwrap();
         let mut content = Vec::new();
         std::io::Read::read_to_end(&mut f, &mut content).unwrap();
-        assert!(decode(&content).iter().any(|(k, v)| k == "MESSAGE" && v == big.as_bytes()));
+        assert!(decode(&content)
+            .iter()
+            .any(|(k, v)| k == "MESSAGE" && v == big.as_bytes()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

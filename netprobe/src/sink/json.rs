@@ -13,7 +13,11 @@ pub struct Json<W: Write> {
 
 impl<W: Write> Json<W> {
     pub fn new(out: W, name: &'static str) -> Self {
-        Json { out, name, buf: Vec::with_capacity(512) }
+        Json {
+            out,
+            name,
+            buf: Vec::with_capacity(512),
+        }
     }
 }
 

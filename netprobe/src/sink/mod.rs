@@ -36,7 +36,9 @@ impl OutputKind {
         if self != OutputKind::Auto {
             return self;
         }
-        if std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some() {
+        if std::env::var_os("JOURNAL_STREAM").is_some()
+            || std::env::var_os("INVOCATION_ID").is_some()
+        {
             OutputKind::Journald
         } else if io::IsTerminal::is_terminal(&io::stdout()) {
             OutputKind::Text
@@ -71,7 +73,10 @@ impl Output {
         Output {
             slots: chain
                 .into_iter()
-                .map(|sink| Slot { sink, failed_at: None })
+                .map(|sink| Slot {
+                    sink,
+                    failed_at: None,
+                })
                 .collect(),
             retry: Duration::from_secs(5),
             notices,
@@ -123,13 +128,20 @@ impl Output {
         let mut failures = Vec::new();
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
-            if slot.failed_at.is_some_and(|t| now.duration_since(t) < self.retry) {
+            if slot
+                .failed_at
+                .is_some_and(|t| now.duration_since(t) < self.retry)
+            {
                 continue;
             }
             match slot.sink.write(rec) {
                 Ok(()) => {
                     if slot.failed_at.take().is_some() {
-                        let _ = writeln!(self.notices, "netprobe: output to {} works again", slot.sink.name());
+                        let _ = writeln!(
+                            self.notices,
+                            "netprobe: output to {} works again",
+                            slot.sink.name()
+                        );
                     }
                     return Ok(());
                 }
@@ -203,8 +215,16 @@ mod tests {
         let notes = Notes::default();
         let mut out = Output::with_notices(
             vec![
-                Box::new(Flaky { name: "a", fail: fail_a.clone(), got: got_a.clone() }),
-                Box::new(Flaky { name: "b", fail: Arc::new(Mutex::new(false)), got: got_b.clone() }),
+                Box::new(Flaky {
+                    name: "a",
+                    fail: fail_a.clone(),
+                    got: got_a.clone(),
+                }),
+                Box::new(Flaky {
+                    name: "b",
+                    fail: Arc::new(Mutex::new(false)),
+                    got: got_b.clone(),
+                }),
             ],
             Box::new(notes.clone()),
         );
@@ -227,7 +247,11 @@ mod tests {
     fn all_failing_is_an_error() {
         let fail = Arc::new(Mutex::new(true));
         let mut out = Output::with_notices(
-            vec![Box::new(Flaky { name: "a", fail, got: Arc::default() })],
+            vec![Box::new(Flaky {
+                name: "a",
+                fail,
+                got: Arc::default(),
+            })],
             Box::new(Notes::default()),
         );
         assert!(out.write(&Record::new("drop", "x".into())).is_err());

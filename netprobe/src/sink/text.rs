@@ -63,6 +63,9 @@ mod tests {
             advice: Some("start it\r\n".into()),
             ..Record::new("drop", "dropped\nthing".into())
         };
-        assert_eq!(format(&r), "T drop           [reset/no_listener] dropped thing -- start it  ");
+        assert_eq!(
+            format(&r),
+            "T drop           [reset/no_listener] dropped thing -- start it  "
+        );
     }
 }
