@@ -60,7 +60,6 @@ pub struct Member {
 /// Parsed BTF: the raw bytes plus the byte position of each type record.
 pub struct Btf {
     data: Vec<u8>,
-    types_start: usize,
     strings: (usize, usize),
     /// `type_at[id - 1]`: position of type `id`'s record in `data`.
     type_at: Vec<u32>,
@@ -112,7 +111,6 @@ impl Btf {
         }
         let mut btf = Btf {
             data,
-            types_start,
             strings: (str_start, str_end),
             type_at: Vec::new(),
         };
@@ -142,7 +140,6 @@ impl Btf {
                 return Err(BtfError::Malformed(at));
             }
         }
-        let _ = btf.types_start;
         Ok(btf)
     }
 

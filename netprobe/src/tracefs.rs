@@ -267,7 +267,7 @@ mod tests {
     fn kfree_skb_5_10_has_no_reason() {
         let f = testdata("5.10", "skb", "kfree_skb");
         assert!(f.field("reason").is_none());
-        assert!(f.symbols.get("reason").is_none());
+        assert!(!f.symbols.contains_key("reason"));
         assert_eq!(f.field("location").unwrap().offset, 16);
         assert_eq!(f.field("protocol").unwrap().size, 2);
     }
