@@ -1,1 +1,291 @@
-fn main() {}
+//! netprobe's task runner: `cargo xtask setup|build|run|test|lint`.
+
+mod cmd;
+mod setup;
+
+// Shared with netprobe's build script so both agree on what a usable eBPF
+// toolchain is. The xtask uses only part of it.
+#[allow(dead_code)]
+#[path = "../../netprobe/build/toolchain.rs"]
+mod toolchain;
+
+use std::{
+    path::PathBuf,
+    process::{Command, ExitCode},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "netprobe's setup, build, run and test driver"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what the eBPF build and the integration tests need (idempotent).
+    Setup,
+    /// Set up, then build netprobe with its eBPF programs.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build, then run netprobe with ARGS (default: `run`).
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Set up, build, then run the whole workspace's tests, integration tests included.
+    Test {
+        /// Passed on to `cargo test`.
+        #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
+        args: Vec<String>,
+    },
+    /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().task.run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Task {
+    fn run(self) -> Result<ExitCode> {
+        match self {
+            Task::Setup => setup::ensure().map(|()| ExitCode::SUCCESS),
+            Task::Build { release } => {
+                setup::ensure()?;
+                build_netprobe(release).map(|_| ExitCode::SUCCESS)
+            }
+            Task::Run { release, args } => run(release, args),
+            Task::Test { args } => test(args),
+            Task::Lint => lint().map(|()| ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// `cargo build -p netprobe` with the eBPF object required; returns the binary.
+fn build_netprobe(release: bool) -> Result<PathBuf> {
+    let mut build = cargo_requiring_ebpf();
+    build.args(["build", "-p", "netprobe"]);
+    if release {
+        build.arg("--release");
+    }
+    cmd::run(&mut build)?;
+    let profile = if release { "release" } else { "debug" };
+    let bin = cmd::target_dir()?.join(profile).join("netprobe");
+    if !bin.is_file() {
+        bail!("the build succeeded but {} does not exist", bin.display());
+    }
+    Ok(bin)
+}
+
+fn cargo_requiring_ebpf() -> Command {
+    let mut c = cmd::cargo();
+    c.env("NETPROBE_REQUIRE_EBPF", "1");
+    c
+}
+
+fn run(release: bool, args: Vec<String>) -> Result<ExitCode> {
+    setup::ensure()?;
+    let bin = build_netprobe(release)?;
+    let status = cmd::status(Command::new(&bin).args(netprobe_args(args)))?;
+    Ok(ExitCode::from(cmd::exit_code(status)))
+}
+
+/// What to run netprobe with: the given arguments, else `run`.
+fn netprobe_args(given: Vec<String>) -> Vec<String> {
+    if given.is_empty() {
+        vec!["run".to_string()]
+    } else {
+        given
+    }
+}
+
+fn test(args: Vec<String>) -> Result<ExitCode> {
+    check_test_privileges()?;
+    let mut phases = Phases::default();
+    phases.time("setup", setup::ensure)?;
+    let bin = phases.time("build", || build_netprobe(false))?;
+    let mut cargo_test = cargo_requiring_ebpf();
+    cargo_test
+        .env("NETPROBE_BIN", &bin)
+        .args(cargo_test_args(args));
+    let status = phases.time("tests", || cmd::status(&mut cargo_test));
+    println!("xtask: {phases}");
+    Ok(ExitCode::from(cmd::exit_code(status?)))
+}
+
+/// `cargo test --workspace ARGS`, minus `--workspace` when ARGS pick
+/// packages themselves (cargo would otherwise silently test everything).
+fn cargo_test_args(extra: Vec<String>) -> Vec<String> {
+    let cargo_args = extra.iter().take_while(|a| *a != "--");
+    let picks_packages = cargo_args
+        .clone()
+        .any(|a| a.starts_with("-p") || a == "--package" || a.starts_with("--package="));
+    let mut args = vec!["test".to_string()];
+    if !picks_packages {
+        args.push("--workspace".to_string());
+    }
+    args.extend(extra);
+    args
+}
+
+/// The integration tests load eBPF programs and create network namespaces.
+fn check_test_privileges() -> Result<()> {
+    if cmd::is_root() {
+        return Ok(());
+    }
+    let why = format!(
+        "not root (euid {}): the integration tests (crate `tests`) need root to load eBPF \
+         programs, read tracefs and create network namespaces",
+        cmd::euid()
+    );
+    if std::env::var_os("CI").is_some() {
+        bail!("{why}; CI must run them as root");
+    }
+    println!("xtask: note: {why}, so they will be skipped or fail");
+    Ok(())
+}
+
+fn lint() -> Result<()> {
+    let checks = [
+        vec!["fmt", "--all", "--", "--check"],
+        vec![
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ];
+    let mut failed = Vec::new();
+    for args in checks {
+        let mut c = cmd::cargo();
+        c.env_remove("NETPROBE_REQUIRE_EBPF").args(&args);
+        if !cmd::status(&mut c)?.success() {
+            failed.push(format!("cargo {}", args.join(" ")));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("lint failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Wall-clock time of each phase, for the summary line.
+#[derive(Debug, Default)]
+struct Phases(Vec<(&'static str, Duration)>);
+
+impl Phases {
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        self.0.push((name, start.elapsed()));
+        out
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(name, d)| format!("{name} {:.1}s", d.as_secs_f64()))
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Task {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .unwrap()
+            .task
+    }
+
+    #[test]
+    fn run_defaults_to_netprobe_run() {
+        assert_eq!(netprobe_args(vec![]), vec!["run"]);
+        let given = vec!["check".to_string(), "--json".to_string()];
+        assert_eq!(netprobe_args(given.clone()), given);
+    }
+
+    #[test]
+    fn run_passes_arguments_after_double_dash() {
+        match parse(&["run", "--release", "--", "run", "--output", "json"]) {
+            Task::Run { release, args } => {
+                assert!(release);
+                assert_eq!(args, ["run", "--output", "json"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        match parse(&["run"]) {
+            Task::Run { release, args } => assert!(!release && args.is_empty()),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn test_passes_cargo_arguments_after_double_dash() {
+        match parse(&["test", "--", "-p", "netprobe-tests", "--", "--nocapture"]) {
+            Task::Test { args } => assert_eq!(args, ["-p", "netprobe-tests", "--", "--nocapture"]),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn netprobe_arguments_need_double_dash() {
+        assert!(Cli::try_parse_from(["xtask", "run", "check"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn cargo_test_covers_the_workspace_unless_packages_are_picked() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(cargo_test_args(vec![]), ["test", "--workspace"]);
+        assert_eq!(
+            cargo_test_args(strings(&["--", "--nocapture", "-p"])),
+            ["test", "--workspace", "--", "--nocapture", "-p"]
+        );
+        for pick in [
+            &["-p", "xtask"][..],
+            &["-pxtask"],
+            &["--package", "xtask"],
+            &["--package=xtask"],
+        ] {
+            let mut want = vec!["test".to_string()];
+            want.extend(strings(pick));
+            assert_eq!(cargo_test_args(strings(pick)), want);
+        }
+    }
+
+    #[test]
+    fn phases_print_one_decimal() {
+        let phases = Phases(vec![
+            ("setup", Duration::from_millis(300)),
+            ("build", Duration::from_millis(41_249)),
+            ("tests", Duration::from_secs(12)),
+        ]);
+        assert_eq!(phases.to_string(), "setup 0.3s, build 41.2s, tests 12.0s");
+    }
+}
