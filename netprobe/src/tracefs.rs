@@ -288,6 +288,46 @@ mod tests {
     }
 
     #[test]
+    fn missing_tracepoint_says_so() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/kernels/5.10");
+        let err = read_format(&root, "sock", "inet_sk_error_report").unwrap_err();
+        assert_eq!(
+            err,
+            "tracepoint sock:inet_sk_error_report does not exist on this kernel"
+        );
+    }
+
+    #[test]
+    fn every_truncation_of_real_files_parses_or_errs_cleanly() {
+        for kernel in ["5.10", "6.1", "6.12", "6.18"] {
+            for (cat, name) in [
+                ("skb", "kfree_skb"),
+                ("tcp", "tcp_send_reset"),
+                ("tcp", "tcp_receive_reset"),
+            ] {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("testdata/kernels")
+                    .join(kernel)
+                    .join("events")
+                    .join(cat)
+                    .join(name)
+                    .join("format");
+                let text = fs::read_to_string(path).unwrap();
+                let full = Format::parse(&text).unwrap();
+                assert!(
+                    full.record_len() <= netprobe_common::RAW_MAX,
+                    "{kernel} {name}"
+                );
+                for cut in (0..text.len()).filter(|&i| text.is_char_boundary(i)) {
+                    if let Ok(f) = Format::parse(&text[..cut]) {
+                        assert!(f.fields.len() <= full.fields.len());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(Format::parse("").is_err());
         assert!(Format::parse("name: x\nID: 1\nformat:\n\tfield:int;\n").is_err());

@@ -5,12 +5,10 @@
 use std::{
     io::{BufRead, BufReader},
     net::{SocketAddr, TcpListener},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        mpsc, Arc, Mutex,
-    },
+    sync::{mpsc, Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -41,60 +39,75 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
-/// A throwaway network namespace with loopback up, deleted on drop.
+/// A throwaway network namespace with loopback up. It lives as long as this
+/// handle holds its descriptor, so it disappears on drop, even if the test
+/// panics; no `ip` binary or /run/netns mount is needed (the VM guests have
+/// neither).
 pub struct Netns {
-    pub name: String,
+    fd: Arc<OwnedFd>,
 }
 
-static NS_SEQ: AtomicUsize = AtomicUsize::new(0);
+/// Sets IFF_UP on `lo` of the calling thread's network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a throwaway datagram socket for the interface ioctls, and an
+    // ifreq filled for `lo` only.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sock = OwnedFd::from_raw_fd(sock);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn enter(fd: &OwnedFd) {
+    // SAFETY: setns on the calling thread only (CLONE_NEWNET is per-thread).
+    let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
 impl Netns {
     pub fn new() -> Netns {
-        let name = format!(
-            "netprobe-test-{}-{}",
-            std::process::id(),
-            NS_SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
+        let fd = thread::spawn(|| {
+            // SAFETY: unshare affects this (short-lived) thread only.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "unshare(CLONE_NEWNET): {}",
+                std::io::Error::last_os_error()
+            );
+            loopback_up().expect("bring lo up in the test namespace");
+            std::fs::File::open("/proc/thread-self/ns/net")
+                .map(OwnedFd::from)
+                .expect("open the new namespace")
+        })
+        .join()
+        .expect("netns setup thread panicked");
+        Netns { fd: Arc::new(fd) }
     }
 
     /// Runs `f` on a thread that has entered this namespace.
     pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let path = format!("/run/netns/{}", self.name);
+        let fd = self.fd.clone();
         thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns");
-            // SAFETY: setns on this thread only (CLONE_NEWNET is per-thread).
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            enter(&fd);
             f()
         })
         .join()
         .expect("netns thread panicked")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
