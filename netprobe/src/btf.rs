@@ -279,23 +279,26 @@ impl Btf {
     }
 }
 
+/// The real BTF of the 6.18 kernel kept as test data.
+#[cfg(test)]
+pub(crate) fn test_btf_6_18() -> Btf {
+    use std::io::Read;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/kernels/6.18/vmlinux.btf.gz"
+    );
+    let gz = std::fs::read(path).unwrap();
+    let mut data = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut data)
+        .unwrap();
+    Btf::parse(data).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-
-    fn btf_6_18() -> Btf {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/testdata/kernels/6.18/vmlinux.btf.gz"
-        );
-        let gz = std::fs::read(path).unwrap();
-        let mut data = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut data)
-            .unwrap();
-        Btf::parse(data).unwrap()
-    }
+    use test_btf_6_18 as btf_6_18;
 
     #[test]
     fn sk_buff_members_on_6_18() {

@@ -257,22 +257,24 @@ pub fn tcp_state_name(state: i64) -> Option<&'static str> {
         .copied()
 }
 
+/// The layouts of a kernel kept under `testdata/kernels/<kernel>/`.
+#[cfg(test)]
+pub(crate) fn test_layouts(kernel: &str) -> Layouts {
+    use crate::tracefs::read_format;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/kernels")
+        .join(kernel);
+    Layouts {
+        kfree_skb: read_format(&root, "skb", "kfree_skb").ok(),
+        send_reset: read_format(&root, "tcp", "tcp_send_reset").ok(),
+        receive_reset: read_format(&root, "tcp", "tcp_receive_reset").ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracefs::read_format;
-    use std::path::Path;
-
-    fn layouts(kernel: &str) -> Layouts {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/kernels")
-            .join(kernel);
-        Layouts {
-            kfree_skb: read_format(&root, "skb", "kfree_skb").ok(),
-            send_reset: read_format(&root, "tcp", "tcp_send_reset").ok(),
-            receive_reset: read_format(&root, "tcp", "tcp_receive_reset").ok(),
-        }
-    }
+    use test_layouts as layouts;
 
     fn blank(kind: u32) -> Event {
         // SAFETY: Event is plain data.

@@ -284,19 +284,7 @@ fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracefs::read_format;
-    use std::io::Read;
-
-    fn layouts(kernel: &str) -> Layouts {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/kernels")
-            .join(kernel);
-        Layouts {
-            kfree_skb: read_format(&root, "skb", "kfree_skb").ok(),
-            send_reset: read_format(&root, "tcp", "tcp_send_reset").ok(),
-            receive_reset: read_format(&root, "tcp", "tcp_receive_reset").ok(),
-        }
-    }
+    use crate::decode::test_layouts as layouts;
 
     #[test]
     fn config_follows_each_kernels_format() {
@@ -327,16 +315,7 @@ mod tests {
 
     #[test]
     fn skb_offsets_from_real_btf() {
-        let gz = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/testdata/kernels/6.18/vmlinux.btf.gz"
-        ))
-        .unwrap();
-        let mut data = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut data)
-            .unwrap();
-        let s = SkbOffsets::from_btf(&Btf::parse(data).unwrap()).unwrap();
+        let s = SkbOffsets::from_btf(&crate::btf::test_btf_6_18()).unwrap();
         assert_eq!(s.transport_header + 2, s.network_header);
         assert!(s.head > s.network_header);
     }
