@@ -61,6 +61,10 @@ pub struct Event {
     pub network_header: u16,
     /// `skb->transport_header` as read (offset from `skb->head`; 0xffff: unset).
     pub transport_header: u16,
+    /// The socket's TCP state (`sk->__sk_common.skc_state`) where the hook
+    /// has a socket and BTF gave the offset; 0 (no TCP state) otherwise.
+    pub sk_state: u32,
+    pub _pad: u32,
 }
 
 /// Where the fields the kernel programs need live on the running kernel.
@@ -89,7 +93,10 @@ pub struct Config {
     pub skb_network_header: u32,
     /// `offsetof(struct sk_buff, transport_header)` (a `__u16`).
     pub skb_transport_header: u32,
-    pub _pad: u32,
+    /// Offset of `skaddr` in the `tcp_receive_reset` record.
+    pub receive_reset_skaddr: u32,
+    /// `offsetof(struct sock_common, skc_state)` (a byte), or `ABSENT`.
+    pub sk_state: u32,
 }
 
 impl Config {
@@ -106,7 +113,8 @@ impl Config {
         skb_head: Self::ABSENT,
         skb_network_header: Self::ABSENT,
         skb_transport_header: Self::ABSENT,
-        _pad: 0,
+        receive_reset_skaddr: Self::ABSENT,
+        sk_state: Self::ABSENT,
     };
 }
 
@@ -132,9 +140,9 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(
             size_of::<Event>(),
-            4 + 4 + 8 + 8 + 16 + 4 + 4 + RAW_MAX + NET_MAX + TRANSPORT_MAX + 2 + 2
+            4 + 4 + 8 + 8 + 16 + 4 + 4 + RAW_MAX + NET_MAX + TRANSPORT_MAX + 2 + 2 + 4 + 4
         );
         assert_eq!(size_of::<Event>() % 8, 0);
-        assert_eq!(size_of::<Config>(), 10 * 4);
+        assert_eq!(size_of::<Config>(), 11 * 4);
     }
 }

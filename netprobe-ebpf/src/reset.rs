@@ -5,8 +5,8 @@
 //! 6.10 (sockaddr-sized arrays, a `reason`), which the daemon decodes from the
 //! `format` file. The programs only copy the record.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use netprobe_common::kind;
+use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::tracepoint, programs::TracePointContext};
+use netprobe_common::{kind, Config};
 
 use crate::{config, ringbuf::emit};
 
@@ -19,11 +19,28 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Also reads the socket's TCP state, so the daemon can tell a refused
+/// connection (RST in answer to our SYN: SYN_SENT) from a reset one.
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let len = config().receive_reset_len;
-    if len != 0 {
-        emit(&ctx, kind::TCP_RECEIVE_RESET, len, |_| {});
+    let cfg = config();
+    if cfg.receive_reset_len != 0 {
+        emit(&ctx, kind::TCP_RECEIVE_RESET, cfg.receive_reset_len, |e| {
+            if cfg.receive_reset_skaddr == Config::ABSENT || cfg.sk_state == Config::ABSENT {
+                return;
+            }
+            // SAFETY: offsets from the format file and BTF; reads of kernel
+            // memory go through bpf_probe_read_kernel.
+            unsafe {
+                if let Ok(sk) = ctx.read_at::<u64>(cfg.receive_reset_skaddr as usize) {
+                    if sk != 0 {
+                        if let Ok(state) = bpf_probe_read_kernel((sk + cfg.sk_state as u64) as *const u8) {
+                            e.sk_state = state as u32;
+                        }
+                    }
+                }
+            }
+        });
     }
     0
 }

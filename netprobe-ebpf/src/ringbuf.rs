@@ -48,6 +48,8 @@ pub fn emit(ctx: &TracePointContext, kind: u32, raw_len: u32, fill: impl FnOnce(
     e.pkt_flags = 0;
     e.network_header = 0xffff;
     e.transport_header = 0xffff;
+    e.sk_state = 0;
+    e._pad = 0;
     let len = if raw_len as usize > RAW_MAX { RAW_MAX } else { raw_len as usize };
     // SAFETY: tracepoint records are kernel memory; a failed read is reported
     // as raw_len 0 and the daemon says so.

@@ -70,6 +70,18 @@ pub fn reset_sent(reason: Option<&str>) -> Mode {
     }
 }
 
+/// TCP_SYN_SENT in include/net/tcp_states.h (stable ABI).
+pub const TCP_SYN_SENT: i64 = 2;
+
+/// The mode of a RST this host received: in answer to its own SYN, the peer
+/// had nothing listening (the client's view of a closed port).
+pub fn reset_received(state: Option<i64>) -> Mode {
+    match state {
+        Some(TCP_SYN_SENT) => NO_LISTENER,
+        _ => RESET_OTHER,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +98,8 @@ mod tests {
         assert_eq!(drop_location("tcp_v4_rcv"), OTHER);
         assert_eq!(reset_sent(Some("NO_SOCKET")), NO_LISTENER);
         assert_eq!(reset_sent(None), RESET_OTHER);
+        assert_eq!(reset_received(Some(TCP_SYN_SENT)), NO_LISTENER);
+        assert_eq!(reset_received(Some(1)), RESET_OTHER);
+        assert_eq!(reset_received(None), RESET_OTHER);
     }
 }

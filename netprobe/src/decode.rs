@@ -149,7 +149,12 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
                 .receive_reset
                 .as_ref()
                 .ok_or(DecodeError::NoLayout("tcp:tcp_receive_reset"))?;
-            KernelEvent::ResetReceived(reset(fmt, raw, true))
+            let mut r = reset(fmt, raw, true);
+            // tcp_receive_reset has no state field; the program read it.
+            if r.state.is_none() && e.sk_state != 0 {
+                r.state = Some(e.sk_state as i64);
+            }
+            KernelEvent::ResetReceived(r)
         }
         k => return Err(DecodeError::UnknownKind(k)),
     };

@@ -86,14 +86,28 @@ impl SkbOffsets {
             transport_header: th.offset,
         })
     }
+}
 
-    pub fn from_kernel() -> Result<SkbOffsets, String> {
-        let path = Path::new("/sys/kernel/btf/vmlinux");
-        let data = std::fs::read(path)
-            .map_err(|e| format!("kernel BTF unavailable ({}: {e})", path.display()))?;
-        let btf = Btf::parse(data).map_err(|e| format!("kernel BTF unreadable: {e}"))?;
-        SkbOffsets::from_btf(&btf)
+/// `offsetof(struct sock_common, skc_state)`, a byte.
+pub fn sk_state_offset(btf: &Btf) -> Result<u32, String> {
+    let m = btf
+        .member("sock_common", "skc_state")
+        .map_err(|e| e.to_string())?;
+    if m.size != 1 {
+        return Err(format!(
+            "sock_common.skc_state is {} bytes, expected 1",
+            m.size
+        ));
     }
+    Ok(m.offset)
+}
+
+/// The running kernel's BTF.
+pub fn kernel_btf() -> Result<Btf, String> {
+    let path = Path::new("/sys/kernel/btf/vmlinux");
+    let data = std::fs::read(path)
+        .map_err(|e| format!("kernel BTF unavailable ({}: {e})", path.display()))?;
+    Btf::parse(data).map_err(|e| format!("kernel BTF unreadable: {e}"))
 }
 
 fn record_len(fmt: &Option<Format>) -> u32 {
@@ -104,7 +118,7 @@ fn record_len(fmt: &Option<Format>) -> u32 {
 
 /// The programs' `CONFIG` from the running kernel's layouts. A probe whose
 /// format is missing gets length 0, which makes its program a no-op.
-pub fn build_config(layouts: &Layouts, skb: Option<SkbOffsets>) -> Config {
+pub fn build_config(layouts: &Layouts, skb: Option<SkbOffsets>, sk_state: Option<u32>) -> Config {
     let mut c = Config::DISABLED;
     if let Some(f) = &layouts.kfree_skb {
         c.kfree_skb_len = record_len(&layouts.kfree_skb);
@@ -118,6 +132,12 @@ pub fn build_config(layouts: &Layouts, skb: Option<SkbOffsets>) -> Config {
     }
     c.send_reset_len = record_len(&layouts.send_reset);
     c.receive_reset_len = record_len(&layouts.receive_reset);
+    if let (Some(f), Some(state)) = (&layouts.receive_reset, sk_state) {
+        if let Some(sk) = f.field("skaddr").filter(|x| x.size == 8) {
+            c.receive_reset_skaddr = sk.offset as u32;
+            c.sk_state = state;
+        }
+    }
     if let Some(s) = skb {
         c.skb_head = s.head;
         c.skb_network_header = s.network_header;
@@ -218,8 +238,18 @@ pub fn start() -> Tracer {
         send_reset: read(&RESET_SENT),
         receive_reset: read(&RESET_RECEIVED),
     };
-    let skb = SkbOffsets::from_kernel();
-    let config = build_config(&tracer.layouts, skb.as_ref().ok().copied());
+    let btf = kernel_btf();
+    let skb = btf
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(SkbOffsets::from_btf);
+    let sk_state = btf.as_ref().map_err(Clone::clone).and_then(sk_state_offset);
+    drop(btf);
+    let config = build_config(
+        &tracer.layouts,
+        skb.as_ref().ok().copied(),
+        sk_state.as_ref().ok().copied(),
+    );
     let mut ebpf = match EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .load(EBPF_OBJECT)
@@ -239,6 +269,11 @@ pub fn start() -> Tracer {
         } else {
             attach(&mut ebpf, spec).map(|()| {
                 let mut lost = Vec::new();
+                if spec.name == RESET_RECEIVED.name {
+                    if let Err(why) = &sk_state {
+                        lost.push(format!("socket state unknown, refused connections not told apart: {why}"));
+                    }
+                }
                 if spec.name == DROP.name {
                     if let Err(why) = &skb {
                         lost.push(format!("flows unknown: {why}"));
@@ -288,7 +323,7 @@ mod tests {
 
     #[test]
     fn config_follows_each_kernels_format() {
-        let c = build_config(&layouts("6.18"), None);
+        let c = build_config(&layouts("6.18"), None, None);
         assert_eq!(
             (c.kfree_skb_reason, c.kfree_skb_min_reason, c.kfree_skb_len),
             (36, 2, 40)
@@ -296,7 +331,7 @@ mod tests {
         assert_eq!(c.kfree_skb_skbaddr, 8);
         assert_eq!(c.send_reset_len, 88);
         assert_eq!(c.skb_head, Config::ABSENT);
-        let c = build_config(&layouts("6.1"), None);
+        let c = build_config(&layouts("6.1"), None, None);
         assert_eq!(c.kfree_skb_reason, 28);
         assert_eq!(
             c.kfree_skb_min_reason as u64,
@@ -306,10 +341,10 @@ mod tests {
                 .symbol_value("reason", "NOT_SPECIFIED")
                 .unwrap()
         );
-        let c = build_config(&layouts("5.10"), None);
+        let c = build_config(&layouts("5.10"), None, None);
         assert_eq!(c.kfree_skb_reason, Config::ABSENT);
         assert!(c.kfree_skb_len > 0 && c.send_reset_len > 0);
-        let c = build_config(&Layouts::default(), None);
+        let c = build_config(&Layouts::default(), None, Some(12));
         assert_eq!(c, Config::DISABLED);
     }
 
@@ -317,6 +352,10 @@ mod tests {
     fn skb_offsets_from_real_btf() {
         let s = SkbOffsets::from_btf(&crate::btf::test_btf_6_18()).unwrap();
         assert_eq!(s.transport_header + 2, s.network_header);
+        let state = sk_state_offset(&crate::btf::test_btf_6_18()).unwrap();
+        let c = build_config(&layouts("6.18"), Some(s), Some(state));
+        assert_eq!((c.receive_reset_skaddr, c.sk_state), (8, state));
+        assert_eq!(c.skb_head, s.head);
         assert!(s.head > s.network_header);
     }
 }

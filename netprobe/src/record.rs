@@ -232,7 +232,7 @@ fn reset_record(e: &ResetEvent, sent: bool) -> Record {
     let mode = if sent {
         classify::reset_sent(reason.as_deref())
     } else {
-        classify::RESET_OTHER
+        classify::reset_received(e.state)
     };
     let kind = if sent { "reset_sent" } else { "reset_received" };
     let mut r = Record::new(kind, String::new());
@@ -248,18 +248,19 @@ fn reset_record(e: &ResetEvent, sent: bool) -> Record {
         .map(flow_text)
         .unwrap_or_else(|| "(addresses unknown)".into());
     let because = reason.map(|x| format!(" ({x})")).unwrap_or_default();
-    r.message = if sent {
-        format!("RST sent {flow}{because}")
-    } else {
-        format!("RST received {flow}: the peer reset the connection")
+    // In both directions the RST comes from the closed side to the client.
+    let closed = e.flow.as_ref().map(|f| endpoint(f.saddr, f.sport));
+    r.message = match (sent, mode == classify::NO_LISTENER, &closed) {
+        (true, _, _) => format!("RST sent {flow}{because}"),
+        (false, true, Some(closed)) => format!(
+            "RST received {flow} in answer to our SYN: connection refused, nothing listens on {closed}"
+        ),
+        (false, _, _) => format!("RST received {flow}: the peer reset the connection"),
     };
-    if mode == classify::NO_LISTENER {
-        if let Some(f) = &e.flow {
-            r.advice = Some(format!(
-                "Nothing listens on {}: check that the service behind this port is running.",
-                endpoint(f.saddr, f.sport)
-            ));
-        }
+    if let (true, Some(closed)) = (mode == classify::NO_LISTENER, &closed) {
+        r.advice = Some(format!(
+            "Nothing listens on {closed}: check that the service behind this port is running."
+        ));
     }
     r
 }
@@ -343,8 +344,32 @@ mod tests {
             r.message,
             "RST sent TCP 127.0.0.1:9 -> 127.0.0.2:40000 (NO_SOCKET)"
         );
-        let r = reset_record(&ResetEvent { reason: None, ..e }, false);
+        let r = reset_record(
+            &ResetEvent {
+                reason: None,
+                ..e.clone()
+            },
+            false,
+        );
         assert_eq!((r.kind, r.mode), ("reset_received", Some("reset_other")));
+        // A RST in answer to our SYN: the client's side of a closed port.
+        let r = reset_record(
+            &ResetEvent {
+                reason: None,
+                state: Some(2),
+                ..e
+            },
+            false,
+        );
+        assert_eq!((r.kind, r.mode), ("reset_received", Some("no_listener")));
+        assert_eq!(r.state.as_deref(), Some("SYN_SENT"));
+        assert!(
+            r.message
+                .contains("connection refused, nothing listens on 127.0.0.1:9"),
+            "{}",
+            r.message
+        );
+        assert!(r.advice.as_ref().unwrap().contains("127.0.0.1:9"));
         assert_eq!(r.priority(), PRIORITY_INFO);
         assert_eq!(Record::lost(3, "ring buffer full").priority(), PRIORITY_ERR);
     }

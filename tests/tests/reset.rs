@@ -46,6 +46,17 @@ fn closed_port(client_ip: &'static str, server_ip: &'static str) {
         .unwrap()
         .contains(&server.port().to_string()));
     assert!(drop["advice"].as_str().is_some_and(|a| !a.is_empty()));
+    // The client's side: the RST answered its SYN, so the connection was
+    // refused because nothing listens.
+    let refused = d.wait_for("reset_received", Duration::from_secs(10), |v| {
+        v["kind"] == "reset_received" && has_flow(v, &server, &client)
+    });
+    assert_eq!(refused["state"], "SYN_SENT", "{refused}");
+    assert_eq!(refused["mode"], "no_listener", "{refused}");
+    assert!(refused["message"]
+        .as_str()
+        .unwrap()
+        .contains("connection refused"));
     let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
 }
