@@ -1,7 +1,8 @@
-//! netprobe's task runner: `cargo xtask setup|build|run|test|lint`.
+//! netprobe's task runner: `cargo xtask setup|build|run|test|lint|vm`.
 
 mod cmd;
 mod setup;
+mod vm;
 
 // Shared with netprobe's build script so both agree on what a usable eBPF
 // toolchain is. The xtask uses only part of it.
@@ -52,6 +53,16 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// Run the integration tests on other kernels (Debian packages, booted in
+    /// QEMU) and print a matrix of probes and tests per kernel.
+    Vm {
+        /// Kernels to test, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "5.10,6.1,6.12")]
+        kernels: Vec<String>,
+        /// Keep each kernel's initramfs (target/vm/KERNEL.cpio).
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +86,7 @@ impl Task {
             Task::Run { release, args } => run(release, args),
             Task::Test { args } => test(args),
             Task::Lint => lint().map(|()| ExitCode::SUCCESS),
+            Task::Vm { kernels, keep } => vm::run(&kernels, keep),
         }
     }
 }

@@ -1,0 +1,203 @@
+//! The guest: a busybox initramfs whose /init mounts what netprobe and the
+//! tests need, loads the modules, runs `netprobe check` and each test
+//! executable between markers the host parses, and powers off.
+
+use std::{
+    fs::File,
+    io::BufWriter,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::{cpio, guest_build::TestBin, modules::Selection};
+
+/// Seconds one test executable may run in the guest before it is killed
+/// (the host's per-kernel timeout still bounds the whole boot).
+pub const TEST_TIMEOUT_SECS: u32 = 300;
+
+/// What /init does, given the test executables (by name, under /tests) and
+/// the modules (under /lib/modules, in load order).
+pub fn init_script(tests: &[String], modules: &Selection) -> String {
+    let mut s = String::from(
+        r#"#!/bin/sh
+# Written by `cargo xtask vm`: set up, run netprobe's tests, power off.
+export PATH=/bin
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+# Keep kernel messages (but emergencies) off the console the host parses.
+echo 1 > /proc/sys/kernel/printk
+up() { read u rest < /proc/uptime; echo "$u"; }
+mount -t tracefs tracefs /sys/kernel/tracing || echo "@@NETPROBE-VM note: cannot mount tracefs"
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mkdir -p /run/netns
+ip link set lo up
+cd /tmp
+echo "@@NETPROBE-VM kernel $(uname -r) up=$(up)"
+load() {
+  if insmod "/lib/modules/$1.ko"; then echo "@@NETPROBE-MODULE $1 loaded"
+  else echo "@@NETPROBE-MODULE $1 failed"; fi
+}
+"#,
+    );
+    for (name, _) in &modules.load {
+        s.push_str(&format!("load {name}\n"));
+    }
+    for name in &modules.builtin {
+        s.push_str(&format!("echo \"@@NETPROBE-MODULE {name} builtin\"\n"));
+    }
+    for name in &modules.absent {
+        s.push_str(&format!("echo \"@@NETPROBE-MODULE {name} absent\"\n"));
+    }
+    s.push_str(&format!(
+        r#"echo "@@NETPROBE-CHECK BEGIN"
+/bin/netprobe check
+echo "@@NETPROBE-CHECK END rc=$?"
+run_test() {{
+  echo "@@NETPROBE-TEST $1 BEGIN up=$(up)"
+  NETPROBE_BIN=/bin/netprobe CI=true timeout -s KILL {TEST_TIMEOUT_SECS} "/tests/$1" --test-threads=1
+  echo "@@NETPROBE-TEST $1 END rc=$? up=$(up)"
+}}
+"#
+    ));
+    for t in tests {
+        s.push_str(&format!("run_test {t}\n"));
+    }
+    s.push_str("echo \"@@NETPROBE-VM DONE up=$(up)\"\npoweroff -f\n");
+    s
+}
+
+/// Busybox, static, and the names of its applets.
+pub struct Busybox {
+    pub path: PathBuf,
+    pub applets: Vec<String>,
+}
+
+pub fn busybox() -> Result<Busybox> {
+    let path = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .context("busybox not found (package busybox-static)")?;
+    super::guest_build::ensure_static(&path)
+        .context("the guest needs busybox-static, not busybox")?;
+    let out = Command::new(&path).arg("--list").output()?;
+    if !out.status.success() {
+        bail!("`{} --list` failed", path.display());
+    }
+    let applets = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && !a.contains('/') && *a != "busybox")
+        .map(str::to_string)
+        .collect();
+    Ok(Busybox { path, applets })
+}
+
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+const GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
+
+/// Writes the initramfs (uncompressed cpio, which the kernel accepts as is).
+pub fn write(
+    out: &Path,
+    busybox: &Busybox,
+    netprobe: &Path,
+    tests: &[TestBin],
+    modules: &Selection,
+) -> Result<()> {
+    let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut w = cpio::Writer::new(BufWriter::new(file));
+    for d in [
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib/modules",
+        "proc",
+        "root",
+        "run",
+        "sys",
+        "tests",
+        "tmp",
+    ] {
+        w.dir(d, if d == "tmp" { 0o1777 } else { 0o755 })?;
+    }
+    w.char_dev("dev/console", 0o600, 5, 1)?;
+    w.char_dev("dev/null", 0o666, 1, 3)?;
+    w.file("etc/passwd", 0o644, PASSWD.as_bytes())?;
+    w.file("etc/group", 0o644, GROUP.as_bytes())?;
+    w.file_from("bin/busybox", 0o755, &busybox.path)?;
+    for a in &busybox.applets {
+        w.symlink(&format!("bin/{a}"), "busybox")?;
+    }
+    w.file_from("bin/netprobe", 0o755, netprobe)?;
+    let names: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();
+    for t in tests {
+        if !t
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            bail!(
+                "test target name {:?} is not safe in a shell script",
+                t.name
+            );
+        }
+        w.file_from(&format!("tests/{}", t.name), 0o755, &t.path)?;
+    }
+    for (name, ko) in &modules.load {
+        w.file(&format!("lib/modules/{name}.ko"), 0o644, ko)?;
+    }
+    w.file("init", 0o755, init_script(&names, modules).as_bytes())?;
+    w.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_runs_check_then_each_test_between_markers() {
+        let modules = Selection {
+            load: vec![
+                ("nf_defrag_ipv4".into(), vec![]),
+                ("nf_conntrack".into(), vec![]),
+            ],
+            builtin: vec!["veth".into()],
+            absent: vec![],
+        };
+        let s = init_script(&["reset".into(), "lifecycle".into()], &modules);
+        assert!(s.starts_with("#!/bin/sh\n"));
+        let pos = |needle: &str| {
+            s.find(needle)
+                .unwrap_or_else(|| panic!("no {needle:?} in:\n{s}"))
+        };
+        // Mounts come before anything runs.
+        for m in [
+            "mount -t devtmpfs devtmpfs /dev",
+            "mount -t proc proc /proc",
+            "mount -t tracefs tracefs /sys/kernel/tracing",
+            "mount -t tmpfs tmpfs /run",
+            "mkdir -p /run/netns",
+            "ip link set lo up",
+        ] {
+            assert!(pos(m) < pos("load nf_defrag_ipv4\n"), "{m}");
+        }
+        assert!(pos("load nf_defrag_ipv4\n") < pos("load nf_conntrack\n"));
+        assert!(s.contains("echo \"@@NETPROBE-MODULE veth builtin\"\n"));
+        assert!(pos("/bin/netprobe check\n") < pos("run_test reset\n"));
+        assert!(pos("run_test reset\n") < pos("run_test lifecycle\n"));
+        assert!(s.contains(
+            "NETPROBE_BIN=/bin/netprobe CI=true timeout -s KILL 300 \"/tests/$1\" --test-threads=1\n"
+        ));
+        assert!(s.contains("echo \"@@NETPROBE-TEST $1 END rc=$? up=$(up)\""));
+        assert!(s.ends_with("echo \"@@NETPROBE-VM DONE up=$(up)\"\npoweroff -f\n"));
+    }
+}

@@ -1,0 +1,200 @@
+//! `cargo xtask vm`: netprobe's integration tests on other kernels. Each
+//! kernel is a Debian package (cached), booted in QEMU (TCG) with a busybox
+//! initramfs holding static builds of netprobe and the test executables;
+//! /init runs them and powers off, and the serial log becomes one row of
+//! the matrix.
+
+mod cpio;
+mod elf;
+mod guest_build;
+mod initramfs;
+mod kernel;
+mod modules;
+mod qemu;
+mod report;
+
+use std::{fs, process::Command, process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cmd, setup};
+use report::{Ending, KernelResult};
+
+/// The longest one kernel may take, boot to poweroff (6.12 under TCG takes
+/// about a minute for the tests; this is for hangs). `NETPROBE_VM_TIMEOUT`
+/// (seconds) overrides it.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What `vm` needs on the host beyond the eBPF toolchain: (what, apt package,
+/// found?).
+fn tools() -> [(&'static str, &'static str, Option<String>); 4] {
+    let on_path = |name: &str| cmd::which(name).map(|p| p.display().to_string());
+    [
+        (
+            "QEMU (qemu-system-x86_64)",
+            "qemu-system-x86",
+            on_path("qemu-system-x86_64"),
+        ),
+        (
+            "static busybox (the guest's userland)",
+            "busybox-static",
+            initramfs::busybox()
+                .ok()
+                .map(|b| b.path.display().to_string()),
+        ),
+        ("cpio (to inspect the images)", "cpio", on_path("cpio")),
+        ("xz (compressed kernel modules)", "xz-utils", on_path("xz")),
+    ]
+}
+
+/// Like `setup::ensure`, for the VM's tools: one `ok:` or `installing:` line each.
+fn ensure_tools() -> Result<()> {
+    let mut missing = Vec::new();
+    for (what, package, found) in tools() {
+        match found {
+            Some(f) => println!("ok: {what}: {f}"),
+            None => missing.push((what, package)),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    let mut update = Command::new("apt-get");
+    update
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .arg("update");
+    let mut install = Command::new("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y"])
+        .args(&packages);
+    let how = format!("{} && {}", cmd::describe(&update), cmd::describe(&install));
+    if !cmd::is_root() || cmd::which("apt-get").is_none() {
+        bail!(
+            "missing {}; as root, run:\n  {how}",
+            missing
+                .iter()
+                .map(|(w, _)| *w)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for (what, _) in &missing {
+        println!("installing: {what} ({how})");
+    }
+    cmd::run(&mut update)?;
+    cmd::run(&mut install)?;
+    for (what, _, found) in tools() {
+        match found {
+            Some(f) => println!("ok: {what}: {f}"),
+            None => bail!("{what} is still missing after `{how}`"),
+        }
+    }
+    Ok(())
+}
+
+fn timeout() -> Duration {
+    std::env::var("NETPROBE_VM_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(TIMEOUT)
+}
+
+pub fn run(kernels: &[String], keep: bool) -> Result<ExitCode> {
+    let kernels = kernels
+        .iter()
+        .map(|k| kernel::by_short(k))
+        .collect::<Result<Vec<_>>>()?;
+    setup::ensure()?;
+    ensure_tools()?;
+    let cache = kernel::cache_dir();
+    let unpacked = kernels
+        .iter()
+        .map(|k| kernel::fetch(k, &cache))
+        .collect::<Result<Vec<_>>>()?;
+    let built = guest_build::build()?;
+    let busybox = initramfs::busybox()?;
+    let out_dir = cmd::target_dir()?.join("vm");
+    fs::create_dir_all(&out_dir)?;
+    let (accel, timeout) = (qemu::accel(), timeout());
+
+    let mut results = Vec::new();
+    for k in &unpacked {
+        let modules = modules::select(&k.modules_dir(), modules::WANTED)
+            .with_context(|| format!("kernel {}: modules", k.short))?;
+        let names = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(" ")
+            }
+        };
+        let load: Vec<String> = modules.load.iter().map(|(n, _)| n.clone()).collect();
+        println!(
+            "kernel {}: modules to load: {}; built in: {}; absent: {}",
+            k.short,
+            names(&load),
+            names(&modules.builtin),
+            names(&modules.absent)
+        );
+        let initrd = out_dir.join(format!("{}.cpio", k.short));
+        initramfs::write(&initrd, &busybox, &built.netprobe, &built.tests, &modules)?;
+        let log = out_dir.join(format!("{}.log", k.short));
+        let boot = qemu::boot(
+            qemu::command(&k.vmlinuz(), &initrd, &accel),
+            &log,
+            timeout,
+            k.short,
+        )?;
+        if !keep {
+            fs::remove_file(&initrd)?;
+        }
+        let text = String::from_utf8_lossy(&fs::read(&log)?).into_owned();
+        let result = KernelResult {
+            short: k.short.to_string(),
+            wall: boot.wall,
+            ending: match boot.status {
+                Some(_) => Ending::Exited,
+                None => Ending::TimedOut(timeout),
+            },
+            run: report::parse(&text),
+        };
+        if matches!(result.ending, Ending::TimedOut(_)) || !result.run.done {
+            println!(
+                "kernel {}: the guest did not finish; last 40 console lines ({}):",
+                k.short,
+                log.display()
+            );
+            for l in report::last_lines(&text, 40) {
+                println!("  | {l}");
+            }
+        }
+        println!(
+            "kernel {}: {} in {:.1}s, log {}",
+            k.short,
+            if result.problems().is_empty() {
+                "ok"
+            } else {
+                "FAILED"
+            },
+            boot.wall.as_secs_f64(),
+            log.display()
+        );
+        results.push(result);
+    }
+    println!("\n{}", report::render(&results));
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.problems().is_empty())
+        .map(|r| r.short.as_str())
+        .collect();
+    if failed.is_empty() {
+        println!("xtask: vm: every kernel passed");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("xtask: vm: failed on {}", failed.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,739 @@
+//! Reading a guest's console log (the markers /init prints, `netprobe
+//! check`'s probe lines, libtest's result lines) and the matrix over kernels.
+
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Ignored,
+    /// `test NAME ... ` with no verdict: the executable died or hung in it.
+    NoResult,
+}
+
+impl Outcome {
+    fn cell(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "FAIL",
+            Outcome::Ignored => "skip",
+            Outcome::NoResult => "DIED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub name: String,
+    /// `attached` or `skipped`.
+    pub status: String,
+    /// Why it was skipped, or what an attached probe lost.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct BinaryRun {
+    pub name: String,
+    pub tests: Vec<(String, Outcome)>,
+    pub rc: Option<i32>,
+    /// Guest uptime at BEGIN and END.
+    pub up: (Option<f64>, Option<f64>),
+    /// Each failed test's captured output (`---- NAME stdout ----`).
+    pub failures: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct GuestRun {
+    pub release: Option<String>,
+    /// (module, loaded|failed|builtin|absent)
+    pub modules: Vec<(String, String)>,
+    pub probes: Vec<Probe>,
+    pub check_rc: Option<i32>,
+    pub binaries: Vec<BinaryRun>,
+    /// /init got to the end.
+    pub done: bool,
+}
+
+enum Section {
+    None,
+    Check,
+    Test,
+    Failure(String),
+}
+
+/// `key=value` among the words of a marker line.
+fn field<'a>(words: &[&'a str], key: &str) -> Option<&'a str> {
+    words
+        .iter()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The serial console turns `\n` into `\r\n`; QEMU adds terminal escapes.
+pub fn console_lines(log: &str) -> Vec<&str> {
+    log.split('\n').map(|l| l.trim_end_matches('\r')).collect()
+}
+
+pub fn parse(log: &str) -> GuestRun {
+    let mut run = GuestRun::default();
+    let mut section = Section::None;
+    for line in console_lines(log) {
+        if let Some(at) = line.find("@@NETPROBE-") {
+            let words: Vec<&str> = line[at..].split_whitespace().collect();
+            match words.as_slice() {
+                ["@@NETPROBE-VM", "kernel", release, ..] => run.release = Some(release.to_string()),
+                ["@@NETPROBE-VM", "DONE", ..] => run.done = true,
+                ["@@NETPROBE-MODULE", name, status, ..] => {
+                    run.modules.push((name.to_string(), status.to_string()))
+                }
+                ["@@NETPROBE-CHECK", "BEGIN", ..] => section = Section::Check,
+                ["@@NETPROBE-CHECK", "END", rest @ ..] => {
+                    run.check_rc = field(rest, "rc").and_then(|v| v.parse().ok());
+                    section = Section::None;
+                }
+                ["@@NETPROBE-TEST", name, "BEGIN", rest @ ..] => {
+                    run.binaries.push(BinaryRun {
+                        name: name.to_string(),
+                        up: (field(rest, "up").and_then(|v| v.parse().ok()), None),
+                        ..BinaryRun::default()
+                    });
+                    section = Section::Test;
+                }
+                ["@@NETPROBE-TEST", name, "END", rest @ ..] => {
+                    if let Some(b) = run.binaries.last_mut().filter(|b| b.name == *name) {
+                        b.rc = field(rest, "rc").and_then(|v| v.parse().ok());
+                        b.up.1 = field(rest, "up").and_then(|v| v.parse().ok());
+                    }
+                    section = Section::None;
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match &section {
+            Section::None => {}
+            Section::Check => {
+                if let Some(p) = probe_line(line) {
+                    run.probes.push(p);
+                }
+            }
+            Section::Test | Section::Failure(_) => {
+                let Some(bin) = run.binaries.last_mut() else {
+                    continue;
+                };
+                if let Some((name, outcome)) = libtest_line(line) {
+                    bin.tests.push((name, outcome));
+                } else if let Some(name) = line
+                    .strip_prefix("---- ")
+                    .and_then(|l| l.strip_suffix(" stdout ----"))
+                {
+                    section = Section::Failure(name.to_string());
+                } else if line == "failures:" || line.starts_with("test result: ") {
+                    section = Section::Test;
+                } else if let Section::Failure(name) = &section {
+                    bin.failures
+                        .entry(name.clone())
+                        .or_default()
+                        .push(line.to_string());
+                }
+            }
+        }
+    }
+    run
+}
+
+/// libtest's `test NAME ... ok|FAILED|ignored[, reason]` (and `test NAME ... `
+/// when the executable died during the test).
+pub fn libtest_line(line: &str) -> Option<(String, Outcome)> {
+    let rest = line.strip_prefix("test ")?;
+    let (name, verdict) = rest.split_once(" ...")?;
+    if name.contains(' ') {
+        return None;
+    }
+    let verdict = verdict.trim();
+    let outcome = if verdict == "ok" {
+        Outcome::Pass
+    } else if verdict == "FAILED" {
+        Outcome::Fail
+    } else if verdict.starts_with("ignored") {
+        Outcome::Ignored
+    } else if verdict.is_empty() {
+        Outcome::NoResult
+    } else {
+        return None;
+    };
+    Some((name.to_string(), outcome))
+}
+
+/// `  probe       NAME  attached|skipped  HOOK[: why][ (degraded: what)]`
+/// from `netprobe check`.
+pub fn probe_line(line: &str) -> Option<Probe> {
+    let rest = line.trim_start().strip_prefix("probe ")?.trim_start();
+    let (name, rest) = rest.split_once(char::is_whitespace)?;
+    let rest = rest.trim_start();
+    let (status, hook_and_detail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let hook_and_detail = hook_and_detail.trim();
+    let detail = match status {
+        "skipped" => hook_and_detail
+            .split_once(": ")
+            .map(|(_, why)| why.to_string()),
+        "attached" => hook_and_detail
+            .split_once(" (degraded: ")
+            .map(|(_, lost)| lost.strip_suffix(')').unwrap_or(lost).to_string()),
+        _ => return None,
+    };
+    Some(Probe {
+        name: name.to_string(),
+        status: status.to_string(),
+        detail,
+    })
+}
+
+/// How one kernel's boot ended, as the host saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// QEMU exited (after /init's poweroff, or a panic).
+    Exited,
+    /// Killed at the host's timeout.
+    TimedOut(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct KernelResult {
+    pub short: String,
+    pub wall: Duration,
+    pub ending: Ending,
+    pub run: GuestRun,
+}
+
+impl KernelResult {
+    /// Why this kernel fails, if it does.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        match (&self.ending, self.run.done) {
+            (Ending::TimedOut(t), _) => {
+                p.push(format!("guest hung: killed after {}s", t.as_secs()))
+            }
+            (Ending::Exited, false) => {
+                p.push("guest stopped before /init finished (panic or crash)".into())
+            }
+            (Ending::Exited, true) => {}
+        }
+        match self.run.check_rc {
+            Some(0) => {}
+            Some(rc) => p.push(format!("`netprobe check` exited {rc}")),
+            None if self.run.done => p.push("`netprobe check` gave no result".into()),
+            None => {}
+        }
+        for b in &self.run.binaries {
+            match b.rc {
+                Some(0) => {}
+                Some(rc) => p.push(format!("{} exited {rc}{}", b.name, rc_meaning(rc))),
+                None => p.push(format!("{} did not finish", b.name)),
+            }
+        }
+        p
+    }
+}
+
+fn rc_meaning(rc: i32) -> &'static str {
+    match rc {
+        101 => " (test failures)",
+        137 => " (killed: in-guest time limit)",
+        127 => " (would not start)",
+        _ => "",
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// The matrix: one row per kernel, a column per probe and per test, then
+/// the legend, the footnotes, and what failed with the test's own message.
+pub fn render(results: &[KernelResult]) -> String {
+    let mut probes: Vec<String> = Vec::new();
+    let mut tests: Vec<(String, String)> = Vec::new();
+    for r in results {
+        for p in &r.run.probes {
+            if !probes.contains(&p.name) {
+                probes.push(p.name.clone());
+            }
+        }
+        for b in &r.run.binaries {
+            for (t, _) in &b.tests {
+                let key = (b.name.clone(), t.clone());
+                if !tests.contains(&key) {
+                    tests.push(key);
+                }
+            }
+        }
+    }
+    let mut notes: Vec<String> = Vec::new();
+    let mut note = |text: String| -> usize {
+        match notes.iter().position(|n| *n == text) {
+            Some(i) => i + 1,
+            None => {
+                notes.push(text);
+                notes.len()
+            }
+        }
+    };
+    let mut header: Vec<String> = ["kernel", "release", "wall", "result"]
+        .map(String::from)
+        .to_vec();
+    header.extend(probes.iter().cloned());
+    header.extend((1..=tests.len()).map(|i| format!("T{i}")));
+    let mut rows = vec![header];
+    for r in results {
+        let mut row = vec![
+            r.short.clone(),
+            r.run.release.clone().unwrap_or_else(|| "?".into()),
+            secs(r.wall),
+            match (&r.ending, r.problems().is_empty()) {
+                (Ending::TimedOut(_), _) => "HUNG".into(),
+                (_, true) => "ok".into(),
+                (_, false) if !r.run.done => "CRASHED".into(),
+                (_, false) => "FAILED".into(),
+            },
+        ];
+        for name in &probes {
+            row.push(match r.run.probes.iter().find(|p| p.name == *name) {
+                None => "-".into(),
+                Some(p) => match &p.detail {
+                    None => p.status.clone(),
+                    Some(d) => format!(
+                        "{}[{}]",
+                        p.status,
+                        note(format!("{} {}: {d}", p.name, p.status))
+                    ),
+                },
+            });
+        }
+        for (bin, test) in &tests {
+            let outcome = r
+                .run
+                .binaries
+                .iter()
+                .filter(|b| b.name == *bin)
+                .flat_map(|b| &b.tests)
+                .find(|(t, _)| t == test)
+                .map(|(_, o)| o.cell());
+            row.push(outcome.unwrap_or("-").into());
+        }
+        rows.push(row);
+    }
+    let ncols = rows[0].len();
+    let widths: Vec<usize> = (0..ncols)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        s.push_str(cells.join("  ").trim_end());
+        s.push('\n');
+    }
+    if !tests.is_empty() {
+        s.push('\n');
+        for (i, (bin, test)) in tests.iter().enumerate() {
+            let _ = writeln!(s, "T{:<3} {bin}::{test}", i + 1);
+        }
+    }
+    if !notes.is_empty() {
+        s.push('\n');
+        for (i, n) in notes.iter().enumerate() {
+            let _ = writeln!(s, "[{}] {n}", i + 1);
+        }
+    }
+    for r in results {
+        let loaded: Vec<String> = r
+            .run
+            .modules
+            .iter()
+            .map(|(m, st)| format!("{m} {st}"))
+            .collect();
+        let times: Vec<String> = r
+            .run
+            .binaries
+            .iter()
+            .filter_map(|b| Some(format!("{} {:.1}s", b.name, b.up.1? - b.up.0?)))
+            .collect();
+        let _ = write!(
+            s,
+            "\n{}: modules: {}",
+            r.short,
+            if loaded.is_empty() {
+                "none".into()
+            } else {
+                loaded.join(", ")
+            }
+        );
+        if !times.is_empty() {
+            let _ = write!(s, "; in guest: {}", times.join(", "));
+        }
+        s.push('\n');
+        for p in r.problems() {
+            let _ = writeln!(s, "{}: {p}", r.short);
+        }
+        for b in &r.run.binaries {
+            for (test, outcome) in &b.tests {
+                if !matches!(outcome, Outcome::Fail | Outcome::NoResult) {
+                    continue;
+                }
+                let _ = writeln!(s, "{}: {}::{test} {}", r.short, b.name, outcome.cell());
+                for l in
+                    failure_excerpt(b.failures.get(test).map(Vec::as_slice).unwrap_or_default())
+                {
+                    let _ = writeln!(s, "    {}", shorten(l, 200));
+                }
+            }
+        }
+    }
+    s
+}
+
+/// `line`, cut to `max` characters with `...` when longer.
+fn shorten(line: &str, max: usize) -> String {
+    match line.char_indices().nth(max) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_string(),
+    }
+}
+
+/// The panic message out of a failed test's captured output.
+pub fn failure_excerpt(lines: &[String]) -> Vec<&str> {
+    let from = lines
+        .iter()
+        .position(|l| l.contains("panicked at"))
+        .unwrap_or(0);
+    lines[from..]
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .take(8)
+        .collect()
+}
+
+/// The last `n` non-empty-ended console lines, without carriage returns or
+/// terminal escapes (QEMU's `ESC c` would reset the user's terminal).
+pub fn last_lines(log: &str, n: usize) -> Vec<String> {
+    let lines: Vec<String> = console_lines(log)
+        .into_iter()
+        .map(strip_escapes)
+        .rev()
+        .skip_while(|l| l.trim().is_empty())
+        .collect();
+    lines.into_iter().take(n).rev().collect()
+}
+
+/// `line` without ANSI escape sequences and other control characters.
+pub fn strip_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ params final-byte; else ESC and one character.
+            if chars.next_if_eq(&'[').is_some() {
+                while chars.next().is_some_and(|c| !('@'..='~').contains(&c)) {}
+            } else {
+                chars.next();
+            }
+        } else if !c.is_control() || c == '\t' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real console log: Debian 6.1 under TCG, `cargo xtask vm --kernels 6.1`
+    /// (serial `\r\n` line ends and QEMU's terminal escapes kept).
+    const LOG_6_1: &str = include_str!("testdata/6.1.log");
+    /// A real panic: 6.1 booted with `rdinit=/nonexistent`.
+    const LOG_PANIC: &str = include_str!("testdata/panic.log");
+
+    fn tests_of<'a>(run: &'a GuestRun, bin: &str) -> Vec<(&'a str, Outcome)> {
+        let b = run.binaries.iter().find(|b| b.name == bin).unwrap();
+        b.tests.iter().map(|(t, o)| (t.as_str(), *o)).collect()
+    }
+
+    #[test]
+    fn the_real_log_keeps_its_carriage_returns() {
+        assert!(LOG_6_1.contains("@@NETPROBE-CHECK BEGIN\r\n"));
+    }
+
+    #[test]
+    fn parses_a_real_6_1_log() {
+        let run = parse(LOG_6_1);
+        assert!(run.done);
+        // The marker follows QEMU's screen-clearing escapes on its line.
+        assert_eq!(run.release.as_deref(), Some("6.1.0-56-cloud-amd64"));
+        let modules: Vec<(&str, &str)> = run
+            .modules
+            .iter()
+            .map(|(m, s)| (m.as_str(), s.as_str()))
+            .collect();
+        assert_eq!(
+            modules,
+            [
+                ("veth", "loaded"),
+                ("nf_defrag_ipv4", "loaded"),
+                ("nf_defrag_ipv6", "loaded"),
+                ("libcrc32c", "loaded"),
+                ("nf_conntrack", "loaded")
+            ]
+        );
+        assert_eq!(run.check_rc, Some(0));
+        let probes: Vec<(&str, &str, Option<&str>)> = run
+            .probes
+            .iter()
+            .map(|p| (p.name.as_str(), p.status.as_str(), p.detail.as_deref()))
+            .collect();
+        assert_eq!(
+            probes,
+            [
+                ("drop", "attached", None),
+                ("reset_sent", "attached", None),
+                ("reset_received", "attached", None)
+            ]
+        );
+        let names: Vec<&str> = run.binaries.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["netprobe_tests", "reset", "journald", "lifecycle"]);
+        let rcs: Vec<Option<i32>> = run.binaries.iter().map(|b| b.rc).collect();
+        assert_eq!(rcs, [Some(0), Some(101), Some(101), Some(0)]);
+        assert_eq!(run.binaries[1].up, (Some(9.22), Some(40.30)));
+        assert!(tests_of(&run, "netprobe_tests").is_empty());
+        assert_eq!(
+            tests_of(&run, "reset"),
+            [
+                ("closed_port_ipv4", Outcome::Fail),
+                ("closed_port_ipv6", Outcome::Fail)
+            ]
+        );
+        assert_eq!(tests_of(&run, "lifecycle").len(), 5);
+        assert!(tests_of(&run, "lifecycle")
+            .iter()
+            .all(|(_, o)| *o == Outcome::Pass));
+        // Each failure keeps its own captured output, and the excerpt starts
+        // at the panic.
+        let reset = &run.binaries[1];
+        assert_eq!(reset.failures.len(), 2);
+        let excerpt = failure_excerpt(&reset.failures["closed_port_ipv6"]);
+        assert_eq!(
+            excerpt[..2],
+            [
+                "thread 'closed_port_ipv6' (121) panicked at tests/src/lib.rs:331:27:",
+                "no reset_sent record within 10s; records seen:"
+            ]
+        );
+        assert!(!excerpt.iter().any(|l| l.contains("closed_port_ipv4")));
+        let journald = failure_excerpt(
+            &run.binaries[2].failures["closed_port_records_reach_journald_with_fields"],
+        );
+        assert_eq!(
+            journald,
+            [
+                "thread 'closed_port_records_reach_journald_with_fields' (132) panicked at tests/tests/journald.rs:37:10:",
+                "systemd-journald is not installed (package systemd); `cargo xtask setup` installs it"
+            ]
+        );
+    }
+
+    #[test]
+    fn lf_only_logs_parse_the_same() {
+        let lf = LOG_6_1.replace("\r\n", "\n");
+        let (a, b) = (parse(LOG_6_1), parse(&lf));
+        assert_eq!(a.probes, b.probes);
+        assert_eq!(a.binaries.len(), b.binaries.len());
+        assert_eq!(a.done, b.done);
+    }
+
+    #[test]
+    fn escapes_are_stripped() {
+        // The line QEMU leaves before the kernel's first output.
+        assert_eq!(
+            strip_escapes("\x1bc\x1b[?7l\x1b[2J@@NETPROBE-VM kernel 6.1.0-56-cloud-amd64 up=5.85"),
+            "@@NETPROBE-VM kernel 6.1.0-56-cloud-amd64 up=5.85"
+        );
+        assert_eq!(
+            strip_escapes("\x1b[0mSeaBIOS (version 1.16.2)"),
+            "SeaBIOS (version 1.16.2)"
+        );
+        assert_eq!(strip_escapes("plain\ttext"), "plain\ttext");
+        let tail = last_lines(LOG_6_1, 200);
+        assert!(tail
+            .iter()
+            .any(|l| l.starts_with("@@NETPROBE-VM kernel 6.1.0-56")));
+    }
+
+    #[test]
+    fn long_lines_are_shortened() {
+        assert_eq!(shorten("abcdef", 4), "abcd...");
+        assert_eq!(shorten("abcd", 4), "abcd");
+        assert_eq!(shorten("ééééé", 2), "éé...");
+    }
+
+    #[test]
+    fn libtest_lines() {
+        assert_eq!(
+            libtest_line("test closed_port_ipv4 ... FAILED"),
+            Some(("closed_port_ipv4".into(), Outcome::Fail))
+        );
+        assert_eq!(
+            libtest_line("test check_reports_probes_as_root ... ok"),
+            Some(("check_reports_probes_as_root".into(), Outcome::Pass))
+        );
+        assert_eq!(
+            libtest_line("test slow_one ... ignored, needs a veth pair"),
+            Some(("slow_one".into(), Outcome::Ignored))
+        );
+        // Died mid-test: the verdict never came.
+        assert_eq!(
+            libtest_line("test closed_port_ipv6 ... "),
+            Some(("closed_port_ipv6".into(), Outcome::NoResult))
+        );
+        assert_eq!(
+            libtest_line("test result: ok. 5 passed; 0 failed; 0 ignored"),
+            None
+        );
+        assert_eq!(libtest_line("running 2 tests"), None);
+    }
+
+    #[test]
+    fn probe_lines_from_netprobe_check() {
+        // Real, from Debian 5.10 (no drop reasons before 5.17).
+        let p = probe_line("  probe       drop            attached  tracepoint skb:kfree_skb (degraded: this kernel gives no drop reasons (before 5.17): classified by drop location)").unwrap();
+        assert_eq!(p.name, "drop");
+        assert_eq!(p.status, "attached");
+        assert_eq!(
+            p.detail.as_deref(),
+            Some("this kernel gives no drop reasons (before 5.17): classified by drop location")
+        );
+        // check.rs's format for a skipped probe.
+        let p = probe_line("  probe       reset_received  skipped   tracepoint tcp:tcp_receive_reset: tracepoint not found in tracefs").unwrap();
+        assert_eq!(p.status, "skipped");
+        assert_eq!(p.detail.as_deref(), Some("tracepoint not found in tracefs"));
+        assert_eq!(probe_line("  probes      not tried: no privilege"), None);
+        assert_eq!(probe_line("  sysctl      net.core.somaxconn = 4096"), None);
+    }
+
+    fn result(short: &str, log: &str, wall: u64, ending: Ending) -> KernelResult {
+        KernelResult {
+            short: short.into(),
+            wall: Duration::from_millis(wall),
+            ending,
+            run: parse(log),
+        }
+    }
+
+    #[test]
+    fn a_guest_killed_mid_test_is_hung_and_the_test_died() {
+        // The real log cut where a hang inside closed_port_ipv6 would leave it.
+        let cut = LOG_6_1.find("test closed_port_ipv6 ... ").unwrap()
+            + "test closed_port_ipv6 ... ".len();
+        let r = result(
+            "6.1",
+            &LOG_6_1[..cut],
+            600_000,
+            Ending::TimedOut(Duration::from_secs(600)),
+        );
+        assert!(!r.run.done);
+        assert_eq!(
+            tests_of(&r.run, "reset"),
+            [
+                ("closed_port_ipv4", Outcome::Fail),
+                ("closed_port_ipv6", Outcome::NoResult)
+            ]
+        );
+        assert_eq!(
+            r.problems(),
+            ["guest hung: killed after 600s", "reset did not finish"]
+        );
+        let m = render(&[r]);
+        let row = m.lines().nth(1).unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>()[..6],
+            [
+                "6.1",
+                "6.1.0-56-cloud-amd64",
+                "600.0s",
+                "HUNG",
+                "attached",
+                "attached"
+            ]
+        );
+        assert!(m.contains("\n6.1: reset::closed_port_ipv6 DIED\n"), "{m}");
+    }
+
+    #[test]
+    fn a_panicked_guest_crashed_and_its_last_lines_show_why() {
+        let r = result("6.1", LOG_PANIC, 3_886, Ending::Exited);
+        assert!(!r.run.done && r.run.release.is_none() && r.run.binaries.is_empty());
+        assert_eq!(
+            r.problems(),
+            ["guest stopped before /init finished (panic or crash)"]
+        );
+        let tail = last_lines(LOG_PANIC, 40);
+        assert!(tail.len() <= 40);
+        assert!(tail.last().unwrap().contains("Kernel Offset: 0xec00000"));
+        assert!(tail
+            .iter()
+            .any(|l| l.contains("Kernel panic - not syncing: VFS: Unable to mount root fs")));
+        assert!(!tail.iter().any(|l| l.contains(['\r', '\x1b'])));
+        assert_eq!(last_lines(LOG_PANIC, 2).len(), 2);
+        let m = render(&[r]);
+        assert!(
+            m.starts_with("kernel  release  wall  result\n6.1     ?        3.9s  CRASHED\n"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn matrix_has_a_row_per_kernel_and_a_column_per_probe_and_test() {
+        // 5.10's drop probe line, as that kernel prints it.
+        let log_5_10 = LOG_6_1
+            .replace("6.1.0-56-cloud-amd64", "5.10.0-32-cloud-amd64")
+            .replace(
+                "attached  tracepoint skb:kfree_skb\r\n",
+                "attached  tracepoint skb:kfree_skb (degraded: this kernel gives no drop reasons (before 5.17): classified by drop location)\r\n",
+            )
+            .replace("test closed_port_ipv6 ... FAILED", "test closed_port_ipv6 ... ok");
+        let results = [
+            result("5.10", &log_5_10, 62_840, Ending::Exited),
+            result("6.1", LOG_6_1, 73_600, Ending::Exited),
+        ];
+        let m = render(&results);
+        let lines: Vec<&str> = m.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "kernel  release                wall   result  drop         reset_sent  reset_received  T1    T2    T3    T4    T5    T6    T7    T8",
+                "5.10    5.10.0-32-cloud-amd64  62.8s  FAILED  attached[1]  attached    attached        FAIL  pass  FAIL  pass  pass  pass  pass  pass",
+                "6.1     6.1.0-56-cloud-amd64   73.6s  FAILED  attached     attached    attached        FAIL  FAIL  FAIL  pass  pass  pass  pass  pass",
+            ]
+        );
+        assert!(m.contains("\nT1   reset::closed_port_ipv4\nT2   reset::closed_port_ipv6\nT3   journald::closed_port_records_reach_journald_with_fields\n"));
+        assert!(m.contains("\n[1] drop attached: this kernel gives no drop reasons (before 5.17): classified by drop location\n"));
+        assert!(m.contains("\n6.1: modules: veth loaded, nf_defrag_ipv4 loaded, nf_defrag_ipv6 loaded, libcrc32c loaded, nf_conntrack loaded; in guest: netprobe_tests 0.1s, reset 31.1s, journald 0.2s, lifecycle 31.9s\n"), "{m}");
+        assert!(m.contains("\n6.1: reset exited 101 (test failures)\n"));
+        assert!(m.contains("\n6.1: reset::closed_port_ipv4 FAIL\n    thread 'closed_port_ipv4' (115) panicked at tests/src/lib.rs:331:27:\n"));
+        assert!(!m.contains("5.10: reset::closed_port_ipv6"));
+    }
+
+    #[test]
+    fn a_clean_run_has_no_problems() {
+        let clean = LOG_6_1
+            .replace("... FAILED", "... ok")
+            .replace("END rc=101", "END rc=0");
+        let r = result("6.1", &clean, 1_000, Ending::Exited);
+        assert!(r.problems().is_empty());
+        assert!(render(&[r]).lines().nth(1).unwrap().contains(" ok  "));
+    }
+}
