@@ -67,7 +67,12 @@ impl Kallsyms {
 
     /// `name+0xoff`, or the bare address when unknown.
     pub fn describe(&self, addr: u64) -> String {
-        match self.lookup(addr) {
+        Self::render(self.lookup(addr), addr)
+    }
+
+    /// `describe` for an address already looked up.
+    pub fn render(found: Option<(&str, u64)>, addr: u64) -> String {
+        match found {
             Some((name, off)) => format!("{name}+{off:#x}"),
             None => format!("{addr:#x}"),
         }

@@ -183,6 +183,7 @@ pub fn from_event(d: &Decoded, wall_ns: i128, ksyms: &Kallsyms) -> Record {
         KernelEvent::ResetSent(e) => reset_record(e, true),
         KernelEvent::ResetReceived(e) => reset_record(e, false),
     };
+    // The event's own time, formatted once (the builders leave ts empty).
     r.ts = timefmt::rfc3339(wall_ns);
     r.pid = Some(d.pid);
     r.comm = Some(escape_bytes(&d.comm));
@@ -196,10 +197,13 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
         (None, Some((func, _))) => classify::drop_location(func),
         (None, None) => classify::OTHER,
     };
-    let mut r = Record::new("drop", String::new());
+    let mut r = Record {
+        kind: "drop",
+        ..Record::default()
+    };
     r.set_mode(mode);
     r.reason = e.reason.as_ref().map(|x| x.label());
-    r.location = Some(ksyms.describe(e.location));
+    r.location = Some(Kallsyms::render(location, e.location));
     if let Some(f) = &e.flow {
         r.set_flow(f);
     }
@@ -235,7 +239,10 @@ fn reset_record(e: &ResetEvent, sent: bool) -> Record {
         classify::reset_received(e.state)
     };
     let kind = if sent { "reset_sent" } else { "reset_received" };
-    let mut r = Record::new(kind, String::new());
+    let mut r = Record {
+        kind,
+        ..Record::default()
+    };
     r.set_mode(mode);
     r.reason = reason.clone();
     r.state = e.state.and_then(tcp_state_name).map(str::to_string);
