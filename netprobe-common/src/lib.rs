@@ -23,6 +23,16 @@ pub mod kind {
     pub const TCP_SEND_RESET: u32 = 2;
     /// `tcp:tcp_receive_reset` tracepoint: a RST arrived for a socket of this host.
     pub const TCP_RECEIVE_RESET: u32 = 3;
+    /// kprobe on `tcp_v4_send_reset`/`tcp_v6_send_reset`: this host sends a
+    /// RST in answer to the segment in `net`/`transport` (kernels before
+    /// 6.10, whose tracepoint misses resets sent without a full socket).
+    /// `raw` is empty; `sk_state` is the socket's state, `pkt::NO_SOCKET`
+    /// set when there was none.
+    pub const KPROBE_SEND_RESET: u32 = 4;
+    /// kprobe on `tcp_drop(sk, skb)` (kernels up to 5.18 that did not inline
+    /// it): `raw` holds the caller's address (8 bytes, native order), the drop
+    /// location.
+    pub const KPROBE_TCP_DROP: u32 = 5;
 }
 
 /// `Event::pkt_flags` bits: which packet header copies are valid.
@@ -31,6 +41,11 @@ pub mod pkt {
     pub const NET: u32 = 1;
     /// `transport` holds `TRANSPORT_MAX` bytes from the skb's transport header.
     pub const TRANSPORT: u32 = 2;
+    /// The hook had no socket (a RST sent for a segment nobody owned).
+    pub const NO_SOCKET: u32 = 4;
+    /// A drop of the very skb a no-socket RST was just sent for (kernels
+    /// without drop reasons: it names the drop NO_SOCKET).
+    pub const AFTER_NO_SOCKET_RST: u32 = 8;
 }
 
 /// One record in the ring buffer.
@@ -95,6 +110,10 @@ pub struct Config {
     pub skb_transport_header: u32,
     /// Offset of `skaddr` in the `tcp_receive_reset` record.
     pub receive_reset_skaddr: u32,
+    /// Offset of `skbaddr` in the `tcp_send_reset` record, when the reset
+    /// kprobes run beside the tracepoint: a RST the kprobe already reported
+    /// (same skb) is not reported again. `ABSENT` otherwise.
+    pub send_reset_skbaddr: u32,
     /// `offsetof(struct sock_common, skc_state)` (a byte), or `ABSENT`.
     pub sk_state: u32,
 }
@@ -114,6 +133,7 @@ impl Config {
         skb_network_header: Self::ABSENT,
         skb_transport_header: Self::ABSENT,
         receive_reset_skaddr: Self::ABSENT,
+        send_reset_skbaddr: Self::ABSENT,
         sk_state: Self::ABSENT,
     };
 }
@@ -122,6 +142,14 @@ impl Config {
 pub const LOST_RINGBUF_FULL: u32 = 0;
 /// Number of slots in `LOST`.
 pub const LOST_SLOTS: u32 = 1;
+
+/// Index into the per-CPU `RESET_SKB` array: the skb the reset kprobe last
+/// answered (the tracepoint skips it).
+pub const RESET_SKB_ANY: u32 = 0;
+/// The skb the reset kprobe last answered without a socket (the drop
+/// program marks its drop `AFTER_NO_SOCKET_RST`).
+pub const RESET_SKB_NO_SOCKET: u32 = 1;
+pub const RESET_SKB_SLOTS: u32 = 2;
 
 #[cfg(feature = "user")]
 mod user {
@@ -143,6 +171,6 @@ mod tests {
             4 + 4 + 8 + 8 + 16 + 4 + 4 + RAW_MAX + NET_MAX + TRANSPORT_MAX + 2 + 2 + 4 + 4
         );
         assert_eq!(size_of::<Event>() % 8, 0);
-        assert_eq!(size_of::<Config>(), 11 * 4);
+        assert_eq!(size_of::<Config>(), 12 * 4);
     }
 }

@@ -1,4 +1,4 @@
-//! Drops: `skb:kfree_skb`.
+//! Drops: `skb:kfree_skb`, and `tcp_drop` where a kernel still has it.
 //!
 //! Record (from the format file): `skbaddr`, `location`, `protocol`, and from
 //! 5.17 `reason`, from 6.11 `rx_sk`. Drops at or below NOT_SPECIFIED are not
@@ -7,13 +7,19 @@
 //! offsets from BTF, so the daemon can name the flow.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::bpf_probe_read_kernel,
+    macros::{kprobe, tracepoint},
+    programs::{ProbeContext, TracePointContext},
+    EbpfContext,
 };
-use netprobe_common::{kind, pkt, Config, Event};
+use netprobe_common::{kind, pkt, Config, RESET_SKB_NO_SOCKET};
 
-use crate::{config, ringbuf::emit};
+use crate::{
+    config,
+    reset::RESET_SKB,
+    ringbuf::emit,
+    skb::{copy_headers, sk_state},
+};
 
 #[tracepoint]
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
@@ -30,48 +36,56 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
             return 0;
         }
     }
-    emit(&ctx, kind::KFREE_SKB, cfg.kfree_skb_len, |e| {
-        if cfg.kfree_skb_skbaddr != Config::ABSENT && cfg.skb_head != Config::ABSENT {
-            // SAFETY: offset from the format file.
-            if let Ok(skb) = unsafe { ctx.read_at::<u64>(cfg.kfree_skb_skbaddr as usize) } {
-                copy_headers(&cfg, skb, e);
+    let skb = if cfg.kfree_skb_skbaddr != Config::ABSENT {
+        // SAFETY: offset from the format file.
+        unsafe { ctx.read_at::<u64>(cfg.kfree_skb_skbaddr as usize) }.unwrap_or(0)
+    } else {
+        0
+    };
+    emit(
+        kind::KFREE_SKB,
+        ctx.as_ptr() as *const u8,
+        cfg.kfree_skb_len,
+        |e| {
+            copy_headers(&cfg, skb, e);
+            // Without reasons, a drop of the skb a RST was just sent for, with no
+            // socket, is the kernel's NO_SOCKET drop.
+            if skb != 0 {
+                if let Some(p) = RESET_SKB.get_ptr_mut(RESET_SKB_NO_SOCKET) {
+                    // SAFETY: per-CPU slot; this program and the reset kprobe
+                    // run in the same softirq on this CPU.
+                    unsafe {
+                        if *p == skb {
+                            e.pkt_flags |= pkt::AFTER_NO_SOCKET_RST;
+                            *p = 0;
+                        }
+                    }
+                }
             }
-        }
-    });
+        },
+    );
     0
 }
 
-#[inline(always)]
-fn copy_headers(cfg: &Config, skb: u64, e: &mut Event) {
-    if skb == 0 {
-        return;
-    }
-    // SAFETY: all reads go through bpf_probe_read_kernel, which faults safely.
-    unsafe {
-        let Ok(head) = bpf_probe_read_kernel((skb + cfg.skb_head as u64) as *const u64) else {
-            return;
-        };
-        if head == 0 {
-            return;
-        }
-        if let Ok(nh) = bpf_probe_read_kernel((skb + cfg.skb_network_header as u64) as *const u16) {
-            e.network_header = nh;
-            if nh != 0xffff
-                && bpf_probe_read_kernel_buf((head + nh as u64) as *const u8, &mut e.net).is_ok()
-            {
-                e.pkt_flags |= pkt::NET;
-            }
-        }
-        if let Ok(th) =
-            bpf_probe_read_kernel((skb + cfg.skb_transport_header as u64) as *const u16)
-        {
-            e.transport_header = th;
-            if th != 0xffff
-                && bpf_probe_read_kernel_buf((head + th as u64) as *const u8, &mut e.transport)
-                    .is_ok()
-            {
-                e.pkt_flags |= pkt::TRANSPORT;
-            }
-        }
-    }
+/// `tcp_drop(struct sock *sk, struct sk_buff *skb)`: frees with `__kfree_skb`,
+/// which the tracepoint does not see. The caller (the return address on the
+/// stack at entry) is the drop location.
+#[kprobe]
+pub fn tcp_drop(ctx: ProbeContext) -> u32 {
+    let cfg = config();
+    let (Some(sk), Some(skb)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    // SAFETY: regs is the kprobe's pt_regs; the stack read can fault safely.
+    let caller = unsafe {
+        let sp = (*ctx.regs).rsp;
+        bpf_probe_read_kernel(sp as *const u64).unwrap_or(0)
+    };
+    emit(kind::KPROBE_TCP_DROP, core::ptr::null(), 0, |e| {
+        e.raw[..8].copy_from_slice(&caller.to_ne_bytes());
+        e.raw_len = 8;
+        e.sk_state = sk_state(&cfg, sk);
+        copy_headers(&cfg, skb, e);
+    });
+    0
 }

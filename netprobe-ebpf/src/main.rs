@@ -12,6 +12,7 @@
 mod drop;
 mod reset;
 mod ringbuf;
+mod skb;
 
 use netprobe_common::Config;
 

@@ -1,21 +1,91 @@
 //! Resets: `tcp:tcp_send_reset` (this host sends a RST) and
-//! `tcp:tcp_receive_reset` (a RST arrived for one of its sockets).
+//! `tcp:tcp_receive_reset` (a RST arrived for one of its sockets); before
+//! 6.10, kprobes on `tcp_v4_send_reset`/`tcp_v6_send_reset` for the RSTs the
+//! tracepoint misses (no full socket: a closed port).
 //!
 //! Both records carry the addresses themselves (4.15+); their layout changed in
 //! 6.10 (sockaddr-sized arrays, a `reason`), which the daemon decodes from the
 //! `format` file. The programs only copy the record.
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::tracepoint, programs::TracePointContext};
-use netprobe_common::{kind, Config};
+use aya_ebpf::{
+    macros::{kprobe, map, tracepoint},
+    maps::PerCpuArray,
+    programs::{ProbeContext, TracePointContext},
+    EbpfContext,
+};
+use netprobe_common::{kind, pkt, Config, RESET_SKB_ANY, RESET_SKB_NO_SOCKET, RESET_SKB_SLOTS};
 
-use crate::{config, ringbuf::emit};
+use crate::{
+    config,
+    ringbuf::emit,
+    skb::{copy_headers, sk_state, tcp_flags},
+};
+
+const TCP_RST: u8 = 0x04;
+
+/// Per CPU, the skbs the reset kprobe last answered (`RESET_SKB_*`).
+#[map]
+pub static RESET_SKB: PerCpuArray<u64> = PerCpuArray::with_max_entries(RESET_SKB_SLOTS, 0);
+
+#[inline(always)]
+fn remember(slot: u32, skb: u64) {
+    if let Some(p) = RESET_SKB.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p = skb };
+    }
+}
 
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let len = config().send_reset_len;
-    if len != 0 {
-        emit(&ctx, kind::TCP_SEND_RESET, len, |_| {});
+    let cfg = config();
+    if cfg.send_reset_len == 0 {
+        return 0;
     }
+    if cfg.send_reset_skbaddr != Config::ABSENT {
+        // SAFETY: offset from the format file.
+        let skb = unsafe { ctx.read_at::<u64>(cfg.send_reset_skbaddr as usize) }.unwrap_or(0);
+        if skb != 0 {
+            if let Some(p) = RESET_SKB.get_ptr_mut(RESET_SKB_ANY) {
+                // SAFETY: per-CPU slot; the kprobe ran just before, on this CPU.
+                if unsafe { *p } == skb {
+                    return 0;
+                }
+            }
+        }
+    }
+    emit(
+        kind::TCP_SEND_RESET,
+        ctx.as_ptr() as *const u8,
+        cfg.send_reset_len,
+        |_| {},
+    );
+    0
+}
+
+/// `tcp_v4_send_reset(const struct sock *sk, struct sk_buff *skb, ...)` and
+/// its v6 twin: `skb` is the segment being answered.
+#[kprobe]
+pub fn send_reset(ctx: ProbeContext) -> u32 {
+    let cfg = config();
+    let (Some(sk), Some(skb)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    // The kernel never answers a RST with a RST (it returns at once).
+    if tcp_flags(&cfg, skb).is_some_and(|f| f & TCP_RST != 0) {
+        return 0;
+    }
+    remember(RESET_SKB_ANY, skb);
+    if sk == 0 {
+        remember(RESET_SKB_NO_SOCKET, skb);
+    }
+    emit(kind::KPROBE_SEND_RESET, core::ptr::null(), 0, |e| {
+        copy_headers(&cfg, skb, e);
+        if sk == 0 {
+            e.pkt_flags |= pkt::NO_SOCKET;
+        } else {
+            e.sk_state = sk_state(&cfg, sk);
+        }
+    });
     0
 }
 
@@ -24,23 +94,22 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     let cfg = config();
-    if cfg.receive_reset_len != 0 {
-        emit(&ctx, kind::TCP_RECEIVE_RESET, cfg.receive_reset_len, |e| {
-            if cfg.receive_reset_skaddr == Config::ABSENT || cfg.sk_state == Config::ABSENT {
-                return;
-            }
-            // SAFETY: offsets from the format file and BTF; reads of kernel
-            // memory go through bpf_probe_read_kernel.
-            unsafe {
-                if let Ok(sk) = ctx.read_at::<u64>(cfg.receive_reset_skaddr as usize) {
-                    if sk != 0 {
-                        if let Ok(state) = bpf_probe_read_kernel((sk + cfg.sk_state as u64) as *const u8) {
-                            e.sk_state = state as u32;
-                        }
-                    }
-                }
-            }
-        });
+    if cfg.receive_reset_len == 0 {
+        return 0;
     }
+    let sk = if cfg.receive_reset_skaddr != Config::ABSENT {
+        // SAFETY: offset from the format file.
+        unsafe { ctx.read_at::<u64>(cfg.receive_reset_skaddr as usize) }.unwrap_or(0)
+    } else {
+        0
+    };
+    emit(
+        kind::TCP_RECEIVE_RESET,
+        ctx.as_ptr() as *const u8,
+        cfg.receive_reset_len,
+        |e| {
+            e.sk_state = sk_state(&cfg, sk);
+        },
+    );
     0
 }

@@ -2,13 +2,11 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_buf,
     },
     macros::map,
     maps::{PerCpuArray, RingBuf},
-    programs::TracePointContext,
-    EbpfContext,
 };
 use netprobe_common::{Event, LOST_RINGBUF_FULL, LOST_SLOTS, RAW_MAX};
 
@@ -28,11 +26,12 @@ fn count_lost(slot: u32) {
     }
 }
 
-/// Reserves a record, fills the common part and the raw tracepoint copy, lets
-/// `fill` add hook-specific data, and submits it. Counts a loss when the ring
-/// buffer is full.
+/// Reserves a record, fills the common part and `raw_len` bytes copied from
+/// `raw` (a tracepoint record; null for kprobes, which fill `raw` themselves),
+/// lets `fill` add hook-specific data, and submits it. Counts a loss when the
+/// ring buffer is full.
 #[inline(always)]
-pub fn emit(ctx: &TracePointContext, kind: u32, raw_len: u32, fill: impl FnOnce(&mut Event)) {
+pub fn emit(kind: u32, raw: *const u8, raw_len: u32, fill: impl FnOnce(&mut Event)) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost(LOST_RINGBUF_FULL);
         return;
@@ -50,11 +49,20 @@ pub fn emit(ctx: &TracePointContext, kind: u32, raw_len: u32, fill: impl FnOnce(
     e.transport_header = 0xffff;
     e.sk_state = 0;
     e._pad = 0;
-    let len = if raw_len as usize > RAW_MAX { RAW_MAX } else { raw_len as usize };
-    // SAFETY: tracepoint records are kernel memory; a failed read is reported
-    // as raw_len 0 and the daemon says so.
-    let ok = unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut e.raw[..len]) };
-    e.raw_len = if ok.is_ok() { len as u32 } else { 0 };
+    e.raw_len = 0;
+    if !raw.is_null() {
+        let len = if raw_len as usize > RAW_MAX {
+            RAW_MAX
+        } else {
+            raw_len as usize
+        };
+        // SAFETY: tracepoint records are kernel memory; a failed read is
+        // reported as raw_len 0 and the daemon says so.
+        let ok = unsafe { bpf_probe_read_kernel_buf(raw, &mut e.raw[..len]) };
+        if ok.is_ok() {
+            e.raw_len = len as u32;
+        }
+    }
     fill(e);
     entry.submit(0);
 }

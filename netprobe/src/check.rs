@@ -1,6 +1,6 @@
 //! `netprobe check`: can netprobe run here, and what will it see?
 
-use std::{io::Write, path::Path};
+use std::io::Write;
 
 use crate::{probes, sys, tracefs};
 
@@ -19,12 +19,13 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
         (Some(why), _) => writeln!(w, "  privileges  MISSING: {why}")?,
         (None, None) => unreachable!(),
     }
-    let btf = Path::new("/sys/kernel/btf/vmlinux");
-    match std::fs::metadata(btf) {
+    let btf = probes::kernel_btf_path();
+    match std::fs::metadata(&btf) {
         Ok(m) => writeln!(w, "  BTF         {} ({} bytes)", btf.display(), m.len())?,
         Err(e) => writeln!(
             w,
-            "  BTF         absent ({e}): drop records will carry no flow"
+            "  BTF         absent ({}: {e}): tracepoint probes only, degraded as listed below",
+            btf.display()
         )?,
     }
     if let Some(why) = missing {
@@ -47,8 +48,7 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
         writeln!(
             w,
             "  probe       {:<15} {status:<9} {}{detail}",
-            s.spec.name,
-            s.spec.hook()
+            s.spec.name, &s.hook
         )?;
     }
     sysctls(w)?;

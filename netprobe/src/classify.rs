@@ -61,10 +61,12 @@ pub fn drop_location(function: &str) -> Mode {
     }
 }
 
-/// The mode of a RST this host sent, from its reason (6.10+) where known.
-pub fn reset_sent(reason: Option<&str>) -> Mode {
+/// The mode of a RST this host sent, from its reason (6.10+) where known,
+/// or from the reset kprobe having seen no socket (before 6.10).
+pub fn reset_sent(reason: Option<&str>, no_socket: bool) -> Mode {
     match reason {
         Some("NO_SOCKET") => NO_LISTENER,
+        None if no_socket => NO_LISTENER,
         Some("TCP_RFC7323_PAWS") => TW_RECYCLE,
         _ => RESET_OTHER,
     }
@@ -96,8 +98,10 @@ mod tests {
         assert_eq!(drop_reason("SOMETHING_NEW_IN_7_2"), OTHER);
         assert_eq!(drop_location("nf_hook_slow"), NETFILTER_DROP);
         assert_eq!(drop_location("tcp_v4_rcv"), OTHER);
-        assert_eq!(reset_sent(Some("NO_SOCKET")), NO_LISTENER);
-        assert_eq!(reset_sent(None), RESET_OTHER);
+        assert_eq!(reset_sent(Some("NO_SOCKET"), false), NO_LISTENER);
+        assert_eq!(reset_sent(None, true), NO_LISTENER);
+        assert_eq!(reset_sent(Some("TCP_ABORT_ON_DATA"), true), RESET_OTHER);
+        assert_eq!(reset_sent(None, false), RESET_OTHER);
         assert_eq!(reset_received(Some(TCP_SYN_SENT)), NO_LISTENER);
         assert_eq!(reset_received(Some(1)), RESET_OTHER);
         assert_eq!(reset_received(None), RESET_OTHER);

@@ -39,6 +39,11 @@ pub struct DropEvent {
     /// Kernel text address where the skb was freed.
     pub location: u64,
     pub flow: Option<Flow>,
+    /// The skb a RST was just sent for without a socket (kernels without
+    /// reasons: the kprobe saw it, so this is the NO_SOCKET drop).
+    pub after_no_socket_rst: bool,
+    /// Seen by the `tcp_drop` kprobe rather than the tracepoint.
+    pub tcp_drop: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,8 @@ pub struct ResetEvent {
     pub reason: Option<Reason>,
     /// The socket's TCP state (0: no socket).
     pub state: Option<i64>,
+    /// The reset kprobe saw no socket at all (a closed port).
+    pub no_socket: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,12 +136,34 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
                 .kfree_skb
                 .as_ref()
                 .ok_or(DecodeError::NoLayout("skb:kfree_skb"))?;
-            let net = (e.pkt_flags & pkt::NET != 0).then_some(&e.net[..]);
-            let transport = (e.pkt_flags & pkt::TRANSPORT != 0).then_some(&e.transport[..]);
             KernelEvent::Drop(DropEvent {
                 reason: reason(fmt, raw),
                 location: field_uint(fmt, raw, "location").unwrap_or(0),
-                flow: packet::parse(net, transport, e.network_header, e.transport_header),
+                flow: headers(e),
+                after_no_socket_rst: e.pkt_flags & pkt::AFTER_NO_SOCKET_RST != 0,
+                tcp_drop: false,
+            })
+        }
+        kind::KPROBE_TCP_DROP => KernelEvent::Drop(DropEvent {
+            reason: None,
+            location: raw
+                .get(..8)
+                .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))),
+            flow: headers(e),
+            after_no_socket_rst: false,
+            tcp_drop: true,
+        }),
+        kind::KPROBE_SEND_RESET => {
+            // The segment being answered; the RST travels the other way.
+            let no_socket = e.pkt_flags & pkt::NO_SOCKET != 0;
+            KernelEvent::ResetSent(ResetEvent {
+                flow: headers(e).map(|f| Flow {
+                    tcp_flags: None,
+                    ..f.reversed()
+                }),
+                reason: None,
+                state: (!no_socket && e.sk_state != 0).then_some(e.sk_state as i64),
+                no_socket,
             })
         }
         kind::TCP_SEND_RESET => {
@@ -165,6 +194,13 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
         comm: e.comm[..comm_len].to_vec(),
         event,
     })
+}
+
+/// The flow of the packet headers the program copied, if any.
+fn headers(e: &Event) -> Option<Flow> {
+    let net = (e.pkt_flags & pkt::NET != 0).then_some(&e.net[..]);
+    let transport = (e.pkt_flags & pkt::TRANSPORT != 0).then_some(&e.transport[..]);
+    packet::parse(net, transport, e.network_header, e.transport_header)
 }
 
 const AF_INET: u64 = 2;
@@ -235,6 +271,7 @@ fn reset(fmt: &Format, raw: &[u8], received: bool) -> ResetEvent {
         },
         reason: reason(fmt, raw),
         state: field_uint(fmt, raw, "state").map(|s| s as u32 as i32 as i64),
+        no_socket: false,
     }
 }
 
@@ -335,6 +372,75 @@ mod tests {
             panic!()
         };
         assert_eq!(drop.reason, None);
+    }
+
+    /// A SYN 127.0.0.2:40000 -> 127.0.0.1:9 as the programs copy it.
+    fn with_syn(mut e: Event) -> Event {
+        let ip = [
+            0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 2, 127, 0, 0, 1,
+        ];
+        let mut tcp = [0u8; 20];
+        tcp[..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&9u16.to_be_bytes());
+        tcp[12] = 0x50;
+        tcp[13] = 0x02;
+        e.net[..20].copy_from_slice(&ip);
+        e.net[20..40].copy_from_slice(&tcp);
+        e.transport = tcp;
+        (e.network_header, e.transport_header) = (100, 120);
+        e.pkt_flags = pkt::NET | pkt::TRANSPORT;
+        e
+    }
+
+    #[test]
+    fn reset_kprobe_reverses_the_answered_segment() {
+        let l = Layouts::default();
+        let mut e = with_syn(blank(kind::KPROBE_SEND_RESET));
+        e.raw_len = 0;
+        e.pkt_flags |= pkt::NO_SOCKET;
+        let KernelEvent::ResetSent(r) = decode(&e, &l).unwrap().event else {
+            panic!()
+        };
+        let f = r.flow.unwrap();
+        assert_eq!((f.sport, f.dport), (Some(9), Some(40000)));
+        assert_eq!(f.saddr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(f.tcp_flags, None);
+        assert!(r.no_socket);
+        assert_eq!((r.state, r.reason), (None, None));
+        // With a socket (a TIME_WAIT one, say), its state and no mark.
+        e.pkt_flags &= !pkt::NO_SOCKET;
+        e.sk_state = 6;
+        let KernelEvent::ResetSent(r) = decode(&e, &l).unwrap().event else {
+            panic!()
+        };
+        assert_eq!((r.state, r.no_socket), (Some(6), false));
+    }
+
+    #[test]
+    fn drops_marked_by_the_reset_kprobe_and_tcp_drop() {
+        let l = layouts("5.10");
+        let mut e = with_syn(blank(kind::KFREE_SKB));
+        e.pkt_flags |= pkt::AFTER_NO_SOCKET_RST;
+        let KernelEvent::Drop(d) = decode(&e, &l).unwrap().event else {
+            panic!()
+        };
+        assert!(d.after_no_socket_rst && !d.tcp_drop);
+        assert_eq!(d.flow.unwrap().dport, Some(9));
+        let mut e = with_syn(blank(kind::KPROBE_TCP_DROP));
+        e.raw[..8].copy_from_slice(&0xffff_ffff_81a0_0100u64.to_ne_bytes());
+        e.raw_len = 8;
+        let KernelEvent::Drop(d) = decode(&e, &Layouts::default()).unwrap().event else {
+            panic!()
+        };
+        assert!(d.tcp_drop && !d.after_no_socket_rst);
+        assert_eq!(d.location, 0xffff_ffff_81a0_0100);
+        assert_eq!(d.reason, None);
+        // A short record gives location 0, not a panic.
+        e.raw_len = 3;
+        let KernelEvent::Drop(d) = decode(&e, &Layouts::default()).unwrap().event else {
+            panic!()
+        };
+        assert_eq!(d.location, 0);
     }
 
     #[test]

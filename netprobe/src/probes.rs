@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{KProbe, TracePoint},
     Ebpf, EbpfLoader,
 };
 use netprobe_common::{Config, RAW_MAX};
@@ -14,6 +14,7 @@ use netprobe_common::{Config, RAW_MAX};
 use crate::{
     btf::Btf,
     decode::Layouts,
+    kallsyms::Kallsyms,
     tracefs::{self, Format},
 };
 
@@ -29,10 +30,20 @@ pub struct ProbeSpec {
     pub program: &'static str,
     pub category: &'static str,
     pub tracepoint: &'static str,
+    /// Kernel functions a kprobe program covers where the tracepoint falls
+    /// short on the running kernel (kernel-map.md's attach plans).
+    pub kprobe: Option<KprobeSpec>,
+}
+
+pub struct KprobeSpec {
+    pub program: &'static str,
+    pub functions: &'static [&'static str],
+    /// What the tracepoint misses that the kprobe sees.
+    pub covers: &'static str,
 }
 
 impl ProbeSpec {
-    pub fn hook(&self) -> String {
+    pub fn tracepoint_hook(&self) -> String {
         format!("tracepoint {}:{}", self.category, self.tracepoint)
     }
 }
@@ -42,18 +53,29 @@ pub const DROP: ProbeSpec = ProbeSpec {
     program: "kfree_skb",
     category: "skb",
     tracepoint: "kfree_skb",
+    kprobe: Some(KprobeSpec {
+        program: "tcp_drop",
+        functions: &["tcp_drop"],
+        covers: "TCP's own drops (tcp_drop frees without the tracepoint)",
+    }),
 };
 pub const RESET_SENT: ProbeSpec = ProbeSpec {
     name: "reset_sent",
     program: "tcp_send_reset",
     category: "tcp",
     tracepoint: "tcp_send_reset",
+    kprobe: Some(KprobeSpec {
+        program: "send_reset",
+        functions: &["tcp_v4_send_reset", "tcp_v6_send_reset"],
+        covers: "RSTs sent without a full socket (closed ports)",
+    }),
 };
 pub const RESET_RECEIVED: ProbeSpec = ProbeSpec {
     name: "reset_received",
     program: "tcp_receive_reset",
     category: "tcp",
     tracepoint: "tcp_receive_reset",
+    kprobe: None,
 };
 pub const ALL: [&ProbeSpec; 3] = [&DROP, &RESET_SENT, &RESET_RECEIVED];
 
@@ -102,9 +124,18 @@ pub fn sk_state_offset(btf: &Btf) -> Result<u32, String> {
     Ok(m.offset)
 }
 
+/// Where the running kernel's BTF is. `NETPROBE_KERNEL_BTF` names another
+/// file (tests use a missing one to prove the no-BTF plan).
+pub fn kernel_btf_path() -> std::path::PathBuf {
+    std::env::var_os("NETPROBE_KERNEL_BTF")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into())
+}
+
 /// The running kernel's BTF.
 pub fn kernel_btf() -> Result<Btf, String> {
-    let path = Path::new("/sys/kernel/btf/vmlinux");
+    let path = kernel_btf_path();
+    let path = path.as_path();
     let data = std::fs::read(path)
         .map_err(|e| format!("kernel BTF unavailable ({}: {e})", path.display()))?;
     Btf::parse(data).map_err(|e| format!("kernel BTF unreadable: {e}"))
@@ -118,7 +149,12 @@ fn record_len(fmt: &Option<Format>) -> u32 {
 
 /// The programs' `CONFIG` from the running kernel's layouts. A probe whose
 /// format is missing gets length 0, which makes its program a no-op.
-pub fn build_config(layouts: &Layouts, skb: Option<SkbOffsets>, sk_state: Option<u32>) -> Config {
+pub fn build_config(
+    layouts: &Layouts,
+    skb: Option<SkbOffsets>,
+    sk_state: Option<u32>,
+    reset_kprobes: bool,
+) -> Config {
     let mut c = Config::DISABLED;
     if let Some(f) = &layouts.kfree_skb {
         c.kfree_skb_len = record_len(&layouts.kfree_skb);
@@ -131,11 +167,25 @@ pub fn build_config(layouts: &Layouts, skb: Option<SkbOffsets>, sk_state: Option
         }
     }
     c.send_reset_len = record_len(&layouts.send_reset);
+    if reset_kprobes {
+        // The kprobe reports every RST tcp_v{4,6}_send_reset sends; the
+        // tracepoint skips those (same skb) and keeps the rest (active resets).
+        if let Some(f) = layouts.send_reset.as_ref().and_then(|f| f.field("skbaddr")) {
+            if f.size == 8 {
+                c.send_reset_skbaddr = f.offset as u32;
+            }
+        }
+    }
     c.receive_reset_len = record_len(&layouts.receive_reset);
-    if let (Some(f), Some(state)) = (&layouts.receive_reset, sk_state) {
-        if let Some(sk) = f.field("skaddr").filter(|x| x.size == 8) {
+    if let Some(state) = sk_state {
+        c.sk_state = state;
+        if let Some(sk) = layouts
+            .receive_reset
+            .as_ref()
+            .and_then(|f| f.field("skaddr"))
+            .filter(|x| x.size == 8)
+        {
             c.receive_reset_skaddr = sk.offset as u32;
-            c.sk_state = state;
         }
     }
     if let Some(s) = skb {
@@ -146,10 +196,102 @@ pub fn build_config(layouts: &Layouts, skb: Option<SkbOffsets>, sk_state: Option
     c
 }
 
+/// What the running kernel offers beyond tracepoint formats.
+pub struct Offers<'a> {
+    /// `Err(why)` when the kernel cannot take kprobes.
+    pub kprobes: Result<(), String>,
+    pub ksyms: &'a Kallsyms,
+    pub skb: Result<SkbOffsets, String>,
+    pub sk_state: Result<u32, String>,
+}
+
+/// How one probe attaches on this kernel, and what it cannot see here.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The tracepoint's format was found.
+    pub tracepoint: bool,
+    /// Functions to kprobe with the spec's kprobe program.
+    pub kprobes: Vec<&'static str>,
+    /// What this kernel costs the probe, in words (empty: nothing).
+    pub lost: Vec<String>,
+}
+
+/// Whether kprobes can be attached: the kprobe PMU (what aya uses) or the
+/// legacy `kprobe_events` file.
+pub fn kprobe_support(tracefs_root: &Path) -> Result<(), String> {
+    let pmu = Path::new("/sys/bus/event_source/devices/kprobe");
+    if pmu.exists() || tracefs_root.join("kprobe_events").exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "this kernel has no kprobes (no {}, no kprobe_events in tracefs: CONFIG_KPROBES is off)",
+            pmu.display()
+        ))
+    }
+}
+
+/// kernel-map.md's attach plan for one probe: the tracepoint where the
+/// kernel has it, and the kprobes where the tracepoint falls short (no
+/// `reason` field: before 5.17 for drops, before 6.10 for sent resets).
+pub fn plan(spec: &ProbeSpec, fmt: Option<&Format>, offers: &Offers) -> Plan {
+    let mut p = Plan {
+        tracepoint: fmt.is_some(),
+        kprobes: Vec::new(),
+        lost: Vec::new(),
+    };
+    let has_reason = fmt.is_some_and(|f| f.field("reason").is_some());
+    if spec.name == DROP.name {
+        if let Err(why) = &offers.skb {
+            p.lost.push(format!("flows unknown: {why}"));
+        }
+        if fmt.is_some() && !has_reason {
+            p.lost.push(
+                "this kernel gives no drop reasons (before 5.17): classified by drop location"
+                    .into(),
+            );
+        }
+    }
+    if spec.name == RESET_RECEIVED.name {
+        if let Err(why) = &offers.sk_state {
+            p.lost.push(format!(
+                "socket state unknown, refused connections not told apart: {why}"
+            ));
+        }
+    }
+    let Some(k) = &spec.kprobe else {
+        return p;
+    };
+    if has_reason {
+        return p;
+    }
+    let blocked = match (&offers.kprobes, &offers.skb) {
+        (Err(why), _) => Some(why.clone()),
+        (_, Err(why)) => Some(format!("the kprobe needs sk_buff offsets: {why}")),
+        _ => None,
+    };
+    if let Some(why) = blocked {
+        p.lost.push(format!("{} not seen: {why}", k.covers));
+        return p;
+    }
+    for f in k.functions {
+        if offers.ksyms.has(f) {
+            p.kprobes.push(f);
+        } else {
+            p.lost.push(format!(
+                "{} not seen through {f}: not in /proc/kallsyms (inlined or gone on this kernel)",
+                k.covers
+            ));
+        }
+    }
+    p
+}
+
 /// One probe's outcome: `Ok(None)` attached, `Ok(Some(what))` attached but
 /// degraded, `Err(why)` skipped.
 pub struct ProbeStatus {
     pub spec: &'static ProbeSpec,
+    /// The hooks that attached (or, when none did, the ones tried).
+    pub hook: String,
     pub result: Result<Option<String>, String>,
 }
 
@@ -161,6 +303,8 @@ pub struct Tracer {
     pub statuses: Vec<ProbeStatus>,
     pub events: Option<RingBuf<MapData>>,
     pub lost: Option<PerCpuArray<MapData, u64>>,
+    /// /proc/kallsyms, for attach plans and drop locations.
+    pub ksyms: Kallsyms,
 }
 
 impl Tracer {
@@ -193,6 +337,7 @@ fn all_skipped(why: &str) -> Vec<ProbeStatus> {
     ALL.iter()
         .map(|spec| ProbeStatus {
             spec,
+            hook: spec.tracepoint_hook(),
             result: Err(why.to_string()),
         })
         .collect()
@@ -207,6 +352,7 @@ pub fn start() -> Tracer {
         statuses: Vec::new(),
         events: None,
         lost: None,
+        ksyms: Kallsyms::load(),
     };
     if EBPF_OBJECT.is_empty() {
         tracer.statuses = all_skipped(&format!(
@@ -239,16 +385,31 @@ pub fn start() -> Tracer {
         receive_reset: read(&RESET_RECEIVED),
     };
     let btf = kernel_btf();
-    let skb = btf
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(SkbOffsets::from_btf);
-    let sk_state = btf.as_ref().map_err(Clone::clone).and_then(sk_state_offset);
+    let offers = Offers {
+        kprobes: kprobe_support(&root),
+        ksyms: &tracer.ksyms,
+        skb: btf
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(SkbOffsets::from_btf),
+        sk_state: btf.as_ref().map_err(Clone::clone).and_then(sk_state_offset),
+    };
     drop(btf);
+    let formats = [
+        tracer.layouts.kfree_skb.as_ref(),
+        tracer.layouts.send_reset.as_ref(),
+        tracer.layouts.receive_reset.as_ref(),
+    ];
+    let plans: Vec<Plan> = ALL
+        .iter()
+        .zip(formats)
+        .map(|(spec, fmt)| plan(spec, fmt, &offers))
+        .collect();
     let config = build_config(
         &tracer.layouts,
-        skb.as_ref().ok().copied(),
-        sk_state.as_ref().ok().copied(),
+        offers.skb.as_ref().ok().copied(),
+        offers.sk_state.as_ref().ok().copied(),
+        !plans[1].kprobes.is_empty(),
     );
     let mut ebpf = match EbpfLoader::new()
         .override_global("CONFIG", &config, true)
@@ -263,29 +424,49 @@ pub fn start() -> Tracer {
             return tracer;
         }
     };
-    for spec in ALL {
-        let result = if let Some((_, why)) = missing.iter().find(|(s, _)| s.name == spec.name) {
-            Err(why.clone())
+    for (spec, plan) in ALL.into_iter().zip(plans) {
+        let mut hooks = Vec::new();
+        let mut failed = Vec::new();
+        let mut lost = plan.lost;
+        if plan.tracepoint {
+            match attach_tracepoint(&mut ebpf, spec) {
+                Ok(()) => hooks.push(spec.tracepoint_hook()),
+                Err(why) => failed.push(format!("{}: {why}", spec.tracepoint_hook())),
+            }
+        } else if let Some((_, why)) = missing.iter().find(|(s, _)| s.name == spec.name) {
+            failed.push(why.clone());
+        }
+        if let (Some(k), false) = (&spec.kprobe, plan.kprobes.is_empty()) {
+            let mut attached = Vec::new();
+            for f in &plan.kprobes {
+                match attach_kprobe(&mut ebpf, k.program, f) {
+                    Ok(()) => attached.push(*f),
+                    Err(why) => {
+                        lost.push(format!("{} not seen through {f}: {why}", k.covers));
+                        failed.push(format!("kprobe {f}: {why}"));
+                    }
+                }
+            }
+            if !attached.is_empty() {
+                hooks.push(format!("kprobe {}", attached.join(", ")));
+            }
+        }
+        let result = if hooks.is_empty() {
+            Err(failed.join("; "))
         } else {
-            attach(&mut ebpf, spec).map(|()| {
-                let mut lost = Vec::new();
-                if spec.name == RESET_RECEIVED.name {
-                    if let Err(why) = &sk_state {
-                        lost.push(format!("socket state unknown, refused connections not told apart: {why}"));
-                    }
-                }
-                if spec.name == DROP.name {
-                    if let Err(why) = &skb {
-                        lost.push(format!("flows unknown: {why}"));
-                    }
-                    if config.kfree_skb_reason == Config::ABSENT {
-                        lost.push("this kernel gives no drop reasons (before 5.17): classified by drop location".into());
-                    }
-                }
-                (!lost.is_empty()).then(|| lost.join("; "))
-            })
+            // Kprobe failures are in `lost` already; a tracepoint failure
+            // (first in `failed`) is not.
+            if plan.tracepoint && !hooks[0].starts_with("tracepoint") {
+                lost.insert(0, failed[0].clone());
+            }
+            Ok((!lost.is_empty()).then(|| lost.join("; ")))
         };
-        tracer.statuses.push(ProbeStatus { spec, result });
+        let hook = if hooks.is_empty() {
+            spec.tracepoint_hook()
+        } else {
+            hooks.join(" + ")
+        };
+        tracer.statuses.push(ProbeStatus { spec, hook, result });
     }
     tracer.events = ebpf
         .take_map("EVENTS")
@@ -302,7 +483,24 @@ pub fn start() -> Tracer {
     tracer
 }
 
-fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
+fn attach_kprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the eBPF object"))?;
+    let kp: &mut KProbe = prog
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| error_text(&e))?;
+    // One program serves several functions: load it once.
+    if kp.fd().is_err() {
+        kp.load()
+            .map_err(|e| format!("load failed: {}", error_text(&e)))?;
+    }
+    kp.attach(function, 0)
+        .map_err(|e| format!("attach failed: {}", error_text(&e)))?;
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
     let prog = ebpf
         .program_mut(spec.program)
         .ok_or_else(|| format!("program {} missing from the eBPF object", spec.program))?;
@@ -323,7 +521,7 @@ mod tests {
 
     #[test]
     fn config_follows_each_kernels_format() {
-        let c = build_config(&layouts("6.18"), None, None);
+        let c = build_config(&layouts("6.18"), None, None, false);
         assert_eq!(
             (c.kfree_skb_reason, c.kfree_skb_min_reason, c.kfree_skb_len),
             (36, 2, 40)
@@ -331,7 +529,7 @@ mod tests {
         assert_eq!(c.kfree_skb_skbaddr, 8);
         assert_eq!(c.send_reset_len, 88);
         assert_eq!(c.skb_head, Config::ABSENT);
-        let c = build_config(&layouts("6.1"), None, None);
+        let c = build_config(&layouts("6.1"), None, None, false);
         assert_eq!(c.kfree_skb_reason, 28);
         assert_eq!(
             c.kfree_skb_min_reason as u64,
@@ -341,11 +539,18 @@ mod tests {
                 .symbol_value("reason", "NOT_SPECIFIED")
                 .unwrap()
         );
-        let c = build_config(&layouts("5.10"), None, None);
+        let c = build_config(&layouts("5.10"), None, None, false);
         assert_eq!(c.kfree_skb_reason, Config::ABSENT);
         assert!(c.kfree_skb_len > 0 && c.send_reset_len > 0);
-        let c = build_config(&Layouts::default(), None, Some(12));
+        let c = build_config(&Layouts::default(), None, None, true);
         assert_eq!(c, Config::DISABLED);
+        // The reset tracepoint skips the kprobe's skbs only beside the kprobe.
+        let c = build_config(&layouts("6.1"), None, None, true);
+        assert_eq!(c.send_reset_skbaddr, 8);
+        assert_eq!(
+            build_config(&layouts("6.1"), None, None, false).send_reset_skbaddr,
+            Config::ABSENT
+        );
     }
 
     #[test]
@@ -353,9 +558,101 @@ mod tests {
         let s = SkbOffsets::from_btf(&crate::btf::test_btf_6_18()).unwrap();
         assert_eq!(s.transport_header + 2, s.network_header);
         let state = sk_state_offset(&crate::btf::test_btf_6_18()).unwrap();
-        let c = build_config(&layouts("6.18"), Some(s), Some(state));
+        let c = build_config(&layouts("6.18"), Some(s), Some(state), false);
         assert_eq!((c.receive_reset_skaddr, c.sk_state), (8, state));
         assert_eq!(c.skb_head, s.head);
         assert!(s.head > s.network_header);
+    }
+
+    fn ksyms(kernel: &str) -> Kallsyms {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/kernels")
+            .join(kernel)
+            .join("kallsyms_selected.txt");
+        Kallsyms::parse(&std::fs::read_to_string(path).unwrap())
+    }
+
+    fn offers(k: &Kallsyms, kprobes: bool) -> Offers<'_> {
+        let skb = SkbOffsets {
+            head: 200,
+            network_header: 182,
+            transport_header: 180,
+        };
+        Offers {
+            kprobes: if kprobes {
+                Ok(())
+            } else {
+                Err("no kprobes here".into())
+            },
+            ksyms: k,
+            skb: Ok(skb),
+            sk_state: Ok(18),
+        }
+    }
+
+    fn plans(kernel: &str, kprobes: bool) -> [Plan; 3] {
+        let l = layouts(kernel);
+        let k = ksyms(kernel);
+        let o = offers(&k, kprobes);
+        [
+            plan(&DROP, l.kfree_skb.as_ref(), &o),
+            plan(&RESET_SENT, l.send_reset.as_ref(), &o),
+            plan(&RESET_RECEIVED, l.receive_reset.as_ref(), &o),
+        ]
+    }
+
+    #[test]
+    fn attach_plans_follow_each_kernel() {
+        // 6.18 (this host, no kprobes): tracepoints say everything.
+        let [drop, rst, rcv] = plans("6.18", false);
+        assert!(drop.tracepoint && drop.kprobes.is_empty() && drop.lost.is_empty());
+        assert!(rst.tracepoint && rst.kprobes.is_empty() && rst.lost.is_empty());
+        assert!(rcv.tracepoint && rcv.lost.is_empty());
+        let [_, rst, _] = plans("6.12", true);
+        assert!(rst.kprobes.is_empty(), "6.12's tracepoint has reasons");
+        // 6.1: reasons for drops, but the reset tracepoint needs a socket.
+        let [drop, rst, _] = plans("6.1", true);
+        assert!(drop.kprobes.is_empty() && drop.lost.is_empty());
+        assert_eq!(rst.kprobes, ["tcp_v4_send_reset", "tcp_v6_send_reset"]);
+        assert!(rst.tracepoint && rst.lost.is_empty());
+        // 5.10: no reasons, tcp_drop inlined (absent from kallsyms).
+        let [drop, rst, _] = plans("5.10", true);
+        assert!(drop.tracepoint && drop.kprobes.is_empty());
+        assert!(drop.lost.iter().any(|l| l.contains("no drop reasons")));
+        assert!(drop
+            .lost
+            .iter()
+            .any(|l| l.contains("tcp_drop: not in /proc/kallsyms")));
+        assert_eq!(rst.kprobes.len(), 2);
+        // 6.1 without kprobes: the tracepoint alone, and why it falls short.
+        let [_, rst, _] = plans("6.1", false);
+        assert!(rst.tracepoint && rst.kprobes.is_empty());
+        assert_eq!(
+            rst.lost,
+            ["RSTs sent without a full socket (closed ports) not seen: no kprobes here"]
+        );
+    }
+
+    #[test]
+    fn without_btf_tracepoints_still_attach() {
+        let l = layouts("6.1");
+        let k = ksyms("6.1");
+        let o = Offers {
+            skb: Err("kernel BTF unavailable".into()),
+            sk_state: Err("kernel BTF unavailable".into()),
+            ..offers(&k, true)
+        };
+        let drop = plan(&DROP, l.kfree_skb.as_ref(), &o);
+        assert!(drop.tracepoint);
+        assert_eq!(drop.lost, ["flows unknown: kernel BTF unavailable"]);
+        let rst = plan(&RESET_SENT, l.send_reset.as_ref(), &o);
+        assert!(rst.tracepoint && rst.kprobes.is_empty());
+        assert!(rst.lost[0].contains("the kprobe needs sk_buff offsets"));
+        let rcv = plan(&RESET_RECEIVED, l.receive_reset.as_ref(), &o);
+        assert!(rcv.tracepoint && rcv.lost[0].starts_with("socket state unknown"));
+        // A kernel without the tracepoint at all, with kprobes: kprobes only.
+        let rst = plan(&RESET_SENT, None, &offers(&k, true));
+        assert!(!rst.tracepoint);
+        assert_eq!(rst.kprobes.len(), 2);
     }
 }

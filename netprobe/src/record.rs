@@ -194,6 +194,7 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
     let location = ksyms.lookup(e.location);
     let mode = match (&e.reason, location) {
         (Some(reason), _) => classify::drop_reason(&reason.label()),
+        (None, _) if e.after_no_socket_rst => classify::NO_LISTENER,
         (None, Some((func, _))) => classify::drop_location(func),
         (None, None) => classify::OTHER,
     };
@@ -212,10 +213,12 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
         (Some(f), None) => flow_text(f),
         (None, _) => "a packet (flow unknown)".to_string(),
     };
-    let why = r
-        .reason
-        .clone()
-        .unwrap_or_else(|| "no reason given by this kernel".into());
+    let why = match (&r.reason, e.after_no_socket_rst) {
+        (Some(reason), _) => reason.clone(),
+        (None, true) => "no socket: the kernel answered it with a RST".into(),
+        (None, false) if e.tcp_drop => "tcp_drop, no reason given by this kernel".into(),
+        (None, false) => "no reason given by this kernel".into(),
+    };
     let at = r.location.clone().unwrap_or_default();
     r.message = match (mode.mode, &e.flow) {
         ("no_listener", Some(f)) => {
@@ -234,7 +237,7 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
 fn reset_record(e: &ResetEvent, sent: bool) -> Record {
     let reason = e.reason.as_ref().map(|x| x.label());
     let mode = if sent {
-        classify::reset_sent(reason.as_deref())
+        classify::reset_sent(reason.as_deref(), e.no_socket)
     } else {
         classify::reset_received(e.state)
     };
@@ -254,7 +257,11 @@ fn reset_record(e: &ResetEvent, sent: bool) -> Record {
         .as_ref()
         .map(flow_text)
         .unwrap_or_else(|| "(addresses unknown)".into());
-    let because = reason.map(|x| format!(" ({x})")).unwrap_or_default();
+    let because = match (reason, e.no_socket) {
+        (Some(x), _) => format!(" ({x})"),
+        (None, true) => " (no socket)".into(),
+        (None, false) => String::new(),
+    };
     // In both directions the RST comes from the closed side to the client.
     let closed = e.flow.as_ref().map(|f| endpoint(f.saddr, f.sport));
     r.message = match (sent, mode == classify::NO_LISTENER, &closed) {
@@ -302,6 +309,8 @@ mod tests {
                 }),
                 location: 0xffffffff81a00100,
                 flow: Some(flow()),
+                after_no_socket_rst: false,
+                tcp_drop: false,
             }),
         };
         let r = from_event(&d, 0, &k);
@@ -321,6 +330,34 @@ mod tests {
         );
         assert!(r.advice.unwrap().contains("127.0.0.1:9"));
         assert_eq!(r.ts, "1970-01-01T00:00:00.000000Z");
+
+        // A kernel without reasons (5.10): the same drop, known only by the
+        // reset kprobe having answered this skb without a socket.
+        let KernelEvent::Drop(e) = &d.event else {
+            unreachable!()
+        };
+        let bare = DropEvent {
+            reason: None,
+            after_no_socket_rst: true,
+            ..e.clone()
+        };
+        let r = drop_record(&bare, &k);
+        assert_eq!((r.family, r.mode), (Some("reset"), Some("no_listener")));
+        assert_eq!(r.reason, None);
+        assert!(r.message.contains("no socket listens on 127.0.0.1:9"));
+        assert!(r
+            .message
+            .contains("no socket: the kernel answered it with a RST"));
+        // Without that mark, a drop in tcp_v4_rcv says nothing more.
+        let r = drop_record(
+            &DropEvent {
+                after_no_socket_rst: false,
+                ..bare
+            },
+            &k,
+        );
+        assert_eq!(r.mode, Some("other"));
+        assert!(r.message.contains("no reason given by this kernel"));
     }
 
     #[test]
@@ -344,12 +381,28 @@ mod tests {
                 name: Some("NO_SOCKET".into()),
             }),
             state: Some(0),
+            no_socket: false,
         };
         let r = reset_record(&e, true);
         assert_eq!((r.kind, r.mode), ("reset_sent", Some("no_listener")));
         assert_eq!(
             r.message,
             "RST sent TCP 127.0.0.1:9 -> 127.0.0.2:40000 (NO_SOCKET)"
+        );
+        // Before 6.10: the kprobe saw no socket, and there is no reason.
+        let r = reset_record(
+            &ResetEvent {
+                reason: None,
+                state: None,
+                no_socket: true,
+                ..e.clone()
+            },
+            true,
+        );
+        assert_eq!((r.kind, r.mode), ("reset_sent", Some("no_listener")));
+        assert_eq!(
+            r.message,
+            "RST sent TCP 127.0.0.1:9 -> 127.0.0.2:40000 (no socket)"
         );
         let r = reset_record(
             &ResetEvent {

@@ -65,13 +65,9 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     }
 
     let mut tracer = probes::start();
-    let ksyms = Kallsyms::load();
+    let ksyms = std::mem::take(&mut tracer.ksyms);
     for s in &tracer.statuses {
-        out.write(&Record::probe(
-            s.spec.name,
-            &s.spec.hook(),
-            s.result.clone(),
-        ))?;
+        out.write(&Record::probe(s.spec.name, &s.hook, s.result.clone()))?;
     }
     let attached = tracer.attached() as u32;
     out.write(&Record::ready(
