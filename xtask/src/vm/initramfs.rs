@@ -99,6 +99,102 @@ pub fn busybox() -> Result<Busybox> {
     Ok(Busybox { path, applets })
 }
 
+/// A dynamically linked host program copied into the guest with the
+/// shared libraries `ldd` names (systemd-journald and journalctl, for the
+/// journald test).
+pub struct HostProgram {
+    /// Path in the guest (no leading slash).
+    pub guest: String,
+    pub host: PathBuf,
+    pub libs: Vec<PathBuf>,
+}
+
+/// Host programs the guest's tests use, with their libraries; a program the
+/// host lacks is left out (the test that needs it then says so).
+pub fn host_programs() -> Result<Vec<HostProgram>> {
+    let wanted = [
+        (
+            "lib/systemd/systemd-journald",
+            &[
+                "/lib/systemd/systemd-journald",
+                "/usr/lib/systemd/systemd-journald",
+            ][..],
+        ),
+        (
+            "bin/journalctl",
+            &["/usr/bin/journalctl", "/bin/journalctl"][..],
+        ),
+    ];
+    let mut found = Vec::new();
+    for (guest, candidates) in wanted {
+        let Some(host) = candidates.iter().map(PathBuf::from).find(|p| p.is_file()) else {
+            println!("note: {guest} is not on this host; the guest's journald test will say so");
+            continue;
+        };
+        let out = Command::new("ldd")
+            .arg(&host)
+            .output()
+            .with_context(|| format!("cannot run ldd {}", host.display()))?;
+        if !out.status.success() {
+            bail!("ldd {} failed", host.display());
+        }
+        let libs = parse_ldd(&String::from_utf8_lossy(&out.stdout))
+            .with_context(|| format!("ldd {}", host.display()))?;
+        found.push(HostProgram {
+            guest: guest.to_string(),
+            host,
+            libs,
+        });
+    }
+    Ok(found)
+}
+
+/// The absolute library paths in `ldd` output (`name => /path (addr)` and
+/// the loader's `/path (addr)`); the vDSO has none. A library ldd could not
+/// find is an error.
+pub fn parse_ldd(text: &str) -> Result<Vec<PathBuf>> {
+    let mut libs = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = match line.split_once("=>") {
+            Some((name, rest)) => {
+                let rest = rest.trim();
+                if rest.starts_with("not found") {
+                    bail!("{} not found", name.trim());
+                }
+                rest.split_whitespace().next().unwrap_or("")
+            }
+            None => line.split_whitespace().next().unwrap_or(""),
+        };
+        if path.starts_with('/') {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
+}
+
+/// Adds `path` (relative) after its parent directories, once each.
+fn add_parents<W: std::io::Write>(
+    w: &mut cpio::Writer<W>,
+    made: &mut std::collections::BTreeSet<String>,
+    path: &str,
+) -> Result<()> {
+    let mut at = String::new();
+    let parts: Vec<&str> = path.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        if !at.is_empty() {
+            at.push('/');
+        }
+        at.push_str(part);
+        if made.insert(at.clone()) {
+            w.dir(&at, 0o755)?;
+        }
+    }
+    Ok(())
+}
+
+/// A fixed machine id: journald names its journal directory after it.
+const MACHINE_ID: &str = "6e657470726f62656d61747269780a00\n";
+
 const PASSWD: &str =
     "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 const GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
@@ -110,9 +206,11 @@ pub fn write(
     netprobe: &Path,
     tests: &[TestBin],
     modules: &Selection,
+    programs: &[HostProgram],
 ) -> Result<()> {
     let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut w = cpio::Writer::new(BufWriter::new(file));
+    let mut made = std::collections::BTreeSet::new();
     for d in [
         "bin",
         "dev",
@@ -125,9 +223,25 @@ pub fn write(
         "sys",
         "tests",
         "tmp",
+        "var",
     ] {
         w.dir(d, if d == "tmp" { 0o1777 } else { 0o755 })?;
+        made.insert(d.to_string());
     }
+    let mut copied = std::collections::BTreeSet::new();
+    for p in programs {
+        for (guest, host) in std::iter::once((p.guest.clone(), &p.host)).chain(
+            p.libs
+                .iter()
+                .map(|l| (l.to_string_lossy().trim_start_matches('/').to_string(), l)),
+        ) {
+            if copied.insert(guest.clone()) {
+                add_parents(&mut w, &mut made, &guest)?;
+                w.file_from(&guest, 0o755, host)?;
+            }
+        }
+    }
+    w.file("etc/machine-id", 0o444, MACHINE_ID.as_bytes())?;
     w.char_dev("dev/console", 0o600, 5, 1)?;
     w.char_dev("dev/null", 0o666, 1, 3)?;
     w.file("etc/passwd", 0o644, PASSWD.as_bytes())?;
@@ -199,5 +313,20 @@ mod tests {
         ));
         assert!(s.contains("echo \"@@NETPROBE-TEST $1 END rc=$? up=$(up)\""));
         assert!(s.ends_with("echo \"@@NETPROBE-VM DONE up=$(up)\"\npoweroff -f\n"));
+    }
+
+    #[test]
+    fn ldd_output_of_the_real_journald() {
+        let text = include_str!("testdata/ldd-journald.txt");
+        let libs = parse_ldd(text).unwrap();
+        assert!(libs.iter().all(|l| l.is_absolute()));
+        assert!(libs.iter().any(|l| l.ends_with("ld-linux-x86-64.so.2")));
+        assert!(libs
+            .iter()
+            .any(|l| l.to_string_lossy().contains("systemd/libsystemd-shared-")));
+        assert!(!libs.iter().any(|l| l.to_string_lossy().contains("vdso")));
+        assert_eq!(libs.len(), text.lines().count() - 1, "all but the vDSO");
+        let err = parse_ldd("\tlibfoo.so.1 => not found\n").unwrap_err();
+        assert!(err.to_string().contains("libfoo.so.1 not found"));
     }
 }

@@ -116,6 +116,7 @@ pub fn run(kernels: &[String], keep: bool) -> Result<ExitCode> {
         .collect::<Result<Vec<_>>>()?;
     let built = guest_build::build()?;
     let busybox = initramfs::busybox()?;
+    let programs = initramfs::host_programs()?;
     let out_dir = cmd::target_dir()?.join("vm");
     fs::create_dir_all(&out_dir)?;
     let (accel, timeout) = (qemu::accel(), timeout());
@@ -140,7 +141,14 @@ pub fn run(kernels: &[String], keep: bool) -> Result<ExitCode> {
             names(&modules.absent)
         );
         let initrd = out_dir.join(format!("{}.cpio", k.short));
-        initramfs::write(&initrd, &busybox, &built.netprobe, &built.tests, &modules)?;
+        initramfs::write(
+            &initrd,
+            &busybox,
+            &built.netprobe,
+            &built.tests,
+            &modules,
+            &programs,
+        )?;
         let log = out_dir.join(format!("{}.log", k.short));
         let boot = qemu::boot(
             qemu::command(&k.vmlinuz(), &initrd, &accel),

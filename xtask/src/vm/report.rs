@@ -28,6 +28,9 @@ pub struct Probe {
     pub name: String,
     /// `attached` or `skipped`.
     pub status: String,
+    /// The hooks it attached through (or the one tried), as check prints them:
+    /// `tracepoint tcp:tcp_send_reset + kprobe tcp_v4_send_reset, ...`.
+    pub hook: String,
     /// Why it was skipped, or what an attached probe lost.
     pub detail: Option<String>,
 }
@@ -173,20 +176,37 @@ pub fn probe_line(line: &str) -> Option<Probe> {
     let rest = rest.trim_start();
     let (status, hook_and_detail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
     let hook_and_detail = hook_and_detail.trim();
-    let detail = match status {
-        "skipped" => hook_and_detail
-            .split_once(": ")
-            .map(|(_, why)| why.to_string()),
+    let split = match status {
+        "skipped" => hook_and_detail.split_once(": "),
         "attached" => hook_and_detail
             .split_once(" (degraded: ")
-            .map(|(_, lost)| lost.strip_suffix(')').unwrap_or(lost).to_string()),
+            .map(|(hook, lost)| (hook, lost.strip_suffix(')').unwrap_or(lost))),
         _ => return None,
+    };
+    let (hook, detail) = match split {
+        Some((hook, detail)) => (hook, Some(detail.to_string())),
+        None => (hook_and_detail, None),
     };
     Some(Probe {
         name: name.to_string(),
         status: status.to_string(),
+        hook: hook.to_string(),
         detail,
     })
+}
+
+/// A matrix cell's short name for a probe's hooks: `tp`, `kprobe`,
+/// `tp+kprobe`.
+pub fn hook_cell(hook: &str) -> String {
+    let kinds: Vec<&str> = hook
+        .split(" + ")
+        .map(|h| match h.split_whitespace().next() {
+            Some("tracepoint") => "tp",
+            Some(other) => other,
+            None => "?",
+        })
+        .collect();
+    kinds.join("+")
 }
 
 /// How one kernel's boot ended, as the host saw it.
@@ -300,14 +320,19 @@ pub fn render(results: &[KernelResult]) -> String {
         for name in &probes {
             row.push(match r.run.probes.iter().find(|p| p.name == *name) {
                 None => "-".into(),
-                Some(p) => match &p.detail {
-                    None => p.status.clone(),
-                    Some(d) => format!(
-                        "{}[{}]",
-                        p.status,
-                        note(format!("{} {}: {d}", p.name, p.status))
-                    ),
-                },
+                Some(p) => {
+                    let cell = if p.status == "attached" {
+                        hook_cell(&p.hook)
+                    } else {
+                        p.status.clone()
+                    };
+                    match &p.detail {
+                        None => cell,
+                        Some(d) => {
+                            format!("{cell}[{}]", note(format!("{} {}: {d}", p.name, p.status)))
+                        }
+                    }
+                }
             });
         }
         for (bin, test) in &tests {
@@ -343,6 +368,13 @@ pub fn render(results: &[KernelResult]) -> String {
             let _ = writeln!(s, "T{:<3} {bin}::{test}", i + 1);
         }
     }
+    if !probes.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nprobe cells: the hooks each probe attached through (tp: tracepoint), \
+             or `skipped`; [n]: what it lost or why it was skipped, below"
+        );
+    }
     if !notes.is_empty() {
         s.push('\n');
         for (i, n) in notes.iter().enumerate() {
@@ -376,6 +408,16 @@ pub fn render(results: &[KernelResult]) -> String {
             let _ = write!(s, "; in guest: {}", times.join(", "));
         }
         s.push('\n');
+        let hooks: Vec<String> = r
+            .run
+            .probes
+            .iter()
+            .filter(|p| p.status == "attached")
+            .map(|p| format!("{} via {}", p.name, p.hook))
+            .collect();
+        if !hooks.is_empty() {
+            let _ = writeln!(s, "{}: hooks: {}", r.short, hooks.join("; "));
+        }
         for p in r.problems() {
             let _ = writeln!(s, "{}: {p}", r.short);
         }
@@ -612,6 +654,7 @@ mod tests {
         let p = probe_line("  probe       drop            attached  tracepoint skb:kfree_skb (degraded: this kernel gives no drop reasons (before 5.17): classified by drop location)").unwrap();
         assert_eq!(p.name, "drop");
         assert_eq!(p.status, "attached");
+        assert_eq!(p.hook, "tracepoint skb:kfree_skb");
         assert_eq!(
             p.detail.as_deref(),
             Some("this kernel gives no drop reasons (before 5.17): classified by drop location")
@@ -620,6 +663,12 @@ mod tests {
         let p = probe_line("  probe       reset_received  skipped   tracepoint tcp:tcp_receive_reset: tracepoint not found in tracefs").unwrap();
         assert_eq!(p.status, "skipped");
         assert_eq!(p.detail.as_deref(), Some("tracepoint not found in tracefs"));
+        assert_eq!(p.hook, "tracepoint tcp:tcp_receive_reset");
+        // Several hooks, no loss (6.1's resets).
+        let p = probe_line("  probe       reset_sent      attached  tracepoint tcp:tcp_send_reset + kprobe tcp_v4_send_reset, tcp_v6_send_reset").unwrap();
+        assert_eq!((p.status.as_str(), p.detail), ("attached", None));
+        assert_eq!(hook_cell(&p.hook), "tp+kprobe");
+        assert_eq!(hook_cell("kprobe tcp_drop"), "kprobe");
         assert_eq!(probe_line("  probes      not tried: no privilege"), None);
         assert_eq!(probe_line("  sysctl      net.core.somaxconn = 4096"), None);
     }
@@ -660,14 +709,7 @@ mod tests {
         let row = m.lines().nth(1).unwrap();
         assert_eq!(
             row.split_whitespace().collect::<Vec<_>>()[..6],
-            [
-                "6.1",
-                "6.1.0-56-cloud-amd64",
-                "600.0s",
-                "HUNG",
-                "attached",
-                "attached"
-            ]
+            ["6.1", "6.1.0-56-cloud-amd64", "600.0s", "HUNG", "tp", "tp"]
         );
         assert!(m.contains("\n6.1: reset::closed_port_ipv6 DIED\n"), "{m}");
     }
@@ -704,6 +746,10 @@ mod tests {
                 "attached  tracepoint skb:kfree_skb\r\n",
                 "attached  tracepoint skb:kfree_skb (degraded: this kernel gives no drop reasons (before 5.17): classified by drop location)\r\n",
             )
+            .replace(
+                "attached  tracepoint tcp:tcp_send_reset\r\n",
+                "attached  tracepoint tcp:tcp_send_reset + kprobe tcp_v4_send_reset, tcp_v6_send_reset\r\n",
+            )
             .replace("test closed_port_ipv6 ... FAILED", "test closed_port_ipv6 ... ok");
         let results = [
             result("5.10", &log_5_10, 62_840, Ending::Exited),
@@ -714,15 +760,16 @@ mod tests {
         assert_eq!(
             lines[..3],
             [
-                "kernel  release                wall   result  drop         reset_sent  reset_received  T1    T2    T3    T4    T5    T6    T7    T8",
-                "5.10    5.10.0-32-cloud-amd64  62.8s  FAILED  attached[1]  attached    attached        FAIL  pass  FAIL  pass  pass  pass  pass  pass",
-                "6.1     6.1.0-56-cloud-amd64   73.6s  FAILED  attached     attached    attached        FAIL  FAIL  FAIL  pass  pass  pass  pass  pass",
+                "kernel  release                wall   result  drop   reset_sent  reset_received  T1    T2    T3    T4    T5    T6    T7    T8",
+                "5.10    5.10.0-32-cloud-amd64  62.8s  FAILED  tp[1]  tp+kprobe   tp              FAIL  pass  FAIL  pass  pass  pass  pass  pass",
+                "6.1     6.1.0-56-cloud-amd64   73.6s  FAILED  tp     tp          tp              FAIL  FAIL  FAIL  pass  pass  pass  pass  pass",
             ]
         );
         assert!(m.contains("\nT1   reset::closed_port_ipv4\nT2   reset::closed_port_ipv6\nT3   journald::closed_port_records_reach_journald_with_fields\n"));
         assert!(m.contains("\n[1] drop attached: this kernel gives no drop reasons (before 5.17): classified by drop location\n"));
         assert!(m.contains("\n6.1: modules: veth loaded, nf_defrag_ipv4 loaded, nf_defrag_ipv6 loaded, libcrc32c loaded, nf_conntrack loaded; in guest: netprobe_tests 0.1s, reset 31.1s, journald 0.2s, lifecycle 31.9s\n"), "{m}");
         assert!(m.contains("\n6.1: reset exited 101 (test failures)\n"));
+        assert!(m.contains("\n5.10: hooks: drop via tracepoint skb:kfree_skb; reset_sent via tracepoint tcp:tcp_send_reset + kprobe tcp_v4_send_reset, tcp_v6_send_reset; reset_received via tracepoint tcp:tcp_receive_reset\n"), "{m}");
         assert!(m.contains("\n6.1: reset::closed_port_ipv4 FAIL\n    thread 'closed_port_ipv4' (115) panicked at tests/src/lib.rs:331:27:\n"));
         assert!(!m.contains("5.10: reset::closed_port_ipv6"));
     }
