@@ -29,6 +29,9 @@ struct Cli {
     task: Task,
 }
 
+/// The QEMU kernel matrix: Debian 11's, 12's and 13's kernels.
+const DEFAULT_KERNELS: &str = "5.10,6.1,6.12";
+
 #[derive(Debug, Subcommand)]
 enum Task {
     /// Install what the eBPF build and the integration tests need (idempotent).
@@ -45,8 +48,12 @@ enum Task {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
-    /// Set up, build, then run the whole workspace's tests, integration tests included.
+    /// Set up, build, then run the whole workspace's tests, integration tests
+    /// included, on this host and then in QEMU on each kernel of the matrix.
     Test {
+        /// Kernels for the QEMU part, comma-separated (`none`: this host only).
+        #[arg(long, value_delimiter = ',', default_value = DEFAULT_KERNELS)]
+        kernels: Vec<String>,
         /// Passed on to `cargo test`.
         #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
         args: Vec<String>,
@@ -57,7 +64,7 @@ enum Task {
     /// QEMU) and print a matrix of probes and tests per kernel.
     Vm {
         /// Kernels to test, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "5.10,6.1,6.12")]
+        #[arg(long, value_delimiter = ',', default_value = DEFAULT_KERNELS)]
         kernels: Vec<String>,
         /// Keep each kernel's initramfs (target/vm/KERNEL.cpio).
         #[arg(long)]
@@ -84,9 +91,13 @@ impl Task {
                 build_netprobe(release).map(|_| ExitCode::SUCCESS)
             }
             Task::Run { release, args } => run(release, args),
-            Task::Test { args } => test(args),
+            Task::Test { kernels, args } => test(&kernels, args),
             Task::Lint => lint().map(|()| ExitCode::SUCCESS),
-            Task::Vm { kernels, keep } => vm::run(&kernels, keep),
+            Task::Vm { kernels, keep } => Ok(if vm::run(&kernels, keep)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }),
         }
     }
 }
@@ -129,8 +140,19 @@ fn netprobe_args(given: Vec<String>) -> Vec<String> {
     }
 }
 
-fn test(args: Vec<String>) -> Result<ExitCode> {
+/// The kernels to boot, from `--kernels` (`none`: none).
+fn vm_kernels(kernels: &[String]) -> Vec<String> {
+    kernels
+        .iter()
+        .map(|k| k.trim())
+        .filter(|k| !k.is_empty() && *k != "none")
+        .map(str::to_string)
+        .collect()
+}
+
+fn test(kernels: &[String], args: Vec<String>) -> Result<ExitCode> {
     check_test_privileges()?;
+    let kernels = vm_kernels(kernels);
     let mut phases = Phases::default();
     phases.time("setup", setup::ensure)?;
     let bin = phases.time("build", || build_netprobe(false))?;
@@ -138,9 +160,26 @@ fn test(args: Vec<String>) -> Result<ExitCode> {
     cargo_test
         .env("NETPROBE_BIN", &bin)
         .args(cargo_test_args(args));
-    let status = phases.time("tests", || cmd::status(&mut cargo_test));
+    let host = phases.time("tests", || cmd::status(&mut cargo_test))?;
+    // The matrix runs even when the host failed: the whole picture at once.
+    let vm = if kernels.is_empty() {
+        println!("xtask: --kernels none: the QEMU kernel matrix is not run");
+        true
+    } else {
+        phases.time("vm", || vm::run(&kernels, false))?
+    };
     println!("xtask: {phases}");
-    Ok(ExitCode::from(cmd::exit_code(status?)))
+    match (host.success(), vm) {
+        (true, true) => Ok(ExitCode::SUCCESS),
+        (false, _) => {
+            println!("xtask: test: the tests on this host failed");
+            Ok(ExitCode::from(cmd::exit_code(host).max(1)))
+        }
+        (true, false) => {
+            println!("xtask: test: the kernel matrix failed");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// `cargo test --workspace ARGS`, minus `--workspace` when ARGS pick
@@ -260,7 +299,21 @@ mod tests {
     #[test]
     fn test_passes_cargo_arguments_after_double_dash() {
         match parse(&["test", "--", "-p", "netprobe-tests", "--", "--nocapture"]) {
-            Task::Test { args } => assert_eq!(args, ["-p", "netprobe-tests", "--", "--nocapture"]),
+            Task::Test { kernels, args } => {
+                assert_eq!(args, ["-p", "netprobe-tests", "--", "--nocapture"]);
+                assert_eq!(vm_kernels(&kernels), ["5.10", "6.1", "6.12"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        match parse(&["test", "--kernels", "6.1"]) {
+            Task::Test { kernels, args } => {
+                assert_eq!(vm_kernels(&kernels), ["6.1"]);
+                assert!(args.is_empty());
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        match parse(&["test", "--kernels", "none"]) {
+            Task::Test { kernels, .. } => assert!(vm_kernels(&kernels).is_empty()),
             other => panic!("parsed as {other:?}"),
         }
     }

@@ -33,6 +33,8 @@ echo 1 > /proc/sys/kernel/printk
 up() { read u rest < /proc/uptime; echo "$u"; }
 mount -t tracefs tracefs /sys/kernel/tracing || echo "@@NETPROBE-VM note: cannot mount tracefs"
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+# cgroup2: journald needs it, and the OOM scenarios use memory cgroups.
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "@@NETPROBE-VM note: cannot mount cgroup2"
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mkdir -p /run/netns

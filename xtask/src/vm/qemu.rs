@@ -16,15 +16,33 @@ use crate::cmd;
 
 #[derive(Debug)]
 pub struct Boot {
-    /// None when the guest was killed at the timeout.
+    /// None when the guest was killed (timeout, or no sign of life).
     pub status: Option<ExitStatus>,
     pub wall: Duration,
+    /// Killed because /init had not started within the `alive_within` limit.
+    pub stalled: bool,
 }
 
-/// `NETPROBE_VM_ACCEL=kvm` tries KVM; the default is TCG, because KVM hangs
-/// at boot on this project's (nested) machines.
-pub fn accel() -> String {
-    std::env::var("NETPROBE_VM_ACCEL").unwrap_or_else(|_| "tcg".to_string())
+/// The line /init prints first; its absence means the kernel never got there.
+pub const ALIVE_MARKER: &str = "@@NETPROBE-VM kernel ";
+
+/// The accelerators to use: `NETPROBE_VM_ACCEL=kvm|tcg` forces one;
+/// otherwise KVM first when /dev/kvm can be opened, then TCG as the
+/// fallback (KVM hangs early in boot on this project's nested machines).
+pub fn accels() -> Vec<String> {
+    if let Ok(a) = std::env::var("NETPROBE_VM_ACCEL") {
+        return vec![a];
+    }
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if kvm {
+        vec!["kvm".into(), "tcg".into()]
+    } else {
+        vec!["tcg".into()]
+    }
 }
 
 pub fn command(kernel: &Path, initrd: &Path, accel: &str) -> Command {
@@ -45,9 +63,16 @@ pub fn command(kernel: &Path, initrd: &Path, accel: &str) -> Command {
     c
 }
 
-/// Boots, writing the console to `log`; kills QEMU after `timeout`. Lines
+/// Boots, writing the console to `log`; kills QEMU after `timeout`, or after
+/// `alive_within` if /init has not printed `ALIVE_MARKER` by then. Lines
 /// with `@@NETPROBE-` markers are echoed as they come, prefixed `[label]`.
-pub fn boot(mut qemu: Command, log: &Path, timeout: Duration, label: &str) -> Result<Boot> {
+pub fn boot(
+    mut qemu: Command,
+    log: &Path,
+    timeout: Duration,
+    alive_within: Option<Duration>,
+    label: &str,
+) -> Result<Boot> {
     let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     eprintln!("xtask: $ {} > {}", cmd::describe(&qemu), log.display());
     let start = Instant::now();
@@ -58,11 +83,13 @@ pub fn boot(mut qemu: Command, log: &Path, timeout: Duration, label: &str) -> Re
         .spawn()
         .context("cannot start qemu-system-x86_64")?;
     let mut tail = Tail::new(log)?;
+    let mut stalled = false;
     let status = loop {
         if let Some(st) = child.try_wait()? {
             break Some(st);
         }
-        if start.elapsed() > timeout {
+        stalled = alive_within.is_some_and(|a| start.elapsed() > a) && !tail.alive;
+        if start.elapsed() > timeout || stalled {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -74,6 +101,7 @@ pub fn boot(mut qemu: Command, log: &Path, timeout: Duration, label: &str) -> Re
     Ok(Boot {
         status,
         wall: start.elapsed(),
+        stalled,
     })
 }
 
@@ -82,6 +110,8 @@ struct Tail {
     file: File,
     pos: u64,
     partial: Vec<u8>,
+    /// `ALIVE_MARKER` seen.
+    alive: bool,
 }
 
 impl Tail {
@@ -90,6 +120,7 @@ impl Tail {
             file: File::open(path)?,
             pos: 0,
             partial: Vec::new(),
+            alive: false,
         })
     }
 
@@ -101,6 +132,7 @@ impl Tail {
         while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=nl).collect();
             let line = String::from_utf8_lossy(&line);
+            self.alive |= line.contains(ALIVE_MARKER);
             if let Some(at) = line.find("@@NETPROBE-") {
                 println!(
                     "[{label} {:5.1}s] {}",
