@@ -93,7 +93,7 @@ impl Task {
             Task::Run { release, args } => run(release, args),
             Task::Test { kernels, args } => test(&kernels, args),
             Task::Lint => lint().map(|()| ExitCode::SUCCESS),
-            Task::Vm { kernels, keep } => Ok(if vm::run(&kernels, keep)? {
+            Task::Vm { kernels, keep } => Ok(if vm::run(&kernels, keep, false)? {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -150,37 +150,54 @@ fn vm_kernels(kernels: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Without ARGS: the unit tests with cargo, then the integration tests on
+/// this host and in each kernel of the matrix, through one runner that
+/// prints one matrix. With ARGS: `cargo test ARGS` on this host, then the
+/// matrix's kernels.
 fn test(kernels: &[String], args: Vec<String>) -> Result<ExitCode> {
     check_test_privileges()?;
     let kernels = vm_kernels(kernels);
     let mut phases = Phases::default();
     phases.time("setup", setup::ensure)?;
     let bin = phases.time("build", || build_netprobe(false))?;
+    let whole = args.is_empty();
     let mut cargo_test = cargo_requiring_ebpf();
-    cargo_test
-        .env("NETPROBE_BIN", &bin)
-        .args(cargo_test_args(args));
-    let host = phases.time("tests", || cmd::status(&mut cargo_test))?;
-    // The matrix runs even when the host failed: the whole picture at once.
-    let vm = if kernels.is_empty() {
-        println!("xtask: --kernels none: the QEMU kernel matrix is not run");
-        true
+    cargo_test.env("NETPROBE_BIN", &bin).args(if whole {
+        // The integration tests run below, on the host and in the guests.
+        cargo_test_args(vec!["--exclude".into(), INTEGRATION_TESTS.into()])
     } else {
-        phases.time("vm", || vm::run(&kernels, false))?
+        cargo_test_args(args)
+    });
+    let cargo = phases.time("cargo test", || cmd::status(&mut cargo_test))?;
+    if kernels.is_empty() {
+        println!("xtask: --kernels none: the QEMU kernel matrix is not run");
+    }
+    let matrix = if whole || !kernels.is_empty() {
+        let name = if kernels.is_empty() {
+            "host"
+        } else {
+            "host + vm"
+        };
+        phases.time(name, || vm::run(&kernels, false, whole))?
+    } else {
+        true
     };
     println!("xtask: {phases}");
-    match (host.success(), vm) {
+    match (cargo.success(), matrix) {
         (true, true) => Ok(ExitCode::SUCCESS),
         (false, _) => {
-            println!("xtask: test: the tests on this host failed");
-            Ok(ExitCode::from(cmd::exit_code(host).max(1)))
+            println!("xtask: test: `cargo test` failed");
+            Ok(ExitCode::from(cmd::exit_code(cargo).max(1)))
         }
         (true, false) => {
-            println!("xtask: test: the kernel matrix failed");
+            println!("xtask: test: the integration test matrix failed");
             Ok(ExitCode::FAILURE)
         }
     }
 }
+
+/// The package of the root-only integration tests (tests/).
+const INTEGRATION_TESTS: &str = "netprobe-tests";
 
 /// `cargo test --workspace ARGS`, minus `--workspace` when ARGS pick
 /// packages themselves (cargo would otherwise silently test everything).

@@ -7,6 +7,7 @@
 mod cpio;
 mod elf;
 mod guest_build;
+mod host;
 mod initramfs;
 mod kernel;
 mod modules;
@@ -106,29 +107,37 @@ fn timeout() -> Duration {
         .unwrap_or(TIMEOUT)
 }
 
-/// Boots each kernel and runs the tests in it; `Ok(true)` when every
-/// kernel passed.
-pub fn run(kernels: &[String], keep: bool) -> Result<bool> {
+/// Runs the integration tests on this host (with `host`) and in each
+/// kernel, and prints one matrix; `Ok(true)` when every row passed.
+pub fn run(kernels: &[String], keep: bool, host: bool) -> Result<bool> {
     let kernels = kernels
         .iter()
         .map(|k| kernel::by_short(k))
         .collect::<Result<Vec<_>>>()?;
     setup::ensure()?;
-    ensure_tools()?;
+    if !kernels.is_empty() {
+        ensure_tools()?;
+    }
     let cache = kernel::cache_dir();
     let unpacked = kernels
         .iter()
         .map(|k| kernel::fetch(k, &cache))
         .collect::<Result<Vec<_>>>()?;
     let built = guest_build::build()?;
-    let busybox = initramfs::busybox()?;
-    let programs = initramfs::host_programs()?;
     let out_dir = cmd::target_dir()?.join("vm");
     fs::create_dir_all(&out_dir)?;
+    let mut results = Vec::new();
+    if host {
+        results.push(host::run(&built, &out_dir)?);
+    }
+    if unpacked.is_empty() {
+        return Ok(report_all(&results));
+    }
+    let busybox = initramfs::busybox()?;
+    let programs = initramfs::host_programs()?;
     let timeout = timeout();
     let mut accels = qemu::accels();
 
-    let mut results = Vec::new();
     for k in &unpacked {
         let modules = modules::select(&k.modules_dir(), modules::WANTED)
             .with_context(|| format!("kernel {}: modules", k.short))?;
@@ -221,17 +230,22 @@ pub fn run(kernels: &[String], keep: bool) -> Result<bool> {
         );
         results.push(result);
     }
-    println!("\n{}", report::render(&results));
+    Ok(report_all(&results))
+}
+
+/// Prints the matrix; true when every row passed.
+fn report_all(results: &[KernelResult]) -> bool {
+    println!("\n{}", report::render(results));
     let failed: Vec<&str> = results
         .iter()
         .filter(|r| !r.problems().is_empty())
         .map(|r| r.short.as_str())
         .collect();
     if failed.is_empty() {
-        println!("xtask: vm: every kernel passed");
-        Ok(true)
+        println!("xtask: vm: every row of the matrix passed");
+        true
     } else {
-        println!("xtask: vm: failed on {}", failed.join(", "));
-        Ok(false)
+        println!("xtask: matrix: failed on {}", failed.join(", "));
+        false
     }
 }

@@ -405,7 +405,7 @@ pub fn render(results: &[KernelResult]) -> String {
             }
         );
         if !times.is_empty() {
-            let _ = write!(s, "; in guest: {}", times.join(", "));
+            let _ = write!(s, "; test executables: {}", times.join(", "));
         }
         s.push('\n');
         let hooks: Vec<String> = r
@@ -767,7 +767,7 @@ mod tests {
         );
         assert!(m.contains("\nT1   reset::closed_port_ipv4\nT2   reset::closed_port_ipv6\nT3   journald::closed_port_records_reach_journald_with_fields\n"));
         assert!(m.contains("\n[1] drop attached: this kernel gives no drop reasons (before 5.17): classified by drop location\n"));
-        assert!(m.contains("\n6.1: modules: veth loaded, nf_defrag_ipv4 loaded, nf_defrag_ipv6 loaded, libcrc32c loaded, nf_conntrack loaded; in guest: netprobe_tests 0.1s, reset 31.1s, journald 0.2s, lifecycle 31.9s\n"), "{m}");
+        assert!(m.contains("\n6.1: modules: veth loaded, nf_defrag_ipv4 loaded, nf_defrag_ipv6 loaded, libcrc32c loaded, nf_conntrack loaded; test executables: netprobe_tests 0.1s, reset 31.1s, journald 0.2s, lifecycle 31.9s\n"), "{m}");
         assert!(m.contains("\n6.1: reset exited 101 (test failures)\n"));
         assert!(m.contains("\n5.10: hooks: drop via tracepoint skb:kfree_skb; reset_sent via tracepoint tcp:tcp_send_reset + kprobe tcp_v4_send_reset, tcp_v6_send_reset; reset_received via tracepoint tcp:tcp_receive_reset\n"), "{m}");
         assert!(m.contains("\n6.1: reset::closed_port_ipv4 FAIL\n    thread 'closed_port_ipv4' (115) panicked at tests/src/lib.rs:331:27:\n"));
