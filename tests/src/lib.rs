@@ -341,6 +341,19 @@ impl Daemon {
         }
     }
 
+    /// Keeps reading records for `period`; returns those matching `pred`
+    /// among everything seen so far.
+    pub fn collect(&mut self, period: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + period;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.records.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => break,
+            }
+        }
+        self.seen.iter().filter(|v| pred(v)).cloned().collect()
+    }
+
     /// Waits for `ready`; returns the time it took from spawn.
     pub fn wait_ready(&mut self) -> Duration {
         let ready = self.wait_for("ready", Duration::from_secs(30), |v| v["kind"] == "ready");

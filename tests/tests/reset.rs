@@ -5,7 +5,11 @@
 //! kernel offers (the tracepoint's reason from 6.10, the reset kprobe
 //! before; the drop reason from 5.17, the kprobe's mark before).
 
-use std::time::Duration;
+use std::{
+    io::Write,
+    net::{TcpListener, TcpStream},
+    time::Duration,
+};
 
 use netprobe_tests::{connect_to_closed_port, has_flow, require_root, Daemon, Netns};
 use serde_json::Value;
@@ -145,6 +149,46 @@ fn without_btf_tracepoints_still_run() {
     });
     // Without the socket's state a refusal cannot be told from a reset.
     assert_eq!(refused["mode"], "reset_other", "{refused}");
+    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+}
+
+/// An application closes a connection with unread data: the kernel aborts
+/// it with a RST from a full socket (tcp_send_active_reset). On kernels
+/// where the reset kprobes run beside the tracepoint (before 6.10), the
+/// tracepoint must still report it, and exactly once.
+#[test]
+fn close_with_unread_data_is_one_reset() {
+    if !require_root("close_with_unread_data_is_one_reset") {
+        return;
+    }
+    let mut d = Daemon::start(&["--output", "json"], &[]);
+    d.wait_ready();
+    let ns = Netns::new();
+    let (client, server) = ns.run(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        c.write_all(b"never read").unwrap();
+        // Let the data arrive before the server closes without reading it.
+        std::thread::sleep(Duration::from_millis(200));
+        drop(s);
+        (c.local_addr().unwrap(), l.local_addr().unwrap())
+    });
+    let rst = d.wait_for("reset_sent", Duration::from_secs(10), |v| {
+        v["kind"] == "reset_sent" && has_flow(v, &server, &client)
+    });
+    eprintln!("reset_sent: {rst}");
+    assert_eq!(rst["mode"], "reset_other", "{rst}");
+    let all = d.collect(Duration::from_secs(1), |v| {
+        v["kind"] == "reset_sent" && has_flow(v, &server, &client)
+    });
+    assert_eq!(
+        all.len(),
+        1,
+        "the RST was reported {} times: {all:?}",
+        all.len()
+    );
     let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
 }
