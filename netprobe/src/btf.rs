@@ -263,18 +263,25 @@ impl Btf {
         Ok(None)
     }
 
-    /// Offset and size of `strukt.member` (anonymous nesting followed).
+    /// Offset and size of `strukt.member` (anonymous nesting followed). A
+    /// dotted `member` (`sk_backlog.rmem_alloc`) walks into named nested
+    /// structs, adding their offsets.
     pub fn member(&self, strukt: &str, member: &str) -> Result<Member, BtfError> {
-        let id = self.find_struct(strukt)?;
-        let (bits, ty) = self
-            .find_member(id, member, 0)?
-            .ok_or_else(|| BtfError::NoMember(strukt.to_string(), member.to_string()))?;
+        let mut id = self.find_struct(strukt)?;
+        let mut bits = 0u32;
+        for part in member.split('.') {
+            let (off, ty) = self
+                .find_member(id, part, 0)?
+                .ok_or_else(|| BtfError::NoMember(strukt.to_string(), member.to_string()))?;
+            bits = bits.checked_add(off).ok_or(BtfError::Unsized(ty))?;
+            id = ty;
+        }
         if bits % 8 != 0 {
             return Err(BtfError::Bitfield(member.to_string()));
         }
         Ok(Member {
             offset: bits / 8,
-            size: self.size_of(ty)?,
+            size: self.size_of(id)?,
         })
     }
 }
@@ -315,6 +322,15 @@ mod tests {
         assert!(head.offset > nh.offset);
         let dport = btf.member("sock_common", "skc_dport").unwrap();
         assert_eq!(dport.size, 2);
+        // A dotted path into a named nested struct: sk_rmem_alloc's home.
+        let backlog = btf.member("sock", "sk_backlog").unwrap();
+        let rmem = btf.member("sock", "sk_backlog.rmem_alloc").unwrap();
+        assert_eq!(rmem.size, 4);
+        assert!(rmem.offset >= backlog.offset && rmem.offset < backlog.offset + backlog.size);
+        assert!(matches!(
+            btf.member("sock", "sk_backlog.no_such"),
+            Err(BtfError::NoMember(..))
+        ));
         assert!(matches!(
             btf.member("sk_buff", "no_such"),
             Err(BtfError::NoMember(..))
