@@ -276,7 +276,7 @@ impl Btf {
             bits = bits.checked_add(off).ok_or(BtfError::Unsized(ty))?;
             id = ty;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(BtfError::Bitfield(member.to_string()));
         }
         Ok(Member {
