@@ -33,7 +33,19 @@ pub mod kind {
     /// it): `raw` holds the caller's address (8 bytes, native order), the drop
     /// location.
     pub const KPROBE_TCP_DROP: u32 = 5;
+    /// kprobes on `tcp_conn_request` (a SYN) and `tcp_v{4,6}_syn_recv_sock`
+    /// (the handshake's last ACK) when the listener's accept queue is full:
+    /// the kernel is about to drop the segment. `raw[0]` is
+    /// `LISTEN_AT_SYN` or `LISTEN_AT_ACK`; `sock` is the listener.
+    pub const KPROBE_LISTEN_OVERFLOW: u32 = 6;
+    /// `oom:mark_victim` tracepoint: the OOM killer chose a victim. `raw`
+    /// holds the record and its `comm` string (a `__data_loc`).
+    pub const OOM_MARK_VICTIM: u32 = 7;
 }
+
+/// `raw[0]` of `kind::KPROBE_LISTEN_OVERFLOW`.
+pub const LISTEN_AT_SYN: u8 = 1;
+pub const LISTEN_AT_ACK: u8 = 2;
 
 /// `Event::pkt_flags` bits: which packet header copies are valid.
 pub mod pkt {
@@ -46,6 +58,30 @@ pub mod pkt {
     /// A drop of the very skb a no-socket RST was just sent for (kernels
     /// without drop reasons: it names the drop NO_SOCKET).
     pub const AFTER_NO_SOCKET_RST: u32 = 8;
+    /// `sock` holds the socket the hook had (the receiving socket of a drop
+    /// from 6.11, a listener for listen overflows).
+    pub const SOCK: u32 = 16;
+}
+
+/// What the programs read of a socket (offsets from BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockInfo {
+    /// `skc_family` (AF_INET 2, AF_INET6 10).
+    pub family: u16,
+    /// `skc_num`: the local port, host order.
+    pub port: u16,
+    /// `skc_state`.
+    pub state: u8,
+    pub _pad: [u8; 3],
+    /// `skc_rcv_saddr` (first 4 bytes) or `skc_v6_rcv_saddr`.
+    pub addr: [u8; 16],
+    /// `sk_ack_backlog` and `sk_max_ack_backlog`: the accept queue.
+    pub ack_backlog: u32,
+    pub max_ack_backlog: u32,
+    /// `sk_rcvbuf` and `sk_rmem_alloc` (bytes).
+    pub rcvbuf: u32,
+    pub rmem_alloc: u32,
 }
 
 /// One record in the ring buffer.
@@ -80,6 +116,8 @@ pub struct Event {
     /// has a socket and BTF gave the offset; 0 (no TCP state) otherwise.
     pub sk_state: u32,
     pub _pad: u32,
+    /// Valid when `pkt::SOCK` is set.
+    pub sock: SockInfo,
 }
 
 /// Where the fields the kernel programs need live on the running kernel.
@@ -116,6 +154,23 @@ pub struct Config {
     pub send_reset_skbaddr: u32,
     /// `offsetof(struct sock_common, skc_state)` (a byte), or `ABSENT`.
     pub sk_state: u32,
+    /// Offset of `rx_sk` in the `kfree_skb` record (6.11+), or `ABSENT`.
+    pub kfree_skb_rx_sk: u32,
+    /// `struct sock_common` / `struct sock` members for `SockInfo`, or
+    /// `ABSENT` (then no socket is read): skc_family, skc_num,
+    /// skc_rcv_saddr, skc_v6_rcv_saddr, sk_ack_backlog, sk_max_ack_backlog,
+    /// sk_rcvbuf, sk_backlog.rmem_alloc.
+    pub skc_family: u32,
+    pub skc_num: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub sk_ack_backlog: u32,
+    pub sk_max_ack_backlog: u32,
+    pub sk_rcvbuf: u32,
+    pub sk_rmem_alloc: u32,
+    /// Bytes of the `oom:mark_victim` record to copy (fixed part and its
+    /// `comm` string), 0 when absent.
+    pub oom_len: u32,
 }
 
 impl Config {
@@ -135,6 +190,16 @@ impl Config {
         receive_reset_skaddr: Self::ABSENT,
         send_reset_skbaddr: Self::ABSENT,
         sk_state: Self::ABSENT,
+        kfree_skb_rx_sk: Self::ABSENT,
+        skc_family: Self::ABSENT,
+        skc_num: Self::ABSENT,
+        skc_rcv_saddr: Self::ABSENT,
+        skc_v6_rcv_saddr: Self::ABSENT,
+        sk_ack_backlog: Self::ABSENT,
+        sk_max_ack_backlog: Self::ABSENT,
+        sk_rcvbuf: Self::ABSENT,
+        sk_rmem_alloc: Self::ABSENT,
+        oom_len: 0,
     };
 }
 
@@ -156,6 +221,7 @@ mod user {
     // SAFETY: both are repr(C), Copy, with explicit padding fields and no pointers.
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::SockInfo {}
 }
 
 #[cfg(test)]
@@ -168,9 +234,10 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(
             size_of::<Event>(),
-            4 + 4 + 8 + 8 + 16 + 4 + 4 + RAW_MAX + NET_MAX + TRANSPORT_MAX + 2 + 2 + 4 + 4
+            4 + 4 + 8 + 8 + 16 + 4 + 4 + RAW_MAX + NET_MAX + TRANSPORT_MAX + 2 + 2 + 4 + 4 + 40
         );
+        assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);
-        assert_eq!(size_of::<Config>(), 12 * 4);
+        assert_eq!(size_of::<Config>(), 22 * 4);
     }
 }

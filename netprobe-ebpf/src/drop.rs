@@ -18,7 +18,7 @@ use crate::{
     config,
     reset::RESET_SKB,
     ringbuf::emit,
-    skb::{copy_headers, sk_state},
+    skb::{copy_headers, read_sock, sk_state},
 };
 
 #[tracepoint]
@@ -42,12 +42,19 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     } else {
         0
     };
+    let rx_sk = if cfg.kfree_skb_rx_sk != Config::ABSENT {
+        // SAFETY: offset from the format file.
+        unsafe { ctx.read_at::<u64>(cfg.kfree_skb_rx_sk as usize) }.unwrap_or(0)
+    } else {
+        0
+    };
     emit(
         kind::KFREE_SKB,
         ctx.as_ptr() as *const u8,
         cfg.kfree_skb_len,
         |e| {
             copy_headers(&cfg, skb, e);
+            read_sock(&cfg, rx_sk, e);
             // Without reasons, a drop of the skb a RST was just sent for, with no
             // socket, is the kernel's NO_SOCKET drop.
             if skb != 0 {

@@ -10,6 +10,8 @@
 #![no_main]
 
 mod drop;
+mod listen;
+mod oom;
 mod reset;
 mod ringbuf;
 mod skb;

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use netprobe_common::{Event, LOST_RINGBUF_FULL, LOST_SLOTS, RAW_MAX};
+use netprobe_common::{Event, SockInfo, LOST_RINGBUF_FULL, LOST_SLOTS, RAW_MAX};
 
 /// 4 MiB: about 16,000 records of 248 bytes before the daemon must drain.
 #[map]
@@ -49,6 +49,7 @@ pub fn emit(kind: u32, raw: *const u8, raw_len: u32, fill: impl FnOnce(&mut Even
     e.transport_header = 0xffff;
     e.sk_state = 0;
     e._pad = 0;
+    e.sock = SockInfo::default();
     e.raw_len = 0;
     if !raw.is_null() {
         let len = if raw_len as usize > RAW_MAX {

@@ -1,7 +1,7 @@
 //! Following a `struct sk_buff` (and its socket) with offsets from BTF.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use netprobe_common::{pkt, Config, Event};
+use netprobe_common::{pkt, Config, Event, SockInfo};
 
 /// Copies the packet's network and transport headers through `skb->head` +
 /// `skb->{network,transport}_header`, setting the `pkt` bits for what was read.
@@ -66,4 +66,53 @@ pub fn tcp_flags(cfg: &Config, skb: u64) -> Option<u8> {
         }
         bpf_probe_read_kernel((head + th as u64 + 13) as *const u8).ok()
     }
+}
+
+/// Reads `u32` at `base + off` (offset from BTF), 0 when it faults.
+#[inline(always)]
+fn u32_at(base: u64, off: u32) -> u32 {
+    // SAFETY: a faulting read returns an error.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const u32) }.unwrap_or(0)
+}
+
+/// Fills `e.sock` from `sk` and sets `pkt::SOCK`, when BTF gave the offsets.
+#[inline(always)]
+pub fn read_sock(cfg: &Config, sk: u64, e: &mut Event) {
+    if sk == 0 || cfg.skc_family == Config::ABSENT || cfg.sk_state == Config::ABSENT {
+        return;
+    }
+    let mut info = SockInfo::default();
+    // SAFETY: faulting reads return errors; offsets come from BTF.
+    unsafe {
+        info.family =
+            bpf_probe_read_kernel((sk + cfg.skc_family as u64) as *const u16).unwrap_or(0);
+        info.port = bpf_probe_read_kernel((sk + cfg.skc_num as u64) as *const u16).unwrap_or(0);
+        info.state = bpf_probe_read_kernel((sk + cfg.sk_state as u64) as *const u8).unwrap_or(0);
+        if info.family == 10 {
+            let _ = bpf_probe_read_kernel_buf(
+                (sk + cfg.skc_v6_rcv_saddr as u64) as *const u8,
+                &mut info.addr,
+            );
+        } else {
+            let _ = bpf_probe_read_kernel_buf(
+                (sk + cfg.skc_rcv_saddr as u64) as *const u8,
+                &mut info.addr[..4],
+            );
+        }
+    }
+    info.ack_backlog = u32_at(sk, cfg.sk_ack_backlog);
+    info.max_ack_backlog = u32_at(sk, cfg.sk_max_ack_backlog);
+    info.rcvbuf = u32_at(sk, cfg.sk_rcvbuf);
+    info.rmem_alloc = u32_at(sk, cfg.sk_rmem_alloc);
+    e.sock = info;
+    e.pkt_flags |= pkt::SOCK;
+}
+
+/// `sk_acceptq_is_full(sk)`: `sk_ack_backlog > sk_max_ack_backlog`.
+#[inline(always)]
+pub fn accept_queue_full(cfg: &Config, sk: u64) -> bool {
+    if sk == 0 || cfg.sk_ack_backlog == Config::ABSENT {
+        return false;
+    }
+    u32_at(sk, cfg.sk_ack_backlog) > u32_at(sk, cfg.sk_max_ack_backlog)
 }

@@ -16,6 +16,7 @@ pub struct Layouts {
     pub kfree_skb: Option<Format>,
     pub send_reset: Option<Format>,
     pub receive_reset: Option<Format>,
+    pub oom: Option<Format>,
 }
 
 /// A kernel reason code with the running kernel's name for it, if it has one.
@@ -310,6 +311,7 @@ pub(crate) fn test_layouts(kernel: &str) -> Layouts {
         kfree_skb: read_format(&root, "skb", "kfree_skb").ok(),
         send_reset: read_format(&root, "tcp", "tcp_send_reset").ok(),
         receive_reset: read_format(&root, "tcp", "tcp_receive_reset").ok(),
+        oom: read_format(&root, "oom", "mark_victim").ok(),
     }
 }
 

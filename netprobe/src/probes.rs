@@ -26,58 +26,115 @@ const EBPF_STATUS: &str = env!("NETPROBE_EBPF_STATUS");
 pub struct ProbeSpec {
     /// Stable probe name, as in `probe` records.
     pub name: &'static str,
-    /// Program (function) name in the eBPF object.
-    pub program: &'static str,
-    pub category: &'static str,
-    pub tracepoint: &'static str,
-    /// Kernel functions a kprobe program covers where the tracepoint falls
-    /// short on the running kernel (kernel-map.md's attach plans).
+    pub tracepoint: Option<TracepointSpec>,
+    /// kprobes for what the tracepoint misses on the running kernel, or the
+    /// probe's only hooks (kernel-map.md's attach plans).
     pub kprobe: Option<KprobeSpec>,
 }
 
-pub struct KprobeSpec {
+pub struct TracepointSpec {
+    /// Program (function) name in the eBPF object.
     pub program: &'static str,
-    pub functions: &'static [&'static str],
-    /// What the tracepoint misses that the kprobe sees.
+    pub category: &'static str,
+    pub name: &'static str,
+}
+
+pub struct KprobeSpec {
+    /// (program in the eBPF object, kernel function it attaches to).
+    pub targets: &'static [(&'static str, &'static str)],
+    /// What the kprobes see that the tracepoint does not.
     pub covers: &'static str,
+    /// Wanted only where the tracepoint's format has no `reason` field.
+    pub only_without_reason: bool,
+    /// Also reads `struct sock` members (needs their BTF offsets).
+    pub needs_sock: bool,
 }
 
 impl ProbeSpec {
-    pub fn tracepoint_hook(&self) -> String {
-        format!("tracepoint {}:{}", self.category, self.tracepoint)
+    /// The hook named when none attached: the tracepoint, else the kprobes.
+    pub fn first_hook(&self) -> String {
+        match (&self.tracepoint, &self.kprobe) {
+            (Some(t), _) => t.hook(),
+            (None, Some(k)) => kprobe_hook(k.targets.iter().map(|(_, f)| *f)),
+            (None, None) => "none".into(),
+        }
     }
+}
+
+impl TracepointSpec {
+    pub fn hook(&self) -> String {
+        format!("tracepoint {}:{}", self.category, self.name)
+    }
+}
+
+fn kprobe_hook<'a>(functions: impl Iterator<Item = &'a str>) -> String {
+    format!("kprobe {}", functions.collect::<Vec<_>>().join(", "))
 }
 
 pub const DROP: ProbeSpec = ProbeSpec {
     name: "drop",
-    program: "kfree_skb",
-    category: "skb",
-    tracepoint: "kfree_skb",
+    tracepoint: Some(TracepointSpec {
+        program: "kfree_skb",
+        category: "skb",
+        name: "kfree_skb",
+    }),
     kprobe: Some(KprobeSpec {
-        program: "tcp_drop",
-        functions: &["tcp_drop"],
+        targets: &[("tcp_drop", "tcp_drop")],
         covers: "TCP's own drops (tcp_drop frees without the tracepoint)",
+        only_without_reason: true,
+        needs_sock: false,
     }),
 };
 pub const RESET_SENT: ProbeSpec = ProbeSpec {
     name: "reset_sent",
-    program: "tcp_send_reset",
-    category: "tcp",
-    tracepoint: "tcp_send_reset",
+    tracepoint: Some(TracepointSpec {
+        program: "tcp_send_reset",
+        category: "tcp",
+        name: "tcp_send_reset",
+    }),
     kprobe: Some(KprobeSpec {
-        program: "send_reset",
-        functions: &["tcp_v4_send_reset", "tcp_v6_send_reset"],
+        targets: &[
+            ("send_reset", "tcp_v4_send_reset"),
+            ("send_reset", "tcp_v6_send_reset"),
+        ],
         covers: "RSTs sent without a full socket (closed ports)",
+        only_without_reason: true,
+        needs_sock: false,
     }),
 };
 pub const RESET_RECEIVED: ProbeSpec = ProbeSpec {
     name: "reset_received",
-    program: "tcp_receive_reset",
-    category: "tcp",
-    tracepoint: "tcp_receive_reset",
+    tracepoint: Some(TracepointSpec {
+        program: "tcp_receive_reset",
+        category: "tcp",
+        name: "tcp_receive_reset",
+    }),
     kprobe: None,
 };
-pub const ALL: [&ProbeSpec; 3] = [&DROP, &RESET_SENT, &RESET_RECEIVED];
+pub const LISTEN_OVERFLOW: ProbeSpec = ProbeSpec {
+    name: "listen_overflow",
+    tracepoint: None,
+    kprobe: Some(KprobeSpec {
+        targets: &[
+            ("conn_request", "tcp_conn_request"),
+            ("syn_recv_sock", "tcp_v4_syn_recv_sock"),
+            ("syn_recv_sock", "tcp_v6_syn_recv_sock"),
+        ],
+        covers: "accept-queue overflows with the listener's queue (SYNs and last ACKs)",
+        only_without_reason: false,
+        needs_sock: true,
+    }),
+};
+pub const OOM: ProbeSpec = ProbeSpec {
+    name: "oom",
+    tracepoint: Some(TracepointSpec {
+        program: "mark_victim",
+        category: "oom",
+        name: "mark_victim",
+    }),
+    kprobe: None,
+};
+pub const ALL: [&ProbeSpec; 5] = [&DROP, &RESET_SENT, &RESET_RECEIVED, &LISTEN_OVERFLOW, &OOM];
 
 /// Offsets in `struct sk_buff` the drop program follows to the packet headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,39 +146,57 @@ pub struct SkbOffsets {
 
 impl SkbOffsets {
     pub fn from_btf(btf: &Btf) -> Result<SkbOffsets, String> {
-        let head = btf.member("sk_buff", "head").map_err(|e| e.to_string())?;
-        let nh = btf
-            .member("sk_buff", "network_header")
-            .map_err(|e| e.to_string())?;
-        let th = btf
-            .member("sk_buff", "transport_header")
-            .map_err(|e| e.to_string())?;
-        if head.size != 8 || nh.size != 2 || th.size != 2 {
-            return Err(format!(
-                "unexpected sk_buff member sizes (head {}, network_header {}, transport_header {})",
-                head.size, nh.size, th.size
-            ));
-        }
         Ok(SkbOffsets {
-            head: head.offset,
-            network_header: nh.offset,
-            transport_header: th.offset,
+            head: sized(btf, "sk_buff", "head", 8)?,
+            network_header: sized(btf, "sk_buff", "network_header", 2)?,
+            transport_header: sized(btf, "sk_buff", "transport_header", 2)?,
         })
     }
 }
 
 /// `offsetof(struct sock_common, skc_state)`, a byte.
 pub fn sk_state_offset(btf: &Btf) -> Result<u32, String> {
-    let m = btf
-        .member("sock_common", "skc_state")
-        .map_err(|e| e.to_string())?;
-    if m.size != 1 {
+    sized(btf, "sock_common", "skc_state", 1)
+}
+
+fn sized(btf: &Btf, strukt: &str, member: &str, size: u32) -> Result<u32, String> {
+    let m = btf.member(strukt, member).map_err(|e| e.to_string())?;
+    if m.size != size {
         return Err(format!(
-            "sock_common.skc_state is {} bytes, expected 1",
+            "{strukt}.{member} is {} bytes, expected {size}",
             m.size
         ));
     }
     Ok(m.offset)
+}
+
+/// The `struct sock_common` / `struct sock` members the programs read into
+/// `SockInfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockOffsets {
+    pub family: u32,
+    pub num: u32,
+    pub rcv_saddr: u32,
+    pub v6_rcv_saddr: u32,
+    pub ack_backlog: u32,
+    pub max_ack_backlog: u32,
+    pub rcvbuf: u32,
+    pub rmem_alloc: u32,
+}
+
+impl SockOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<SockOffsets, String> {
+        Ok(SockOffsets {
+            family: sized(btf, "sock_common", "skc_family", 2)?,
+            num: sized(btf, "sock_common", "skc_num", 2)?,
+            rcv_saddr: sized(btf, "sock_common", "skc_rcv_saddr", 4)?,
+            v6_rcv_saddr: sized(btf, "sock_common", "skc_v6_rcv_saddr", 16)?,
+            ack_backlog: sized(btf, "sock", "sk_ack_backlog", 4)?,
+            max_ack_backlog: sized(btf, "sock", "sk_max_ack_backlog", 4)?,
+            rcvbuf: sized(btf, "sock", "sk_rcvbuf", 4)?,
+            rmem_alloc: sized(btf, "sock", "sk_backlog.rmem_alloc", 4)?,
+        })
+    }
 }
 
 /// Where the running kernel's BTF is. `NETPROBE_KERNEL_BTF` names another
@@ -135,10 +210,38 @@ pub fn kernel_btf_path() -> std::path::PathBuf {
 /// The running kernel's BTF.
 pub fn kernel_btf() -> Result<Btf, String> {
     let path = kernel_btf_path();
-    let path = path.as_path();
-    let data = std::fs::read(path)
+    let data = std::fs::read(&path)
         .map_err(|e| format!("kernel BTF unavailable ({}: {e})", path.display()))?;
     Btf::parse(data).map_err(|e| format!("kernel BTF unreadable: {e}"))
+}
+
+/// Everything the programs need from BTF; each part `Err(why)` on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BtfOffsets {
+    pub skb: Result<SkbOffsets, String>,
+    pub sk_state: Result<u32, String>,
+    pub sock: Result<SockOffsets, String>,
+}
+
+impl BtfOffsets {
+    pub fn read(btf: &Result<Btf, String>) -> BtfOffsets {
+        match btf {
+            Ok(b) => BtfOffsets {
+                skb: SkbOffsets::from_btf(b),
+                sk_state: sk_state_offset(b),
+                sock: SockOffsets::from_btf(b),
+            },
+            Err(why) => BtfOffsets::unavailable(why),
+        }
+    }
+
+    pub fn unavailable(why: &str) -> BtfOffsets {
+        BtfOffsets {
+            skb: Err(why.to_string()),
+            sk_state: Err(why.to_string()),
+            sock: Err(why.to_string()),
+        }
+    }
 }
 
 fn record_len(fmt: &Option<Format>) -> u32 {
@@ -147,14 +250,13 @@ fn record_len(fmt: &Option<Format>) -> u32 {
         .unwrap_or(0)
 }
 
+/// Bytes after a record's fixed part that hold its `__data_loc` strings
+/// (mark_victim's `comm`: at most 16, after padding to 8).
+const DATA_LOC_SLACK: u32 = 32;
+
 /// The programs' `CONFIG` from the running kernel's layouts. A probe whose
 /// format is missing gets length 0, which makes its program a no-op.
-pub fn build_config(
-    layouts: &Layouts,
-    skb: Option<SkbOffsets>,
-    sk_state: Option<u32>,
-    reset_kprobes: bool,
-) -> Config {
+pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) -> Config {
     let mut c = Config::DISABLED;
     if let Some(f) = &layouts.kfree_skb {
         c.kfree_skb_len = record_len(&layouts.kfree_skb);
@@ -164,6 +266,9 @@ pub fn build_config(
         if let Some(r) = f.field("reason").filter(|r| r.size == 4) {
             c.kfree_skb_reason = r.offset as u32;
             c.kfree_skb_min_reason = f.symbol_value("reason", "NOT_SPECIFIED").unwrap_or(0) as u32;
+        }
+        if let Some(r) = f.field("rx_sk").filter(|r| r.size == 8) {
+            c.kfree_skb_rx_sk = r.offset as u32;
         }
     }
     c.send_reset_len = record_len(&layouts.send_reset);
@@ -177,7 +282,7 @@ pub fn build_config(
         }
     }
     c.receive_reset_len = record_len(&layouts.receive_reset);
-    if let Some(state) = sk_state {
+    if let Ok(state) = btf.sk_state {
         c.sk_state = state;
         if let Some(sk) = layouts
             .receive_reset
@@ -188,10 +293,23 @@ pub fn build_config(
             c.receive_reset_skaddr = sk.offset as u32;
         }
     }
-    if let Some(s) = skb {
+    if let Ok(s) = btf.skb {
         c.skb_head = s.head;
         c.skb_network_header = s.network_header;
         c.skb_transport_header = s.transport_header;
+    }
+    if let Ok(s) = btf.sock {
+        c.skc_family = s.family;
+        c.skc_num = s.num;
+        c.skc_rcv_saddr = s.rcv_saddr;
+        c.skc_v6_rcv_saddr = s.v6_rcv_saddr;
+        c.sk_ack_backlog = s.ack_backlog;
+        c.sk_max_ack_backlog = s.max_ack_backlog;
+        c.sk_rcvbuf = s.rcvbuf;
+        c.sk_rmem_alloc = s.rmem_alloc;
+    }
+    if layouts.oom.is_some() {
+        c.oom_len = (record_len(&layouts.oom) + DATA_LOC_SLACK).min(RAW_MAX as u32);
     }
     c
 }
@@ -201,8 +319,7 @@ pub struct Offers<'a> {
     /// `Err(why)` when the kernel cannot take kprobes.
     pub kprobes: Result<(), String>,
     pub ksyms: &'a Kallsyms,
-    pub skb: Result<SkbOffsets, String>,
-    pub sk_state: Result<u32, String>,
+    pub btf: BtfOffsets,
 }
 
 /// How one probe attaches on this kernel, and what it cannot see here.
@@ -210,10 +327,12 @@ pub struct Offers<'a> {
 pub struct Plan {
     /// The tracepoint's format was found.
     pub tracepoint: bool,
-    /// Functions to kprobe with the spec's kprobe program.
-    pub kprobes: Vec<&'static str>,
+    /// (program, function) pairs to kprobe.
+    pub kprobes: Vec<(&'static str, &'static str)>,
     /// What this kernel costs the probe, in words (empty: nothing).
     pub lost: Vec<String>,
+    /// Why nothing can attach, when the plan has no hook at all.
+    pub none: Option<String>,
 }
 
 /// Whether kprobes can be attached: the kprobe PMU (what aya uses) or the
@@ -232,19 +351,22 @@ pub fn kprobe_support(tracefs_root: &Path) -> Result<(), String> {
 
 /// kernel-map.md's attach plan for one probe: the tracepoint where the
 /// kernel has it, and the kprobes where the tracepoint falls short (no
-/// `reason` field: before 5.17 for drops, before 6.10 for sent resets).
-pub fn plan(spec: &ProbeSpec, fmt: Option<&Format>, offers: &Offers) -> Plan {
+/// `reason` field: before 5.17 for drops, before 6.10 for sent resets) or
+/// where they are the probe's only hooks. `fmt` is the tracepoint's format,
+/// `Err(why)` when it is missing.
+pub fn plan(spec: &ProbeSpec, fmt: Result<&Format, &str>, offers: &Offers) -> Plan {
     let mut p = Plan {
-        tracepoint: fmt.is_some(),
+        tracepoint: spec.tracepoint.is_some() && fmt.is_ok(),
         kprobes: Vec::new(),
         lost: Vec::new(),
+        none: None,
     };
-    let has_reason = fmt.is_some_and(|f| f.field("reason").is_some());
+    let has_reason = fmt.is_ok_and(|f| f.field("reason").is_some());
     if spec.name == DROP.name {
-        if let Err(why) = &offers.skb {
+        if let Err(why) = &offers.btf.skb {
             p.lost.push(format!("flows unknown: {why}"));
         }
-        if fmt.is_some() && !has_reason {
+        if fmt.is_ok() && !has_reason {
             p.lost.push(
                 "this kernel gives no drop reasons (before 5.17): classified by drop location"
                     .into(),
@@ -252,36 +374,65 @@ pub fn plan(spec: &ProbeSpec, fmt: Option<&Format>, offers: &Offers) -> Plan {
         }
     }
     if spec.name == RESET_RECEIVED.name {
-        if let Err(why) = &offers.sk_state {
+        if let Err(why) = &offers.btf.sk_state {
             p.lost.push(format!(
                 "socket state unknown, refused connections not told apart: {why}"
             ));
         }
     }
+    if spec.name == OOM.name {
+        if let Ok(f) = fmt {
+            if f.field("comm").is_none() {
+                p.lost.push(
+                    "this kernel's mark_victim gives the pid only (before about 6.9): the \
+                     victim's name is read from /proc while it still exists"
+                        .into(),
+                );
+            }
+        }
+    }
+    let tracepoint_missing = match (&spec.tracepoint, fmt) {
+        (Some(_), Err(why)) => Some(why.to_string()),
+        _ => None,
+    };
     let Some(k) = &spec.kprobe else {
+        p.none = tracepoint_missing;
         return p;
     };
-    if has_reason {
+    if k.only_without_reason && has_reason {
         return p;
     }
-    let blocked = match (&offers.kprobes, &offers.skb) {
-        (Err(why), _) => Some(why.clone()),
-        (_, Err(why)) => Some(format!("the kprobe needs sk_buff offsets: {why}")),
+    let blocked = match (&offers.kprobes, &offers.btf.skb, &offers.btf.sock) {
+        (Err(why), _, _) => Some(why.clone()),
+        (_, Err(why), _) => Some(format!("the kprobes need sk_buff offsets: {why}")),
+        (_, _, Err(why)) if k.needs_sock => {
+            Some(format!("the kprobes need struct sock offsets: {why}"))
+        }
         _ => None,
     };
     if let Some(why) = blocked {
-        p.lost.push(format!("{} not seen: {why}", k.covers));
+        if p.tracepoint {
+            p.lost.push(format!("{} not seen: {why}", k.covers));
+        } else {
+            p.none = Some(match tracepoint_missing {
+                Some(tp) => format!("{tp}; {why}"),
+                None => why,
+            });
+        }
         return p;
     }
-    for f in k.functions {
+    for &(program, f) in k.targets {
         if offers.ksyms.has(f) {
-            p.kprobes.push(f);
+            p.kprobes.push((program, f));
         } else {
             p.lost.push(format!(
                 "{} not seen through {f}: not in /proc/kallsyms (inlined or gone on this kernel)",
                 k.covers
             ));
         }
+    }
+    if !p.tracepoint && p.kprobes.is_empty() {
+        p.none = Some(p.lost.join("; "));
     }
     p
 }
@@ -337,10 +488,21 @@ fn all_skipped(why: &str) -> Vec<ProbeStatus> {
     ALL.iter()
         .map(|spec| ProbeStatus {
             spec,
-            hook: spec.tracepoint_hook(),
+            hook: spec.first_hook(),
             result: Err(why.to_string()),
         })
         .collect()
+}
+
+/// The format of `spec`'s tracepoint among `layouts`.
+fn format_of<'a>(spec: &ProbeSpec, layouts: &'a Layouts) -> Option<&'a Format> {
+    match spec.name {
+        n if n == DROP.name => layouts.kfree_skb.as_ref(),
+        n if n == RESET_SENT.name => layouts.send_reset.as_ref(),
+        n if n == RESET_RECEIVED.name => layouts.receive_reset.as_ref(),
+        n if n == OOM.name => layouts.oom.as_ref(),
+        _ => None,
+    }
 }
 
 /// Loads the embedded object with this kernel's configuration and attaches
@@ -367,50 +529,45 @@ pub fn start() -> Tracer {
             return tracer;
         }
     };
-    let mut missing: Vec<(&'static ProbeSpec, String)> = Vec::new();
-    let mut read = |spec: &'static ProbeSpec| match tracefs::read_format(
-        &root,
-        spec.category,
-        spec.tracepoint,
-    ) {
-        Ok(f) => Some(f),
-        Err(why) => {
-            missing.push((spec, why));
-            None
+    let mut missing: Vec<(&'static str, String)> = Vec::new();
+    let mut read = |spec: &'static ProbeSpec| {
+        let t = spec.tracepoint.as_ref()?;
+        match tracefs::read_format(&root, t.category, t.name) {
+            Ok(f) => Some(f),
+            Err(why) => {
+                missing.push((spec.name, why));
+                None
+            }
         }
     };
     tracer.layouts = Layouts {
         kfree_skb: read(&DROP),
         send_reset: read(&RESET_SENT),
         receive_reset: read(&RESET_RECEIVED),
+        oom: read(&OOM),
     };
-    let btf = kernel_btf();
     let offers = Offers {
         kprobes: kprobe_support(&root),
         ksyms: &tracer.ksyms,
-        skb: btf
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(SkbOffsets::from_btf),
-        sk_state: btf.as_ref().map_err(Clone::clone).and_then(sk_state_offset),
+        btf: BtfOffsets::read(&kernel_btf()),
     };
-    drop(btf);
-    let formats = [
-        tracer.layouts.kfree_skb.as_ref(),
-        tracer.layouts.send_reset.as_ref(),
-        tracer.layouts.receive_reset.as_ref(),
-    ];
     let plans: Vec<Plan> = ALL
         .iter()
-        .zip(formats)
-        .map(|(spec, fmt)| plan(spec, fmt, &offers))
+        .map(|spec| {
+            let fmt = format_of(spec, &tracer.layouts).ok_or_else(|| {
+                missing
+                    .iter()
+                    .find(|(n, _)| *n == spec.name)
+                    .map_or("no tracepoint", |(_, why)| why.as_str())
+            });
+            plan(spec, fmt, &offers)
+        })
         .collect();
-    let config = build_config(
-        &tracer.layouts,
-        offers.skb.as_ref().ok().copied(),
-        offers.sk_state.as_ref().ok().copied(),
-        !plans[1].kprobes.is_empty(),
-    );
+    let reset_kprobes = ALL
+        .iter()
+        .zip(&plans)
+        .any(|(spec, p)| spec.name == RESET_SENT.name && !p.kprobes.is_empty());
+    let config = build_config(&tracer.layouts, &offers.btf, reset_kprobes);
     let mut ebpf = match EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .load(EBPF_OBJECT)
@@ -425,48 +582,8 @@ pub fn start() -> Tracer {
         }
     };
     for (spec, plan) in ALL.into_iter().zip(plans) {
-        let mut hooks = Vec::new();
-        let mut failed = Vec::new();
-        let mut lost = plan.lost;
-        if plan.tracepoint {
-            match attach_tracepoint(&mut ebpf, spec) {
-                Ok(()) => hooks.push(spec.tracepoint_hook()),
-                Err(why) => failed.push(format!("{}: {why}", spec.tracepoint_hook())),
-            }
-        } else if let Some((_, why)) = missing.iter().find(|(s, _)| s.name == spec.name) {
-            failed.push(why.clone());
-        }
-        if let (Some(k), false) = (&spec.kprobe, plan.kprobes.is_empty()) {
-            let mut attached = Vec::new();
-            for f in &plan.kprobes {
-                match attach_kprobe(&mut ebpf, k.program, f) {
-                    Ok(()) => attached.push(*f),
-                    Err(why) => {
-                        lost.push(format!("{} not seen through {f}: {why}", k.covers));
-                        failed.push(format!("kprobe {f}: {why}"));
-                    }
-                }
-            }
-            if !attached.is_empty() {
-                hooks.push(format!("kprobe {}", attached.join(", ")));
-            }
-        }
-        let result = if hooks.is_empty() {
-            Err(failed.join("; "))
-        } else {
-            // Kprobe failures are in `lost` already; a tracepoint failure
-            // (first in `failed`) is not.
-            if plan.tracepoint && !hooks[0].starts_with("tracepoint") {
-                lost.insert(0, failed[0].clone());
-            }
-            Ok((!lost.is_empty()).then(|| lost.join("; ")))
-        };
-        let hook = if hooks.is_empty() {
-            spec.tracepoint_hook()
-        } else {
-            hooks.join(" + ")
-        };
-        tracer.statuses.push(ProbeStatus { spec, hook, result });
+        let status = attach_plan(&mut ebpf, spec, plan);
+        tracer.statuses.push(status);
     }
     tracer.events = ebpf
         .take_map("EVENTS")
@@ -481,6 +598,57 @@ pub fn start() -> Tracer {
     }
     tracer.ebpf = Some(ebpf);
     tracer
+}
+
+/// Attaches what `plan` says; the probe is attached when any hook is.
+fn attach_plan(ebpf: &mut Ebpf, spec: &'static ProbeSpec, plan: Plan) -> ProbeStatus {
+    if let Some(why) = plan.none {
+        return ProbeStatus {
+            spec,
+            hook: spec.first_hook(),
+            result: Err(why),
+        };
+    }
+    let mut hooks = Vec::new();
+    let mut lost = plan.lost;
+    let mut failed = Vec::new();
+    if let (Some(t), true) = (&spec.tracepoint, plan.tracepoint) {
+        match attach_tracepoint(ebpf, t) {
+            Ok(()) => hooks.push(t.hook()),
+            Err(why) => {
+                let why = format!("{}: {why}", t.hook());
+                lost.insert(0, why.clone());
+                failed.push(why);
+            }
+        }
+    }
+    let mut attached = Vec::new();
+    if let Some(k) = &spec.kprobe {
+        for (program, f) in plan.kprobes {
+            match attach_kprobe(ebpf, program, f) {
+                Ok(()) => attached.push(f),
+                Err(why) => {
+                    lost.push(format!("{} not seen through {f}: {why}", k.covers));
+                    failed.push(format!("kprobe {f}: {why}"));
+                }
+            }
+        }
+    }
+    if !attached.is_empty() {
+        hooks.push(kprobe_hook(attached.into_iter()));
+    }
+    if hooks.is_empty() {
+        return ProbeStatus {
+            spec,
+            hook: spec.first_hook(),
+            result: Err(failed.join("; ")),
+        };
+    }
+    ProbeStatus {
+        spec,
+        hook: hooks.join(" + "),
+        result: Ok((!lost.is_empty()).then(|| lost.join("; "))),
+    }
 }
 
 fn attach_kprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<(), String> {
@@ -500,16 +668,16 @@ fn attach_kprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<(), S
     Ok(())
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
+fn attach_tracepoint(ebpf: &mut Ebpf, t: &TracepointSpec) -> Result<(), String> {
     let prog = ebpf
-        .program_mut(spec.program)
-        .ok_or_else(|| format!("program {} missing from the eBPF object", spec.program))?;
+        .program_mut(t.program)
+        .ok_or_else(|| format!("program {} missing from the eBPF object", t.program))?;
     let tp: &mut TracePoint = prog
         .try_into()
         .map_err(|e: aya::programs::ProgramError| error_text(&e))?;
     tp.load()
         .map_err(|e| format!("load failed: {}", error_text(&e)))?;
-    tp.attach(spec.category, spec.tracepoint)
+    tp.attach(t.category, t.name)
         .map_err(|e| format!("attach failed: {}", error_text(&e)))?;
     Ok(())
 }
@@ -519,9 +687,13 @@ mod tests {
     use super::*;
     use crate::decode::test_layouts as layouts;
 
+    fn none() -> BtfOffsets {
+        BtfOffsets::unavailable("no BTF in this test")
+    }
+
     #[test]
     fn config_follows_each_kernels_format() {
-        let c = build_config(&layouts("6.18"), None, None, false);
+        let c = build_config(&layouts("6.18"), &none(), false);
         assert_eq!(
             (c.kfree_skb_reason, c.kfree_skb_min_reason, c.kfree_skb_len),
             (36, 2, 40)
@@ -529,7 +701,7 @@ mod tests {
         assert_eq!(c.kfree_skb_skbaddr, 8);
         assert_eq!(c.send_reset_len, 88);
         assert_eq!(c.skb_head, Config::ABSENT);
-        let c = build_config(&layouts("6.1"), None, None, false);
+        let c = build_config(&layouts("6.1"), &none(), false);
         assert_eq!(c.kfree_skb_reason, 28);
         assert_eq!(
             c.kfree_skb_min_reason as u64,
@@ -539,16 +711,16 @@ mod tests {
                 .symbol_value("reason", "NOT_SPECIFIED")
                 .unwrap()
         );
-        let c = build_config(&layouts("5.10"), None, None, false);
+        let c = build_config(&layouts("5.10"), &none(), false);
         assert_eq!(c.kfree_skb_reason, Config::ABSENT);
         assert!(c.kfree_skb_len > 0 && c.send_reset_len > 0);
-        let c = build_config(&Layouts::default(), None, None, true);
+        let c = build_config(&Layouts::default(), &none(), true);
         assert_eq!(c, Config::DISABLED);
         // The reset tracepoint skips the kprobe's skbs only beside the kprobe.
-        let c = build_config(&layouts("6.1"), None, None, true);
+        let c = build_config(&layouts("6.1"), &none(), true);
         assert_eq!(c.send_reset_skbaddr, 8);
         assert_eq!(
-            build_config(&layouts("6.1"), None, None, false).send_reset_skbaddr,
+            build_config(&layouts("6.1"), &none(), false).send_reset_skbaddr,
             Config::ABSENT
         );
     }
@@ -558,7 +730,22 @@ mod tests {
         let s = SkbOffsets::from_btf(&crate::btf::test_btf_6_18()).unwrap();
         assert_eq!(s.transport_header + 2, s.network_header);
         let state = sk_state_offset(&crate::btf::test_btf_6_18()).unwrap();
-        let c = build_config(&layouts("6.18"), Some(s), Some(state), false);
+        let sock = SockOffsets::from_btf(&crate::btf::test_btf_6_18()).unwrap();
+        let btf = BtfOffsets {
+            skb: Ok(s),
+            sk_state: Ok(state),
+            sock: Ok(sock),
+        };
+        let c = build_config(&layouts("6.18"), &btf, false);
+        assert_eq!(c.kfree_skb_rx_sk, 24, "rx_sk on 6.18");
+        assert_eq!((c.skc_num, c.sk_rmem_alloc), (sock.num, sock.rmem_alloc));
+        assert!(c.sk_max_ack_backlog != Config::ABSENT && c.sk_rcvbuf != Config::ABSENT);
+        // mark_victim's fixed part and its comm string.
+        assert!(c.oom_len >= 66 + 16 && c.oom_len as usize <= RAW_MAX);
+        assert_eq!(
+            build_config(&layouts("6.1"), &btf, false).kfree_skb_rx_sk,
+            Config::ABSENT
+        );
         assert_eq!((c.receive_reset_skaddr, c.sk_state), (8, state));
         assert_eq!(c.skb_head, s.head);
         assert!(s.head > s.network_header);
@@ -585,38 +772,59 @@ mod tests {
                 Err("no kprobes here".into())
             },
             ksyms: k,
-            skb: Ok(skb),
-            sk_state: Ok(18),
+            btf: BtfOffsets {
+                skb: Ok(skb),
+                sk_state: Ok(18),
+                sock: SockOffsets::from_btf(&crate::btf::test_btf_6_18()),
+            },
         }
     }
 
-    fn plans(kernel: &str, kprobes: bool) -> [Plan; 3] {
+    fn plans(kernel: &str, kprobes: bool) -> [Plan; 5] {
         let l = layouts(kernel);
         let k = ksyms(kernel);
         let o = offers(&k, kprobes);
-        [
-            plan(&DROP, l.kfree_skb.as_ref(), &o),
-            plan(&RESET_SENT, l.send_reset.as_ref(), &o),
-            plan(&RESET_RECEIVED, l.receive_reset.as_ref(), &o),
-        ]
+        ALL.map(|spec| plan(spec, format_of(spec, &l).ok_or("absent"), &o))
     }
 
     #[test]
     fn attach_plans_follow_each_kernel() {
         // 6.18 (this host, no kprobes): tracepoints say everything.
-        let [drop, rst, rcv] = plans("6.18", false);
+        let [drop, rst, rcv, listen, oom] = plans("6.18", false);
         assert!(drop.tracepoint && drop.kprobes.is_empty() && drop.lost.is_empty());
         assert!(rst.tracepoint && rst.kprobes.is_empty() && rst.lost.is_empty());
         assert!(rcv.tracepoint && rcv.lost.is_empty());
-        let [_, rst, _] = plans("6.12", true);
+        // Kprobes only: skipped here, with why.
+        assert!(!listen.tracepoint && listen.kprobes.is_empty());
+        assert_eq!(listen.none.as_deref(), Some("no kprobes here"));
+        assert!(oom.tracepoint && oom.lost.is_empty() && oom.none.is_none());
+        let [_, rst, _, listen, _] = plans("6.12", true);
+        // (The kallsyms lines captured from 6.12 do not include
+        // tcp_v6_syn_recv_sock: a missing function is a stated loss.)
+        assert_eq!(
+            listen.kprobes,
+            [
+                ("conn_request", "tcp_conn_request"),
+                ("syn_recv_sock", "tcp_v4_syn_recv_sock"),
+            ]
+        );
+        assert!(listen.none.is_none());
+        assert!(listen.lost[0].contains("through tcp_v6_syn_recv_sock: not in /proc/kallsyms"));
         assert!(rst.kprobes.is_empty(), "6.12's tracepoint has reasons");
         // 6.1: reasons for drops, but the reset tracepoint needs a socket.
-        let [drop, rst, _] = plans("6.1", true);
+        let [drop, rst, _, _, _] = plans("6.1", true);
         assert!(drop.kprobes.is_empty() && drop.lost.is_empty());
-        assert_eq!(rst.kprobes, ["tcp_v4_send_reset", "tcp_v6_send_reset"]);
+        assert_eq!(
+            rst.kprobes,
+            [
+                ("send_reset", "tcp_v4_send_reset"),
+                ("send_reset", "tcp_v6_send_reset")
+            ]
+        );
         assert!(rst.tracepoint && rst.lost.is_empty());
         // 5.10: no reasons, tcp_drop inlined (absent from kallsyms).
-        let [drop, rst, _] = plans("5.10", true);
+        let [drop, rst, _, _, oom] = plans("5.10", true);
+        assert!(oom.lost[0].contains("pid only"), "{:?}", oom.lost);
         assert!(drop.tracepoint && drop.kprobes.is_empty());
         assert!(drop.lost.iter().any(|l| l.contains("no drop reasons")));
         assert!(drop
@@ -625,7 +833,7 @@ mod tests {
             .any(|l| l.contains("tcp_drop: not in /proc/kallsyms")));
         assert_eq!(rst.kprobes.len(), 2);
         // 6.1 without kprobes: the tracepoint alone, and why it falls short.
-        let [_, rst, _] = plans("6.1", false);
+        let [_, rst, _, _, _] = plans("6.1", false);
         assert!(rst.tracepoint && rst.kprobes.is_empty());
         assert_eq!(
             rst.lost,
@@ -638,21 +846,26 @@ mod tests {
         let l = layouts("6.1");
         let k = ksyms("6.1");
         let o = Offers {
-            skb: Err("kernel BTF unavailable".into()),
-            sk_state: Err("kernel BTF unavailable".into()),
+            btf: BtfOffsets::unavailable("kernel BTF unavailable"),
             ..offers(&k, true)
         };
-        let drop = plan(&DROP, l.kfree_skb.as_ref(), &o);
+        let drop = plan(&DROP, Ok(l.kfree_skb.as_ref().unwrap()), &o);
         assert!(drop.tracepoint);
         assert_eq!(drop.lost, ["flows unknown: kernel BTF unavailable"]);
-        let rst = plan(&RESET_SENT, l.send_reset.as_ref(), &o);
+        let rst = plan(&RESET_SENT, Ok(l.send_reset.as_ref().unwrap()), &o);
         assert!(rst.tracepoint && rst.kprobes.is_empty());
-        assert!(rst.lost[0].contains("the kprobe needs sk_buff offsets"));
-        let rcv = plan(&RESET_RECEIVED, l.receive_reset.as_ref(), &o);
+        assert!(rst.lost[0].contains("the kprobes need sk_buff offsets"));
+        let rcv = plan(&RESET_RECEIVED, Ok(l.receive_reset.as_ref().unwrap()), &o);
         assert!(rcv.tracepoint && rcv.lost[0].starts_with("socket state unknown"));
+        let listen = plan(&LISTEN_OVERFLOW, Err("no tracepoint"), &o);
+        assert!(listen.none.unwrap().contains("need sk_buff offsets"));
         // A kernel without the tracepoint at all, with kprobes: kprobes only.
-        let rst = plan(&RESET_SENT, None, &offers(&k, true));
-        assert!(!rst.tracepoint);
+        let rst = plan(&RESET_SENT, Err("not in tracefs"), &offers(&k, true));
+        assert!(!rst.tracepoint && rst.none.is_none());
         assert_eq!(rst.kprobes.len(), 2);
+        // Neither: skipped, saying both.
+        let o = offers(&k, false);
+        let rst = plan(&RESET_SENT, Err("not in tracefs"), &o);
+        assert_eq!(rst.none.as_deref(), Some("not in tracefs; no kprobes here"));
     }
 }

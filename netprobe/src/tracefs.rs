@@ -126,7 +126,13 @@ fn parse_field(v: &str) -> Option<Field> {
             signed = n.trim() == "1";
         }
     }
-    let base = decl.split('[').next()?.trim_end();
+    // `u8 saddr[4]` ends in its array size; `__data_loc char[] comm` names
+    // the field after the type's brackets.
+    let base = if decl.ends_with(']') {
+        decl.rsplit_once('[')?.0.trim_end()
+    } else {
+        decl.as_str()
+    };
     let name = base
         .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .next()?
@@ -343,5 +349,20 @@ mod tests {
         let _ = parse_symbolic("__print_symbolic(REC->");
         let _ = parse_symbolic("__print_symbolic(REC->x, { 1, \"A\" ");
         let _ = parse_symbolic("__print_symbolic(REC->x { } }");
+    }
+
+    #[test]
+    fn data_loc_fields_are_named_after_the_brackets() {
+        let f = testdata("6.18", "oom", "mark_victim");
+        let comm = f.field("comm").unwrap();
+        assert_eq!((comm.offset, comm.size), (12, 4));
+        assert!(comm.decl.starts_with("__data_loc"));
+        assert!(f.field("char").is_none());
+        assert_eq!(f.field("oom_score_adj").unwrap().offset, 64);
+        let old = testdata("5.10", "oom", "mark_victim");
+        assert!(old.field("comm").is_none() && old.field("pid").is_some());
+        // Arrays keep their names.
+        let r = testdata("6.18", "tcp", "tcp_send_reset");
+        assert_eq!(r.field("saddr").unwrap().size, 28);
     }
 }
