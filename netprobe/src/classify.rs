@@ -25,6 +25,7 @@ pub const QDISC_FULL: Mode = m("queue_full", "qdisc_full");
 pub const CPU_BACKLOG_FULL: Mode = m("queue_full", "cpu_backlog_full");
 pub const NIC_RING_FULL: Mode = m("queue_full", "nic_ring_full");
 pub const NETFILTER_DROP: Mode = m("netfilter", "netfilter_drop");
+pub const OOM_STALL: Mode = m("oom_stall", "oom_stall");
 pub const OTHER: Mode = m("other", "other");
 
 /// The mode of a drop whose kernel gave a reason name.

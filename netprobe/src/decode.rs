@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netprobe_common::{kind, pkt, Event};
+use netprobe_common::{kind, pkt, Event, SockInfo, LISTEN_AT_SYN};
 
 use crate::{
     packet::{self, Flow, IPPROTO_TCP},
@@ -45,6 +45,76 @@ pub struct DropEvent {
     pub after_no_socket_rst: bool,
     /// Seen by the `tcp_drop` kprobe rather than the tracepoint.
     pub tcp_drop: bool,
+    /// The receiving socket (6.11+: kfree_skb's `rx_sk`), when there was one.
+    pub sock: Option<Sock>,
+}
+
+/// A socket as the programs read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sock {
+    /// Local address and port.
+    pub addr: IpAddr,
+    pub port: u16,
+    pub state: i64,
+    /// Accept queue: connections waiting for accept(), and the listen() backlog.
+    pub accept_queue: u32,
+    pub accept_queue_max: u32,
+    /// Receive buffer: bytes queued (sk_rmem_alloc) and the limit (sk_rcvbuf).
+    pub rmem_alloc: u32,
+    pub rcvbuf: u32,
+}
+
+impl Sock {
+    fn from_info(i: &SockInfo) -> Option<Sock> {
+        let addr = match i.family as u64 {
+            AF_INET => IpAddr::V4(Ipv4Addr::new(i.addr[0], i.addr[1], i.addr[2], i.addr[3])),
+            AF_INET6 => IpAddr::V6(Ipv6Addr::from(i.addr)),
+            _ => return None,
+        };
+        Some(Sock {
+            addr,
+            port: i.port,
+            state: i.state as i64,
+            accept_queue: i.ack_backlog,
+            accept_queue_max: i.max_ack_backlog,
+            rmem_alloc: i.rmem_alloc,
+            rcvbuf: i.rcvbuf,
+        })
+    }
+}
+
+/// Where the accept queue overflowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenStage {
+    /// A SYN (tcp_conn_request): dropped, the client retries it.
+    Syn,
+    /// The handshake's last ACK (tcp_v{4,6}_syn_recv_sock): dropped, the
+    /// client thinks it is connected.
+    Ack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenEvent {
+    pub stage: ListenStage,
+    /// The listener.
+    pub sock: Sock,
+    /// The dropped segment.
+    pub flow: Option<Flow>,
+}
+
+/// `oom:mark_victim`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomEvent {
+    pub pid: u32,
+    /// From the record (about 6.9+); untrusted bytes.
+    pub comm: Option<Vec<u8>>,
+    /// kB, where the kernel gives them.
+    pub total_vm_kb: Option<u64>,
+    pub anon_rss_kb: Option<u64>,
+    pub file_rss_kb: Option<u64>,
+    pub shmem_rss_kb: Option<u64>,
+    pub uid: Option<u32>,
+    pub oom_score_adj: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +133,8 @@ pub enum KernelEvent {
     Drop(DropEvent),
     ResetSent(ResetEvent),
     ResetReceived(ResetEvent),
+    ListenOverflow(ListenEvent),
+    Oom(OomEvent),
 }
 
 /// A decoded record with the context every record carries.
@@ -79,6 +151,7 @@ pub enum DecodeError {
     Short(usize),
     UnknownKind(u32),
     NoLayout(&'static str),
+    NoSocket(&'static str),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -87,6 +160,7 @@ impl std::fmt::Display for DecodeError {
             DecodeError::Short(n) => write!(f, "record of {n} bytes is too short"),
             DecodeError::UnknownKind(k) => write!(f, "record of unknown kind {k}"),
             DecodeError::NoLayout(t) => write!(f, "record from {t}, whose format was not loaded"),
+            DecodeError::NoSocket(t) => write!(f, "{t} record without its socket"),
         }
     }
 }
@@ -143,7 +217,27 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
                 flow: headers(e),
                 after_no_socket_rst: e.pkt_flags & pkt::AFTER_NO_SOCKET_RST != 0,
                 tcp_drop: false,
+                sock: sock(e),
             })
+        }
+        kind::KPROBE_LISTEN_OVERFLOW => {
+            let sock = sock(e).ok_or(DecodeError::NoSocket("listen overflow"))?;
+            KernelEvent::ListenOverflow(ListenEvent {
+                stage: if raw.first() == Some(&LISTEN_AT_SYN) {
+                    ListenStage::Syn
+                } else {
+                    ListenStage::Ack
+                },
+                sock,
+                flow: headers(e),
+            })
+        }
+        kind::OOM_MARK_VICTIM => {
+            let fmt = layouts
+                .oom
+                .as_ref()
+                .ok_or(DecodeError::NoLayout("oom:mark_victim"))?;
+            KernelEvent::Oom(oom(fmt, raw))
         }
         kind::KPROBE_TCP_DROP => KernelEvent::Drop(DropEvent {
             reason: None,
@@ -153,6 +247,7 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
             flow: headers(e),
             after_no_socket_rst: false,
             tcp_drop: true,
+            sock: sock(e),
         }),
         kind::KPROBE_SEND_RESET => {
             // The segment being answered; the RST travels the other way.
@@ -195,6 +290,37 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
         comm: e.comm[..comm_len].to_vec(),
         event,
     })
+}
+
+/// The socket the program read, if any.
+fn sock(e: &Event) -> Option<Sock> {
+    (e.pkt_flags & pkt::SOCK != 0)
+        .then(|| Sock::from_info(&e.sock))
+        .flatten()
+}
+
+/// A `__data_loc` string: the field holds `len << 16 | offset` into the
+/// record; the string ends at its NUL.
+fn data_loc_str(fmt: &Format, raw: &[u8], name: &str) -> Option<Vec<u8>> {
+    let loc = field_uint(fmt, raw, name)?;
+    let (off, len) = ((loc & 0xffff) as usize, (loc >> 16) as usize);
+    let b = raw.get(off..off.checked_add(len)?.min(raw.len()))?;
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    Some(b[..end].to_vec())
+}
+
+fn oom(fmt: &Format, raw: &[u8]) -> OomEvent {
+    let kb = |name: &str| field_uint(fmt, raw, name);
+    OomEvent {
+        pid: field_uint(fmt, raw, "pid").unwrap_or(0) as u32,
+        comm: data_loc_str(fmt, raw, "comm"),
+        total_vm_kb: kb("total_vm"),
+        anon_rss_kb: kb("anon_rss"),
+        file_rss_kb: kb("file_rss"),
+        shmem_rss_kb: kb("shmem_rss"),
+        uid: field_uint(fmt, raw, "uid").map(|u| u as u32),
+        oom_score_adj: field_uint(fmt, raw, "oom_score_adj").map(|v| v as u16 as i16 as i64),
+    }
 }
 
 /// The flow of the packet headers the program copied, if any.

@@ -1,11 +1,17 @@
 //! The records netprobe writes: one struct, serialised the same way to every
 //! sink (design.md: JSON field names, journald `NETPROBE_<FIELD>`).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::{
     classify::{self, Mode},
-    decode::{tcp_state_name, Decoded, DropEvent, KernelEvent, ResetEvent},
+    decode::{
+        tcp_state_name, Decoded, DropEvent, KernelEvent, ListenEvent, ListenStage, OomEvent,
+        ResetEvent, Sock,
+    },
     kallsyms::Kallsyms,
     packet::{endpoint, proto_name, tcp_flags_name, Flow},
     timefmt,
@@ -33,6 +39,12 @@ pub struct Record {
     pub daddr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dport: Option<u16>,
+    /// The socket a record is about (a listener, a full receive buffer):
+    /// its local address and port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// TCP flags of the dropped packet, e.g. `SYN`.
@@ -50,6 +62,13 @@ pub struct Record {
     pub count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advice: Option<String>,
+    /// The figures behind the diagnosis (queue lengths, buffer sizes,
+    /// memory, counter deltas), by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<BTreeMap<&'static str, Value>>,
+    /// The cgroup (v2 path) a record is about: an OOM victim's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
     /// `probe` records: the probe's name, its hook, `attached` or `skipped`,
     /// and why (or what it lost).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,11 +201,123 @@ pub fn from_event(d: &Decoded, wall_ns: i128, ksyms: &Kallsyms) -> Record {
         KernelEvent::Drop(e) => drop_record(e, ksyms),
         KernelEvent::ResetSent(e) => reset_record(e, true),
         KernelEvent::ResetReceived(e) => reset_record(e, false),
+        KernelEvent::ListenOverflow(e) => listen_record(e),
+        KernelEvent::Oom(e) => oom_record(e),
     };
     // The event's own time, formatted once (the builders leave ts empty).
     r.ts = timefmt::rfc3339(wall_ns);
-    r.pid = Some(d.pid);
-    r.comm = Some(escape_bytes(&d.comm));
+    // An OOM record is about its victim, not the task that hit the limit.
+    if r.pid.is_none() {
+        r.pid = Some(d.pid);
+        r.comm = Some(escape_bytes(&d.comm));
+    }
+    r
+}
+
+impl Record {
+    fn evidence(&mut self, name: &'static str, value: impl Into<Value>) {
+        self.evidence
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name, value.into());
+    }
+
+    fn set_sock(&mut self, s: &Sock) {
+        self.addr = Some(s.addr.to_string());
+        self.port = Some(s.port);
+    }
+}
+
+fn accept_queue_advice(listener: &str, max: Option<u32>) -> String {
+    let backlog = max.map(|m| format!(" ({m})")).unwrap_or_default();
+    format!(
+        "The application listening on {listener} is not accepting connections fast enough, or \
+         its listen() backlog{backlog} is too small: check that its accept loop is not stalled, \
+         and raise the backlog it passes to listen() (the kernel caps it at net.core.somaxconn)."
+    )
+}
+
+fn listen_record(e: &ListenEvent) -> Record {
+    let mut r = Record {
+        kind: "listen_overflow",
+        ..Record::default()
+    };
+    r.set_mode(classify::ACCEPT_QUEUE_FULL);
+    r.set_sock(&e.sock);
+    r.state = tcp_state_name(e.sock.state).map(str::to_string);
+    if let Some(f) = &e.flow {
+        r.set_flow(f);
+    }
+    let listener = endpoint(e.sock.addr, Some(e.sock.port));
+    r.evidence("accept_queue", e.sock.accept_queue);
+    r.evidence("accept_queue_max", e.sock.accept_queue_max);
+    let (stage, what) = match e.stage {
+        ListenStage::Syn => ("SYN", "the SYN (the client will retry it)"),
+        ListenStage::Ack => (
+            "ACK",
+            "the handshake's last ACK (the client believes it is connected)",
+        ),
+    };
+    r.evidence("stage", stage);
+    let from = e
+        .flow
+        .as_ref()
+        .map(|f| format!(" from {}", endpoint(f.saddr, f.sport)))
+        .unwrap_or_default();
+    r.message = format!(
+        "accept queue full on {listener} ({} waiting for accept(), backlog {}): the kernel dropped {what}{from}",
+        e.sock.accept_queue, e.sock.accept_queue_max
+    );
+    r.advice = Some(accept_queue_advice(
+        &listener,
+        Some(e.sock.accept_queue_max),
+    ));
+    r
+}
+
+fn oom_record(e: &OomEvent) -> Record {
+    let mut r = Record {
+        kind: "oom",
+        ..Record::default()
+    };
+    r.set_mode(classify::OOM_STALL);
+    r.pid = Some(e.pid);
+    r.comm = e.comm.as_deref().map(escape_bytes);
+    for (name, v) in [
+        ("total_vm_kb", e.total_vm_kb),
+        ("anon_rss_kb", e.anon_rss_kb),
+        ("file_rss_kb", e.file_rss_kb),
+        ("shmem_rss_kb", e.shmem_rss_kb),
+    ] {
+        if let Some(v) = v {
+            r.evidence(name, v);
+        }
+    }
+    if let Some(uid) = e.uid {
+        r.evidence("uid", uid);
+    }
+    if let Some(adj) = e.oom_score_adj {
+        r.evidence("oom_score_adj", adj);
+    }
+    let who = match &r.comm {
+        Some(c) => format!("pid {} ({c})", e.pid),
+        None => format!("pid {}", e.pid),
+    };
+    let rss = e
+        .anon_rss_kb
+        .map(|a| {
+            format!(
+                ": anon-rss {a} kB, total-vm {} kB",
+                e.total_vm_kb.unwrap_or(0)
+            )
+        })
+        .unwrap_or_default();
+    r.message = format!("the OOM killer chose {who} to kill{rss}");
+    r.advice = Some(
+        "A memory cgroup or the whole node ran out of memory: raise the limit of the victim's \
+         cgroup or reduce its use. While the kernel reclaims and kills, packet processing \
+         stalls: timeouts and retransmits around this time are likely this."
+            .into(),
+    );
     r
 }
 
@@ -208,6 +339,20 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
     if let Some(f) = &e.flow {
         r.set_flow(f);
     }
+    if let Some(s) = &e.sock {
+        r.set_sock(s);
+        match mode {
+            classify::ACCEPT_QUEUE_FULL => {
+                r.evidence("accept_queue", s.accept_queue);
+                r.evidence("accept_queue_max", s.accept_queue_max);
+            }
+            classify::RCVBUF_FULL | classify::BACKLOG_FULL => {
+                r.evidence("rmem_alloc", s.rmem_alloc);
+                r.evidence("rcvbuf", s.rcvbuf);
+            }
+            _ => {}
+        }
+    }
     let what = match (&e.flow, &r.tcp_flags) {
         (Some(f), Some(flags)) => format!("{} ({flags})", flow_text(f)),
         (Some(f), None) => flow_text(f),
@@ -228,6 +373,46 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
                  bound to this address, and that clients use the right port."
             ));
             format!("dropped {what}: no socket listens on {dst} ({why} at {at})")
+        }
+        ("accept_queue_full", _) => {
+            // A listener's record (design.md: kind listen_overflow).
+            r.kind = "listen_overflow";
+            let listener = match (&e.sock, &e.flow) {
+                (Some(s), _) => endpoint(s.addr, Some(s.port)),
+                (None, Some(f)) => endpoint(f.daddr, f.dport),
+                (None, None) => "a listening socket".into(),
+            };
+            let queue = e
+                .sock
+                .map(|s| {
+                    format!(
+                        " ({} waiting for accept(), backlog {})",
+                        s.accept_queue, s.accept_queue_max
+                    )
+                })
+                .unwrap_or_default();
+            r.advice = Some(accept_queue_advice(
+                &listener,
+                e.sock.map(|s| s.accept_queue_max),
+            ));
+            format!("accept queue full on {listener}{queue}: dropped {what} ({why} at {at})")
+        }
+        ("rcvbuf_full", _) => {
+            let owner = match (&e.sock, &e.flow) {
+                (Some(s), _) => endpoint(s.addr, Some(s.port)),
+                (None, Some(f)) => endpoint(f.daddr, f.dport),
+                (None, None) => "a socket".into(),
+            };
+            let fill = e
+                .sock
+                .map(|s| format!(" ({} of {} bytes)", s.rmem_alloc, s.rcvbuf))
+                .unwrap_or_default();
+            r.advice = Some(format!(
+                "The application owning {owner} does not read fast enough: make it read faster, \
+                 or give it a larger receive buffer (SO_RCVBUF; the kernel caps it at \
+                 net.core.rmem_max)."
+            ));
+            format!("dropped {what}: the receive buffer of {owner} is full{fill} ({why} at {at})")
         }
         _ => format!("dropped {what}: {why} at {at}"),
     };

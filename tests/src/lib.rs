@@ -3,7 +3,7 @@
 //! wait for the records. Root only; never a mock.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{self, BufRead, BufReader},
     net::{SocketAddr, TcpListener},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::PathBuf,
@@ -150,7 +150,7 @@ pub fn connect_to_closed_port(client_ip: &str, server_ip: &str) -> (SocketAddr, 
 
 /// Minimal socket calls on raw fds, so a client can be bound to a chosen
 /// source address before connecting (std cannot do that).
-mod socket2_free {
+pub mod socket2_free {
     use std::{
         io,
         net::SocketAddr,
@@ -158,16 +158,97 @@ mod socket2_free {
     };
 
     pub fn tcp_v4() -> OwnedFd {
-        socket(libc::AF_INET)
+        socket(libc::AF_INET, libc::SOCK_STREAM)
     }
     pub fn tcp_v6() -> OwnedFd {
-        socket(libc::AF_INET6)
+        socket(libc::AF_INET6, libc::SOCK_STREAM)
     }
-    fn socket(family: i32) -> OwnedFd {
+    /// A TCP or UDP socket of `addr`'s family.
+    pub fn for_addr(addr: &SocketAddr, ty: i32) -> OwnedFd {
+        socket(
+            if addr.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            },
+            ty,
+        )
+    }
+    fn socket(family: i32, ty: i32) -> OwnedFd {
         // SAFETY: plain socket(2); the fd is owned at once.
-        let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        let fd = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, 0) };
         assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
         unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    pub fn listen(fd: &OwnedFd, backlog: i32) {
+        // SAFETY: listen(2) on an owned fd.
+        let rc = unsafe { libc::listen(fd.as_raw_fd(), backlog) };
+        assert_eq!(rc, 0, "listen: {}", io::Error::last_os_error());
+    }
+
+    pub fn set_int(fd: &OwnedFd, level: i32, name: i32, value: i32) {
+        // SAFETY: setsockopt(2) with an int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                level,
+                name,
+                &value as *const i32 as *const libc::c_void,
+                size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "setsockopt {level}/{name}: {}",
+            io::Error::last_os_error()
+        );
+    }
+
+    pub fn set_nonblocking(fd: &OwnedFd) {
+        // SAFETY: fcntl(2) on an owned fd.
+        unsafe {
+            let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+
+    pub fn send(fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {
+        // SAFETY: send(2) from a valid buffer.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                data.as_ptr() as *const libc::c_void,
+                data.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub fn send_to(fd: &OwnedFd, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let (ss, len) = raw(to);
+        // SAFETY: sendto(2) from a valid buffer to a valid sockaddr.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                data.as_ptr() as *const libc::c_void,
+                data.len(),
+                0,
+                &ss as *const _ as *const libc::sockaddr,
+                len,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     fn raw(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -403,4 +484,136 @@ pub fn has_flow(v: &Value, saddr: &SocketAddr, daddr: &SocketAddr) -> bool {
         && v["sport"] == saddr.port()
         && v["daddr"] == daddr.ip().to_string()
         && v["dport"] == daddr.port()
+}
+
+/// A memory cgroup with a hard limit (cgroup v2 where its memory controller
+/// is usable, else the v1 memory hierarchy), removed on drop.
+pub struct MemCgroup {
+    pub path: PathBuf,
+    /// `cgroup.procs` (v2 and v1 alike).
+    pub procs: PathBuf,
+}
+
+impl MemCgroup {
+    /// Finds a memory hierarchy in /proc/self/mountinfo and makes
+    /// `name` under it with `limit` bytes; `Err(why)` when there is none.
+    pub fn new(name: &str, limit: u64) -> Result<MemCgroup, String> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+        let mut v1 = None;
+        let mut v2 = None;
+        for line in info.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount = left.split(' ').nth(4).unwrap_or("");
+            let mut r = right.split(' ');
+            let fstype = r.next().unwrap_or("");
+            let opts = r.nth(1).unwrap_or("");
+            if fstype == "cgroup2" {
+                let controllers = std::fs::read_to_string(format!("{mount}/cgroup.controllers"))
+                    .unwrap_or_default();
+                if controllers.split_whitespace().any(|c| c == "memory") {
+                    v2 = Some(PathBuf::from(mount));
+                }
+            } else if fstype == "cgroup" && opts.split(',').any(|o| o == "memory") {
+                v1 = Some(PathBuf::from(mount));
+            }
+        }
+        let (root, limit_file) =
+            match (v2, v1) {
+                (Some(root), _) => {
+                    // Children get the memory controller only when the parent
+                    // delegates it.
+                    let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
+                    (root, "memory.max")
+                }
+                (None, Some(root)) => (root, "memory.limit_in_bytes"),
+                (None, None) => return Err(
+                    "no cgroup v2 with the memory controller and no v1 memory hierarchy is mounted"
+                        .into(),
+                ),
+            };
+        let path = root.join(name);
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).map_err(|e| format!("mkdir {}: {e}", path.display()))?;
+        let cg = MemCgroup {
+            procs: path.join("cgroup.procs"),
+            path,
+        };
+        std::fs::write(cg.path.join(limit_file), limit.to_string())
+            .map_err(|e| format!("{limit_file}: {e}"))?;
+        // No swap to escape into, where the knob exists.
+        let _ = std::fs::write(cg.path.join("memory.swap.max"), "0");
+        let _ = std::fs::write(
+            cg.path.join("memory.memsw.limit_in_bytes"),
+            limit.to_string(),
+        );
+        Ok(cg)
+    }
+
+    /// Forks a child that joins this cgroup and touches memory until the
+    /// OOM killer kills it (or gives up after `max_bytes`, exit 3). Returns
+    /// its pid and how it ended.
+    pub fn run_hog(&self, max_bytes: u64) -> (u32, String) {
+        let procs = std::ffi::CString::new(self.procs.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: the child only makes raw system calls (no allocation, no
+        // locks) before _exit, as is required after fork in a threaded process.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            unsafe {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                let mut buf = [0u8; 16];
+                let mut n = libc::getpid() as u32;
+                let mut i = buf.len();
+                loop {
+                    i -= 1;
+                    buf[i] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                if fd < 0
+                    || libc::write(fd, buf[i..].as_ptr() as *const libc::c_void, buf.len() - i) < 0
+                {
+                    libc::_exit(2);
+                }
+                libc::close(fd);
+                let chunk = 1usize << 20;
+                let mut total = 0u64;
+                while total < max_bytes {
+                    let p = libc::mmap(
+                        std::ptr::null_mut(),
+                        chunk,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    );
+                    if p == libc::MAP_FAILED {
+                        libc::_exit(4);
+                    }
+                    libc::memset(p, 0x5a, chunk);
+                    total += chunk as u64;
+                }
+                libc::_exit(3);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let how = if libc::WIFSIGNALED(status) {
+            format!("killed by signal {}", libc::WTERMSIG(status))
+        } else {
+            format!("exited {}", libc::WEXITSTATUS(status))
+        };
+        (pid as u32, how)
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
 }
