@@ -643,4 +643,75 @@ mod tests {
         assert_eq!(tcp_state_name(-1), None);
         assert_eq!(tcp_state_name(0), None);
     }
+
+    #[test]
+    fn oom_victim_from_each_kernels_layout() {
+        // 6.18: pid, comm (a __data_loc string after the fixed part), memory.
+        let l = layouts("6.18");
+        let fmt = l.oom.as_ref().unwrap();
+        let mut e = blank(kind::OOM_MARK_VICTIM);
+        put(&mut e, fmt, "pid", &4242i32.to_ne_bytes());
+        let loc: u32 = 5 << 16 | 72;
+        put(&mut e, fmt, "comm", &loc.to_ne_bytes());
+        e.raw[72..77].copy_from_slice(b"java\0");
+        put(&mut e, fmt, "anon_rss", &30720u64.to_ne_bytes());
+        put(&mut e, fmt, "total_vm", &99999u64.to_ne_bytes());
+        put(&mut e, fmt, "oom_score_adj", &(-100i16).to_ne_bytes());
+        let KernelEvent::Oom(o) = decode(&e, &l).unwrap().event else {
+            panic!()
+        };
+        assert_eq!(o.pid, 4242);
+        assert_eq!(o.comm.as_deref(), Some(&b"java"[..]));
+        assert_eq!((o.anon_rss_kb, o.total_vm_kb), (Some(30720), Some(99999)));
+        assert_eq!(o.oom_score_adj, Some(-100));
+        // A string pointing past what was copied is absent, not a panic.
+        put(&mut e, fmt, "comm", &(16u32 << 16 | 120).to_ne_bytes());
+        e.raw_len = 100;
+        let KernelEvent::Oom(o) = decode(&e, &l).unwrap().event else {
+            panic!()
+        };
+        assert_eq!(o.comm, None);
+        // 5.10: the pid alone.
+        let l = layouts("5.10");
+        let mut e = blank(kind::OOM_MARK_VICTIM);
+        put(&mut e, l.oom.as_ref().unwrap(), "pid", &77i32.to_ne_bytes());
+        let KernelEvent::Oom(o) = decode(&e, &l).unwrap().event else {
+            panic!()
+        };
+        assert_eq!((o.pid, o.comm, o.anon_rss_kb), (77, None, None));
+    }
+
+    #[test]
+    fn listen_overflow_needs_its_listener() {
+        let mut e = with_syn(blank(kind::KPROBE_LISTEN_OVERFLOW));
+        e.raw[0] = netprobe_common::LISTEN_AT_SYN;
+        e.raw_len = 1;
+        assert_eq!(
+            decode(&e, &Layouts::default()),
+            Err(DecodeError::NoSocket("listen overflow"))
+        );
+        e.pkt_flags |= pkt::SOCK;
+        e.sock = SockInfo {
+            family: 2,
+            port: 9,
+            state: 10,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ack_backlog: 2,
+            max_ack_backlog: 1,
+            ..SockInfo::default()
+        };
+        let KernelEvent::ListenOverflow(x) = decode(&e, &Layouts::default()).unwrap().event else {
+            panic!()
+        };
+        assert_eq!(x.stage, ListenStage::Syn);
+        assert_eq!(x.sock.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (x.sock.port, x.sock.accept_queue, x.sock.accept_queue_max),
+            (9, 2, 1)
+        );
+        assert_eq!(x.flow.unwrap().sport, Some(40000));
+        // An unknown family is no socket.
+        e.sock.family = 99;
+        assert!(decode(&e, &Layouts::default()).is_err());
+    }
 }

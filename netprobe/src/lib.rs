@@ -9,6 +9,7 @@ pub mod decode;
 pub mod kallsyms;
 pub mod packet;
 pub mod probes;
+pub mod procinfo;
 pub mod record;
 pub mod run;
 pub mod sink;

@@ -227,6 +227,26 @@ impl Record {
     }
 }
 
+/// Adds what /proc knew of a record's process: its memory cgroup, and its
+/// name when the kernel did not give one.
+pub fn add_process(r: &mut Record, comm: Option<&[u8]>, cgroup: Option<String>) {
+    if r.comm.is_none() {
+        if let Some(c) = comm {
+            let c = escape_bytes(c);
+            r.message = r.message.replacen(
+                &format!("pid {}", r.pid.unwrap_or(0)),
+                &format!("pid {} ({c})", r.pid.unwrap_or(0)),
+                1,
+            );
+            r.comm = Some(c);
+        }
+    }
+    if let Some(cg) = cgroup {
+        r.message.push_str(&format!(", in cgroup {cg}"));
+        r.cgroup = Some(cg);
+    }
+}
+
 fn accept_queue_advice(listener: &str, max: Option<u32>) -> String {
     let backlog = max.map(|m| format!(" ({m})")).unwrap_or_default();
     format!(
@@ -496,6 +516,7 @@ mod tests {
                 flow: Some(flow()),
                 after_no_socket_rst: false,
                 tcp_drop: false,
+                sock: None,
             }),
         };
         let r = from_event(&d, 0, &k);
@@ -617,5 +638,184 @@ mod tests {
         assert!(r.advice.as_ref().unwrap().contains("127.0.0.1:9"));
         assert_eq!(r.priority(), PRIORITY_INFO);
         assert_eq!(Record::lost(3, "ring buffer full").priority(), PRIORITY_ERR);
+    }
+
+    fn listener() -> Sock {
+        Sock {
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 9,
+            state: 10,
+            accept_queue: 2,
+            accept_queue_max: 1,
+            rmem_alloc: 6912,
+            rcvbuf: 8192,
+        }
+    }
+
+    #[test]
+    fn full_queues_name_the_socket_and_its_figures() {
+        // The kprobe's view: the listener and the SYN it drops.
+        let e = ListenEvent {
+            stage: ListenStage::Syn,
+            sock: listener(),
+            flow: Some(flow()),
+        };
+        let r = listen_record(&e);
+        assert_eq!(
+            (r.kind, r.mode),
+            ("listen_overflow", Some("accept_queue_full"))
+        );
+        assert_eq!((r.addr.as_deref(), r.port), (Some("127.0.0.1"), Some(9)));
+        assert_eq!(r.state.as_deref(), Some("LISTEN"));
+        let ev = r.evidence.as_ref().unwrap();
+        assert_eq!(
+            (ev["accept_queue"].as_u64(), ev["accept_queue_max"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(ev["stage"], "SYN");
+        assert_eq!(
+            r.message,
+            "accept queue full on 127.0.0.1:9 (2 waiting for accept(), backlog 1): the kernel \
+             dropped the SYN (the client will retry it) from 127.0.0.2:40000"
+        );
+        assert!(r.advice.unwrap().contains("listen() backlog (1)"));
+        // The same overflow as a drop with the kernel's reason (6.18).
+        let k = Kallsyms::parse("ffffffff81a00000 T tcp_v4_rcv\n");
+        let drop = DropEvent {
+            reason: Some(Reason {
+                value: 9,
+                name: Some("TCP_LISTEN_OVERFLOW".into()),
+            }),
+            location: 0xffffffff81a00091,
+            flow: Some(flow()),
+            after_no_socket_rst: false,
+            tcp_drop: false,
+            sock: Some(listener()),
+        };
+        let r = drop_record(&drop, &k);
+        assert_eq!((r.kind, r.family), ("listen_overflow", Some("queue_full")));
+        assert_eq!(r.port, Some(9));
+        assert!(
+            r.message
+                .starts_with("accept queue full on 127.0.0.1:9 (2 waiting"),
+            "{}",
+            r.message
+        );
+        // Without the socket (no rx_sk), the packet's destination is the listener.
+        let r = drop_record(
+            &DropEvent {
+                sock: None,
+                ..drop.clone()
+            },
+            &k,
+        );
+        assert_eq!(
+            (r.kind, r.port, r.evidence),
+            ("listen_overflow", None, None)
+        );
+        assert!(
+            r.message
+                .starts_with("accept queue full on 127.0.0.1:9: dropped"),
+            "{}",
+            r.message
+        );
+        // A full receive buffer.
+        let udp = DropEvent {
+            reason: Some(Reason {
+                value: 6,
+                name: Some("SOCKET_RCVBUFF".into()),
+            }),
+            ..drop
+        };
+        let r = drop_record(&udp, &k);
+        assert_eq!((r.kind, r.mode), ("drop", Some("rcvbuf_full")));
+        let ev = r.evidence.unwrap();
+        assert_eq!(
+            (ev["rmem_alloc"].as_u64(), ev["rcvbuf"].as_u64()),
+            (Some(6912), Some(8192))
+        );
+        assert!(r
+            .message
+            .contains("the receive buffer of 127.0.0.1:9 is full (6912 of 8192 bytes)"));
+        assert!(r.advice.unwrap().contains("SO_RCVBUF"));
+    }
+
+    #[test]
+    fn oom_records_are_about_the_victim() {
+        let e = OomEvent {
+            pid: 4242,
+            comm: Some(b"ja\nva".to_vec()),
+            total_vm_kb: Some(99999),
+            anon_rss_kb: Some(30720),
+            file_rss_kb: Some(1),
+            shmem_rss_kb: Some(0),
+            uid: Some(1000),
+            oom_score_adj: Some(-100),
+        };
+        let d = Decoded {
+            ts_ns: 0,
+            pid: 1,
+            comm: b"allocator".to_vec(),
+            event: KernelEvent::Oom(e.clone()),
+        };
+        let r = from_event(&d, 0, &Kallsyms::default());
+        assert_eq!(
+            (r.kind, r.family, r.mode),
+            ("oom", Some("oom_stall"), Some("oom_stall"))
+        );
+        assert_eq!((r.pid, r.comm.as_deref()), (Some(4242), Some("ja\\x0ava")));
+        assert_eq!(
+            r.evidence.as_ref().unwrap()["anon_rss_kb"].as_u64(),
+            Some(30720)
+        );
+        assert_eq!(
+            r.message,
+            "the OOM killer chose pid 4242 (ja\\x0ava) to kill: anon-rss 30720 kB, total-vm 99999 kB"
+        );
+        // 5.10: the pid alone.
+        let bare = OomEvent {
+            comm: None,
+            total_vm_kb: None,
+            anon_rss_kb: None,
+            file_rss_kb: None,
+            shmem_rss_kb: None,
+            uid: None,
+            oom_score_adj: None,
+            ..e
+        };
+        let r = oom_record(&bare);
+        assert_eq!(r.message, "the OOM killer chose pid 4242 to kill");
+        assert_eq!((r.comm, r.evidence), (None, None));
+    }
+
+    #[test]
+    fn proc_details_complete_an_oom_record() {
+        let mut r = oom_record(&OomEvent {
+            pid: 77,
+            comm: None,
+            total_vm_kb: None,
+            anon_rss_kb: None,
+            file_rss_kb: None,
+            shmem_rss_kb: None,
+            uid: None,
+            oom_score_adj: None,
+        });
+        add_process(&mut r, Some(b"hog\x1b"), Some("/netprobe-test".into()));
+        assert_eq!(r.comm.as_deref(), Some("hog\\x1b"));
+        assert_eq!(r.cgroup.as_deref(), Some("/netprobe-test"));
+        assert_eq!(
+            r.message,
+            "the OOM killer chose pid 77 (hog\\x1b) to kill, in cgroup /netprobe-test"
+        );
+        // The kernel's name wins over /proc's.
+        let mut r = Record {
+            pid: Some(5),
+            comm: Some("java".into()),
+            message: "the OOM killer chose pid 5 (java) to kill".into(),
+            ..Record::default()
+        };
+        add_process(&mut r, Some(b"other"), None);
+        assert_eq!(r.comm.as_deref(), Some("java"));
+        assert_eq!(r.message, "the OOM killer chose pid 5 (java) to kill");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::{
     os::fd::AsRawFd,
+    path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -16,6 +17,7 @@ use crate::{
     decode::{self, DecodeError},
     kallsyms::Kallsyms,
     probes::{self, Tracer},
+    procinfo,
     record::{self, Record},
     sink::{AllSinksFailed, Output, OutputKind},
     sys, timefmt,
@@ -129,7 +131,16 @@ fn drain(
         let decoded = decode::read_event(&item).and_then(|e| decode::decode(&e, layouts));
         drop(item);
         match decoded {
-            Ok(d) => out.write(&record::from_event(&d, clock.wall_ns(d.ts_ns), ksyms))?,
+            Ok(d) => {
+                let mut rec = record::from_event(&d, clock.wall_ns(d.ts_ns), ksyms);
+                if let decode::KernelEvent::Oom(o) = &d.event {
+                    // The victim's cgroup (and, before about 6.9, its
+                    // name), while /proc still has them.
+                    let (comm, cgroup) = procinfo::process(Path::new("/proc"), o.pid);
+                    record::add_process(&mut rec, comm.as_deref(), cgroup);
+                }
+                out.write(&rec)?
+            }
             Err(e) => {
                 losses.undecodable += 1;
                 losses.last_decode_error = Some(DecodeError::to_string(&e));

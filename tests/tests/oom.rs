@@ -11,10 +11,8 @@ fn oom_kill_in_a_memory_cgroup() {
     if !require_root("oom_kill_in_a_memory_cgroup") {
         return;
     }
-    let cg = match MemCgroup::new(
-        &format!("netprobe-test-oom-{}", std::process::id()),
-        32 << 20,
-    ) {
+    let cg_name = format!("netprobe-test-oom-{}", std::process::id());
+    let cg = match MemCgroup::new(&cg_name, 32 << 20) {
         Ok(cg) => cg,
         Err(why) => panic!("cannot make a memory cgroup here: {why}"),
     };
@@ -41,6 +39,12 @@ fn oom_kill_in_a_memory_cgroup() {
             "anon-rss {kb} kB near the 32 MiB limit"
         );
         assert!(oom["comm"].as_str().is_some_and(|c| !c.is_empty()));
+    }
+    match oom.get("cgroup") {
+        // Read from /proc when the record is written, if the victim is
+        // still there (it usually is not: it was killed and reaped).
+        Some(cg) => assert!(cg.as_str().unwrap().ends_with(cg_name.as_str()), "{oom}"),
+        None => eprintln!("oom: the victim was gone from /proc before its cgroup was read"),
     }
     let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
