@@ -7,6 +7,7 @@ pub mod check;
 pub mod classify;
 pub mod decode;
 pub mod kallsyms;
+pub mod netns;
 pub mod packet;
 pub mod probes;
 pub mod procinfo;

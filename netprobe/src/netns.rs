@@ -1,0 +1,377 @@
+//! Per network namespace: the kernel's counters, the sysctls that matter,
+//! and the listening sockets with their queues (sock_diag, as `ss -lnt`).
+//! A node's failures happen in pods' namespaces, and /proc/net, /proc/sys/net
+//! and sock_diag all answer for the reader's namespace only: a worker thread
+//! enters each namespace (setns) and reads there.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::fs::MetadataExt,
+    },
+    path::{Path, PathBuf},
+};
+
+/// `Header: a b c` / `Header: 1 2 3` line pairs (/proc/net/netstat and
+/// /proc/net/snmp) as `Header.name` -> value. Lines that do not pair up,
+/// and values that are not numbers, are skipped.
+pub fn parse_pairs(text: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let (Some((h1, names)), Some((h2, values))) =
+            (names.split_once(':'), values.split_once(':'))
+        else {
+            continue;
+        };
+        if h1 != h2 {
+            continue;
+        }
+        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            if let Ok(v) = v.parse::<u64>() {
+                out.insert(format!("{h1}.{n}"), v);
+            }
+        }
+    }
+    out
+}
+
+/// A network namespace and a file that refers to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    pub inode: u64,
+    pub path: PathBuf,
+}
+
+/// The namespaces of running processes (`/proc/PID/ns/net`) and those
+/// bind-mounted by `ip netns` (`/run/netns/NAME`), one entry per inode.
+pub fn discover(proc_root: &Path, run_netns: &Path) -> Vec<Namespace> {
+    let mut seen = BTreeMap::new();
+    let mut add = |path: PathBuf| {
+        if let Ok(m) = std::fs::metadata(&path) {
+            seen.entry(m.ino()).or_insert(path);
+        }
+    };
+    if let Ok(dir) = std::fs::read_dir(proc_root) {
+        for e in dir.flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                add(e.path().join("ns/net"));
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(run_netns) {
+        for e in dir.flatten() {
+            add(e.path());
+        }
+    }
+    seen.into_iter()
+        .map(|(inode, path)| Namespace { inode, path })
+        .collect()
+}
+
+/// A socket from a sock_diag dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiagSock {
+    pub state: u8,
+    pub addr: IpAddr,
+    pub port: u16,
+    /// For a listener: connections waiting for accept(), and the backlog.
+    pub rqueue: u32,
+    pub wqueue: u32,
+}
+
+pub const TCP_SYN_RECV: u8 = 3;
+pub const TCP_LISTEN: u8 = 10;
+const TCP_NEW_SYN_RECV: u8 = 12;
+
+const NLMSG_HDR: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `struct inet_diag_msg`: family, state, timer, retrans, sockid (48),
+/// expires, rqueue, wqueue, uid, inode.
+const DIAG_MSG: usize = 72;
+
+/// The request: all TCP sockets of `family` in LISTEN or SYN_RECV (request
+/// sockets, i.e. the SYN queue).
+fn diag_request(family: u8, seq: u32) -> Vec<u8> {
+    let states: u32 = 1 << TCP_LISTEN | 1 << TCP_SYN_RECV | 1 << TCP_NEW_SYN_RECV;
+    let len = NLMSG_HDR + 56;
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&(len as u32).to_ne_bytes());
+    b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b.extend_from_slice(&(0x1u16 | 0x300).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_DUMP
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+    b.extend_from_slice(&states.to_ne_bytes());
+    b.resize(len, 0); // an all-zero sockid: any socket
+    b
+}
+
+/// Parses one datagram of a sock_diag dump. Returns the sockets and
+/// whether the dump is complete (`Err` for a netlink error or malformed
+/// message).
+pub fn parse_diag(buf: &[u8]) -> Result<(Vec<DiagSock>, bool), String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + NLMSG_HDR <= buf.len() {
+        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+        let ty = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().unwrap());
+        if len < NLMSG_HDR || at + len > buf.len() {
+            return Err(format!("malformed netlink message (length {len})"));
+        }
+        let body = &buf[at + NLMSG_HDR..at + len];
+        match ty {
+            NLMSG_DONE => return Ok((out, true)),
+            NLMSG_ERROR => {
+                let errno = body
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
+                    .unwrap_or(0);
+                return Err(format!(
+                    "sock_diag: {}",
+                    io::Error::from_raw_os_error(-errno)
+                ));
+            }
+            SOCK_DIAG_BY_FAMILY if body.len() >= DIAG_MSG => {
+                let family = body[0];
+                let addr = match family as i32 {
+                    libc::AF_INET => {
+                        IpAddr::V4(Ipv4Addr::new(body[8], body[9], body[10], body[11]))
+                    }
+                    libc::AF_INET6 => {
+                        IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&body[8..24]).unwrap()))
+                    }
+                    _ => {
+                        at += (len + 3) & !3;
+                        continue;
+                    }
+                };
+                let u32_at = |o: usize| u32::from_ne_bytes(body[o..o + 4].try_into().unwrap());
+                out.push(DiagSock {
+                    state: body[1],
+                    addr,
+                    port: u16::from_be_bytes([body[4], body[5]]),
+                    rqueue: u32_at(56),
+                    wqueue: u32_at(60),
+                });
+            }
+            _ => {}
+        }
+        at += (len + 3) & !3;
+    }
+    Ok((out, false))
+}
+
+/// Dumps the listeners and request sockets of the caller's namespace.
+pub fn dump_listeners() -> Result<Vec<DiagSock>, String> {
+    // SAFETY: socket(2); the fd is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(format!("sock_diag socket: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut all = Vec::new();
+    for (seq, family) in [(1u32, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
+        let req = diag_request(family, seq);
+        // SAFETY: sending a valid buffer to the kernel (pid 0 via an
+        // unbound, unaddressed datagram: netlink's default destination).
+        let n = unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+        if n < 0 {
+            return Err(format!("sock_diag send: {}", io::Error::last_os_error()));
+        }
+        let mut buf = vec![0u8; 32 << 10];
+        // Bounded: a dump of a huge table stops after this many datagrams.
+        for _ in 0..4096 {
+            // SAFETY: receiving into a buffer of the stated size.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(format!("sock_diag recv: {}", io::Error::last_os_error()));
+            }
+            let (socks, done) = parse_diag(&buf[..n as usize])?;
+            all.extend(socks);
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// What one namespace showed at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub counters: BTreeMap<String, u64>,
+    /// `net.ipv4.tcp_syncookies` in that namespace.
+    pub syncookies: Option<u64>,
+    pub sockets: Vec<DiagSock>,
+}
+
+/// Reads `ns` from a thread that enters it (needs CAP_SYS_ADMIN).
+pub fn sample(ns: &Namespace) -> Result<Snapshot, String> {
+    let file = File::open(&ns.path).map_err(|e| format!("{}: {e}", ns.path.display()))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) on this (scoped, short-lived) thread only.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!(
+                    "setns {}: {}",
+                    ns.path.display(),
+                    io::Error::last_os_error()
+                ));
+            }
+            read_here()
+        })
+        .join()
+        .map_err(|_| "the sampling thread panicked".to_string())?
+    })
+}
+
+/// Reads the caller's namespace.
+pub fn read_here() -> Result<Snapshot, String> {
+    let mut counters = BTreeMap::new();
+    for f in [
+        "/proc/thread-self/net/netstat",
+        "/proc/thread-self/net/snmp",
+    ] {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+        counters.extend(parse_pairs(&text));
+    }
+    let syncookies = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syncookies")
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    Ok(Snapshot {
+        counters,
+        syncookies,
+        sockets: dump_listeners()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/procfs/6.18")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn counters_from_real_netstat_and_snmp() {
+        let c = parse_pairs(&testdata("netstat"));
+        for k in [
+            "TcpExt.ListenOverflows",
+            "TcpExt.ListenDrops",
+            "TcpExt.TCPReqQFullDrop",
+            "TcpExt.PAWSEstab",
+            "IpExt.InOctets",
+        ] {
+            assert!(c.contains_key(k), "{k}");
+        }
+        let s = parse_pairs(&testdata("snmp"));
+        assert!(s.contains_key("Udp.RcvbufErrors") && s.contains_key("Tcp.RetransSegs"));
+        // Tcp.MaxConn is -1: not a counter, left out rather than wrapped.
+        assert!(!s.contains_key("Tcp.MaxConn"));
+        // Garbage and unpaired lines are skipped, not a panic.
+        assert!(parse_pairs("TcpExt: a b\nIpExt: 1 2\n").is_empty());
+        assert_eq!(parse_pairs("X: a b\nX: 1 zz\nY: c\n").len(), 1);
+    }
+
+    #[test]
+    fn diag_messages_parse_and_malformed_ones_are_errors() {
+        let mut msg = vec![0u8; NLMSG_HDR + DIAG_MSG];
+        msg[..4].copy_from_slice(&((NLMSG_HDR + DIAG_MSG) as u32).to_ne_bytes());
+        msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        let body = NLMSG_HDR;
+        msg[body] = libc::AF_INET as u8;
+        msg[body + 1] = TCP_LISTEN;
+        msg[body + 4..body + 6].copy_from_slice(&8080u16.to_be_bytes());
+        msg[body + 8..body + 12].copy_from_slice(&[127, 0, 0, 1]);
+        msg[body + 56..body + 60].copy_from_slice(&2u32.to_ne_bytes());
+        msg[body + 60..body + 64].copy_from_slice(&1u32.to_ne_bytes());
+        let mut done = vec![0u8; 20];
+        done[..4].copy_from_slice(&20u32.to_ne_bytes());
+        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        let buf = [msg.clone(), done].concat();
+        let (socks, finished) = parse_diag(&buf).unwrap();
+        assert!(finished);
+        assert_eq!(
+            socks,
+            [DiagSock {
+                state: TCP_LISTEN,
+                addr: "127.0.0.1".parse().unwrap(),
+                port: 8080,
+                rqueue: 2,
+                wqueue: 1
+            }]
+        );
+        assert!(parse_diag(&msg[..30]).is_err(), "a truncated message");
+        assert!(
+            parse_diag(&msg[..10]).unwrap().0.is_empty(),
+            "less than a header"
+        );
+        let mut bad = msg.clone();
+        bad[..4].copy_from_slice(&9999u32.to_ne_bytes());
+        assert!(parse_diag(&bad).is_err());
+        let mut err = vec![0u8; 36];
+        err[..4].copy_from_slice(&36u32.to_ne_bytes());
+        err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        err[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
+        assert!(parse_diag(&err).unwrap_err().contains("not permitted"));
+    }
+
+    #[test]
+    fn request_asks_for_listeners_and_the_syn_queue() {
+        let r = diag_request(libc::AF_INET6 as u8, 7);
+        assert_eq!(r.len(), 72);
+        assert_eq!(u32::from_ne_bytes(r[..4].try_into().unwrap()), 72);
+        assert_eq!(r[16], libc::AF_INET6 as u8);
+        let states = u32::from_ne_bytes(r[20..24].try_into().unwrap());
+        assert_eq!(states, 1 << 10 | 1 << 3 | 1 << 12);
+    }
+
+    #[test]
+    fn discovers_this_process_namespace() {
+        let all = discover(Path::new("/proc"), Path::new("/nonexistent"));
+        let mine = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert!(all.iter().any(|n| n.inode == mine));
+        let inodes: std::collections::BTreeSet<u64> = all.iter().map(|n| n.inode).collect();
+        assert_eq!(inodes.len(), all.len(), "one entry per namespace");
+    }
+
+    #[test]
+    fn live_dump_of_this_namespace_finds_a_listener() {
+        // sock_diag of one's own namespace needs no privilege.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let all = dump_listeners().unwrap();
+        let me = all
+            .iter()
+            .find(|s| s.port == port && s.state == TCP_LISTEN)
+            .unwrap_or_else(|| panic!("listener {port} not in {all:?}"));
+        assert_eq!(me.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert!(me.wqueue >= 1, "the backlog");
+        // The connection waits in the accept queue (not yet accepted).
+        assert!(me.rqueue <= 1);
+    }
+}
