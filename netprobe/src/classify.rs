@@ -19,6 +19,7 @@ pub const NO_LISTENER: Mode = m("reset", "no_listener");
 pub const RESET_OTHER: Mode = m("reset", "reset_other");
 pub const TW_RECYCLE: Mode = m("tw_recycle", "tw_recycle");
 pub const ACCEPT_QUEUE_FULL: Mode = m("queue_full", "accept_queue_full");
+pub const SYN_QUEUE_FULL: Mode = m("queue_full", "syn_queue_full");
 pub const RCVBUF_FULL: Mode = m("queue_full", "rcvbuf_full");
 pub const BACKLOG_FULL: Mode = m("queue_full", "backlog_full");
 pub const QDISC_FULL: Mode = m("queue_full", "qdisc_full");

@@ -5,6 +5,7 @@
 pub mod btf;
 pub mod check;
 pub mod classify;
+pub mod counters;
 pub mod decode;
 pub mod kallsyms;
 pub mod netns;

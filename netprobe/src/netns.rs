@@ -222,8 +222,13 @@ pub struct Snapshot {
     pub sockets: Vec<DiagSock>,
 }
 
-/// Reads `ns` from a thread that enters it (needs CAP_SYS_ADMIN).
-pub fn sample(ns: &Namespace) -> Result<Snapshot, String> {
+/// Reads `ns` from a thread that enters it (needs CAP_SYS_ADMIN). The
+/// sockets are dumped only when `want_sockets` says so of the counters (a
+/// dump costs more than two small files).
+pub fn sample(
+    ns: &Namespace,
+    want_sockets: &(dyn Fn(&BTreeMap<String, u64>) -> bool + Sync),
+) -> Result<Snapshot, String> {
     let file = File::open(&ns.path).map_err(|e| format!("{}: {e}", ns.path.display()))?;
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -235,7 +240,7 @@ pub fn sample(ns: &Namespace) -> Result<Snapshot, String> {
                     io::Error::last_os_error()
                 ));
             }
-            read_here()
+            read_here(want_sockets)
         })
         .join()
         .map_err(|_| "the sampling thread panicked".to_string())?
@@ -243,7 +248,9 @@ pub fn sample(ns: &Namespace) -> Result<Snapshot, String> {
 }
 
 /// Reads the caller's namespace.
-pub fn read_here() -> Result<Snapshot, String> {
+pub fn read_here(
+    want_sockets: &(dyn Fn(&BTreeMap<String, u64>) -> bool + Sync),
+) -> Result<Snapshot, String> {
     let mut counters = BTreeMap::new();
     for f in [
         "/proc/thread-self/net/netstat",
@@ -255,10 +262,15 @@ pub fn read_here() -> Result<Snapshot, String> {
     let syncookies = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syncookies")
         .ok()
         .and_then(|t| t.trim().parse().ok());
+    let sockets = if want_sockets(&counters) {
+        dump_listeners()?
+    } else {
+        Vec::new()
+    };
     Ok(Snapshot {
         counters,
         syncookies,
-        sockets: dump_listeners()?,
+        sockets,
     })
 }
 

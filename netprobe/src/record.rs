@@ -66,6 +66,9 @@ pub struct Record {
     /// memory, counter deltas), by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<BTreeMap<&'static str, Value>>,
+    /// The network namespace (inode) a record is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u64>,
     /// The cgroup (v2 path) a record is about: an OOM victim's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
@@ -111,7 +114,7 @@ impl Record {
         }
     }
 
-    fn set_mode(&mut self, m: Mode) {
+    pub fn set_mode(&mut self, m: Mode) {
         self.family = Some(m.family);
         self.mode = Some(m.mode);
     }
@@ -247,7 +250,7 @@ pub fn add_process(r: &mut Record, comm: Option<&[u8]>, cgroup: Option<String>) 
     }
 }
 
-fn accept_queue_advice(listener: &str, max: Option<u32>) -> String {
+pub fn accept_queue_advice(listener: &str, max: Option<u32>) -> String {
     let backlog = max.map(|m| format!(" ({m})")).unwrap_or_default();
     format!(
         "The application listening on {listener} is not accepting connections fast enough, or \

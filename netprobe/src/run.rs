@@ -14,6 +14,7 @@ use std::{
 use netprobe_common::LOST_RINGBUF_FULL;
 
 use crate::{
+    counters,
     decode::{self, DecodeError},
     kallsyms::Kallsyms,
     probes::{self, Tracer},
@@ -86,15 +87,24 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     let mut losses = Losses::default();
     let mut clock = timefmt::Clock::now();
     let mut last_tick = Instant::now();
+    let sampler_stop = Arc::new(AtomicBool::new(false));
+    let counter_records = counters::spawn_sampler(Duration::from_secs(1), sampler_stop.clone());
     while !shutdown.load(Ordering::Relaxed) {
         wait_readable(&tracer, Duration::from_millis(200));
         drain(&mut tracer, &ksyms, &clock, &mut losses, out)?;
+        while let Ok(mut r) = counter_records.try_recv() {
+            if r.ts.is_empty() {
+                r.ts = timefmt::rfc3339(timefmt::now_unix_ns());
+            }
+            out.write(&r)?;
+        }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             clock = timefmt::Clock::now();
             report_losses(&tracer, &mut losses, out)?;
         }
     }
+    sampler_stop.store(true, Ordering::Relaxed);
     drain(&mut tracer, &ksyms, &clock, &mut losses, out)?;
     report_losses(&tracer, &mut losses, out)?;
     // Dropping the tracer detaches every program.

@@ -1,7 +1,7 @@
 //! Full queues, made to happen in throwaway network namespaces: a listener
 //! whose accept queue overflows, and a UDP socket nobody reads.
 
-use std::{net::SocketAddr, os::fd::OwnedFd, thread, time::Duration};
+use std::{net::SocketAddr, os::fd::OwnedFd, process::Command, thread, time::Duration};
 
 use netprobe_tests::{require_root, socket2_free as sock, Daemon, Netns};
 use serde_json::Value;
@@ -146,6 +146,69 @@ fn udp_receive_buffer_full() {
         v["kind"] == "drop" && v["dport"] == port
     });
     assert!(all.len() > 1, "more than one datagram overflowed: {all:?}");
+    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+}
+
+/// A listener whose SYN queue fills while tcp_syncookies is 0 in its
+/// namespace: TCP_DEFER_ACCEPT keeps completed handshakes in the SYN queue,
+/// so with backlog 2 the third client's SYN is dropped. No tracepoint shows
+/// it; netprobe names it from the namespace's TCPReqQFullDrop counter and
+/// finds the listener through sock_diag.
+#[test]
+fn syn_queue_full_without_syncookies() {
+    if !require_root("syn_queue_full_without_syncookies") {
+        return;
+    }
+    let mut d = Daemon::start(&["--output", "json"], &[]);
+    d.wait_ready();
+    let ns = Netns::new();
+    let (port, mut sleeper, _keep) = ns.run(|| {
+        std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "0")
+            .expect("tcp_syncookies=0 in the netns");
+        // A process in the namespace, as a pod has, so netprobe finds it.
+        let sleeper = Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep");
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let l = sock::for_addr(&any, libc::SOCK_STREAM);
+        sock::bind(&l, any);
+        sock::set_int(&l, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 30);
+        sock::listen(&l, 2);
+        let at = sock::local_addr(&l);
+        // Give netprobe a second to see the new namespace, then fill it.
+        thread::sleep(Duration::from_millis(1500));
+        let mut keep = vec![l];
+        for _ in 0..4 {
+            let c = sock::for_addr(&at, libc::SOCK_STREAM);
+            sock::set_nonblocking(&c);
+            let _ = sock::connect(&c, at);
+            keep.push(c);
+            thread::sleep(Duration::from_millis(50));
+        }
+        (at.port(), sleeper, keep)
+    });
+    let r = d.wait_for("syn_queue_full", Duration::from_secs(10), |v| {
+        v["kind"] == "syn_queue_full" && v["port"] == port
+    });
+    eprintln!("syn_queue_full: {r}");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(r["mode"], "syn_queue_full");
+    assert_eq!(r["family"], "queue_full");
+    assert_eq!(r["addr"], "127.0.0.1");
+    let e = &r["evidence"];
+    assert!(e["TCPReqQFullDrop"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(e["tcp_syncookies"], 0, "{r}");
+    assert_eq!(e["syn_queue_max"], 2, "{r}");
+    assert!(e["syn_queue"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(e["source"], "counters");
+    assert!(r["netns"].as_u64().is_some());
+    assert!(r["message"]
+        .as_str()
+        .unwrap()
+        .contains("(tcp_syncookies=0)"));
     let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
 }

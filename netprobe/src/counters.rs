@@ -1,0 +1,355 @@
+//! Counter evidence: what the kernel's own counters say moved in a
+//! namespace between two samples, turned into records where no probe sees
+//! the failure itself (SYN queue overflows, SYNs dropped at a full accept
+//! queue on kernels without kprobes), naming the listener from sock_diag.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::{
+    classify,
+    netns::{DiagSock, Snapshot, TCP_LISTEN, TCP_SYN_RECV},
+    packet::endpoint,
+    record::Record,
+};
+
+/// How much `name` grew from `prev` to `cur`: 0 when `cur` lacks it or it
+/// went backwards; from 0 when `prev` lacks it (a new namespace).
+pub fn delta(prev: &Snapshot, cur: &Snapshot, name: &str) -> u64 {
+    match cur.counters.get(name) {
+        Some(b) => b.saturating_sub(*prev.counters.get(name).unwrap_or(&0)),
+        None => 0,
+    }
+}
+
+/// Request sockets (the SYN queue) per local address and port.
+fn syn_queues(socks: &[DiagSock]) -> BTreeMap<(std::net::IpAddr, u16), u32> {
+    let mut q = BTreeMap::new();
+    for s in socks.iter().filter(|s| s.state == TCP_SYN_RECV) {
+        *q.entry((s.addr, s.port)).or_insert(0) += 1;
+    }
+    q
+}
+
+/// The listener a request socket queues at: same port, same address or a
+/// wildcard listener.
+fn listener_of(socks: &[DiagSock], addr: std::net::IpAddr, port: u16) -> Option<&DiagSock> {
+    let mut on_port = socks
+        .iter()
+        .filter(|s| s.state == TCP_LISTEN && s.port == port);
+    let all: Vec<&DiagSock> = on_port.by_ref().collect();
+    all.iter()
+        .find(|s| s.addr == addr)
+        .or_else(|| all.iter().find(|s| s.addr.is_unspecified()))
+        .copied()
+}
+
+fn evidence(r: &mut Record, items: &[(&'static str, Value)]) {
+    let e = r.evidence.get_or_insert_with(BTreeMap::new);
+    for (k, v) in items {
+        e.insert(k, v.clone());
+    }
+}
+
+/// The counters that make a namespace's sockets worth dumping.
+pub const WATCHED: [&str; 3] = [
+    "TcpExt.TCPReqQFullDrop",
+    "TcpExt.TCPReqQFullDoCookies",
+    "TcpExt.ListenOverflows",
+];
+
+/// Whether any watched counter moved since `prev`.
+pub fn moved(prev: &BTreeMap<String, u64>, cur: &BTreeMap<String, u64>) -> bool {
+    WATCHED
+        .iter()
+        .any(|k| cur.get(*k).unwrap_or(&0) > prev.get(*k).unwrap_or(&0))
+}
+
+/// Samples every namespace each `period` on its own thread and sends the
+/// records of what moved. Namespaces present at start are baselined by
+/// their first sample (history is not news); one that appears later is new,
+/// so its counters started at zero and its first sample already counts.
+pub fn spawn_sampler(
+    period: std::time::Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::sync::mpsc::Receiver<Record> {
+    use std::{path::Path, sync::atomic::Ordering, time::Instant};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut prev: BTreeMap<u64, Snapshot> = BTreeMap::new();
+        let mut first_round = true;
+        let mut errors_said = std::collections::BTreeSet::new();
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let spaces = crate::netns::discover(Path::new("/proc"), Path::new("/run/netns"));
+            prev.retain(|inode, _| spaces.iter().any(|n| n.inode == *inode));
+            for ns in &spaces {
+                if !first_round && !prev.contains_key(&ns.inode) {
+                    prev.insert(ns.inode, Snapshot::default());
+                }
+                let before = prev.get(&ns.inode).map(|s| s.counters.clone());
+                let want =
+                    |cur: &BTreeMap<String, u64>| before.as_ref().is_some_and(|b| moved(b, cur));
+                match crate::netns::sample(ns, &want) {
+                    Ok(cur) => {
+                        if let Some(p) = prev.get(&ns.inode) {
+                            for r in records(ns.inode, p, &cur) {
+                                if tx.send(r).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        prev.insert(ns.inode, cur);
+                    }
+                    // A namespace that vanished between discovery and now
+                    // is not news; anything else is said once per namespace.
+                    Err(why)
+                        if std::fs::metadata(&ns.path).is_ok() && errors_said.insert(ns.inode) =>
+                    {
+                        let mut r = Record::error(format!("counters of netns {}: {why}", ns.inode));
+                        r.netns = Some(ns.inode);
+                        if tx.send(r).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            first_round = false;
+            std::thread::sleep(period.saturating_sub(started.elapsed()));
+        }
+    });
+    rx
+}
+
+/// Records for what moved in namespace `netns` between `prev` and `cur`.
+pub fn records(netns: u64, prev: &Snapshot, cur: &Snapshot) -> Vec<Record> {
+    let mut out = Vec::new();
+    let dropped = delta(prev, cur, "TcpExt.TCPReqQFullDrop");
+    let cookies = delta(prev, cur, "TcpExt.TCPReqQFullDoCookies");
+    if dropped > 0 || cookies > 0 {
+        out.push(syn_queue_record(netns, cur, dropped, cookies));
+    }
+    let overflows = delta(prev, cur, "TcpExt.ListenOverflows");
+    if overflows > 0 {
+        out.push(accept_queue_record(netns, prev, cur, overflows));
+    }
+    out
+}
+
+fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) -> Record {
+    let mut r = Record {
+        kind: "syn_queue_full",
+        netns: Some(netns),
+        ..Record::default()
+    };
+    r.set_mode(classify::SYN_QUEUE_FULL);
+    // The listener with the longest SYN queue, relative to its backlog.
+    let queues = syn_queues(&cur.sockets);
+    let worst = queues
+        .iter()
+        .filter_map(|(&(addr, port), &n)| Some((listener_of(&cur.sockets, addr, port)?, n)))
+        .max_by_key(|(l, n)| (*n as u64 * 1000) / (l.wqueue.max(1) as u64));
+    let cookies_on = cur.syncookies.map(|v| v != 0);
+    evidence(
+        &mut r,
+        &[
+            ("source", "counters".into()),
+            ("TCPReqQFullDrop", dropped.into()),
+            ("TCPReqQFullDoCookies", cookies.into()),
+        ],
+    );
+    if let Some(v) = cur.syncookies {
+        evidence(&mut r, &[("tcp_syncookies", v.into())]);
+    }
+    let place = match worst {
+        Some((l, n)) => {
+            r.addr = Some(l.addr.to_string());
+            r.port = Some(l.port);
+            evidence(
+                &mut r,
+                &[("syn_queue", n.into()), ("syn_queue_max", l.wqueue.into())],
+            );
+            format!(
+                "{} ({n} half-open, backlog {})",
+                endpoint(l.addr, Some(l.port)),
+                l.wqueue
+            )
+        }
+        None => "a listener".to_string(),
+    };
+    r.message = if dropped > 0 {
+        format!(
+            "SYN queue full on {place} in netns {netns}: the kernel dropped {dropped} SYN(s){}",
+            if cookies_on == Some(false) {
+                " (tcp_syncookies=0)"
+            } else {
+                ""
+            }
+        )
+    } else {
+        format!("SYN queue full on {place} in netns {netns}: {cookies} SYN(s) answered with SYN cookies")
+    };
+    r.advice = Some(
+        "Handshakes are not completing fast enough: a SYN flood, or clients that never send the \
+         final ACK. Raise the listen() backlog and net.ipv4.tcp_max_syn_backlog, and keep \
+         net.ipv4.tcp_syncookies=1 so a full SYN queue answers with cookies instead of dropping."
+            .into(),
+    );
+    r
+}
+
+fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u64) -> Record {
+    let mut r = Record {
+        kind: "listen_overflow",
+        netns: Some(netns),
+        ..Record::default()
+    };
+    r.set_mode(classify::ACCEPT_QUEUE_FULL);
+    let drops = delta(prev, cur, "TcpExt.ListenDrops");
+    evidence(
+        &mut r,
+        &[
+            ("source", "counters".into()),
+            ("ListenOverflows", overflows.into()),
+            ("ListenDrops", drops.into()),
+        ],
+    );
+    // A full accept queue shows as Recv-Q > Send-Q (`ss -lnt`).
+    let full = cur
+        .sockets
+        .iter()
+        .filter(|s| s.state == TCP_LISTEN && s.rqueue > s.wqueue)
+        .max_by_key(|s| s.rqueue);
+    let place = match full {
+        Some(l) => {
+            r.addr = Some(l.addr.to_string());
+            r.port = Some(l.port);
+            evidence(
+                &mut r,
+                &[
+                    ("accept_queue", l.rqueue.into()),
+                    ("accept_queue_max", l.wqueue.into()),
+                ],
+            );
+            format!(
+                "{} ({} waiting for accept(), backlog {})",
+                endpoint(l.addr, Some(l.port)),
+                l.rqueue,
+                l.wqueue
+            )
+        }
+        None => "a listener (its queue had drained by the time it was read)".to_string(),
+    };
+    r.message = format!(
+        "accept queue full on {place} in netns {netns}: {overflows} overflow(s) counted by the kernel"
+    );
+    r.advice = Some(crate::record::accept_queue_advice(
+        &full.map_or_else(
+            || "that port".to_string(),
+            |l| endpoint(l.addr, Some(l.port)),
+        ),
+        full.map(|l| l.wqueue),
+    ));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::parse_pairs;
+
+    fn snap(netstat: &str, sockets: Vec<DiagSock>, syncookies: u64) -> Snapshot {
+        Snapshot {
+            counters: parse_pairs(netstat),
+            syncookies: Some(syncookies),
+            sockets,
+        }
+    }
+
+    fn sock(state: u8, addr: &str, port: u16, rq: u32, wq: u32) -> DiagSock {
+        DiagSock {
+            state,
+            addr: addr.parse().unwrap(),
+            port,
+            rqueue: rq,
+            wqueue: wq,
+        }
+    }
+
+    const HDR: &str = "TcpExt: ListenOverflows ListenDrops TCPReqQFullDrop TCPReqQFullDoCookies\n";
+
+    #[test]
+    fn syn_queue_drops_name_the_listener() {
+        let prev = snap(&format!("{HDR}TcpExt: 0 0 5 0\n"), vec![], 0);
+        let cur = snap(
+            &format!("{HDR}TcpExt: 0 2 7 0\n"),
+            vec![
+                sock(TCP_LISTEN, "0.0.0.0", 8080, 0, 2),
+                sock(TCP_LISTEN, "127.0.0.1", 9090, 0, 128),
+                sock(TCP_SYN_RECV, "10.0.0.1", 8080, 0, 0),
+                sock(TCP_SYN_RECV, "10.0.0.1", 8080, 0, 0),
+                sock(TCP_SYN_RECV, "127.0.0.1", 9090, 0, 0),
+            ],
+            0,
+        );
+        let rs = records(4026532000, &prev, &cur);
+        assert_eq!(rs.len(), 1);
+        let r = &rs[0];
+        assert_eq!((r.kind, r.mode), ("syn_queue_full", Some("syn_queue_full")));
+        assert_eq!(
+            (r.addr.as_deref(), r.port, r.netns),
+            (Some("0.0.0.0"), Some(8080), Some(4026532000))
+        );
+        let e = r.evidence.as_ref().unwrap();
+        assert_eq!(e["TCPReqQFullDrop"], 2);
+        assert_eq!(
+            (e["syn_queue"].as_u64(), e["syn_queue_max"].as_u64()),
+            (Some(2), Some(2))
+        );
+        assert_eq!(e["source"], "counters");
+        assert_eq!(
+            r.message,
+            "SYN queue full on 0.0.0.0:8080 (2 half-open, backlog 2) in netns 4026532000: the kernel dropped 2 SYN(s) (tcp_syncookies=0)"
+        );
+        assert!(r.advice.as_ref().unwrap().contains("tcp_syncookies=1"));
+    }
+
+    #[test]
+    fn accept_overflows_name_the_full_listener() {
+        let prev = snap(&format!("{HDR}TcpExt: 10 10 0 0\n"), vec![], 1);
+        let cur = snap(
+            &format!("{HDR}TcpExt: 13 13 0 0\n"),
+            vec![
+                sock(TCP_LISTEN, "::", 443, 0, 4096),
+                sock(TCP_LISTEN, "127.0.0.1", 8080, 2, 1),
+            ],
+            1,
+        );
+        let rs = records(1, &prev, &cur);
+        assert_eq!(rs.len(), 1);
+        let r = &rs[0];
+        assert_eq!((r.kind, r.port), ("listen_overflow", Some(8080)));
+        assert_eq!(r.evidence.as_ref().unwrap()["ListenOverflows"], 3);
+        assert!(r.message.starts_with(
+            "accept queue full on 127.0.0.1:8080 (2 waiting for accept(), backlog 1)"
+        ));
+    }
+
+    #[test]
+    fn nothing_moved_nothing_said_and_resets_are_not_negative() {
+        let a = snap(&format!("{HDR}TcpExt: 10 10 5 5\n"), vec![], 1);
+        assert!(records(1, &a, &a).is_empty());
+        let b = snap(&format!("{HDR}TcpExt: 0 0 0 0\n"), vec![], 1);
+        assert!(records(1, &a, &b).is_empty());
+        assert_eq!(delta(&a, &Snapshot::default(), "TcpExt.ListenOverflows"), 0);
+        // A namespace first seen after start counts from zero.
+        assert_eq!(
+            delta(&Snapshot::default(), &a, "TcpExt.ListenOverflows"),
+            10
+        );
+        assert!(moved(&BTreeMap::new(), &a.counters));
+        assert!(!moved(&a.counters, &a.counters));
+    }
+}
