@@ -66,61 +66,82 @@ pub fn moved(prev: &BTreeMap<String, u64>, cur: &BTreeMap<String, u64>) -> bool 
         .any(|k| cur.get(*k).unwrap_or(&0) > prev.get(*k).unwrap_or(&0))
 }
 
-/// Samples every namespace each `period` on its own thread and sends the
-/// records of what moved. Namespaces present at start are baselined by
-/// their first sample (history is not news); one that appears later is new,
-/// so its counters started at zero and its first sample already counts.
-pub fn spawn_sampler(
-    period: std::time::Duration,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::sync::mpsc::Receiver<Record> {
-    use std::{path::Path, sync::atomic::Ordering, time::Instant};
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut prev: BTreeMap<u64, Snapshot> = BTreeMap::new();
-        let mut first_round = true;
-        let mut errors_said = std::collections::BTreeSet::new();
-        while !stop.load(Ordering::Relaxed) {
-            let started = Instant::now();
-            let spaces = crate::netns::discover(Path::new("/proc"), Path::new("/run/netns"));
-            prev.retain(|inode, _| spaces.iter().any(|n| n.inode == *inode));
-            for ns in &spaces {
-                if !first_round && !prev.contains_key(&ns.inode) {
-                    prev.insert(ns.inode, Snapshot::default());
+/// Samples every namespace's counters. Namespaces present at the baseline
+/// (taken before netprobe says it is ready) are compared with it: history
+/// is not news. One that appears later is new, so its counters started at
+/// zero and its first sample already counts.
+pub struct Sampler {
+    prev: BTreeMap<u64, Snapshot>,
+    errors_said: std::collections::BTreeSet<u64>,
+}
+
+impl Sampler {
+    /// Takes the baseline of every namespace there is now.
+    pub fn baseline() -> (Sampler, Vec<Record>) {
+        let mut s = Sampler {
+            prev: BTreeMap::new(),
+            errors_said: Default::default(),
+        };
+        let records = s.round(true);
+        (s, records)
+    }
+
+    /// One round over every namespace: the records of what moved (and of
+    /// namespaces that could not be read, once each).
+    pub fn round(&mut self, baseline: bool) -> Vec<Record> {
+        use std::path::Path;
+        let mut out = Vec::new();
+        let spaces = crate::netns::discover(Path::new("/proc"), Path::new("/run/netns"));
+        self.prev
+            .retain(|inode, _| spaces.iter().any(|n| n.inode == *inode));
+        for ns in &spaces {
+            if !baseline && !self.prev.contains_key(&ns.inode) {
+                self.prev.insert(ns.inode, Snapshot::default());
+            }
+            let before = self.prev.get(&ns.inode).map(|s| s.counters.clone());
+            let want = |cur: &BTreeMap<String, u64>| before.as_ref().is_some_and(|b| moved(b, cur));
+            match crate::netns::sample(ns, &want) {
+                Ok(cur) => {
+                    if let Some(p) = self.prev.get(&ns.inode) {
+                        out.extend(records(ns.inode, p, &cur));
+                    }
+                    self.prev.insert(ns.inode, cur);
                 }
-                let before = prev.get(&ns.inode).map(|s| s.counters.clone());
-                let want =
-                    |cur: &BTreeMap<String, u64>| before.as_ref().is_some_and(|b| moved(b, cur));
-                match crate::netns::sample(ns, &want) {
-                    Ok(cur) => {
-                        if let Some(p) = prev.get(&ns.inode) {
-                            for r in records(ns.inode, p, &cur) {
-                                if tx.send(r).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        prev.insert(ns.inode, cur);
+                // A namespace that vanished since discovery is not news;
+                // anything else is said once per namespace.
+                Err(why)
+                    if std::fs::metadata(&ns.path).is_ok() && self.errors_said.insert(ns.inode) =>
+                {
+                    let mut r = Record::error(format!("counters of netns {}: {why}", ns.inode));
+                    r.netns = Some(ns.inode);
+                    out.push(r);
+                }
+                Err(_) => {}
+            }
+        }
+        out
+    }
+
+    /// Rounds every `period` on a thread of its own, until `stop`.
+    pub fn spawn(
+        mut self,
+        period: std::time::Duration,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::sync::mpsc::Receiver<Record> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                std::thread::sleep(period.saturating_sub(started.elapsed()));
+                for r in self.round(false) {
+                    if tx.send(r).is_err() {
+                        return;
                     }
-                    // A namespace that vanished between discovery and now
-                    // is not news; anything else is said once per namespace.
-                    Err(why)
-                        if std::fs::metadata(&ns.path).is_ok() && errors_said.insert(ns.inode) =>
-                    {
-                        let mut r = Record::error(format!("counters of netns {}: {why}", ns.inode));
-                        r.netns = Some(ns.inode);
-                        if tx.send(r).is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => {}
                 }
             }
-            first_round = false;
-            std::thread::sleep(period.saturating_sub(started.elapsed()));
-        }
-    });
-    rx
+        });
+        rx
+    }
 }
 
 /// Records for what moved in namespace `netns` between `prev` and `cur`.
@@ -240,7 +261,7 @@ fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u
                 l.wqueue
             )
         }
-        None => "a listener (its queue had drained by the time it was read)".to_string(),
+        None => "a listener that was no longer full (or gone) when netprobe looked".to_string(),
     };
     r.message = format!(
         "accept queue full on {place} in netns {netns}: {overflows} overflow(s) counted by the kernel"

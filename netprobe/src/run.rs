@@ -72,6 +72,11 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     for s in &tracer.statuses {
         out.write(&Record::probe(s.spec.name, &s.hook, s.result.clone()))?;
     }
+    // The namespaces' counters as they stand: what moves after `ready` is news.
+    let (sampler, unreadable) = counters::Sampler::baseline();
+    for r in &unreadable {
+        out.write(r)?;
+    }
     let attached = tracer.attached() as u32;
     out.write(&Record::ready(
         attached,
@@ -88,7 +93,7 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     let mut clock = timefmt::Clock::now();
     let mut last_tick = Instant::now();
     let sampler_stop = Arc::new(AtomicBool::new(false));
-    let counter_records = counters::spawn_sampler(Duration::from_secs(1), sampler_stop.clone());
+    let counter_records = sampler.spawn(Duration::from_secs(1), sampler_stop.clone());
     while !shutdown.load(Ordering::Relaxed) {
         wait_readable(&tracer, Duration::from_millis(200));
         drain(&mut tracer, &ksyms, &clock, &mut losses, out)?;

@@ -214,6 +214,34 @@ pub mod socket2_free {
         }
     }
 
+    /// Waits up to `ms` for a non-blocking connect to finish; true when
+    /// it connected.
+    pub fn wait_connected(fd: &OwnedFd, ms: i32) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n != 1 {
+            return false;
+        }
+        let mut err = 0i32;
+        let mut len = size_of::<i32>() as libc::socklen_t;
+        // SAFETY: getsockopt(SO_ERROR) into an int.
+        unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                &mut err as *mut i32 as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        err == 0
+    }
+
     pub fn send(fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {
         // SAFETY: send(2) from a valid buffer.
         let n = unsafe {
