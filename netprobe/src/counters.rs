@@ -156,7 +156,73 @@ pub fn records(netns: u64, prev: &Snapshot, cur: &Snapshot) -> Vec<Record> {
     if overflows > 0 {
         out.push(accept_queue_record(netns, prev, cur, overflows));
     }
+    let paws: Vec<(&'static str, u64)> = PAWS
+        .iter()
+        .map(|&(name, short)| (short, delta(prev, cur, name)))
+        .filter(|&(_, d)| d > 0)
+        .collect();
+    if !paws.is_empty() {
+        out.push(paws_record(netns, prev, cur, &paws));
+    }
     out
+}
+
+/// The timestamp-rejection counters, and their names in records.
+const PAWS: [(&str, &str); 4] = [
+    ("TcpExt.PAWSPassive", "PAWSPassive"),
+    ("TcpExt.PAWSActive", "PAWSActive"),
+    ("TcpExt.PAWSEstab", "PAWSEstab"),
+    ("TcpExt.PAWSTimewait", "PAWSTimewait"),
+];
+
+/// PAWS rejections: segments (or SYNs, PAWSPassive) whose TCP timestamp is
+/// older than the one the kernel remembers. With tcp_tw_recycle=1 (kernels
+/// before 4.12) PAWSPassive rising with ListenDrops is the NAT incident.
+fn paws_record(netns: u64, prev: &Snapshot, cur: &Snapshot, moved: &[(&'static str, u64)]) -> Record {
+    let mut r = Record {
+        kind: "drop",
+        netns: Some(netns),
+        ..Record::default()
+    };
+    r.set_mode(classify::TW_RECYCLE);
+    evidence(&mut r, &[("source", "counters".into())]);
+    for &(name, d) in moved {
+        evidence(&mut r, &[(name, d.into())]);
+    }
+    let listen_drops = delta(prev, cur, "TcpExt.ListenDrops");
+    if listen_drops > 0 {
+        evidence(&mut r, &[("ListenDrops", listen_drops.into())]);
+    }
+    for (name, v) in [("tcp_timestamps", cur.timestamps), ("tcp_tw_recycle", cur.tw_recycle)] {
+        if let Some(v) = v {
+            evidence(&mut r, &[(name, v.into())]);
+        }
+    }
+    let total: u64 = moved.iter().map(|(_, d)| d).sum();
+    let what = moved
+        .iter()
+        .map(|(n, d)| format!("{n} +{d}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let recycle = match cur.tw_recycle {
+        Some(1) => "; tcp_tw_recycle=1 is on".to_string(),
+        Some(_) => "; tcp_tw_recycle is off".to_string(),
+        None => String::new(),
+    };
+    r.message = format!(
+        "the kernel rejected {total} segment(s) by TCP timestamp (PAWS) in netns {netns}: {what}{recycle}"
+    );
+    r.advice = Some(match cur.tw_recycle {
+        Some(1) => "Set net.ipv4.tcp_tw_recycle=0: with it on, clients behind one NAT address \
+                    whose clocks differ have their SYNs dropped silently."
+            .into(),
+        _ => "Segments carried TCP timestamps older than the connection's: a middlebox or NAT \
+              mixing clients with different timestamp clocks, or replayed or very delayed \
+              packets. Check NAT in front of this host; do not turn tcp_timestamps off unless \
+              you must."
+            .into(),
+    });
+    r
 }
 
 fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) -> Record {
@@ -286,6 +352,7 @@ mod tests {
             counters: parse_pairs(netstat),
             syncookies: Some(syncookies),
             sockets,
+            ..Snapshot::default()
         }
     }
 
@@ -372,5 +439,34 @@ mod tests {
         );
         assert!(moved(&BTreeMap::new(), &a.counters));
         assert!(!moved(&a.counters, &a.counters));
+    }
+
+    #[test]
+    fn paws_counters_raise_tw_recycle_with_the_sysctls() {
+        // The second seed incident (CentOS 7): PAWSPassive and ListenDrops
+        // rise together while tcp_tw_recycle=1.
+        let hdr = "TcpExt: PAWSPassive PAWSActive PAWSEstab ListenDrops\n";
+        let prev = snap(&format!("{hdr}TcpExt: 3565 0 0 3565\n"), vec![], 1);
+        let mut cur = snap(&format!("{hdr}TcpExt: 3858 0 0 3858\n"), vec![], 1);
+        cur.tw_recycle = Some(1);
+        cur.timestamps = Some(1);
+        let rs = records(7, &prev, &cur);
+        assert_eq!(rs.len(), 1);
+        let r = &rs[0];
+        assert_eq!((r.kind, r.family, r.mode), ("drop", Some("tw_recycle"), Some("tw_recycle")));
+        let e = r.evidence.as_ref().unwrap();
+        assert_eq!((e["PAWSPassive"].as_u64(), e["ListenDrops"].as_u64()), (Some(293), Some(293)));
+        assert_eq!(e["tcp_tw_recycle"], 1);
+        assert_eq!(
+            r.message,
+            "the kernel rejected 293 segment(s) by TCP timestamp (PAWS) in netns 7: PAWSPassive +293; tcp_tw_recycle=1 is on"
+        );
+        assert!(r.advice.as_ref().unwrap().starts_with("Set net.ipv4.tcp_tw_recycle=0"));
+        // A modern kernel: no tw_recycle, established-connection rejections.
+        let prev = snap(&format!("{hdr}TcpExt: 0 0 4 0\n"), vec![], 1);
+        let cur = snap(&format!("{hdr}TcpExt: 0 0 5 0\n"), vec![], 1);
+        let r = &records(7, &prev, &cur)[0];
+        assert!(r.message.ends_with("PAWSEstab +1"), "{}", r.message);
+        assert!(r.advice.as_ref().unwrap().contains("NAT"));
     }
 }

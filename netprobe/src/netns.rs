@@ -219,6 +219,10 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, u64>,
     /// `net.ipv4.tcp_syncookies` in that namespace.
     pub syncookies: Option<u64>,
+    /// `net.ipv4.tcp_timestamps`, and `tcp_tw_recycle` where the kernel
+    /// still has it (before 4.12).
+    pub timestamps: Option<u64>,
+    pub tw_recycle: Option<u64>,
     pub sockets: Vec<DiagSock>,
 }
 
@@ -259,9 +263,11 @@ pub fn read_here(
         let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
         counters.extend(parse_pairs(&text));
     }
-    let syncookies = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syncookies")
-        .ok()
-        .and_then(|t| t.trim().parse().ok());
+    let sysctl = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
     let sockets = if want_sockets(&counters) {
         dump_listeners()?
     } else {
@@ -269,7 +275,9 @@ pub fn read_here(
     };
     Ok(Snapshot {
         counters,
-        syncookies,
+        syncookies: sysctl("tcp_syncookies"),
+        timestamps: sysctl("tcp_timestamps"),
+        tw_recycle: sysctl("tcp_tw_recycle"),
         sockets,
     })
 }
