@@ -178,7 +178,12 @@ const PAWS: [(&str, &str); 4] = [
 /// PAWS rejections: segments (or SYNs, PAWSPassive) whose TCP timestamp is
 /// older than the one the kernel remembers. With tcp_tw_recycle=1 (kernels
 /// before 4.12) PAWSPassive rising with ListenDrops is the NAT incident.
-fn paws_record(netns: u64, prev: &Snapshot, cur: &Snapshot, moved: &[(&'static str, u64)]) -> Record {
+fn paws_record(
+    netns: u64,
+    prev: &Snapshot,
+    cur: &Snapshot,
+    moved: &[(&'static str, u64)],
+) -> Record {
     let mut r = Record {
         kind: "drop",
         netns: Some(netns),
@@ -193,7 +198,10 @@ fn paws_record(netns: u64, prev: &Snapshot, cur: &Snapshot, moved: &[(&'static s
     if listen_drops > 0 {
         evidence(&mut r, &[("ListenDrops", listen_drops.into())]);
     }
-    for (name, v) in [("tcp_timestamps", cur.timestamps), ("tcp_tw_recycle", cur.tw_recycle)] {
+    for (name, v) in [
+        ("tcp_timestamps", cur.timestamps),
+        ("tcp_tw_recycle", cur.tw_recycle),
+    ] {
         if let Some(v) = v {
             evidence(&mut r, &[(name, v.into())]);
         }
@@ -453,15 +461,25 @@ mod tests {
         let rs = records(7, &prev, &cur);
         assert_eq!(rs.len(), 1);
         let r = &rs[0];
-        assert_eq!((r.kind, r.family, r.mode), ("drop", Some("tw_recycle"), Some("tw_recycle")));
+        assert_eq!(
+            (r.kind, r.family, r.mode),
+            ("drop", Some("tw_recycle"), Some("tw_recycle"))
+        );
         let e = r.evidence.as_ref().unwrap();
-        assert_eq!((e["PAWSPassive"].as_u64(), e["ListenDrops"].as_u64()), (Some(293), Some(293)));
+        assert_eq!(
+            (e["PAWSPassive"].as_u64(), e["ListenDrops"].as_u64()),
+            (Some(293), Some(293))
+        );
         assert_eq!(e["tcp_tw_recycle"], 1);
         assert_eq!(
             r.message,
             "the kernel rejected 293 segment(s) by TCP timestamp (PAWS) in netns 7: PAWSPassive +293; tcp_tw_recycle=1 is on"
         );
-        assert!(r.advice.as_ref().unwrap().starts_with("Set net.ipv4.tcp_tw_recycle=0"));
+        assert!(r
+            .advice
+            .as_ref()
+            .unwrap()
+            .starts_with("Set net.ipv4.tcp_tw_recycle=0"));
         // A modern kernel: no tw_recycle, established-connection rejections.
         let prev = snap(&format!("{hdr}TcpExt: 0 0 4 0\n"), vec![], 1);
         let cur = snap(&format!("{hdr}TcpExt: 0 0 5 0\n"), vec![], 1);

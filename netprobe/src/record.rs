@@ -437,6 +437,18 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
             ));
             format!("dropped {what}: the receive buffer of {owner} is full{fill} ({why} at {at})")
         }
+        ("tw_recycle", _) => {
+            r.advice = Some(
+                "The segment's TCP timestamp was older than the last one seen on its connection \
+                 (PAWS): clients behind one NAT address with different timestamp clocks, or \
+                 replayed or very delayed packets. Check NAT in front of this host; on kernels \
+                 before 4.12 set net.ipv4.tcp_tw_recycle=0."
+                    .into(),
+            );
+            format!(
+                "dropped {what}: its TCP timestamp is older than the connection's ({why} at {at})"
+            )
+        }
         _ => format!("dropped {what}: {why} at {at}"),
     };
     r
