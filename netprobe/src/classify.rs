@@ -53,7 +53,7 @@ pub fn drop_reason(reason: &str) -> Mode {
 /// function the drop happened in. Only unambiguous places are named.
 pub fn drop_location(function: &str) -> Mode {
     match function {
-        "nf_hook_slow" => NETFILTER_DROP,
+        "nf_hook_slow" | "nft_do_chain" | "ipt_do_table" | "ip6t_do_table" => NETFILTER_DROP,
         "enqueue_to_backlog" => CPU_BACKLOG_FULL,
         "__udp_queue_rcv_skb"
         | "__udp6_queue_rcv_skb"

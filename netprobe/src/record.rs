@@ -437,6 +437,16 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
             ));
             format!("dropped {what}: the receive buffer of {owner} is full{fill} ({why} at {at})")
         }
+        ("netfilter_drop", _) => {
+            r.advice = Some(
+                "A netfilter rule (nftables or iptables) or conntrack dropped it: look for DROP \
+                 rules matching this flow with `nft list ruleset` or `iptables-save` (in the \
+                 namespace where the packet was), and check conntrack (`conntrack -S`: drop, \
+                 insert_failed) if no rule matches."
+                    .into(),
+            );
+            format!("dropped {what} by netfilter ({why} at {at})")
+        }
         ("tw_recycle", _) => {
             r.advice = Some(
                 "The segment's TCP timestamp was older than the last one seen on its connection \

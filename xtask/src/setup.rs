@@ -105,6 +105,11 @@ pub const REQUIREMENTS: &[Requirement] = &[
         },
         install: &[Step::Apt(&["systemd"])],
     },
+    Requirement {
+        what: "nftables (nft, for the netfilter drop scenarios)",
+        find: || first_existing(&["/usr/sbin/nft", "/sbin/nft"]),
+        install: &[Step::Apt(&["nftables"])],
+    },
 ];
 
 fn first_existing(paths: &[&str]) -> Option<String> {
@@ -258,5 +263,6 @@ mod tests {
         assert!(text.contains("cargo install bpf-linker --version 0.13.0"));
         assert!(text.contains("apt-get install -y iproute2"));
         assert!(text.contains("apt-get install -y systemd"));
+        assert!(text.contains("apt-get install -y nftables"));
     }
 }

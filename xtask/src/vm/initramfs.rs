@@ -102,8 +102,8 @@ pub fn busybox() -> Result<Busybox> {
 }
 
 /// A dynamically linked host program copied into the guest with the
-/// shared libraries `ldd` names (systemd-journald and journalctl, for the
-/// journald test).
+/// shared libraries `ldd` names (systemd-journald and journalctl for the
+/// journald test, nft for the netfilter scenarios).
 pub struct HostProgram {
     /// Path in the guest (no leading slash).
     pub guest: String,
@@ -126,6 +126,7 @@ pub fn host_programs() -> Result<Vec<HostProgram>> {
             "bin/journalctl",
             &["/usr/bin/journalctl", "/bin/journalctl"][..],
         ),
+        ("bin/nft", &["/usr/sbin/nft", "/sbin/nft"][..]),
     ];
     let mut found = Vec::new();
     for (guest, candidates) in wanted {

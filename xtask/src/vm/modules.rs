@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use super::elf;
 
 /// What the scenarios (now and planned: veth pairs, conntrack) may load.
-pub const WANTED: &[&str] = &["veth", "nf_conntrack"];
+pub const WANTED: &[&str] = &["veth", "nf_conntrack", "nf_tables"];
 
 /// The modules to put in the initramfs, and what happened to the rest.
 #[derive(Debug, Default)]

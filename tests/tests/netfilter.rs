@@ -1,0 +1,85 @@
+//! A firewall rule that drops: an nftables rule in a throwaway namespace
+//! drops SYNs to a listening port, and netprobe must name a netfilter drop
+//! with the flow (reason NETFILTER_DROP from 5.17, the drop location
+//! nf_hook_slow before).
+
+use std::{
+    io::Write,
+    net::{SocketAddr, TcpListener},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use netprobe_tests::{has_flow, require_root, socket2_free as sock, Daemon, Netns};
+
+fn nft(script: &str) -> Result<(), String> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft ({e}); `cargo xtask setup` installs nftables"))?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[test]
+fn nftables_drop_rule() {
+    if !require_root("nftables_drop_rule") {
+        return;
+    }
+    let mut d = Daemon::start(&["--output", "json"], &[]);
+    d.wait_ready();
+    let ns = Netns::new();
+    let (client, server, _keep) = ns.run(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = l.local_addr().unwrap();
+        nft(&format!(
+            "table inet netprobe_test {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {} drop\n  }}\n}}\n",
+            server.port()
+        ))
+        .expect("install the drop rule");
+        let c = sock::tcp_v4();
+        sock::bind(&c, "127.0.0.2:0".parse::<SocketAddr>().unwrap());
+        sock::set_nonblocking(&c);
+        let _ = sock::connect(&c, server);
+        assert!(!sock::wait_connected(&c, 1500), "the SYN was not dropped");
+        (sock::local_addr(&c), server, (l, c))
+    });
+    let drop = d.wait_for("netfilter drop", Duration::from_secs(10), |v| {
+        v["kind"] == "drop" && has_flow(v, &client, &server)
+    });
+    eprintln!("drop: {drop}");
+    assert_eq!(drop["family"], "netfilter", "{drop}");
+    assert_eq!(drop["mode"], "netfilter_drop", "{drop}");
+    assert_eq!(drop["tcp_flags"], "SYN");
+    match drop.get("reason") {
+        Some(reason) => assert_eq!(reason, "NETFILTER_DROP"),
+        None => assert!(
+            drop["location"]
+                .as_str()
+                .unwrap()
+                .starts_with("nf_hook_slow"),
+            "{drop}"
+        ),
+    }
+    assert!(drop["advice"]
+        .as_str()
+        .unwrap()
+        .contains("nft list ruleset"));
+    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+}
