@@ -164,7 +164,94 @@ pub fn records(netns: u64, prev: &Snapshot, cur: &Snapshot) -> Vec<Record> {
     if !paws.is_empty() {
         out.push(paws_record(netns, prev, cur, &paws));
     }
+    let ct_drop = delta(prev, cur, "Conntrack.drop");
+    if ct_drop > 0 {
+        out.push(conntrack_full_record(netns, prev, cur, ct_drop));
+    }
+    let insert_failed = delta(prev, cur, "Conntrack.insert_failed");
+    if insert_failed > 0 {
+        out.push(conntrack_insert_record(netns, prev, cur, insert_failed));
+    }
     out
+}
+
+fn conntrack_figures(r: &mut Record, prev: &Snapshot, cur: &Snapshot) {
+    for (name, counter) in [
+        ("early_drop", "Conntrack.early_drop"),
+        ("clashres", "Conntrack.clashres"),
+    ] {
+        if cur.counters.contains_key(counter) {
+            evidence(r, &[(name, delta(prev, cur, counter).into())]);
+        }
+    }
+    if let Some(c) = cur.conntrack_count {
+        evidence(r, &[("nf_conntrack_count", c.into())]);
+    }
+    if let Some(m) = cur.conntrack_max {
+        evidence(r, &[("nf_conntrack_max", m.into())]);
+    }
+}
+
+/// Packets conntrack dropped because no entry could be made: the table was
+/// at nf_conntrack_max and early drop found nothing to evict.
+fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, dropped: u64) -> Record {
+    let mut r = Record {
+        kind: "conntrack",
+        netns: Some(netns),
+        ..Record::default()
+    };
+    r.set_mode(classify::CONNTRACK_TABLE_FULL);
+    evidence(
+        &mut r,
+        &[("source", "counters".into()), ("drop", dropped.into())],
+    );
+    conntrack_figures(&mut r, prev, cur);
+    let fill = match (cur.conntrack_count, cur.conntrack_max) {
+        (Some(c), Some(m)) => format!(" ({c} entries, nf_conntrack_max {m})"),
+        _ => String::new(),
+    };
+    r.message = format!(
+        "conntrack table full in netns {netns}{fill}: {dropped} packet(s) dropped for want of an entry"
+    );
+    r.advice = Some(
+        "Raise net.netfilter.nf_conntrack_max (and nf_conntrack_buckets), or shorten the \
+         timeouts that keep idle entries (nf_conntrack_tcp_timeout_established, \
+         nf_conntrack_udp_timeout); find what opens so many flows with `conntrack -L`."
+            .into(),
+    );
+    r
+}
+
+/// Packets dropped because their new entry could not be inserted: two
+/// packets of one flow raced (the UDP/DNS SNAT race) or the chain was too long.
+fn conntrack_insert_record(netns: u64, prev: &Snapshot, cur: &Snapshot, failed: u64) -> Record {
+    let mut r = Record {
+        kind: "conntrack",
+        netns: Some(netns),
+        ..Record::default()
+    };
+    r.set_mode(classify::CONNTRACK_INSERT_FAILED);
+    evidence(
+        &mut r,
+        &[
+            ("source", "counters".into()),
+            ("insert_failed", failed.into()),
+        ],
+    );
+    conntrack_figures(&mut r, prev, cur);
+    r.message = format!(
+        "conntrack could not insert {failed} new entr{} in netns {netns}: packets of one flow \
+         raced (typically UDP DNS through SNAT) and were dropped",
+        if failed == 1 { "y" } else { "ies" }
+    );
+    r.advice = Some(
+        "The classic cause is DNS over UDP from pods: A and AAAA queries leave from one socket \
+         at once and race in conntrack. Mitigations: `options single-request-reopen` (or \
+         use-vc) in resolv.conf, NodeLocal DNSCache, or a kernel with the clash resolution \
+         fixes (5.0+, clashres counts them)."
+            .into(),
+    );
+    r
 }
 
 /// The timestamp-rejection counters, and their names in records.
@@ -486,5 +573,60 @@ mod tests {
         let r = &records(7, &prev, &cur)[0];
         assert!(r.message.ends_with("PAWSEstab +1"), "{}", r.message);
         assert!(r.advice.as_ref().unwrap().contains("NAT"));
+    }
+
+    #[test]
+    fn conntrack_counters_name_full_tables_and_insert_races() {
+        let prev = Snapshot {
+            counters: crate::netns::parse_conntrack_stat(
+                "entries drop insert_failed early_drop\n00000001 00000000 00000000 00000000\n",
+            ),
+            ..Snapshot::default()
+        };
+        let cur = Snapshot {
+            counters: crate::netns::parse_conntrack_stat(
+                "entries drop insert_failed early_drop\n00000004 00000003 00000002 00000000\n",
+            ),
+            conntrack_count: Some(4),
+            conntrack_max: Some(4),
+            ..Snapshot::default()
+        };
+        let rs = records(9, &prev, &cur);
+        assert_eq!(rs.len(), 2);
+        let full = &rs[0];
+        assert_eq!(
+            (full.kind, full.family, full.mode),
+            (
+                "conntrack",
+                Some("queue_full"),
+                Some("conntrack_table_full")
+            )
+        );
+        let e = full.evidence.as_ref().unwrap();
+        assert_eq!(
+            (
+                e["drop"].as_u64(),
+                e["nf_conntrack_max"].as_u64(),
+                e["early_drop"].as_u64()
+            ),
+            (Some(3), Some(4), Some(0))
+        );
+        assert_eq!(
+            full.message,
+            "conntrack table full in netns 9 (4 entries, nf_conntrack_max 4): 3 packet(s) dropped for want of an entry"
+        );
+        let race = &rs[1];
+        assert_eq!(
+            (race.family, race.mode),
+            (Some("conntrack"), Some("conntrack_insert_failed"))
+        );
+        assert!(
+            race.message.contains("2 new entries")
+                && race
+                    .advice
+                    .as_ref()
+                    .unwrap()
+                    .contains("single-request-reopen")
+        );
     }
 }

@@ -40,6 +40,39 @@ pub fn parse_pairs(text: &str) -> BTreeMap<String, u64> {
     out
 }
 
+/// `/proc/net/stat/nf_conntrack`: a header naming the columns (they differ
+/// between kernels), then one row of hex numbers per CPU. Returns
+/// `Conntrack.<column>` summed over CPUs (`entries` is global: the first
+/// row's).
+pub fn parse_conntrack_stat(text: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return out;
+    };
+    let names: Vec<&str> = header.split_whitespace().collect();
+    for (row, line) in lines.enumerate() {
+        let values: Vec<&str> = line.split_whitespace().collect();
+        if values.len() != names.len() {
+            continue;
+        }
+        for (n, v) in names.iter().zip(values) {
+            let Ok(v) = u64::from_str_radix(v, 16) else {
+                continue;
+            };
+            let e = out.entry(format!("Conntrack.{n}")).or_insert(0u64);
+            if *n == "entries" {
+                if row == 0 {
+                    *e = v;
+                }
+            } else {
+                *e = e.saturating_add(v);
+            }
+        }
+    }
+    out
+}
+
 /// A network namespace and a file that refers to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
@@ -223,6 +256,10 @@ pub struct Snapshot {
     /// still has it (before 4.12).
     pub timestamps: Option<u64>,
     pub tw_recycle: Option<u64>,
+    /// `net.netfilter.nf_conntrack_count` (this namespace's entries) and
+    /// `nf_conntrack_max` (the limit), when conntrack is loaded.
+    pub conntrack_count: Option<u64>,
+    pub conntrack_max: Option<u64>,
     pub sockets: Vec<DiagSock>,
 }
 
@@ -263,8 +300,12 @@ pub fn read_here(
         let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
         counters.extend(parse_pairs(&text));
     }
-    let sysctl = |name: &str| {
-        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+    // Conntrack, when its module is loaded (it may be loaded at any time).
+    if let Ok(text) = std::fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack") {
+        counters.extend(parse_conntrack_stat(&text));
+    }
+    let sysctl = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/net/{name}"))
             .ok()
             .and_then(|t| t.trim().parse().ok())
     };
@@ -275,9 +316,11 @@ pub fn read_here(
     };
     Ok(Snapshot {
         counters,
-        syncookies: sysctl("tcp_syncookies"),
-        timestamps: sysctl("tcp_timestamps"),
-        tw_recycle: sysctl("tcp_tw_recycle"),
+        syncookies: sysctl("ipv4/tcp_syncookies"),
+        timestamps: sysctl("ipv4/tcp_timestamps"),
+        tw_recycle: sysctl("ipv4/tcp_tw_recycle"),
+        conntrack_count: sysctl("netfilter/nf_conntrack_count"),
+        conntrack_max: sysctl("netfilter/nf_conntrack_max"),
         sockets,
     })
 }
@@ -393,5 +436,26 @@ mod tests {
         assert!(me.wqueue >= 1, "the backlog");
         // The connection waits in the accept queue (not yet accepted).
         assert!(me.rqueue <= 1);
+    }
+
+    #[test]
+    fn conntrack_stat_sums_cpus_by_the_header() {
+        let c = parse_conntrack_stat(&testdata("nf_conntrack"));
+        for k in [
+            "Conntrack.insert_failed",
+            "Conntrack.drop",
+            "Conntrack.early_drop",
+            "Conntrack.clashres",
+        ] {
+            assert!(c.contains_key(k), "{k} in {c:?}");
+        }
+        // Two CPUs; columns named by the header, hex values.
+        let text = "entries  insert_failed drop\n0000000a  00000001 00000010\n0000000a  00000002 00000001\n";
+        let c = parse_conntrack_stat(text);
+        assert_eq!(c["Conntrack.entries"], 10);
+        assert_eq!(c["Conntrack.insert_failed"], 3);
+        assert_eq!(c["Conntrack.drop"], 17);
+        assert!(parse_conntrack_stat("").is_empty());
+        assert!(parse_conntrack_stat("a b\nzz 1 2\nxx yy\n").is_empty());
     }
 }
