@@ -105,6 +105,16 @@ impl Sampler {
                     if let Some(p) = self.prev.get(&ns.inode) {
                         out.extend(records(ns.inode, p, &cur));
                     }
+                    if let Some(why) = &cur.sockets_error {
+                        if self.errors_said.insert(ns.inode) {
+                            let mut r = Record::error(format!(
+                                "listening sockets of netns {} unknown (records name no port): {why}",
+                                ns.inode
+                            ));
+                            r.netns = Some(ns.inode);
+                            out.push(r);
+                        }
+                    }
                     self.prev.insert(ns.inode, cur);
                 }
                 // A namespace that vanished since discovery is not news;

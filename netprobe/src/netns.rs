@@ -261,6 +261,8 @@ pub struct Snapshot {
     pub conntrack_count: Option<u64>,
     pub conntrack_max: Option<u64>,
     pub sockets: Vec<DiagSock>,
+    /// Why the sockets could not be listed (the counters still count).
+    pub sockets_error: Option<String>,
 }
 
 /// Reads `ns` from a thread that enters it (needs CAP_SYS_ADMIN). The
@@ -309,10 +311,13 @@ pub fn read_here(
             .ok()
             .and_then(|t| t.trim().parse().ok())
     };
-    let sockets = if want_sockets(&counters) {
-        dump_listeners()?
+    let (sockets, sockets_error) = if want_sockets(&counters) {
+        match dump_listeners() {
+            Ok(s) => (s, None),
+            Err(why) => (Vec::new(), Some(why)),
+        }
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     Ok(Snapshot {
         counters,
@@ -322,6 +327,7 @@ pub fn read_here(
         conntrack_count: sysctl("netfilter/nf_conntrack_count"),
         conntrack_max: sysctl("netfilter/nf_conntrack_max"),
         sockets,
+        sockets_error,
     })
 }
 

@@ -15,7 +15,9 @@ use anyhow::{bail, Context, Result};
 use super::elf;
 
 /// What the scenarios (now and planned: veth pairs, conntrack) may load.
-pub const WANTED: &[&str] = &["veth", "nf_conntrack", "nf_tables"];
+/// Modules the scenarios need; a real node loads them on demand (tcp_diag
+/// when sock_diag is first asked about TCP), the guest has no modprobe.
+pub const WANTED: &[&str] = &["veth", "nf_conntrack", "nf_tables", "tcp_diag"];
 
 /// The modules to put in the initramfs, and what happened to the rest.
 #[derive(Debug, Default)]
