@@ -174,6 +174,14 @@ pub fn records(netns: u64, prev: &Snapshot, cur: &Snapshot) -> Vec<Record> {
     if !paws.is_empty() {
         out.push(paws_record(netns, prev, cur, &paws));
     }
+    let buffers: Vec<(&'static str, u64)> = BUFFERS
+        .iter()
+        .map(|&(name, short)| (short, delta(prev, cur, name)))
+        .filter(|&(_, d)| d > 0)
+        .collect();
+    if !buffers.is_empty() {
+        out.push(buffer_record(netns, &buffers));
+    }
     let ct_drop = delta(prev, cur, "Conntrack.drop");
     if ct_drop > 0 {
         out.push(conntrack_full_record(netns, prev, cur, ct_drop));
@@ -259,6 +267,50 @@ fn conntrack_insert_record(netns: u64, prev: &Snapshot, cur: &Snapshot, failed: 
          at once and race in conntrack. Mitigations: `options single-request-reopen` (or \
          use-vc) in resolv.conf, NodeLocal DNSCache, or a kernel with the clash resolution \
          fixes (5.0+, clashres counts them)."
+            .into(),
+    );
+    r
+}
+
+/// Receive-side buffer drops, and their names in records.
+const BUFFERS: [(&str, &str); 4] = [
+    ("TcpExt.TCPRcvQDrop", "TCPRcvQDrop"),
+    ("TcpExt.TCPBacklogDrop", "TCPBacklogDrop"),
+    ("Udp.RcvbufErrors", "UdpRcvbufErrors"),
+    ("Udp6.RcvbufErrors", "Udp6RcvbufErrors"),
+];
+
+/// Segments and datagrams dropped because a socket's receive buffer (or
+/// its backlog while the owner held it) was full.
+fn buffer_record(netns: u64, moved: &[(&'static str, u64)]) -> Record {
+    let mut r = Record {
+        kind: "drop",
+        netns: Some(netns),
+        ..Record::default()
+    };
+    let backlog_only = moved.iter().all(|(n, _)| *n == "TCPBacklogDrop");
+    r.set_mode(if backlog_only {
+        classify::BACKLOG_FULL
+    } else {
+        classify::RCVBUF_FULL
+    });
+    evidence(&mut r, &[("source", "counters".into())]);
+    for &(name, d) in moved {
+        evidence(&mut r, &[(name, d.into())]);
+    }
+    let total: u64 = moved.iter().map(|(_, d)| d).sum();
+    let what = moved
+        .iter()
+        .map(|(n, d)| format!("{n} +{d}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    r.message = format!(
+        "{total} packet(s) dropped at full socket receive buffers in netns {netns}: {what}"
+    );
+    r.advice = Some(
+        "An application is not reading its sockets fast enough: find it with `ss -tunm` (large \
+         Recv-Q, rb close to its limit), make it read faster, or raise its SO_RCVBUF \
+         (net.core.rmem_max, net.ipv4.tcp_rmem)."
             .into(),
     );
     r
@@ -638,5 +690,28 @@ mod tests {
                     .unwrap()
                     .contains("single-request-reopen")
         );
+    }
+
+    #[test]
+    fn receive_buffer_counters() {
+        let prev = Snapshot {
+            counters: parse_pairs("TcpExt: TCPRcvQDrop TCPBacklogDrop\nTcpExt: 1 0\nUdp: InDatagrams RcvbufErrors\nUdp: 5 0\n"),
+            ..Snapshot::default()
+        };
+        let cur = Snapshot {
+            counters: parse_pairs("TcpExt: TCPRcvQDrop TCPBacklogDrop\nTcpExt: 3 0\nUdp: InDatagrams RcvbufErrors\nUdp: 9 40\n"),
+            ..Snapshot::default()
+        };
+        let r = &records(2, &prev, &cur)[0];
+        assert_eq!((r.kind, r.mode), ("drop", Some("rcvbuf_full")));
+        assert_eq!(
+            r.message,
+            "42 packet(s) dropped at full socket receive buffers in netns 2: TCPRcvQDrop +2, UdpRcvbufErrors +40"
+        );
+        let cur = Snapshot {
+            counters: parse_pairs("TcpExt: TCPRcvQDrop TCPBacklogDrop\nTcpExt: 1 7\n"),
+            ..Snapshot::default()
+        };
+        assert_eq!(records(2, &prev, &cur)[0].mode, Some("backlog_full"));
     }
 }

@@ -181,6 +181,20 @@ pub mod socket2_free {
         unsafe { OwnedFd::from_raw_fd(fd) }
     }
 
+    pub fn accept(fd: &OwnedFd) -> OwnedFd {
+        // SAFETY: accept4(2) without an address; the fd is owned at once.
+        let c = unsafe {
+            libc::accept4(
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        assert!(c >= 0, "accept: {}", io::Error::last_os_error());
+        unsafe { OwnedFd::from_raw_fd(c) }
+    }
+
     pub fn listen(fd: &OwnedFd, backlog: i32) {
         // SAFETY: listen(2) on an owned fd.
         let rc = unsafe { libc::listen(fd.as_raw_fd(), backlog) };

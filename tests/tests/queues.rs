@@ -248,3 +248,72 @@ fn syn_queue_full_without_syncookies() {
     let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
 }
+
+/// A TCP receiver that never reads and shrinks its receive buffer after the
+/// handshake (below the window it already advertised), and a sender of many
+/// one-byte segments: their overhead fills the buffer before the window
+/// closes, and the kernel drops data (TCPRcvQDrop; a drop with a reason on
+/// 5.17+, inside the inlined tcp_drop on 5.10).
+#[test]
+fn tcp_receiver_never_reads() {
+    if !require_root("tcp_receiver_never_reads") {
+        return;
+    }
+    let mut d = Daemon::start(&["--output", "json"], &[]);
+    d.wait_ready();
+    let reasons = !d.seen.iter().any(|v| {
+        v["probe"] == "drop"
+            && v["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no drop reasons")
+    });
+    let ns = Netns::new();
+    let (port, mut sleeper, _keep) = ns.run(|| {
+        let sleeper = Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep");
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let l = sock::for_addr(&any, libc::SOCK_STREAM);
+        sock::bind(&l, any);
+        sock::listen(&l, 4);
+        let at = sock::local_addr(&l);
+        let c = sock::for_addr(&at, libc::SOCK_STREAM);
+        sock::set_int(&c, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        sock::connect(&c, at).expect("connect");
+        let r = sock::accept(&l);
+        sock::set_int(&r, libc::SOL_SOCKET, libc::SO_RCVBUF, 1024);
+        sock::set_nonblocking(&c);
+        // Bounded: three seconds of one-byte writes.
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            if sock::send(&c, b"x").is_err() {
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        (at.port(), sleeper, (l, c, r))
+    });
+    let counted = d.wait_for("TCPRcvQDrop", Duration::from_secs(10), |v| {
+        v["mode"] == "rcvbuf_full"
+            && v["evidence"]["source"] == "counters"
+            && v["evidence"]["TCPRcvQDrop"].as_u64().is_some()
+    });
+    eprintln!("counted: {counted}");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(counted["family"], "queue_full");
+    if reasons {
+        let drop = d.wait_for("receive queue drop", Duration::from_secs(10), |v| {
+            v["kind"] == "drop" && v["mode"] == "rcvbuf_full" && v["dport"] == port
+        });
+        eprintln!("drop: {drop}");
+        assert_eq!(drop["proto"], "tcp");
+    } else {
+        eprintln!(
+            "tcp_receiver_never_reads: this kernel drops in the inlined tcp_drop: counters only"
+        );
+    }
+    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+}
