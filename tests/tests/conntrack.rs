@@ -35,6 +35,7 @@ fn conntrack_table_full() {
         let mut nft = Command::new("nft")
             .args(["-f", "-"])
             .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("run nft");
         nft.stdin
@@ -42,7 +43,12 @@ fn conntrack_table_full() {
             .unwrap()
             .write_all(b"table inet netprobe_ct {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    ct state new accept\n  }\n}\n")
             .unwrap();
-        assert!(nft.wait().unwrap().success(), "nft: conntrack rule");
+        let out = nft.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft: conntrack rule: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         (sleeper, ())
     });
     let old = std::fs::read_to_string(MAX).expect("nf_conntrack is loaded in the guest");
