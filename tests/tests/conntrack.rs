@@ -8,7 +8,7 @@
 
 use std::{
     io::Write,
-    net::{SocketAddr, TcpListener},
+    net::TcpListener,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -62,7 +62,7 @@ fn conntrack_table_full() {
         for _ in 0..8 {
             let c = sock::tcp_v4();
             sock::set_nonblocking(&c);
-            let _ = sock::connect(&c, SocketAddr::from(at));
+            let _ = sock::connect(&c, at);
             if !sock::wait_connected(&c, 500) {
                 refused += 1;
             }
