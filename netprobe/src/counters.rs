@@ -45,6 +45,29 @@ fn listener_of(socks: &[DiagSock], addr: std::net::IpAddr, port: u16) -> Option<
         .copied()
 }
 
+/// A record raised by counters (`evidence.source = "counters"`).
+fn counter_record(kind: &'static str, netns: u64, mode: classify::Mode) -> Record {
+    let mut r = Record {
+        kind,
+        netns: Some(netns),
+        ..Record::default()
+    };
+    r.set_mode(mode);
+    evidence(&mut r, &[("source", "counters".into())]);
+    r
+}
+
+/// The total of counters that moved, and them as `Name +n, ...`.
+fn listing(moved: &[(&'static str, u64)]) -> (u64, String) {
+    let total = moved.iter().map(|(_, d)| d).sum();
+    let what = moved
+        .iter()
+        .map(|(n, d)| format!("{n} +{d}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (total, what)
+}
+
 fn evidence(r: &mut Record, items: &[(&'static str, Value)]) {
     let e = r.evidence.get_or_insert_with(BTreeMap::new);
     for (k, v) in items {
@@ -213,16 +236,8 @@ fn conntrack_figures(r: &mut Record, prev: &Snapshot, cur: &Snapshot) {
 /// Packets conntrack dropped because no entry could be made: the table was
 /// at nf_conntrack_max and early drop found nothing to evict.
 fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, dropped: u64) -> Record {
-    let mut r = Record {
-        kind: "conntrack",
-        netns: Some(netns),
-        ..Record::default()
-    };
-    r.set_mode(classify::CONNTRACK_TABLE_FULL);
-    evidence(
-        &mut r,
-        &[("source", "counters".into()), ("drop", dropped.into())],
-    );
+    let mut r = counter_record("conntrack", netns, classify::CONNTRACK_TABLE_FULL);
+    evidence(&mut r, &[("drop", dropped.into())]);
     conntrack_figures(&mut r, prev, cur);
     let fill = match (cur.conntrack_count, cur.conntrack_max) {
         (Some(c), Some(m)) => format!(" ({c} entries, nf_conntrack_max {m})"),
@@ -243,19 +258,8 @@ fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, dropped: u
 /// Packets dropped because their new entry could not be inserted: two
 /// packets of one flow raced (the UDP/DNS SNAT race) or the chain was too long.
 fn conntrack_insert_record(netns: u64, prev: &Snapshot, cur: &Snapshot, failed: u64) -> Record {
-    let mut r = Record {
-        kind: "conntrack",
-        netns: Some(netns),
-        ..Record::default()
-    };
-    r.set_mode(classify::CONNTRACK_INSERT_FAILED);
-    evidence(
-        &mut r,
-        &[
-            ("source", "counters".into()),
-            ("insert_failed", failed.into()),
-        ],
-    );
+    let mut r = counter_record("conntrack", netns, classify::CONNTRACK_INSERT_FAILED);
+    evidence(&mut r, &[("insert_failed", failed.into())]);
     conntrack_figures(&mut r, prev, cur);
     r.message = format!(
         "conntrack could not insert {failed} new entr{} in netns {netns}: packets of one flow \
@@ -283,27 +287,17 @@ const BUFFERS: [(&str, &str); 4] = [
 /// Segments and datagrams dropped because a socket's receive buffer (or
 /// its backlog while the owner held it) was full.
 fn buffer_record(netns: u64, moved: &[(&'static str, u64)]) -> Record {
-    let mut r = Record {
-        kind: "drop",
-        netns: Some(netns),
-        ..Record::default()
-    };
     let backlog_only = moved.iter().all(|(n, _)| *n == "TCPBacklogDrop");
-    r.set_mode(if backlog_only {
+    let mode = if backlog_only {
         classify::BACKLOG_FULL
     } else {
         classify::RCVBUF_FULL
-    });
-    evidence(&mut r, &[("source", "counters".into())]);
+    };
+    let mut r = counter_record("drop", netns, mode);
     for &(name, d) in moved {
         evidence(&mut r, &[(name, d.into())]);
     }
-    let total: u64 = moved.iter().map(|(_, d)| d).sum();
-    let what = moved
-        .iter()
-        .map(|(n, d)| format!("{n} +{d}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let (total, what) = listing(moved);
     r.message = format!(
         "{total} packet(s) dropped at full socket receive buffers in netns {netns}: {what}"
     );
@@ -333,13 +327,7 @@ fn paws_record(
     cur: &Snapshot,
     moved: &[(&'static str, u64)],
 ) -> Record {
-    let mut r = Record {
-        kind: "drop",
-        netns: Some(netns),
-        ..Record::default()
-    };
-    r.set_mode(classify::TW_RECYCLE);
-    evidence(&mut r, &[("source", "counters".into())]);
+    let mut r = counter_record("drop", netns, classify::TW_RECYCLE);
     for &(name, d) in moved {
         evidence(&mut r, &[(name, d.into())]);
     }
@@ -355,12 +343,7 @@ fn paws_record(
             evidence(&mut r, &[(name, v.into())]);
         }
     }
-    let total: u64 = moved.iter().map(|(_, d)| d).sum();
-    let what = moved
-        .iter()
-        .map(|(n, d)| format!("{n} +{d}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let (total, what) = listing(moved);
     let recycle = match cur.tw_recycle {
         Some(1) => "; tcp_tw_recycle=1 is on".to_string(),
         Some(_) => "; tcp_tw_recycle is off".to_string(),
@@ -383,12 +366,7 @@ fn paws_record(
 }
 
 fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) -> Record {
-    let mut r = Record {
-        kind: "syn_queue_full",
-        netns: Some(netns),
-        ..Record::default()
-    };
-    r.set_mode(classify::SYN_QUEUE_FULL);
+    let mut r = counter_record("syn_queue_full", netns, classify::SYN_QUEUE_FULL);
     // The listener with the longest SYN queue, relative to its backlog.
     let queues = syn_queues(&cur.sockets);
     let worst = queues
@@ -399,7 +377,6 @@ fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) -> R
     evidence(
         &mut r,
         &[
-            ("source", "counters".into()),
             ("TCPReqQFullDrop", dropped.into()),
             ("TCPReqQFullDoCookies", cookies.into()),
         ],
@@ -445,17 +422,11 @@ fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) -> R
 }
 
 fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u64) -> Record {
-    let mut r = Record {
-        kind: "listen_overflow",
-        netns: Some(netns),
-        ..Record::default()
-    };
-    r.set_mode(classify::ACCEPT_QUEUE_FULL);
+    let mut r = counter_record("listen_overflow", netns, classify::ACCEPT_QUEUE_FULL);
     let drops = delta(prev, cur, "TcpExt.ListenDrops");
     evidence(
         &mut r,
         &[
-            ("source", "counters".into()),
             ("ListenOverflows", overflows.into()),
             ("ListenDrops", drops.into()),
         ],
