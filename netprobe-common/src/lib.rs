@@ -41,6 +41,11 @@ pub mod kind {
     /// `oom:mark_victim` tracepoint: the OOM killer chose a victim. `raw`
     /// holds the record and its `comm` string (a `__data_loc`).
     pub const OOM_MARK_VICTIM: u32 = 7;
+    /// `tcp:tcp_retransmit_skb` tracepoint: a segment was retransmitted.
+    pub const TCP_RETRANSMIT: u32 = 8;
+    /// `sock:inet_sk_error_report` tracepoint (5.14+): a socket got an error
+    /// (ETIMEDOUT, ECONNRESET, ...).
+    pub const SK_ERROR_REPORT: u32 = 9;
 }
 
 /// `raw[0]` of `kind::KPROBE_LISTEN_OVERFLOW`.
@@ -171,6 +176,10 @@ pub struct Config {
     /// Bytes of the `oom:mark_victim` record to copy (fixed part and its
     /// `comm` string), 0 when absent.
     pub oom_len: u32,
+    /// Record sizes of `tcp:tcp_retransmit_skb` and
+    /// `sock:inet_sk_error_report`, 0 when absent.
+    pub retransmit_len: u32,
+    pub sk_error_len: u32,
 }
 
 impl Config {
@@ -200,6 +209,8 @@ impl Config {
         sk_rcvbuf: Self::ABSENT,
         sk_rmem_alloc: Self::ABSENT,
         oom_len: 0,
+        retransmit_len: 0,
+        sk_error_len: 0,
     };
 }
 
@@ -238,6 +249,6 @@ mod tests {
         );
         assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);
-        assert_eq!(size_of::<Config>(), 22 * 4);
+        assert_eq!(size_of::<Config>(), 24 * 4);
     }
 }

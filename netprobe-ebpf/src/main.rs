@@ -15,6 +15,7 @@ mod oom;
 mod reset;
 mod ringbuf;
 mod skb;
+mod symptoms;
 
 use netprobe_common::Config;
 

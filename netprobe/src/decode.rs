@@ -17,6 +17,8 @@ pub struct Layouts {
     pub send_reset: Option<Format>,
     pub receive_reset: Option<Format>,
     pub oom: Option<Format>,
+    pub retransmit: Option<Format>,
+    pub sk_error: Option<Format>,
 }
 
 /// A kernel reason code with the running kernel's name for it, if it has one.
@@ -135,6 +137,18 @@ pub enum KernelEvent {
     ResetReceived(ResetEvent),
     ListenOverflow(ListenEvent),
     Oom(OomEvent),
+    Retransmit(SocketEvent),
+    SocketError(SocketEvent),
+}
+
+/// A socket-level symptom: a retransmission (with the socket's TCP state)
+/// or an error (with its errno).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketEvent {
+    /// The socket's own direction: local address and port first.
+    pub flow: Option<Flow>,
+    pub state: Option<i64>,
+    pub errno: Option<i64>,
 }
 
 /// A decoded record with the context every record carries.
@@ -230,6 +244,29 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
                 },
                 sock,
                 flow: headers(e),
+            })
+        }
+        kind::TCP_RETRANSMIT => {
+            let fmt = layouts
+                .retransmit
+                .as_ref()
+                .ok_or(DecodeError::NoLayout("tcp:tcp_retransmit_skb"))?;
+            KernelEvent::Retransmit(SocketEvent {
+                flow: socket_flow(fmt, raw, IPPROTO_TCP),
+                state: field_uint(fmt, raw, "state").map(|s| s as u32 as i32 as i64),
+                errno: None,
+            })
+        }
+        kind::SK_ERROR_REPORT => {
+            let fmt = layouts
+                .sk_error
+                .as_ref()
+                .ok_or(DecodeError::NoLayout("sock:inet_sk_error_report"))?;
+            let proto = field_uint(fmt, raw, "protocol").unwrap_or(IPPROTO_TCP as u64) as u8;
+            KernelEvent::SocketError(SocketEvent {
+                flow: socket_flow(fmt, raw, proto),
+                state: None,
+                errno: field_uint(fmt, raw, "error").map(|e| e as u32 as i32 as i64),
             })
         }
         kind::OOM_MARK_VICTIM => {
@@ -371,6 +408,18 @@ fn split_addrs(fmt: &Format, raw: &[u8]) -> Option<(IpAddr, u16, IpAddr, u16)> {
     }
 }
 
+/// A socket's flow from the split address fields (local side first).
+fn socket_flow(fmt: &Format, raw: &[u8], proto: u8) -> Option<Flow> {
+    split_addrs(fmt, raw).map(|(saddr, sport, daddr, dport)| Flow {
+        proto,
+        saddr,
+        sport: Some(sport),
+        daddr,
+        dport: Some(dport),
+        tcp_flags: None,
+    })
+}
+
 /// `tcp_send_reset` stores the RST's direction (the socket's local side as
 /// source, or the offending packet reversed); `tcp_receive_reset` stores the
 /// socket's, so the RST travels the other way.
@@ -438,6 +487,8 @@ pub(crate) fn test_layouts(kernel: &str) -> Layouts {
         send_reset: read_format(&root, "tcp", "tcp_send_reset").ok(),
         receive_reset: read_format(&root, "tcp", "tcp_receive_reset").ok(),
         oom: read_format(&root, "oom", "mark_victim").ok(),
+        retransmit: read_format(&root, "tcp", "tcp_retransmit_skb").ok(),
+        sk_error: read_format(&root, "sock", "inet_sk_error_report").ok(),
     }
 }
 
@@ -713,5 +764,47 @@ mod tests {
         // An unknown family is no socket.
         e.sock.family = 99;
         assert!(decode(&e, &Layouts::default()).is_err());
+    }
+
+    #[test]
+    fn retransmits_and_socket_errors_from_real_layouts() {
+        let l = layouts("6.18");
+        let fmt = l.retransmit.as_ref().unwrap();
+        let mut e = blank(kind::TCP_RETRANSMIT);
+        put(&mut e, fmt, "sport", &40000u16.to_ne_bytes());
+        put(&mut e, fmt, "dport", &9u16.to_ne_bytes());
+        put(&mut e, fmt, "family", &2u16.to_ne_bytes());
+        put(&mut e, fmt, "saddr", &[127, 0, 0, 2]);
+        put(&mut e, fmt, "daddr", &[127, 0, 0, 1]);
+        put(&mut e, fmt, "state", &1i32.to_ne_bytes());
+        let KernelEvent::Retransmit(r) = decode(&e, &l).unwrap().event else {
+            panic!()
+        };
+        let f = r.flow.unwrap();
+        assert_eq!(
+            (f.sport, f.dport, f.proto),
+            (Some(40000), Some(9), IPPROTO_TCP)
+        );
+        assert_eq!(f.saddr, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(r.state, Some(1));
+        let fmt = l.sk_error.as_ref().unwrap();
+        let mut e = blank(kind::SK_ERROR_REPORT);
+        put(&mut e, fmt, "error", &110i32.to_ne_bytes());
+        put(&mut e, fmt, "protocol", &6u16.to_ne_bytes());
+        put(&mut e, fmt, "family", &10u16.to_ne_bytes());
+        put(&mut e, fmt, "sport", &5u16.to_ne_bytes());
+        put(
+            &mut e,
+            fmt,
+            "saddr_v6",
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        );
+        let KernelEvent::SocketError(r) = decode(&e, &l).unwrap().event else {
+            panic!()
+        };
+        assert_eq!(r.errno, Some(110));
+        assert_eq!(r.flow.unwrap().saddr, "::1".parse::<IpAddr>().unwrap());
+        // Kernels without the tracepoint (5.10) have no layout for it.
+        assert!(decode(&e, &layouts("5.10")).is_err());
     }
 }

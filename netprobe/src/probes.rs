@@ -143,7 +143,33 @@ pub const OOM: ProbeSpec = ProbeSpec {
     }),
     kprobe: None,
 };
-pub const ALL: [&ProbeSpec; 5] = [&DROP, &RESET_SENT, &RESET_RECEIVED, &LISTEN_OVERFLOW, &OOM];
+pub const RETRANSMIT: ProbeSpec = ProbeSpec {
+    name: "retransmit",
+    tracepoint: Some(TracepointSpec {
+        program: "tcp_retransmit_skb",
+        category: "tcp",
+        name: "tcp_retransmit_skb",
+    }),
+    kprobe: None,
+};
+pub const SOCKET_ERROR: ProbeSpec = ProbeSpec {
+    name: "socket_error",
+    tracepoint: Some(TracepointSpec {
+        program: "inet_sk_error_report",
+        category: "sock",
+        name: "inet_sk_error_report",
+    }),
+    kprobe: None,
+};
+pub const ALL: [&ProbeSpec; 7] = [
+    &DROP,
+    &RESET_SENT,
+    &RESET_RECEIVED,
+    &LISTEN_OVERFLOW,
+    &OOM,
+    &RETRANSMIT,
+    &SOCKET_ERROR,
+];
 
 /// Offsets in `struct sk_buff` the drop program follows to the packet headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +346,8 @@ pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) ->
     if layouts.oom.is_some() {
         c.oom_len = (record_len(&layouts.oom) + DATA_LOC_SLACK).min(RAW_MAX as u32);
     }
+    c.retransmit_len = record_len(&layouts.retransmit);
+    c.sk_error_len = record_len(&layouts.sk_error);
     c
 }
 
@@ -520,6 +548,8 @@ fn format_of<'a>(spec: &ProbeSpec, layouts: &'a Layouts) -> Option<&'a Format> {
         n if n == RESET_SENT.name => layouts.send_reset.as_ref(),
         n if n == RESET_RECEIVED.name => layouts.receive_reset.as_ref(),
         n if n == OOM.name => layouts.oom.as_ref(),
+        n if n == RETRANSMIT.name => layouts.retransmit.as_ref(),
+        n if n == SOCKET_ERROR.name => layouts.sk_error.as_ref(),
         _ => None,
     }
 }
@@ -564,6 +594,8 @@ pub fn start() -> Tracer {
         send_reset: read(&RESET_SENT),
         receive_reset: read(&RESET_RECEIVED),
         oom: read(&OOM),
+        retransmit: read(&RETRANSMIT),
+        sk_error: read(&SOCKET_ERROR),
     };
     let offers = Offers {
         kprobes: kprobe_support(&root),
@@ -799,7 +831,7 @@ mod tests {
         }
     }
 
-    fn plans(kernel: &str, kprobes: bool) -> [Plan; 5] {
+    fn plans(kernel: &str, kprobes: bool) -> [Plan; 7] {
         let l = layouts(kernel);
         let k = ksyms(kernel);
         let o = offers(&k, kprobes);
@@ -809,7 +841,9 @@ mod tests {
     #[test]
     fn attach_plans_follow_each_kernel() {
         // 6.18 (this host, no kprobes): tracepoints say everything.
-        let [drop, rst, rcv, listen, oom] = plans("6.18", false);
+        let [drop, rst, rcv, listen, oom, retransmit, errors] = plans("6.18", false);
+        assert!(retransmit.tracepoint && retransmit.none.is_none());
+        assert!(errors.tracepoint && errors.none.is_none());
         assert!(drop.tracepoint && drop.kprobes.is_empty() && drop.lost.is_empty());
         assert!(rst.tracepoint && rst.kprobes.is_empty() && rst.lost.is_empty());
         assert!(rcv.tracepoint && rcv.lost.is_empty());
@@ -821,7 +855,7 @@ mod tests {
             .unwrap()
             .starts_with("no kprobes here; overflows at the handshake's last step"));
         assert!(oom.tracepoint && oom.lost.is_empty() && oom.none.is_none());
-        let [_, rst, _, listen, _] = plans("6.12", true);
+        let [_, rst, _, listen, _, _, _] = plans("6.12", true);
         // (The kallsyms lines captured from 6.12 do not include
         // tcp_v6_syn_recv_sock: a missing function is a stated loss.)
         assert_eq!(
@@ -835,7 +869,7 @@ mod tests {
         assert!(listen.lost[0].contains("through tcp_v6_syn_recv_sock: not in /proc/kallsyms"));
         assert!(rst.kprobes.is_empty(), "6.12's tracepoint has reasons");
         // 6.1: reasons for drops, but the reset tracepoint needs a socket.
-        let [drop, rst, _, _, _] = plans("6.1", true);
+        let [drop, rst, _, _, _, _, _] = plans("6.1", true);
         assert!(drop.kprobes.is_empty() && drop.lost.is_empty());
         assert_eq!(
             rst.kprobes,
@@ -846,7 +880,12 @@ mod tests {
         );
         assert!(rst.tracepoint && rst.lost.is_empty());
         // 5.10: no reasons, tcp_drop inlined (absent from kallsyms).
-        let [drop, rst, _, _, oom] = plans("5.10", true);
+        let [drop, rst, _, _, oom, _, errors] = plans("5.10", true);
+        // 5.10 has no sock:inet_sk_error_report (5.14+): skipped, saying so.
+        assert!(
+            errors.none.as_deref().is_some_and(|w| w.contains("absent")),
+            "{errors:?}"
+        );
         assert!(oom.lost[0].contains("pid only"), "{:?}", oom.lost);
         assert!(drop.tracepoint && drop.kprobes.is_empty());
         assert!(drop.lost.iter().any(|l| l.contains("no drop reasons")));
@@ -856,7 +895,7 @@ mod tests {
             .any(|l| l.contains("tcp_drop: not in /proc/kallsyms")));
         assert_eq!(rst.kprobes.len(), 2);
         // 6.1 without kprobes: the tracepoint alone, and why it falls short.
-        let [_, rst, _, _, _] = plans("6.1", false);
+        let [_, rst, _, _, _, _, _] = plans("6.1", false);
         assert!(rst.tracepoint && rst.kprobes.is_empty());
         assert_eq!(
             rst.lost,

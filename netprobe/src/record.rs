@@ -10,7 +10,7 @@ use crate::{
     classify::{self, Mode},
     decode::{
         tcp_state_name, Decoded, DropEvent, KernelEvent, ListenEvent, ListenStage, OomEvent,
-        ResetEvent, Sock,
+        ResetEvent, Sock, SocketEvent,
     },
     kallsyms::Kallsyms,
     packet::{endpoint, proto_name, tcp_flags_name, Flow},
@@ -206,6 +206,8 @@ pub fn from_event(d: &Decoded, wall_ns: i128, ksyms: &Kallsyms) -> Record {
         KernelEvent::ResetReceived(e) => reset_record(e, false),
         KernelEvent::ListenOverflow(e) => listen_record(e),
         KernelEvent::Oom(e) => oom_record(e),
+        KernelEvent::Retransmit(e) => symptom_record(e, true),
+        KernelEvent::SocketError(e) => symptom_record(e, false),
     };
     // The event's own time, formatted once (the builders leave ts empty).
     r.ts = timefmt::rfc3339(wall_ns);
@@ -228,6 +230,89 @@ impl Record {
         self.addr = Some(s.addr.to_string());
         self.port = Some(s.port);
     }
+}
+
+/// The names of the errors sockets report most (errno-base.h, stable ABI).
+pub fn errno_name(e: i64) -> Option<&'static str> {
+    Some(match e {
+        32 => "EPIPE",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        _ => return None,
+    })
+}
+
+/// A retransmission or a socket error, on its own: family `other` until
+/// an OOM window claims it (`attribute_to_oom`).
+fn symptom_record(e: &SocketEvent, retransmit: bool) -> Record {
+    let mut r = Record {
+        kind: if retransmit {
+            "retransmit"
+        } else {
+            "socket_error"
+        },
+        ..Record::default()
+    };
+    r.set_mode(classify::OTHER);
+    if let Some(f) = &e.flow {
+        r.set_flow(f);
+    }
+    r.state = e.state.and_then(tcp_state_name).map(str::to_string);
+    let flow = e
+        .flow
+        .as_ref()
+        .map(flow_text)
+        .unwrap_or_else(|| "a socket".into());
+    r.message = if retransmit {
+        format!("retransmitted a segment on {flow}")
+    } else {
+        let errno = e.errno.unwrap_or(0).abs();
+        let name = errno_name(errno).map_or_else(|| format!("errno {errno}"), str::to_string);
+        r.reason = Some(name.clone());
+        let meaning = match errno {
+            110 => ": the connection timed out",
+            104 => ": the peer reset the connection",
+            111 => ": the connection was refused",
+            _ => "",
+        };
+        format!("socket error {name} on {flow}{meaning}")
+    };
+    r
+}
+
+/// How long after an OOM kill network symptoms are attributed to it.
+pub const OOM_WINDOW_SECS: u64 = 60;
+
+/// Marks a symptom seen `secs` after the OOM kill of `pid` as part of that
+/// stall (design.md's `oom_stall`).
+pub fn attribute_to_oom(r: &mut Record, pid: u32, secs: u64) {
+    r.set_mode(classify::OOM_STALL);
+    r.evidence("oom_victim_pid", pid);
+    r.evidence("seconds_after_oom", secs);
+    r.message
+        .push_str(&format!(", {secs} s after the OOM kill of pid {pid}"));
+    r.advice = Some(
+        "Packet processing may have stalled while the kernel reclaimed memory and killed a \
+         process: fix the memory pressure (see the oom record) before tuning the network."
+            .into(),
+    );
+}
+
+/// Retransmissions outside any OOM window, folded into one record a minute.
+pub fn retransmit_summary(count: u64, secs: u64) -> Record {
+    let mut r = Record::new(
+        "retransmit",
+        format!(
+            "{count} TCP retransmission(s) in the last {secs} s, none in an OOM window (the kernel counts them all in Tcp RetransSegs)"
+        ),
+    );
+    r.set_mode(classify::OTHER);
+    r.count = Some(count);
+    r
 }
 
 /// Adds what /proc knew of a record's process: its memory cgroup, and its
@@ -842,5 +927,46 @@ mod tests {
         add_process(&mut r, Some(b"other"), None);
         assert_eq!(r.comm.as_deref(), Some("java"));
         assert_eq!(r.message, "the OOM killer chose pid 5 (java) to kill");
+    }
+
+    #[test]
+    fn symptoms_alone_and_inside_an_oom_window() {
+        let e = SocketEvent {
+            flow: Some(flow()),
+            state: None,
+            errno: Some(-110),
+        };
+        let mut r = symptom_record(&e, false);
+        assert_eq!(
+            (r.kind, r.family, r.reason.as_deref()),
+            ("socket_error", Some("other"), Some("ETIMEDOUT"))
+        );
+        assert_eq!(
+            r.message,
+            "socket error ETIMEDOUT on TCP 127.0.0.2:40000 -> 127.0.0.1:9: the connection timed out"
+        );
+        attribute_to_oom(&mut r, 4242, 3);
+        assert_eq!((r.family, r.mode), (Some("oom_stall"), Some("oom_stall")));
+        assert!(r.message.ends_with(", 3 s after the OOM kill of pid 4242"));
+        assert_eq!(r.evidence.as_ref().unwrap()["oom_victim_pid"], 4242);
+        let r = symptom_record(
+            &SocketEvent {
+                state: Some(1),
+                errno: None,
+                ..e
+            },
+            true,
+        );
+        assert_eq!(
+            (r.kind, r.state.as_deref()),
+            ("retransmit", Some("ESTABLISHED"))
+        );
+        assert_eq!(
+            r.message,
+            "retransmitted a segment on TCP 127.0.0.2:40000 -> 127.0.0.1:9"
+        );
+        let s = retransmit_summary(12, 60);
+        assert_eq!((s.kind, s.count), ("retransmit", Some(12)));
+        assert_eq!(errno_name(999), None);
     }
 }

@@ -90,13 +90,18 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     }
 
     let mut losses = Losses::default();
+    let mut symptoms = Symptoms {
+        last_oom: None,
+        retransmits: 0,
+        last_summary: Instant::now(),
+    };
     let mut clock = timefmt::Clock::now();
     let mut last_tick = Instant::now();
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let counter_records = sampler.spawn(Duration::from_secs(1), sampler_stop.clone());
     while !shutdown.load(Ordering::Relaxed) {
         wait_readable(&tracer, Duration::from_millis(200));
-        drain(&mut tracer, &ksyms, &clock, &mut losses, out)?;
+        drain(&mut symptoms, &mut tracer, &ksyms, &clock, &mut losses, out)?;
         while let Ok(mut r) = counter_records.try_recv() {
             if r.ts.is_empty() {
                 r.ts = timefmt::rfc3339(timefmt::now_unix_ns());
@@ -107,11 +112,17 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
             last_tick = Instant::now();
             clock = timefmt::Clock::now();
             report_losses(&tracer, &mut losses, out)?;
+            if let Some(r) = symptoms.summary(false) {
+                out.write(&r)?;
+            }
         }
     }
     sampler_stop.store(true, Ordering::Relaxed);
-    drain(&mut tracer, &ksyms, &clock, &mut losses, out)?;
+    drain(&mut symptoms, &mut tracer, &ksyms, &clock, &mut losses, out)?;
     report_losses(&tracer, &mut losses, out)?;
+    if let Some(r) = symptoms.summary(true) {
+        out.write(&r)?;
+    }
     // Dropping the tracer detaches every program.
     drop(tracer);
     Ok(0)
@@ -131,7 +142,38 @@ fn wait_readable(tracer: &Tracer, timeout: Duration) {
     unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
 }
 
+/// What the daemon keeps to put network symptoms in context.
+struct Symptoms {
+    /// When the last OOM kill was seen, and its victim.
+    last_oom: Option<(Instant, u32)>,
+    /// Retransmissions outside OOM windows since the last summary.
+    retransmits: u64,
+    last_summary: Instant,
+}
+
+impl Symptoms {
+    /// The victim and seconds since the kill, inside the window.
+    fn oom_window(&self) -> Option<(u32, u64)> {
+        let (at, pid) = self.last_oom?;
+        let secs = at.elapsed().as_secs();
+        (secs < record::OOM_WINDOW_SECS).then_some((pid, secs))
+    }
+
+    /// The summary of folded retransmissions, once a minute (or `now`).
+    fn summary(&mut self, now: bool) -> Option<Record> {
+        let secs = self.last_summary.elapsed().as_secs();
+        if self.retransmits == 0 || (!now && secs < 60) {
+            return None;
+        }
+        let r = record::retransmit_summary(self.retransmits, secs.max(1));
+        self.retransmits = 0;
+        self.last_summary = Instant::now();
+        Some(r)
+    }
+}
+
 fn drain(
+    symptoms: &mut Symptoms,
     tracer: &mut Tracer,
     ksyms: &Kallsyms,
     clock: &timefmt::Clock,
@@ -148,11 +190,27 @@ fn drain(
         match decoded {
             Ok(d) => {
                 let mut rec = record::from_event(&d, clock.wall_ns(d.ts_ns), ksyms);
-                if let decode::KernelEvent::Oom(o) = &d.event {
-                    // The victim's cgroup (and, before about 6.9, its
-                    // name), while /proc still has them.
-                    let (comm, cgroup) = procinfo::process(Path::new("/proc"), o.pid);
-                    record::add_process(&mut rec, comm.as_deref(), cgroup);
+                match &d.event {
+                    decode::KernelEvent::Oom(o) => {
+                        // The victim's cgroup (and, before about 6.9, its
+                        // name), while /proc still has them.
+                        let (comm, cgroup) = procinfo::process(Path::new("/proc"), o.pid);
+                        record::add_process(&mut rec, comm.as_deref(), cgroup);
+                        symptoms.last_oom = Some((Instant::now(), o.pid));
+                    }
+                    decode::KernelEvent::Retransmit(_) | decode::KernelEvent::SocketError(_) => {
+                        match symptoms.oom_window() {
+                            Some((pid, secs)) => record::attribute_to_oom(&mut rec, pid, secs),
+                            // Retransmits outside an OOM window are folded
+                            // into a summary a minute; errors are written.
+                            None if rec.kind == "retransmit" => {
+                                symptoms.retransmits += 1;
+                                continue;
+                            }
+                            None => {}
+                        }
+                    }
+                    _ => {}
                 }
                 out.write(&rec)?
             }

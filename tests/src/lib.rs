@@ -906,3 +906,29 @@ pub mod rawtcp {
         }
     }
 }
+
+/// Loads an nftables ruleset (`nft -f -`) in the caller's namespace.
+pub fn nft(script: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft ({e}); `cargo xtask setup` installs nftables"))?;
+    child
+        .stdin
+        .take()
+        .expect("nft stdin")
+        .write_all(script.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

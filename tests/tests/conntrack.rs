@@ -6,14 +6,9 @@
 //! of an entry, and netprobe must say so from the namespace's conntrack
 //! counters.
 
-use std::{
-    io::Write,
-    net::TcpListener,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{net::TcpListener, process::Command, time::Duration};
 
-use netprobe_tests::{require_root, socket2_free as sock, Daemon, Netns};
+use netprobe_tests::{nft, require_root, socket2_free as sock, Daemon, Netns};
 
 const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 
@@ -32,23 +27,8 @@ fn conntrack_table_full() {
     let ns = Netns::new();
     let (mut sleeper, _keep) = ns.run(|| {
         let sleeper = Command::new("sleep").arg("60").spawn().expect("spawn sleep");
-        let mut nft = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run nft");
-        nft.stdin
-            .take()
-            .unwrap()
-            .write_all(b"table inet netprobe_ct {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    ct state new accept\n  }\n}\n")
-            .unwrap();
-        let out = nft.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft: conntrack rule: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nft("table inet netprobe_ct {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    ct state new accept\n  }\n}\n")
+            .expect("nft: a rule that makes conntrack track");
         (sleeper, ())
     });
     let old = std::fs::read_to_string(MAX).expect("nf_conntrack is loaded in the guest");

@@ -4,37 +4,11 @@
 //! nf_hook_slow before).
 
 use std::{
-    io::Write,
     net::{SocketAddr, TcpListener},
-    process::{Command, Stdio},
     time::Duration,
 };
 
-use netprobe_tests::{has_flow, require_root, socket2_free as sock, Daemon, Netns};
-
-fn nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft ({e}); `cargo xtask setup` installs nftables"))?;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "nft failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
+use netprobe_tests::{has_flow, nft, require_root, socket2_free as sock, Daemon, Netns};
 
 #[test]
 fn nftables_drop_rule() {

@@ -1,10 +1,14 @@
 //! The OOM killer, for real: a process in a memory cgroup with a small
 //! limit touches memory until the kernel kills it, and netprobe must name
-//! the victim.
+//! the victim. Then, inside the OOM window, a TCP flow whose segments stop
+//! arriving (an nftables drop rule stands in for the stall) retransmits and
+//! times out: netprobe must attribute both to the OOM.
 
 use std::time::Duration;
 
-use netprobe_tests::{require_root, Daemon, MemCgroup};
+use std::net::{SocketAddr, TcpListener};
+
+use netprobe_tests::{has_flow, nft, require_root, socket2_free as sock, Daemon, MemCgroup, Netns};
 
 #[test]
 fn oom_kill_in_a_memory_cgroup() {
@@ -45,6 +49,52 @@ fn oom_kill_in_a_memory_cgroup() {
         // still there (it usually is not: it was killed and reaped).
         Some(cg) => assert!(cg.as_str().unwrap().ends_with(cg_name.as_str()), "{oom}"),
         None => eprintln!("oom: the victim was gone from /proc before its cgroup was read"),
+    }
+    // Symptoms inside the window.
+    let errors = d
+        .seen
+        .iter()
+        .any(|v| v["probe"] == "socket_error" && v["status"] == "attached");
+    let ns = Netns::new();
+    let (client, server, _keep) = ns.run(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = l.local_addr().unwrap();
+        let c = sock::tcp_v4();
+        sock::bind(&c, "127.0.0.2:0".parse::<SocketAddr>().unwrap());
+        sock::connect(&c, server).expect("connect");
+        let (s, _) = l.accept().unwrap();
+        nft(&format!(
+            "table inet netprobe_stall {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {} drop\n  }}\n}}\n",
+            server.port()
+        ))
+        .expect("the stall rule");
+        // Give up after 1.5 s without an acknowledgement: ETIMEDOUT.
+        sock::set_int(&c, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1500);
+        sock::send(&c, b"are you there").expect("send");
+        std::thread::sleep(Duration::from_millis(2500));
+        (sock::local_addr(&c), server, (l, c, s))
+    });
+    let rtx = d.wait_for(
+        "retransmit in the OOM window",
+        Duration::from_secs(10),
+        |v| v["kind"] == "retransmit" && has_flow(v, &client, &server),
+    );
+    eprintln!("retransmit: {rtx}");
+    assert_eq!(rtx["mode"], "oom_stall", "{rtx}");
+    assert_eq!(rtx["evidence"]["oom_victim_pid"], pid);
+    if errors {
+        let err = d.wait_for(
+            "ETIMEDOUT in the OOM window",
+            Duration::from_secs(10),
+            |v| v["kind"] == "socket_error" && has_flow(v, &client, &server),
+        );
+        eprintln!("socket_error: {err}");
+        assert_eq!(err["reason"], "ETIMEDOUT");
+        assert_eq!(err["mode"], "oom_stall");
+    } else {
+        eprintln!(
+            "oom: no sock:inet_sk_error_report on this kernel (5.14+): the timeout is not checked"
+        );
     }
     let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");

@@ -1,0 +1,27 @@
+//! What an application sees when the network fails it: retransmitted
+//! segments (`tcp:tcp_retransmit_skb`) and socket errors such as ETIMEDOUT
+//! (`sock:inet_sk_error_report`). Both records carry the socket's addresses
+//! themselves; the programs only copy them.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
+use netprobe_common::kind;
+
+use crate::{config, ringbuf::emit};
+
+#[tracepoint]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    let len = config().retransmit_len;
+    if len != 0 {
+        emit(kind::TCP_RETRANSMIT, ctx.as_ptr() as *const u8, len, |_| {});
+    }
+    0
+}
+
+#[tracepoint]
+pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
+    let len = config().sk_error_len;
+    if len != 0 {
+        emit(kind::SK_ERROR_REPORT, ctx.as_ptr() as *const u8, len, |_| {});
+    }
+    0
+}
