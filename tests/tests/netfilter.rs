@@ -10,24 +10,20 @@ use std::{
 
 use netprobe_tests::{has_flow, nft, require_root, socket2_free as sock, Daemon, Netns};
 
-#[test]
-fn nftables_drop_rule() {
-    if !require_root("nftables_drop_rule") {
-        return;
-    }
+fn nftables_drop(client_ip: &'static str, server_ip: &'static str) {
     let mut d = Daemon::start(&["--output", "json"], &[]);
     d.wait_ready();
     let ns = Netns::new();
-    let (client, server, _keep) = ns.run(|| {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (client, server, _keep) = ns.run(move || {
+        let l = TcpListener::bind(format!("{server_ip}:0")).unwrap();
         let server = l.local_addr().unwrap();
         nft(&format!(
             "table inet netprobe_test {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {} drop\n  }}\n}}\n",
             server.port()
         ))
         .expect("install the drop rule");
-        let c = sock::tcp_v4();
-        sock::bind(&c, "127.0.0.2:0".parse::<SocketAddr>().unwrap());
+        let c = sock::for_addr(&server, libc::SOCK_STREAM);
+        sock::bind(&c, format!("{client_ip}:0").parse::<SocketAddr>().unwrap());
         sock::set_nonblocking(&c);
         let _ = sock::connect(&c, server);
         assert!(!sock::wait_connected(&c, 1500), "the SYN was not dropped");
@@ -56,4 +52,18 @@ fn nftables_drop_rule() {
         .contains("nft list ruleset"));
     let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+}
+
+#[test]
+fn nftables_drop_rule() {
+    if require_root("nftables_drop_rule") {
+        nftables_drop("127.0.0.2", "127.0.0.1");
+    }
+}
+
+#[test]
+fn nftables_drop_rule_ipv6() {
+    if require_root("nftables_drop_rule_ipv6") {
+        nftables_drop("[::1]", "[::1]");
+    }
 }

@@ -186,35 +186,30 @@ fn udp_receive_buffer_full() {
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
 }
 
-/// A listener whose SYN queue fills while tcp_syncookies is 0 in its
-/// namespace: TCP_DEFER_ACCEPT keeps completed handshakes in the SYN queue,
-/// so with backlog 2 the third client's SYN is dropped. No tracepoint shows
-/// it; netprobe names it from the namespace's TCPReqQFullDrop counter and
-/// finds the listener through sock_diag.
-#[test]
-fn syn_queue_full_without_syncookies() {
-    if !require_root("syn_queue_full_without_syncookies") {
-        return;
-    }
+/// A listener whose SYN queue fills: TCP_DEFER_ACCEPT keeps completed
+/// handshakes in the SYN queue, so with backlog 2 the third client's SYN
+/// finds it full. With tcp_syncookies=0 in the namespace the SYN is dropped
+/// (TCPReqQFullDrop); with 1 it is answered with a cookie
+/// (TCPReqQFullDoCookies). No tracepoint shows either; netprobe names them
+/// from the namespace's counters and finds the listener through sock_diag.
+fn syn_queue(ip: &'static str, syncookies: u8) {
     let mut d = Daemon::start(&["--output", "json"], &[]);
     d.wait_ready();
     let ns = Netns::new();
-    let (port, mut sleeper, _keep) = ns.run(|| {
-        std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "0")
-            .expect("tcp_syncookies=0 in the netns");
+    let (listener, port, mut sleeper, _keep) = ns.run(move || {
+        std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", syncookies.to_string())
+            .expect("tcp_syncookies in the netns");
         // A process in the namespace, as a pod has, so netprobe finds it.
         let sleeper = Command::new("sleep")
             .arg("60")
             .spawn()
             .expect("spawn sleep");
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let any: SocketAddr = format!("{ip}:0").parse().unwrap();
         let l = sock::for_addr(&any, libc::SOCK_STREAM);
         sock::bind(&l, any);
         sock::set_int(&l, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 30);
         sock::listen(&l, 2);
         let at = sock::local_addr(&l);
-        // Give netprobe a second to see the new namespace, then fill it.
-        thread::sleep(Duration::from_millis(1500));
         let mut keep = vec![l];
         for _ in 0..4 {
             let c = sock::for_addr(&at, libc::SOCK_STREAM);
@@ -223,7 +218,7 @@ fn syn_queue_full_without_syncookies() {
             keep.push(c);
             thread::sleep(Duration::from_millis(50));
         }
-        (at.port(), sleeper, keep)
+        (at.ip().to_string(), at.port(), sleeper, keep)
     });
     let r = d.wait_for("syn_queue_full", Duration::from_secs(10), |v| {
         v["kind"] == "syn_queue_full" && v["port"] == port
@@ -233,20 +228,51 @@ fn syn_queue_full_without_syncookies() {
     let _ = sleeper.wait();
     assert_eq!(r["mode"], "syn_queue_full");
     assert_eq!(r["family"], "queue_full");
-    assert_eq!(r["addr"], "127.0.0.1");
+    assert_eq!(r["addr"], listener.as_str());
     let e = &r["evidence"];
-    assert!(e["TCPReqQFullDrop"].as_u64().unwrap() >= 1, "{r}");
-    assert_eq!(e["tcp_syncookies"], 0, "{r}");
+    let counter = if syncookies == 0 {
+        "TCPReqQFullDrop"
+    } else {
+        "TCPReqQFullDoCookies"
+    };
+    assert!(e[counter].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(e["tcp_syncookies"], syncookies, "{r}");
     assert_eq!(e["syn_queue_max"], 2, "{r}");
     assert!(e["syn_queue"].as_u64().unwrap() >= 2, "{r}");
     assert_eq!(e["source"], "counters");
     assert!(r["netns"].as_u64().is_some());
-    assert!(r["message"]
-        .as_str()
-        .unwrap()
-        .contains("(tcp_syncookies=0)"));
+    let message = r["message"].as_str().unwrap();
+    if syncookies == 0 {
+        assert!(
+            message.contains("dropped") && message.contains("(tcp_syncookies=0)"),
+            "{r}"
+        );
+    } else {
+        assert!(message.contains("answered with SYN cookies"), "{r}");
+    }
     let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+}
+
+#[test]
+fn syn_queue_full_without_syncookies() {
+    if require_root("syn_queue_full_without_syncookies") {
+        syn_queue("127.0.0.1", 0);
+    }
+}
+
+#[test]
+fn syn_queue_full_without_syncookies_ipv6() {
+    if require_root("syn_queue_full_without_syncookies_ipv6") {
+        syn_queue("[::1]", 0);
+    }
+}
+
+#[test]
+fn syn_queue_full_with_syncookies() {
+    if require_root("syn_queue_full_with_syncookies") {
+        syn_queue("127.0.0.1", 1);
+    }
 }
 
 /// A TCP receiver that never reads and shrinks its receive buffer after the
