@@ -15,7 +15,7 @@ use aya_ebpf::{
 use netprobe_common::{kind, pkt, Config, RESET_SKB_NO_SOCKET};
 
 use crate::{
-    config,
+    config, record_u64,
     reset::RESET_SKB,
     ringbuf::emit,
     skb::{copy_headers, read_sock, sk_state},
@@ -36,18 +36,8 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
             return 0;
         }
     }
-    let skb = if cfg.kfree_skb_skbaddr != Config::ABSENT {
-        // SAFETY: offset from the format file.
-        unsafe { ctx.read_at::<u64>(cfg.kfree_skb_skbaddr as usize) }.unwrap_or(0)
-    } else {
-        0
-    };
-    let rx_sk = if cfg.kfree_skb_rx_sk != Config::ABSENT {
-        // SAFETY: offset from the format file.
-        unsafe { ctx.read_at::<u64>(cfg.kfree_skb_rx_sk as usize) }.unwrap_or(0)
-    } else {
-        0
-    };
+    let skb = record_u64(&ctx, cfg.kfree_skb_skbaddr);
+    let rx_sk = record_u64(&ctx, cfg.kfree_skb_rx_sk);
     emit(
         kind::KFREE_SKB,
         ctx.as_ptr() as *const u8,

@@ -31,6 +31,17 @@ pub(crate) fn config() -> Config {
     unsafe { core::ptr::read_volatile(&CONFIG) }
 }
 
+/// The pointer-sized field at `offset` (from the format file) of a
+/// tracepoint record, 0 when the kernel has no such field or it cannot be read.
+#[inline(always)]
+pub(crate) fn record_u64(ctx: &aya_ebpf::programs::TracePointContext, offset: u32) -> u64 {
+    if offset == Config::ABSENT {
+        return 0;
+    }
+    // SAFETY: the offset comes from the running kernel's format file.
+    unsafe { ctx.read_at::<u64>(offset as usize) }.unwrap_or(0)
+}
+
 /// GPL-compatible, as the GPL-only helpers (bpf_probe_read_kernel) require.
 #[link_section = "license"]
 #[no_mangle]

@@ -13,10 +13,10 @@ use aya_ebpf::{
     programs::{ProbeContext, TracePointContext},
     EbpfContext,
 };
-use netprobe_common::{kind, pkt, Config, RESET_SKB_ANY, RESET_SKB_NO_SOCKET, RESET_SKB_SLOTS};
+use netprobe_common::{kind, pkt, RESET_SKB_ANY, RESET_SKB_NO_SOCKET, RESET_SKB_SLOTS};
 
 use crate::{
-    config,
+    config, record_u64,
     ringbuf::emit,
     skb::{copy_headers, sk_state, tcp_flags},
 };
@@ -41,15 +41,13 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     if cfg.send_reset_len == 0 {
         return 0;
     }
-    if cfg.send_reset_skbaddr != Config::ABSENT {
-        // SAFETY: offset from the format file.
-        let skb = unsafe { ctx.read_at::<u64>(cfg.send_reset_skbaddr as usize) }.unwrap_or(0);
-        if skb != 0 {
-            if let Some(p) = RESET_SKB.get_ptr_mut(RESET_SKB_ANY) {
-                // SAFETY: per-CPU slot; the kprobe ran just before, on this CPU.
-                if unsafe { *p } == skb {
-                    return 0;
-                }
+    // ABSENT unless the reset kprobes run: then skip the skb they reported.
+    let skb = record_u64(&ctx, cfg.send_reset_skbaddr);
+    if skb != 0 {
+        if let Some(p) = RESET_SKB.get_ptr_mut(RESET_SKB_ANY) {
+            // SAFETY: per-CPU slot; the kprobe ran just before, on this CPU.
+            if unsafe { *p } == skb {
+                return 0;
             }
         }
     }
@@ -97,12 +95,7 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     if cfg.receive_reset_len == 0 {
         return 0;
     }
-    let sk = if cfg.receive_reset_skaddr != Config::ABSENT {
-        // SAFETY: offset from the format file.
-        unsafe { ctx.read_at::<u64>(cfg.receive_reset_skaddr as usize) }.unwrap_or(0)
-    } else {
-        0
-    };
+    let sk = record_u64(&ctx, cfg.receive_reset_skaddr);
     emit(
         kind::TCP_RECEIVE_RESET,
         ctx.as_ptr() as *const u8,

@@ -21,7 +21,12 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
     let len = config().sk_error_len;
     if len != 0 {
-        emit(kind::SK_ERROR_REPORT, ctx.as_ptr() as *const u8, len, |_| {});
+        emit(
+            kind::SK_ERROR_REPORT,
+            ctx.as_ptr() as *const u8,
+            len,
+            |_| {},
+        );
     }
     0
 }

@@ -121,8 +121,8 @@ impl Sampler {
             if !baseline && !self.prev.contains_key(&ns.inode) {
                 self.prev.insert(ns.inode, Snapshot::default());
             }
-            let before = self.prev.get(&ns.inode).map(|s| s.counters.clone());
-            let want = |cur: &BTreeMap<String, u64>| before.as_ref().is_some_and(|b| moved(b, cur));
+            let before = self.prev.get(&ns.inode).map(|s| &s.counters);
+            let want = |cur: &BTreeMap<String, u64>| before.is_some_and(|b| moved(b, cur));
             match crate::netns::sample(ns, &want) {
                 Ok(cur) => {
                     if let Some(p) = self.prev.get(&ns.inode) {

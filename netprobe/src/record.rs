@@ -429,6 +429,16 @@ fn oom_record(e: &OomEvent) -> Record {
     r
 }
 
+/// The local socket a dropped packet was for: the kernel's receiving socket
+/// where it gave one, else the packet's destination.
+fn receiver(e: &DropEvent) -> Option<String> {
+    match (&e.sock, &e.flow) {
+        (Some(s), _) => Some(endpoint(s.addr, Some(s.port))),
+        (None, Some(f)) => Some(endpoint(f.daddr, f.dport)),
+        (None, None) => None,
+    }
+}
+
 fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
     let location = ksyms.lookup(e.location);
     let mode = match (&e.reason, location) {
@@ -485,11 +495,7 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
         ("accept_queue_full", _) => {
             // A listener's record (design.md: kind listen_overflow).
             r.kind = "listen_overflow";
-            let listener = match (&e.sock, &e.flow) {
-                (Some(s), _) => endpoint(s.addr, Some(s.port)),
-                (None, Some(f)) => endpoint(f.daddr, f.dport),
-                (None, None) => "a listening socket".into(),
-            };
+            let listener = receiver(e).unwrap_or_else(|| "a listening socket".into());
             let queue = e
                 .sock
                 .map(|s| {
@@ -506,11 +512,7 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
             format!("accept queue full on {listener}{queue}: dropped {what} ({why} at {at})")
         }
         ("rcvbuf_full", _) => {
-            let owner = match (&e.sock, &e.flow) {
-                (Some(s), _) => endpoint(s.addr, Some(s.port)),
-                (None, Some(f)) => endpoint(f.daddr, f.dport),
-                (None, None) => "a socket".into(),
-            };
+            let owner = receiver(e).unwrap_or_else(|| "a socket".into());
             let fill = e
                 .sock
                 .map(|s| format!(" ({} of {} bytes)", s.rmem_alloc, s.rcvbuf))
