@@ -201,6 +201,17 @@ pub mod socket2_free {
         assert_eq!(rc, 0, "listen: {}", io::Error::last_os_error());
     }
 
+    /// A TCP listener on `addr` with TCP_DEFER_ACCEPT: completed handshakes
+    /// wait in the SYN queue until data arrives. Returns it and its address.
+    pub fn deferred_listener(addr: SocketAddr, backlog: i32) -> (OwnedFd, SocketAddr) {
+        let l = for_addr(&addr, libc::SOCK_STREAM);
+        bind(&l, addr);
+        set_int(&l, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 30);
+        listen(&l, backlog);
+        let at = local_addr(&l);
+        (l, at)
+    }
+
     pub fn set_int(fd: &OwnedFd, level: i32, name: i32, value: i32) {
         // SAFETY: setsockopt(2) with an int.
         let rc = unsafe {
@@ -508,6 +519,63 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Daemon {
+    /// `netprobe run --output json`, waited for until `ready`.
+    pub fn json() -> Daemon {
+        let mut d = Daemon::start(&["--output", "json"], &[]);
+        d.wait_ready();
+        d
+    }
+
+    /// SIGTERM, and the clean exit (status 0 within 5 s) it must give.
+    pub fn stop_cleanly(&mut self) {
+        let st = self.stop_with(libc::SIGTERM, Duration::from_secs(5));
+        assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    }
+
+    /// The `probe` record of probe `name` (written before `ready`).
+    pub fn probe(&self, name: &str) -> &Value {
+        self.seen
+            .iter()
+            .find(|v| v["kind"] == "probe" && v["probe"] == name)
+            .unwrap_or_else(|| panic!("no probe record for {name}"))
+    }
+
+    pub fn attached(&self, name: &str) -> bool {
+        self.probe(name)["status"] == "attached"
+    }
+
+    /// Whether this kernel names drop reasons (5.17+), as the drop probe said.
+    pub fn drop_reasons(&self) -> bool {
+        !self.probe("drop")["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no drop reasons")
+    }
+}
+
+/// A process living in the caller's network namespace, as a pod has one:
+/// netprobe finds namespaces through their processes. Killed on drop.
+pub struct Resident(Child);
+
+impl Resident {
+    pub fn here() -> Resident {
+        Resident(
+            Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .expect("spawn sleep in the namespace"),
+        )
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

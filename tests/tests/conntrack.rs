@@ -6,9 +6,9 @@
 //! of an entry, and netprobe must say so from the namespace's conntrack
 //! counters.
 
-use std::{net::TcpListener, process::Command, time::Duration};
+use std::{net::TcpListener, time::Duration};
 
-use netprobe_tests::{nft, require_root, socket2_free as sock, Daemon, Netns};
+use netprobe_tests::{nft, require_root, socket2_free as sock, Daemon, Netns, Resident};
 
 const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 
@@ -22,14 +22,13 @@ fn conntrack_table_full() {
         std::env::var_os("NETPROBE_GUEST").is_some(),
         "refusing to lower this host's global nf_conntrack_max: this test runs in the kernel matrix's VMs (cargo xtask vm)"
     );
-    let mut d = Daemon::start(&["--output", "json"], &[]);
-    d.wait_ready();
+    let mut d = Daemon::json();
     let ns = Netns::new();
-    let (mut sleeper, _keep) = ns.run(|| {
-        let sleeper = Command::new("sleep").arg("60").spawn().expect("spawn sleep");
+    let (_resident, _keep) = ns.run(|| {
+        let resident = Resident::here();
         nft("table inet netprobe_ct {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    ct state new accept\n  }\n}\n")
             .expect("nft: a rule that makes conntrack track");
-        (sleeper, ())
+        (resident, ())
     });
     let old = std::fs::read_to_string(MAX).expect("nf_conntrack is loaded in the guest");
     std::fs::write(MAX, "4").expect("lower nf_conntrack_max");
@@ -55,8 +54,6 @@ fn conntrack_table_full() {
         v["mode"] == "conntrack_table_full"
     });
     std::fs::write(MAX, old.trim()).expect("restore nf_conntrack_max");
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
     eprintln!("conntrack: {full}");
     assert_eq!(full["kind"], "conntrack");
     assert_eq!(full["family"], "queue_full");
@@ -69,6 +66,5 @@ fn conntrack_table_full() {
         v["kind"] == "drop" && v["mode"] == "netfilter_drop" && v["tcp_flags"] == "SYN"
     });
     eprintln!("drop: {drop}");
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }

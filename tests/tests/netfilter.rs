@@ -11,8 +11,7 @@ use std::{
 use netprobe_tests::{has_flow, nft, require_root, socket2_free as sock, Daemon, Netns};
 
 fn nftables_drop(client_ip: &'static str, server_ip: &'static str) {
-    let mut d = Daemon::start(&["--output", "json"], &[]);
-    d.wait_ready();
+    let mut d = Daemon::json();
     let ns = Netns::new();
     let (client, server, _keep) = ns.run(move || {
         let l = TcpListener::bind(format!("{server_ip}:0")).unwrap();
@@ -50,8 +49,7 @@ fn nftables_drop(client_ip: &'static str, server_ip: &'static str) {
         .as_str()
         .unwrap()
         .contains("nft list ruleset"));
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }
 
 #[test]

@@ -20,8 +20,7 @@ fn oom_kill_in_a_memory_cgroup() {
         Ok(cg) => cg,
         Err(why) => panic!("cannot make a memory cgroup here: {why}"),
     };
-    let mut d = Daemon::start(&["--output", "json"], &[]);
-    d.wait_ready();
+    let mut d = Daemon::json();
     let (pid, how) = cg.run_hog(1 << 30);
     assert_eq!(how, "killed by signal 9", "the hog was not OOM-killed");
     let oom = d.wait_for("oom", Duration::from_secs(10), |v| {
@@ -51,10 +50,7 @@ fn oom_kill_in_a_memory_cgroup() {
         None => eprintln!("oom: the victim was gone from /proc before its cgroup was read"),
     }
     // Symptoms inside the window.
-    let errors = d
-        .seen
-        .iter()
-        .any(|v| v["probe"] == "socket_error" && v["status"] == "attached");
+    let errors = d.attached("socket_error");
     let ns = Netns::new();
     let (client, server, _keep) = ns.run(|| {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -96,6 +92,5 @@ fn oom_kill_in_a_memory_cgroup() {
             "oom: no sock:inet_sk_error_report on this kernel (5.14+): the timeout is not checked"
         );
     }
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }

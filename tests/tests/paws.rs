@@ -7,26 +7,23 @@
 
 use std::{
     io::Read,
-    net::{SocketAddr, SocketAddrV4, TcpListener},
-    process::Command,
+    net::{SocketAddr, TcpListener},
     time::Duration,
 };
 
-use netprobe_tests::{rawtcp, require_root, socket2_free as sock, Daemon, Netns};
+use netprobe_tests::{
+    has_flow, rawtcp, require_root, socket2_free as sock, Daemon, Netns, Resident,
+};
 
 #[test]
 fn old_timestamp_is_rejected_as_paws() {
     if !require_root("old_timestamp_is_rejected_as_paws") {
         return;
     }
-    let mut d = Daemon::start(&["--output", "json"], &[]);
-    d.wait_ready();
+    let mut d = Daemon::json();
     let ns = Netns::new();
-    let (client, server, mut sleeper, _keep) = ns.run(|| {
-        let sleeper = Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .expect("spawn sleep");
+    let (client, server, _resident, _keep) = ns.run(|| {
+        let resident = Resident::here();
         let sniff = rawtcp::Sniffer::on_loopback();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = match l.local_addr().unwrap() {
@@ -62,24 +59,17 @@ fn old_timestamp_is_rejected_as_paws() {
         );
         rawtcp::inject(&forged, *server.ip()).expect("inject the forged segment");
         std::thread::sleep(Duration::from_millis(200));
-        (client, server, sleeper, (l, c, s))
+        (
+            SocketAddr::V4(client),
+            SocketAddr::V4(server),
+            resident,
+            (l, c, s),
+        )
     });
-    let is_flow = |v: &serde_json::Value, c: &SocketAddrV4, s: &SocketAddrV4| {
-        v["saddr"] == c.ip().to_string()
-            && v["sport"] == c.port()
-            && v["daddr"] == s.ip().to_string()
-            && v["dport"] == s.port()
-    };
-    let reasons = !d.seen.iter().any(|v| {
-        v["probe"] == "drop"
-            && v["detail"]
-                .as_str()
-                .unwrap_or("")
-                .contains("no drop reasons")
-    });
+    let reasons = d.drop_reasons();
     if reasons {
         let drop = d.wait_for("PAWS drop", Duration::from_secs(10), |v| {
-            v["kind"] == "drop" && is_flow(v, &client, &server)
+            v["kind"] == "drop" && has_flow(v, &client, &server)
         });
         eprintln!("drop: {drop}");
         assert!(
@@ -103,14 +93,11 @@ fn old_timestamp_is_rejected_as_paws() {
         v["mode"] == "tw_recycle" && v["evidence"]["source"] == "counters"
     });
     eprintln!("counted: {counted}");
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
     assert!(
         counted["evidence"]["PAWSEstab"].as_u64().unwrap() >= 1,
         "{counted}"
     );
     assert_eq!(counted["evidence"]["tcp_timestamps"], 1);
     assert!(counted["netns"].as_u64().is_some());
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }

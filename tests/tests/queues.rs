@@ -1,16 +1,10 @@
 //! Full queues, made to happen in throwaway network namespaces: a listener
 //! whose accept queue overflows, and a UDP socket nobody reads.
 
-use std::{net::SocketAddr, os::fd::OwnedFd, process::Command, thread, time::Duration};
+use std::{net::SocketAddr, os::fd::OwnedFd, thread, time::Duration};
 
-use netprobe_tests::{require_root, socket2_free as sock, Daemon, Netns};
+use netprobe_tests::{require_root, socket2_free as sock, Daemon, Netns, Resident};
 use serde_json::Value;
-
-fn probe_attached(d: &Daemon, name: &str) -> bool {
-    d.seen
-        .iter()
-        .any(|v| v["kind"] == "probe" && v["probe"] == name && v["status"] == "attached")
-}
 
 /// A listener with backlog 1 that never accepts. With TCP_DEFER_ACCEPT the
 /// handshakes complete on the clients' side while the server waits for
@@ -20,23 +14,15 @@ fn probe_attached(d: &Daemon, name: &str) -> bool {
 /// that has its SYN dropped (the conn_request kprobe; no tracepoint shows
 /// it).
 fn accept_queue(ip: &'static str) {
-    let mut d = Daemon::start(&["--output", "json"], &[]);
-    d.wait_ready();
-    let kprobes = probe_attached(&d, "listen_overflow");
+    let mut d = Daemon::json();
+    let kprobes = d.attached("listen_overflow");
     let ns = Netns::new();
-    let (listener, port, mut sleeper, _keep) = ns.run(move || {
+    let (listener, port, _resident, _keep) = ns.run(move || {
         // A process in the namespace, as a pod has: netprobe samples the
         // namespace's counters through it.
-        let sleeper = Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .expect("spawn sleep");
+        let resident = Resident::here();
         let any: SocketAddr = format!("{ip}:0").parse().unwrap();
-        let l = sock::for_addr(&any, libc::SOCK_STREAM);
-        sock::bind(&l, any);
-        sock::set_int(&l, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 30);
-        sock::listen(&l, 1);
-        let at = sock::local_addr(&l);
+        let (l, at) = sock::deferred_listener(any, 1);
         let mut keep: Vec<OwnedFd> = Vec::new();
         let mut connected = 0;
         for _ in 0..4 {
@@ -65,7 +51,7 @@ fn accept_queue(ip: &'static str) {
         thread::sleep(Duration::from_millis(300));
         // The listener lives on (never accepting) while netprobe looks.
         keep.push(l);
-        (at.ip().to_string(), at.port(), sleeper, keep)
+        (at.ip().to_string(), at.port(), resident, keep)
     });
     let over = d.wait_for("accept queue overflow", Duration::from_secs(10), |v| {
         v["mode"] == "accept_queue_full" && v["port"] == port
@@ -114,14 +100,11 @@ fn accept_queue(ip: &'static str) {
         },
     );
     eprintln!("counted: {counted}");
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
     assert!(counted["evidence"]["ListenOverflows"].as_u64().unwrap() >= 1);
     assert_eq!(counted["evidence"]["accept_queue_max"], 1);
     assert_eq!(counted["addr"], listener.as_str());
     assert!(counted["netns"].as_u64().is_some());
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }
 
 #[test]
@@ -146,8 +129,7 @@ fn udp_receive_buffer_full() {
     if !require_root("udp_receive_buffer_full") {
         return;
     }
-    let mut d = Daemon::start(&["--output", "json"], &[]);
-    d.wait_ready();
+    let mut d = Daemon::json();
     let ns = Netns::new();
     let (port, _keep) = ns.run(|| {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -182,8 +164,7 @@ fn udp_receive_buffer_full() {
         v["kind"] == "drop" && v["dport"] == port
     });
     assert!(all.len() > 1, "more than one datagram overflowed: {all:?}");
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }
 
 /// A listener whose SYN queue fills: TCP_DEFER_ACCEPT keeps completed
@@ -193,23 +174,15 @@ fn udp_receive_buffer_full() {
 /// (TCPReqQFullDoCookies). No tracepoint shows either; netprobe names them
 /// from the namespace's counters and finds the listener through sock_diag.
 fn syn_queue(ip: &'static str, syncookies: u8) {
-    let mut d = Daemon::start(&["--output", "json"], &[]);
-    d.wait_ready();
+    let mut d = Daemon::json();
     let ns = Netns::new();
-    let (listener, port, mut sleeper, _keep) = ns.run(move || {
+    let (listener, port, _resident, _keep) = ns.run(move || {
         std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", syncookies.to_string())
             .expect("tcp_syncookies in the netns");
         // A process in the namespace, as a pod has, so netprobe finds it.
-        let sleeper = Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .expect("spawn sleep");
+        let resident = Resident::here();
         let any: SocketAddr = format!("{ip}:0").parse().unwrap();
-        let l = sock::for_addr(&any, libc::SOCK_STREAM);
-        sock::bind(&l, any);
-        sock::set_int(&l, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 30);
-        sock::listen(&l, 2);
-        let at = sock::local_addr(&l);
+        let (l, at) = sock::deferred_listener(any, 2);
         let mut keep = vec![l];
         for _ in 0..4 {
             let c = sock::for_addr(&at, libc::SOCK_STREAM);
@@ -218,14 +191,12 @@ fn syn_queue(ip: &'static str, syncookies: u8) {
             keep.push(c);
             thread::sleep(Duration::from_millis(50));
         }
-        (at.ip().to_string(), at.port(), sleeper, keep)
+        (at.ip().to_string(), at.port(), resident, keep)
     });
     let r = d.wait_for("syn_queue_full", Duration::from_secs(10), |v| {
         v["kind"] == "syn_queue_full" && v["port"] == port
     });
     eprintln!("syn_queue_full: {r}");
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
     assert_eq!(r["mode"], "syn_queue_full");
     assert_eq!(r["family"], "queue_full");
     assert_eq!(r["addr"], listener.as_str());
@@ -250,8 +221,7 @@ fn syn_queue(ip: &'static str, syncookies: u8) {
     } else {
         assert!(message.contains("answered with SYN cookies"), "{r}");
     }
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }
 
 #[test]
@@ -285,21 +255,11 @@ fn tcp_receiver_never_reads() {
     if !require_root("tcp_receiver_never_reads") {
         return;
     }
-    let mut d = Daemon::start(&["--output", "json"], &[]);
-    d.wait_ready();
-    let reasons = !d.seen.iter().any(|v| {
-        v["probe"] == "drop"
-            && v["detail"]
-                .as_str()
-                .unwrap_or("")
-                .contains("no drop reasons")
-    });
+    let mut d = Daemon::json();
+    let reasons = d.drop_reasons();
     let ns = Netns::new();
-    let (port, mut sleeper, _keep) = ns.run(|| {
-        let sleeper = Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .expect("spawn sleep");
+    let (port, _resident, _keep) = ns.run(|| {
+        let resident = Resident::here();
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let l = sock::for_addr(&any, libc::SOCK_STREAM);
         sock::bind(&l, any);
@@ -318,7 +278,7 @@ fn tcp_receiver_never_reads() {
                 thread::sleep(Duration::from_millis(5));
             }
         }
-        (at.port(), sleeper, (l, c, r))
+        (at.port(), resident, (l, c, r))
     });
     let counted = d.wait_for("TCPRcvQDrop", Duration::from_secs(10), |v| {
         v["mode"] == "rcvbuf_full"
@@ -326,8 +286,6 @@ fn tcp_receiver_never_reads() {
             && v["evidence"]["TCPRcvQDrop"].as_u64().is_some()
     });
     eprintln!("counted: {counted}");
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
     assert_eq!(counted["family"], "queue_full");
     if reasons {
         let drop = d.wait_for("receive queue drop", Duration::from_secs(10), |v| {
@@ -340,6 +298,5 @@ fn tcp_receiver_never_reads() {
             "tcp_receiver_never_reads: this kernel drops in the inlined tcp_drop: counters only"
         );
     }
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }

@@ -12,15 +12,6 @@ use std::{
 };
 
 use netprobe_tests::{connect_to_closed_port, has_flow, require_root, Daemon, Netns};
-use serde_json::Value;
-
-/// The `probe` record of one probe.
-fn probe<'a>(d: &'a Daemon, name: &str) -> &'a Value {
-    d.seen
-        .iter()
-        .find(|v| v["kind"] == "probe" && v["probe"] == name)
-        .unwrap_or_else(|| panic!("no probe record for {name}"))
-}
 
 fn closed_port(client_ip: &'static str, server_ip: &'static str) {
     let mut d = Daemon::start(&["--output", "json"], &[]);
@@ -29,10 +20,7 @@ fn closed_port(client_ip: &'static str, server_ip: &'static str) {
     for p in d.seen.iter().filter(|v| v["kind"] == "probe") {
         eprintln!("probe: {p}");
     }
-    let reasons = !probe(&d, "drop")["detail"]
-        .as_str()
-        .unwrap_or("")
-        .contains("no drop reasons");
+    let reasons = d.drop_reasons();
     let ns = Netns::new();
     let (client, server) = ns.run(move || connect_to_closed_port(client_ip, server_ip));
 
@@ -49,7 +37,7 @@ fn closed_port(client_ip: &'static str, server_ip: &'static str) {
     } else {
         // Before 6.10, the kprobe on tcp_v{4,6}_send_reset saw no socket.
         assert!(
-            probe(&d, "reset_sent")["hook"]
+            d.probe("reset_sent")["hook"]
                 .as_str()
                 .unwrap()
                 .contains("kprobe tcp_v"),
@@ -95,8 +83,7 @@ fn closed_port(client_ip: &'static str, server_ip: &'static str) {
         .as_str()
         .unwrap()
         .contains("connection refused"));
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }
 
 #[test]
@@ -127,7 +114,7 @@ fn without_btf_tracepoints_still_run() {
     );
     d.wait_ready();
     for name in ["drop", "reset_sent", "reset_received"] {
-        let p = probe(&d, name);
+        let p = d.probe(name);
         eprintln!("probe: {p}");
         assert_eq!(p["status"], "attached", "{p}");
         assert!(
@@ -135,9 +122,9 @@ fn without_btf_tracepoints_still_run() {
             "{p}"
         );
     }
-    let drop = probe(&d, "drop")["detail"].as_str().unwrap().to_string();
+    let drop = d.probe("drop")["detail"].as_str().unwrap().to_string();
     assert!(drop.contains("flows unknown") && drop.contains("/nonexistent/vmlinux"));
-    let rcv = probe(&d, "reset_received")["detail"]
+    let rcv = d.probe("reset_received")["detail"]
         .as_str()
         .unwrap()
         .to_string();
@@ -149,8 +136,7 @@ fn without_btf_tracepoints_still_run() {
     });
     // Without the socket's state a refusal cannot be told from a reset.
     assert_eq!(refused["mode"], "reset_other", "{refused}");
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }
 
 /// An application closes a connection with unread data: the kernel aborts
@@ -162,8 +148,7 @@ fn close_with_unread_data_is_one_reset() {
     if !require_root("close_with_unread_data_is_one_reset") {
         return;
     }
-    let mut d = Daemon::start(&["--output", "json"], &[]);
-    d.wait_ready();
+    let mut d = Daemon::json();
     let ns = Netns::new();
     let (client, server) = ns.run(|| {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -189,6 +174,5 @@ fn close_with_unread_data_is_one_reset() {
         "the RST was reported {} times: {all:?}",
         all.len()
     );
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    d.stop_cleanly();
 }
