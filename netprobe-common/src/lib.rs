@@ -66,6 +66,12 @@ pub mod pkt {
     /// `sock` holds the socket the hook had (the receiving socket of a drop
     /// from 6.11, a listener for listen overflows).
     pub const SOCK: u32 = 16;
+    /// A drop of the skb conntrack had just failed to allocate an entry for
+    /// (`__nf_conntrack_alloc` returned an error: the table is full).
+    pub const CONNTRACK_FULL: u32 = 32;
+    /// A drop of the skb whose conntrack entry `__nf_conntrack_confirm`
+    /// could not insert (a clash it could not resolve, a chain too long).
+    pub const CONNTRACK_INSERT_FAILED: u32 = 64;
 }
 
 /// What the programs read of a socket (offsets from BTF).
@@ -219,13 +225,27 @@ pub const LOST_RINGBUF_FULL: u32 = 0;
 /// Number of slots in `LOST`.
 pub const LOST_SLOTS: u32 = 1;
 
-/// Index into the per-CPU `RESET_SKB` array: the skb the reset kprobe last
-/// answered (the tracepoint skips it).
-pub const RESET_SKB_ANY: u32 = 0;
-/// The skb the reset kprobe last answered without a socket (the drop
-/// program marks its drop `AFTER_NO_SOCKET_RST`).
-pub const RESET_SKB_NO_SOCKET: u32 = 1;
-pub const RESET_SKB_SLOTS: u32 = 2;
+/// Indexes into the per-CPU `SKB_SLOT` array: skbs one program leaves for
+/// another running after it on the same CPU.
+pub mod slot {
+    /// The skb the reset kprobe last answered (the tracepoint skips it).
+    pub const RESET_ANY: u32 = 0;
+    /// The skb the reset kprobe last answered without a socket (the drop
+    /// program marks its drop `AFTER_NO_SOCKET_RST`).
+    pub const RESET_NO_SOCKET: u32 = 1;
+    /// `nf_conntrack_in`'s skb, stashed at entry for `__nf_conntrack_alloc`'s
+    /// return.
+    pub const CT_IN: u32 = 2;
+    /// The skb conntrack could not allocate an entry for (table full): its
+    /// drop is marked `CONNTRACK_FULL`.
+    pub const CT_FULL: u32 = 3;
+    /// `__nf_conntrack_confirm`'s skb, stashed at entry for its return.
+    pub const CT_CONFIRM: u32 = 4;
+    /// The skb whose conntrack entry could not be inserted: its drop is
+    /// marked `CONNTRACK_INSERT_FAILED`.
+    pub const CT_INSERT_FAILED: u32 = 5;
+    pub const COUNT: u32 = 6;
+}
 
 #[cfg(feature = "user")]
 mod user {

@@ -12,13 +12,13 @@ use aya_ebpf::{
     programs::{ProbeContext, TracePointContext},
     EbpfContext,
 };
-use netprobe_common::{kind, pkt, Config, RESET_SKB_NO_SOCKET};
+use netprobe_common::{kind, pkt, slot, Config};
 
 use crate::{
     config, record_u64,
-    reset::RESET_SKB,
     ringbuf::emit,
     skb::{copy_headers, read_sock, sk_state},
+    slots,
 };
 
 #[tracepoint]
@@ -47,17 +47,16 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
             read_sock(&cfg, rx_sk, e);
             // Without reasons, a drop of the skb a RST was just sent for, with no
             // socket, is the kernel's NO_SOCKET drop.
-            if skb != 0 {
-                if let Some(p) = RESET_SKB.get_ptr_mut(RESET_SKB_NO_SOCKET) {
-                    // SAFETY: per-CPU slot; this program and the reset kprobe
-                    // run in the same softirq on this CPU.
-                    unsafe {
-                        if *p == skb {
-                            e.pkt_flags |= pkt::AFTER_NO_SOCKET_RST;
-                            *p = 0;
-                        }
-                    }
-                }
+            if slots::take(slot::RESET_NO_SOCKET, skb) {
+                e.pkt_flags |= pkt::AFTER_NO_SOCKET_RST;
+            }
+            // The conntrack kprobes' verdicts on this skb (nf_hook_slow frees
+            // it right after the hook returns NF_DROP, on this CPU).
+            if slots::take(slot::CT_FULL, skb) {
+                e.pkt_flags |= pkt::CONNTRACK_FULL;
+            }
+            if slots::take(slot::CT_INSERT_FAILED, skb) {
+                e.pkt_flags |= pkt::CONNTRACK_INSERT_FAILED;
             }
         },
     );

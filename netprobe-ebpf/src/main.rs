@@ -9,12 +9,14 @@
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod drop;
 mod listen;
 mod oom;
 mod reset;
 mod ringbuf;
 mod skb;
+mod slots;
 mod symptoms;
 
 use netprobe_common::Config;

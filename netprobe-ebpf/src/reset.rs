@@ -8,32 +8,20 @@
 //! `format` file. The programs only copy the record.
 
 use aya_ebpf::{
-    macros::{kprobe, map, tracepoint},
-    maps::PerCpuArray,
+    macros::{kprobe, tracepoint},
     programs::{ProbeContext, TracePointContext},
     EbpfContext,
 };
-use netprobe_common::{kind, pkt, RESET_SKB_ANY, RESET_SKB_NO_SOCKET, RESET_SKB_SLOTS};
+use netprobe_common::{kind, pkt, slot};
 
 use crate::{
     config, record_u64,
     ringbuf::emit,
     skb::{copy_headers, sk_state, tcp_flags},
+    slots,
 };
 
 const TCP_RST: u8 = 0x04;
-
-/// Per CPU, the skbs the reset kprobe last answered (`RESET_SKB_*`).
-#[map]
-pub static RESET_SKB: PerCpuArray<u64> = PerCpuArray::with_max_entries(RESET_SKB_SLOTS, 0);
-
-#[inline(always)]
-fn remember(slot: u32, skb: u64) {
-    if let Some(p) = RESET_SKB.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *p = skb };
-    }
-}
 
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
@@ -43,13 +31,9 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     }
     // ABSENT unless the reset kprobes run: then skip the skb they reported.
     let skb = record_u64(&ctx, cfg.send_reset_skbaddr);
-    if skb != 0 {
-        if let Some(p) = RESET_SKB.get_ptr_mut(RESET_SKB_ANY) {
-            // SAFETY: per-CPU slot; the kprobe ran just before, on this CPU.
-            if unsafe { *p } == skb {
-                return 0;
-            }
-        }
+    // The kprobe ran just before, on this CPU.
+    if skb != 0 && slots::get(slot::RESET_ANY) == skb {
+        return 0;
     }
     emit(
         kind::TCP_SEND_RESET,
@@ -72,9 +56,9 @@ pub fn send_reset(ctx: ProbeContext) -> u32 {
     if tcp_flags(&cfg, skb).is_some_and(|f| f & TCP_RST != 0) {
         return 0;
     }
-    remember(RESET_SKB_ANY, skb);
+    slots::put(slot::RESET_ANY, skb);
     if sk == 0 {
-        remember(RESET_SKB_NO_SOCKET, skb);
+        slots::put(slot::RESET_NO_SOCKET, skb);
     }
     emit(kind::KPROBE_SEND_RESET, core::ptr::null(), 0, |e| {
         copy_headers(&cfg, skb, e);

@@ -220,6 +220,8 @@ fn conntrack_figures(r: &mut Record, prev: &Snapshot, cur: &Snapshot) {
     for (name, counter) in [
         ("early_drop", "Conntrack.early_drop"),
         ("clashres", "Conntrack.clashres"),
+        // st->chaintoolong, printed under this name.
+        ("chainlength", "Conntrack.chainlength"),
     ] {
         if cur.counters.contains_key(counter) {
             evidence(r, &[(name, delta(prev, cur, counter).into())]);
@@ -232,6 +234,18 @@ fn conntrack_figures(r: &mut Record, prev: &Snapshot, cur: &Snapshot) {
         evidence(r, &[("nf_conntrack_max", m.into())]);
     }
 }
+
+pub const CONNTRACK_FULL_ADVICE: &str =
+    "Raise net.netfilter.nf_conntrack_max (and nf_conntrack_buckets), or shorten the timeouts \
+     that keep idle entries (nf_conntrack_tcp_timeout_established, nf_conntrack_udp_timeout); \
+     find what opens so many flows with `conntrack -L`.";
+
+pub const CONNTRACK_INSERT_ADVICE: &str =
+    "The classic cause is DNS over UDP from pods: A and AAAA queries leave from one socket at \
+     once and race in conntrack. Mitigations: `options single-request-reopen` (or use-vc) in \
+     resolv.conf, NodeLocal DNSCache, or a kernel with the clash resolution fixes (5.0+, \
+     clashres counts them). When chaintoolong rises instead, the hash table is too small for \
+     the entries: raise nf_conntrack_buckets.";
 
 /// Packets conntrack dropped because no entry could be made: the table was
 /// at nf_conntrack_max and early drop found nothing to evict.
@@ -246,12 +260,7 @@ fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, dropped: u
     r.message = format!(
         "conntrack table full in netns {netns}{fill}: {dropped} packet(s) dropped for want of an entry"
     );
-    r.advice = Some(
-        "Raise net.netfilter.nf_conntrack_max (and nf_conntrack_buckets), or shorten the \
-         timeouts that keep idle entries (nf_conntrack_tcp_timeout_established, \
-         nf_conntrack_udp_timeout); find what opens so many flows with `conntrack -L`."
-            .into(),
-    );
+    r.advice = Some(CONNTRACK_FULL_ADVICE.into());
     r
 }
 
@@ -261,18 +270,17 @@ fn conntrack_insert_record(netns: u64, prev: &Snapshot, cur: &Snapshot, failed: 
     let mut r = counter_record("conntrack", netns, classify::CONNTRACK_INSERT_FAILED);
     evidence(&mut r, &[("insert_failed", failed.into())]);
     conntrack_figures(&mut r, prev, cur);
+    let why = if delta(prev, cur, "Conntrack.chainlength") > 0 {
+        "hash chains too long (the table has too few buckets for its entries)"
+    } else {
+        "packets of one flow raced (typically UDP DNS through SNAT)"
+    };
     r.message = format!(
-        "conntrack could not insert {failed} new entr{} in netns {netns}: packets of one flow \
-         raced (typically UDP DNS through SNAT) and were dropped",
+        "conntrack could not insert {failed} new entr{} in netns {netns}: {why}; the packets \
+         were dropped",
         if failed == 1 { "y" } else { "ies" }
     );
-    r.advice = Some(
-        "The classic cause is DNS over UDP from pods: A and AAAA queries leave from one socket \
-         at once and race in conntrack. Mitigations: `options single-request-reopen` (or \
-         use-vc) in resolv.conf, NodeLocal DNSCache, or a kernel with the clash resolution \
-         fixes (5.0+, clashres counts them)."
-            .into(),
-    );
+    r.advice = Some(CONNTRACK_INSERT_ADVICE.into());
     r
 }
 

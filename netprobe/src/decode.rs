@@ -42,13 +42,42 @@ pub struct DropEvent {
     /// Kernel text address where the skb was freed.
     pub location: u64,
     pub flow: Option<Flow>,
-    /// The skb a RST was just sent for without a socket (kernels without
-    /// reasons: the kprobe saw it, so this is the NO_SOCKET drop).
-    pub after_no_socket_rst: bool,
+    /// What another probe saw happen to this skb just before its drop.
+    pub mark: Option<DropMark>,
     /// Seen by the `tcp_drop` kprobe rather than the tracepoint.
     pub tcp_drop: bool,
     /// The receiving socket (6.11+: kfree_skb's `rx_sk`), when there was one.
     pub sock: Option<Sock>,
+}
+
+/// What another probe saw happen to a dropped skb just before its drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropMark {
+    /// A RST was sent for it without a socket (kernels without reasons:
+    /// the reset kprobe saw it, so this is the NO_SOCKET drop).
+    NoSocketRst,
+    /// Conntrack could not allocate an entry for it (`__nf_conntrack_alloc`
+    /// failed: the table is full).
+    ConntrackFull,
+    /// Conntrack could not insert its new entry (`__nf_conntrack_confirm`
+    /// returned NF_DROP).
+    ConntrackInsertFailed,
+}
+
+impl DropMark {
+    /// From the drop program's flags; a conntrack verdict is the more
+    /// specific when (impossibly) both are set.
+    pub fn from_flags(flags: u32) -> Option<DropMark> {
+        if flags & pkt::CONNTRACK_FULL != 0 {
+            Some(DropMark::ConntrackFull)
+        } else if flags & pkt::CONNTRACK_INSERT_FAILED != 0 {
+            Some(DropMark::ConntrackInsertFailed)
+        } else if flags & pkt::AFTER_NO_SOCKET_RST != 0 {
+            Some(DropMark::NoSocketRst)
+        } else {
+            None
+        }
+    }
 }
 
 /// A socket as the programs read it.
@@ -229,7 +258,7 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
                 reason: reason(fmt, raw),
                 location: field_uint(fmt, raw, "location").unwrap_or(0),
                 flow: headers(e),
-                after_no_socket_rst: e.pkt_flags & pkt::AFTER_NO_SOCKET_RST != 0,
+                mark: DropMark::from_flags(e.pkt_flags),
                 tcp_drop: false,
                 sock: sock(e),
             })
@@ -282,7 +311,7 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
                 .get(..8)
                 .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))),
             flow: headers(e),
-            after_no_socket_rst: false,
+            mark: None,
             tcp_drop: true,
             sock: sock(e),
         }),
@@ -603,15 +632,30 @@ mod tests {
         let KernelEvent::Drop(d) = decode(&e, &l).unwrap().event else {
             panic!()
         };
-        assert!(d.after_no_socket_rst && !d.tcp_drop);
+        assert!(d.mark == Some(DropMark::NoSocketRst) && !d.tcp_drop);
         assert_eq!(d.flow.unwrap().dport, Some(9));
+        for (flag, mark) in [
+            (pkt::CONNTRACK_FULL, DropMark::ConntrackFull),
+            (
+                pkt::CONNTRACK_INSERT_FAILED,
+                DropMark::ConntrackInsertFailed,
+            ),
+        ] {
+            let mut e = with_syn(blank(kind::KFREE_SKB));
+            e.pkt_flags |= flag;
+            let KernelEvent::Drop(d) = decode(&e, &layouts("6.1")).unwrap().event else {
+                panic!()
+            };
+            assert_eq!(d.mark, Some(mark));
+            assert_eq!(d.flow.unwrap().dport, Some(9));
+        }
         let mut e = with_syn(blank(kind::KPROBE_TCP_DROP));
         e.raw[..8].copy_from_slice(&0xffff_ffff_81a0_0100u64.to_ne_bytes());
         e.raw_len = 8;
         let KernelEvent::Drop(d) = decode(&e, &Layouts::default()).unwrap().event else {
             panic!()
         };
-        assert!(d.tcp_drop && !d.after_no_socket_rst);
+        assert!(d.tcp_drop && d.mark.is_none());
         assert_eq!(d.location, 0xffff_ffff_81a0_0100);
         assert_eq!(d.reason, None);
         // A short record gives location 0, not a panic.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{KProbe, TracePoint},
+    programs::{kprobe::KProbeLinkId, KProbe, TracePoint},
     Ebpf, EbpfLoader,
 };
 use netprobe_common::{Config, RAW_MAX};
@@ -50,6 +50,9 @@ pub struct KprobeSpec {
     pub needs_sock: bool,
     /// What still shows the failure when the kprobes cannot attach.
     pub without: Option<&'static str>,
+    /// The module the functions live in, when it may load after netprobe
+    /// starts: the probe then waits for it (kprobe-only probes).
+    pub module: Option<&'static str>,
 }
 
 impl ProbeSpec {
@@ -86,6 +89,7 @@ pub const DROP: ProbeSpec = ProbeSpec {
         only_without_reason: true,
         needs_sock: false,
         without: None,
+        module: None,
     }),
 };
 pub const RESET_SENT: ProbeSpec = ProbeSpec {
@@ -104,6 +108,7 @@ pub const RESET_SENT: ProbeSpec = ProbeSpec {
         only_without_reason: true,
         needs_sock: false,
         without: None,
+        module: None,
     }),
 };
 pub const RESET_RECEIVED: ProbeSpec = ProbeSpec {
@@ -132,6 +137,7 @@ pub const LISTEN_OVERFLOW: ProbeSpec = ProbeSpec {
              names them (reason TCP_LISTEN_OVERFLOW, 2025 kernels such as 6.18); SYNs dropped at a \
              full accept queue are not seen",
         ),
+        module: None,
     }),
 };
 pub const OOM: ProbeSpec = ProbeSpec {
@@ -161,7 +167,27 @@ pub const SOCKET_ERROR: ProbeSpec = ProbeSpec {
     }),
     kprobe: None,
 };
-pub const ALL: [&ProbeSpec; 7] = [
+pub const CONNTRACK: ProbeSpec = ProbeSpec {
+    name: "conntrack",
+    tracepoint: None,
+    kprobe: Some(KprobeSpec {
+        targets: &[
+            ("ct_in", "nf_conntrack_in"),
+            ("ct_alloc_ret", "__nf_conntrack_alloc"),
+            ("ct_confirm", "__nf_conntrack_confirm"),
+            ("ct_confirm_ret", "__nf_conntrack_confirm"),
+        ],
+        covers: "conntrack's own drops (table full, insert failed) told apart from rule drops",
+        only_without_reason: false,
+        needs_sock: false,
+        without: Some(
+            "conntrack drops show as netfilter drops, and the conntrack counters (drop, \
+             insert_failed) name them per namespace",
+        ),
+        module: Some("nf_conntrack"),
+    }),
+};
+pub const ALL: [&ProbeSpec; 8] = [
     &DROP,
     &RESET_SENT,
     &RESET_RECEIVED,
@@ -169,6 +195,7 @@ pub const ALL: [&ProbeSpec; 7] = [
     &OOM,
     &RETRANSMIT,
     &SOCKET_ERROR,
+    &CONNTRACK,
 ];
 
 /// Offsets in `struct sk_buff` the drop program follows to the packet headers.
@@ -357,6 +384,8 @@ pub struct Offers<'a> {
     pub kprobes: Result<(), String>,
     pub ksyms: &'a Kallsyms,
     pub btf: BtfOffsets,
+    /// Live modules (/proc/modules).
+    pub modules: &'a [String],
 }
 
 /// How one probe attaches on this kernel, and what it cannot see here.
@@ -370,6 +399,8 @@ pub struct Plan {
     pub lost: Vec<String>,
     /// Why nothing can attach, when the plan has no hook at all.
     pub none: Option<String>,
+    /// The module this kprobe-only probe waits for (not loaded yet).
+    pub pending: Option<&'static str>,
 }
 
 /// Whether kprobes can be attached: the kprobe PMU (what aya uses) or the
@@ -397,6 +428,7 @@ pub fn plan(spec: &ProbeSpec, fmt: Result<&Format, &str>, offers: &Offers) -> Pl
         kprobes: Vec::new(),
         lost: Vec::new(),
         none: None,
+        pending: None,
     };
     let has_reason = fmt.is_ok_and(|f| f.field("reason").is_some());
     if spec.name == DROP.name {
@@ -459,6 +491,16 @@ pub fn plan(spec: &ProbeSpec, fmt: Result<&Format, &str>, offers: &Offers) -> Pl
         }
         return p;
     }
+    if let Some(m) = k.module {
+        let unloaded = !offers.modules.iter().any(|x| x == m)
+            && !k.targets.iter().any(|(_, f)| offers.ksyms.has(f));
+        if unloaded && !p.tracepoint {
+            p.pending = Some(m);
+            p.none = Some(waiting_for(m));
+            add_without(&mut p, k);
+            return p;
+        }
+    }
     for &(program, f) in k.targets {
         if offers.ksyms.has(f) {
             p.kprobes.push((program, f));
@@ -476,6 +518,27 @@ pub fn plan(spec: &ProbeSpec, fmt: Result<&Format, &str>, offers: &Offers) -> Pl
     p
 }
 
+fn waiting_for(module: &str) -> String {
+    format!("waiting for module {module} to load (attaches when it does)")
+}
+
+/// The live modules in `/proc/modules` text (`NAME SIZE REFS DEPS STATE
+/// ADDR`); modules still loading or going away are left out.
+pub fn live_modules(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_ascii_whitespace().collect();
+            (f.len() >= 5 && f[4] == "Live").then(|| f[0].to_string())
+        })
+        .collect()
+}
+
+pub fn read_live_modules() -> Vec<String> {
+    std::fs::read_to_string("/proc/modules")
+        .map(|t| live_modules(&t))
+        .unwrap_or_default()
+}
+
 /// Says, in a skipped probe's reason, what still shows its failure.
 fn add_without(p: &mut Plan, k: &KprobeSpec) {
     if let (Some(none), Some(without)) = (&mut p.none, k.without) {
@@ -491,6 +554,23 @@ pub struct ProbeStatus {
     /// The hooks that attached (or, when none did, the ones tried).
     pub hook: String,
     pub result: Result<Option<String>, String>,
+    /// The module a skipped probe waits for.
+    pub pending: Option<&'static str>,
+    /// The kprobe links, (program, link), so a probe on a module that goes
+    /// away can detach and wait for it again.
+    pub links: Vec<(&'static str, KProbeLinkId)>,
+}
+
+impl ProbeStatus {
+    fn skipped(spec: &'static ProbeSpec, why: String) -> ProbeStatus {
+        ProbeStatus {
+            spec,
+            hook: spec.first_hook(),
+            result: Err(why),
+            pending: None,
+            links: Vec::new(),
+        }
+    }
 }
 
 /// Everything attached, and what the daemon needs to read it.
@@ -533,11 +613,7 @@ fn error_text(e: &dyn std::error::Error) -> String {
 
 fn all_skipped(why: &str) -> Vec<ProbeStatus> {
     ALL.iter()
-        .map(|spec| ProbeStatus {
-            spec,
-            hook: spec.first_hook(),
-            result: Err(why.to_string()),
-        })
+        .map(|spec| ProbeStatus::skipped(spec, why.to_string()))
         .collect()
 }
 
@@ -597,10 +673,12 @@ pub fn start() -> Tracer {
         retransmit: read(&RETRANSMIT),
         sk_error: read(&SOCKET_ERROR),
     };
+    let modules = read_live_modules();
     let offers = Offers {
         kprobes: kprobe_support(&root),
         ksyms: &tracer.ksyms,
         btf: BtfOffsets::read(&kernel_btf()),
+        modules: &modules,
     };
     let plans: Vec<Plan> = ALL
         .iter()
@@ -655,9 +733,8 @@ pub fn start() -> Tracer {
 fn attach_plan(ebpf: &mut Ebpf, spec: &'static ProbeSpec, plan: Plan) -> ProbeStatus {
     if let Some(why) = plan.none {
         return ProbeStatus {
-            spec,
-            hook: spec.first_hook(),
-            result: Err(why),
+            pending: plan.pending,
+            ..ProbeStatus::skipped(spec, why)
         };
     }
     let mut hooks = Vec::new();
@@ -674,10 +751,16 @@ fn attach_plan(ebpf: &mut Ebpf, spec: &'static ProbeSpec, plan: Plan) -> ProbeSt
         }
     }
     let mut attached = Vec::new();
+    let mut links = Vec::new();
     if let Some(k) = &spec.kprobe {
         for (program, f) in plan.kprobes {
             match attach_kprobe(ebpf, program, f) {
-                Ok(()) => attached.push(f),
+                Ok(link) => {
+                    links.push((program, link));
+                    if !attached.contains(&f) {
+                        attached.push(f);
+                    }
+                }
                 Err(why) => {
                     lost.push(format!("{} not seen through {f}: {why}", k.covers));
                     failed.push(format!("kprobe {f}: {why}"));
@@ -689,20 +772,60 @@ fn attach_plan(ebpf: &mut Ebpf, spec: &'static ProbeSpec, plan: Plan) -> ProbeSt
         hooks.push(kprobe_hook(attached.into_iter()));
     }
     if hooks.is_empty() {
-        return ProbeStatus {
-            spec,
-            hook: spec.first_hook(),
-            result: Err(failed.join("; ")),
-        };
+        return ProbeStatus::skipped(spec, failed.join("; "));
     }
     ProbeStatus {
         spec,
         hook: hooks.join(" + "),
         result: Ok((!lost.is_empty()).then(|| lost.join("; "))),
+        pending: None,
+        links,
     }
 }
 
-fn attach_kprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<(), String> {
+/// Follows the modules kprobe-only probes live in, given the live modules:
+/// a waiting probe attaches once its module has loaded; an attached one
+/// detaches when its module is gone (the kernel disarms those kprobes) and
+/// waits for it again. Returns the indexes of the statuses that changed.
+pub fn follow_modules(tracer: &mut Tracer, live: &[String]) -> Vec<usize> {
+    let Some(ebpf) = tracer.ebpf.as_mut() else {
+        return Vec::new();
+    };
+    let mut changed = Vec::new();
+    for (i, st) in tracer.statuses.iter_mut().enumerate() {
+        let Some(k) = &st.spec.kprobe else { continue };
+        let Some(m) = k.module else { continue };
+        let loaded = live.iter().any(|x| x == m);
+        if st.pending.is_some() && loaded {
+            let plan = Plan {
+                tracepoint: false,
+                kprobes: k.targets.to_vec(),
+                lost: Vec::new(),
+                none: None,
+                pending: None,
+            };
+            *st = attach_plan(ebpf, st.spec, plan);
+            changed.push(i);
+        } else if st.pending.is_none() && !st.links.is_empty() && !loaded {
+            for (program, link) in st.links.drain(..) {
+                if let Some(kp) = ebpf
+                    .program_mut(program)
+                    .and_then(|p| <&mut KProbe>::try_from(p).ok())
+                {
+                    let _ = kp.detach(link);
+                }
+            }
+            *st = ProbeStatus {
+                pending: Some(m),
+                ..ProbeStatus::skipped(st.spec, format!("module {m} unloaded; {}", waiting_for(m)))
+            };
+            changed.push(i);
+        }
+    }
+    changed
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<KProbeLinkId, String> {
     let prog = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("program {program} missing from the eBPF object"))?;
@@ -715,8 +838,7 @@ fn attach_kprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<(), S
             .map_err(|e| format!("load failed: {}", error_text(&e)))?;
     }
     kp.attach(function, 0)
-        .map_err(|e| format!("attach failed: {}", error_text(&e)))?;
-    Ok(())
+        .map_err(|e| format!("attach failed: {}", error_text(&e)))
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, t: &TracepointSpec) -> Result<(), String> {
@@ -823,6 +945,7 @@ mod tests {
                 Err("no kprobes here".into())
             },
             ksyms: k,
+            modules: &[],
             btf: BtfOffsets {
                 skb: Ok(skb),
                 sk_state: Ok(18),
@@ -831,7 +954,7 @@ mod tests {
         }
     }
 
-    fn plans(kernel: &str, kprobes: bool) -> [Plan; 7] {
+    fn plans(kernel: &str, kprobes: bool) -> [Plan; ALL.len()] {
         let l = layouts(kernel);
         let k = ksyms(kernel);
         let o = offers(&k, kprobes);
@@ -841,7 +964,7 @@ mod tests {
     #[test]
     fn attach_plans_follow_each_kernel() {
         // 6.18 (this host, no kprobes): tracepoints say everything.
-        let [drop, rst, rcv, listen, oom, retransmit, errors] = plans("6.18", false);
+        let [drop, rst, rcv, listen, oom, retransmit, errors, _] = plans("6.18", false);
         assert!(retransmit.tracepoint && retransmit.none.is_none());
         assert!(errors.tracepoint && errors.none.is_none());
         assert!(drop.tracepoint && drop.kprobes.is_empty() && drop.lost.is_empty());
@@ -855,7 +978,7 @@ mod tests {
             .unwrap()
             .starts_with("no kprobes here; overflows at the handshake's last step"));
         assert!(oom.tracepoint && oom.lost.is_empty() && oom.none.is_none());
-        let [_, rst, _, listen, _, _, _] = plans("6.12", true);
+        let [_, rst, _, listen, _, _, _, _] = plans("6.12", true);
         // (The kallsyms lines captured from 6.12 do not include
         // tcp_v6_syn_recv_sock: a missing function is a stated loss.)
         assert_eq!(
@@ -869,7 +992,7 @@ mod tests {
         assert!(listen.lost[0].contains("through tcp_v6_syn_recv_sock: not in /proc/kallsyms"));
         assert!(rst.kprobes.is_empty(), "6.12's tracepoint has reasons");
         // 6.1: reasons for drops, but the reset tracepoint needs a socket.
-        let [drop, rst, _, _, _, _, _] = plans("6.1", true);
+        let [drop, rst, _, _, _, _, _, _] = plans("6.1", true);
         assert!(drop.kprobes.is_empty() && drop.lost.is_empty());
         assert_eq!(
             rst.kprobes,
@@ -880,7 +1003,7 @@ mod tests {
         );
         assert!(rst.tracepoint && rst.lost.is_empty());
         // 5.10: no reasons, tcp_drop inlined (absent from kallsyms).
-        let [drop, rst, _, _, oom, _, errors] = plans("5.10", true);
+        let [drop, rst, _, _, oom, _, errors, _] = plans("5.10", true);
         // 5.10 has no sock:inet_sk_error_report (5.14+): skipped, saying so.
         assert!(
             errors.none.as_deref().is_some_and(|w| w.contains("absent")),
@@ -895,12 +1018,55 @@ mod tests {
             .any(|l| l.contains("tcp_drop: not in /proc/kallsyms")));
         assert_eq!(rst.kprobes.len(), 2);
         // 6.1 without kprobes: the tracepoint alone, and why it falls short.
-        let [_, rst, _, _, _, _, _] = plans("6.1", false);
+        let [_, rst, _, _, _, _, _, _] = plans("6.1", false);
         assert!(rst.tracepoint && rst.kprobes.is_empty());
         assert_eq!(
             rst.lost,
             ["RSTs sent without a full socket (closed ports) not seen: no kprobes here"]
         );
+    }
+
+    #[test]
+    fn conntrack_waits_for_its_module_then_attaches_what_kallsyms_has() {
+        // 6.1 before nf_conntrack loads: nothing of it in kallsyms.
+        let k = ksyms("6.1");
+        let p = plan(&CONNTRACK, Err("no tracepoint"), &offers(&k, true));
+        assert_eq!(p.pending, Some("nf_conntrack"));
+        assert!(p.kprobes.is_empty());
+        let why = p.none.unwrap();
+        assert!(
+            why.starts_with("waiting for module nf_conntrack to load"),
+            "{why}"
+        );
+        assert!(why.contains("conntrack counters"), "{why}");
+        // 6.18 has it built in (only __nf_conntrack_confirm was captured):
+        // no module to wait for, the entry and return probes of confirm.
+        let k = ksyms("6.18");
+        let p = plan(&CONNTRACK, Err("no tracepoint"), &offers(&k, true));
+        assert_eq!(p.pending, None);
+        assert_eq!(
+            p.kprobes,
+            [
+                ("ct_confirm", "__nf_conntrack_confirm"),
+                ("ct_confirm_ret", "__nf_conntrack_confirm")
+            ]
+        );
+        assert_eq!(p.lost.len(), 2, "{:?}", p.lost);
+        // Without kprobes: skipped for that, not waiting.
+        let p = plan(&CONNTRACK, Err("no tracepoint"), &offers(&k, false));
+        assert_eq!(p.pending, None);
+        assert!(p.none.unwrap().contains("no kprobes here"));
+        // The module loaded (its functions not yet in this kallsyms copy):
+        // no longer waiting; the attach says what is missing.
+        let live = vec!["nf_conntrack".to_string()];
+        let k = ksyms("6.1");
+        let o = Offers {
+            modules: &live,
+            ..offers(&k, true)
+        };
+        let p = plan(&CONNTRACK, Err("no tracepoint"), &o);
+        assert_eq!(p.pending, None);
+        assert!(p.none.unwrap().contains("not in /proc/kallsyms"));
     }
 
     #[test]

@@ -8,9 +8,10 @@ use serde_json::Value;
 
 use crate::{
     classify::{self, Mode},
+    counters,
     decode::{
-        tcp_state_name, Decoded, DropEvent, KernelEvent, ListenEvent, ListenStage, OomEvent,
-        ResetEvent, Sock, SocketEvent,
+        tcp_state_name, Decoded, DropEvent, DropMark, KernelEvent, ListenEvent, ListenStage,
+        OomEvent, ResetEvent, Sock, SocketEvent,
     },
     kallsyms::Kallsyms,
     packet::{endpoint, proto_name, tcp_flags_name, Flow},
@@ -441,11 +442,14 @@ fn receiver(e: &DropEvent) -> Option<String> {
 
 fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
     let location = ksyms.lookup(e.location);
-    let mode = match (&e.reason, location) {
-        (Some(reason), _) => classify::drop_reason(&reason.label()),
-        (None, _) if e.after_no_socket_rst => classify::NO_LISTENER,
-        (None, Some((func, _))) => classify::drop_location(func),
-        (None, None) => classify::OTHER,
+    let mode = match (e.mark, &e.reason, location) {
+        // Conntrack's own verdict beats the generic NETFILTER_DROP reason.
+        (Some(DropMark::ConntrackFull), _, _) => classify::CONNTRACK_TABLE_FULL,
+        (Some(DropMark::ConntrackInsertFailed), _, _) => classify::CONNTRACK_INSERT_FAILED,
+        (_, Some(reason), _) => classify::drop_reason(&reason.label()),
+        (Some(DropMark::NoSocketRst), None, _) => classify::NO_LISTENER,
+        (None, None, Some((func, _))) => classify::drop_location(func),
+        (None, None, None) => classify::OTHER,
     };
     let mut r = Record {
         kind: "drop",
@@ -476,11 +480,14 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
         (Some(f), None) => flow_text(f),
         (None, _) => "a packet (flow unknown)".to_string(),
     };
-    let why = match (&r.reason, e.after_no_socket_rst) {
+    let why = match (&r.reason, e.mark) {
         (Some(reason), _) => reason.clone(),
-        (None, true) => "no socket: the kernel answered it with a RST".into(),
-        (None, false) if e.tcp_drop => "tcp_drop, no reason given by this kernel".into(),
-        (None, false) => "no reason given by this kernel".into(),
+        (None, Some(DropMark::NoSocketRst)) => {
+            "no socket: the kernel answered it with a RST".into()
+        }
+        (None, Some(_)) => "no reason given by this kernel".into(),
+        (None, None) if e.tcp_drop => "tcp_drop, no reason given by this kernel".into(),
+        (None, None) => "no reason given by this kernel".into(),
     };
     let at = r.location.clone().unwrap_or_default();
     r.message = match (mode.mode, &e.flow) {
@@ -523,6 +530,23 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
                  net.core.rmem_max)."
             ));
             format!("dropped {what}: the receive buffer of {owner} is full{fill} ({why} at {at})")
+        }
+        ("conntrack_table_full", _) => {
+            r.kind = "conntrack";
+            r.advice = Some(counters::CONNTRACK_FULL_ADVICE.into());
+            format!(
+                "dropped {what}: conntrack table full, no entry could be made for it \
+                 (__nf_conntrack_alloc failed; {why} at {at})"
+            )
+        }
+        ("conntrack_insert_failed", _) => {
+            r.kind = "conntrack";
+            r.advice = Some(counters::CONNTRACK_INSERT_ADVICE.into());
+            format!(
+                "dropped {what}: conntrack could not insert its new entry \
+                 (__nf_conntrack_confirm: a clash it could not resolve or a hash chain too long; \
+                 {why} at {at})"
+            )
         }
         ("netfilter_drop", _) => {
             r.advice = Some(
@@ -626,7 +650,7 @@ mod tests {
                 }),
                 location: 0xffffffff81a00100,
                 flow: Some(flow()),
-                after_no_socket_rst: false,
+                mark: None,
                 tcp_drop: false,
                 sock: None,
             }),
@@ -656,7 +680,7 @@ mod tests {
         };
         let bare = DropEvent {
             reason: None,
-            after_no_socket_rst: true,
+            mark: Some(DropMark::NoSocketRst),
             ..e.clone()
         };
         let r = drop_record(&bare, &k);
@@ -667,13 +691,7 @@ mod tests {
             .message
             .contains("no socket: the kernel answered it with a RST"));
         // Without that mark, a drop in tcp_v4_rcv says nothing more.
-        let r = drop_record(
-            &DropEvent {
-                after_no_socket_rst: false,
-                ..bare
-            },
-            &k,
-        );
+        let r = drop_record(&DropEvent { mark: None, ..bare }, &k);
         assert_eq!(r.mode, Some("other"));
         assert!(r.message.contains("no reason given by this kernel"));
     }
@@ -800,7 +818,7 @@ mod tests {
             }),
             location: 0xffffffff81a00091,
             flow: Some(flow()),
-            after_no_socket_rst: false,
+            mark: None,
             tcp_drop: false,
             sock: Some(listener()),
         };

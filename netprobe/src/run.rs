@@ -97,6 +97,11 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     };
     let mut clock = timefmt::Clock::now();
     let mut last_tick = Instant::now();
+    // Probes on modules (nf_conntrack) follow them loading and unloading.
+    let follows_modules = tracer
+        .statuses
+        .iter()
+        .any(|s| s.spec.kprobe.as_ref().is_some_and(|k| k.module.is_some()));
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let counter_records = sampler.spawn(Duration::from_secs(1), sampler_stop.clone());
     while !shutdown.load(Ordering::Relaxed) {
@@ -114,6 +119,13 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
             report_losses(&tracer, &mut losses, out)?;
             if let Some(r) = symptoms.summary(false) {
                 out.write(&r)?;
+            }
+            if follows_modules {
+                let live = probes::read_live_modules();
+                for i in probes::follow_modules(&mut tracer, &live) {
+                    let s = &tracer.statuses[i];
+                    out.write(&Record::probe(s.spec.name, &s.hook, s.result.clone()))?;
+                }
             }
         }
     }

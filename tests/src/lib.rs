@@ -975,6 +975,44 @@ pub mod rawtcp {
     }
 }
 
+/// Says that this kernel cannot show `test`'s failure (a libtest name), and
+/// why: on stderr, and for the kernel matrix as a line in the file
+/// `NETPROBE_CANNOT_SHOW` names, which the matrix turns into an `n/a` cell
+/// with `why` as its footnote.
+pub fn cannot_show(test: &str, why: &str) {
+    use std::io::Write;
+    let why = why.replace('\n', " ");
+    eprintln!("{test}: this kernel cannot show it: {why}");
+    let Some(path) = std::env::var_os("NETPROBE_CANNOT_SHOW") else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "@@NETPROBE-CANNOT-SHOW {test} {why}"));
+    if let Err(e) = written {
+        panic!("{test}: cannot record why it cannot run in {path:?}: {e}");
+    }
+}
+
+/// Runs a program, failing the test with its stderr when it fails.
+pub fn run_ok(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Loads an nftables ruleset (`nft -f -`) in the caller's namespace.
 pub fn nft(script: &str) -> Result<(), String> {
     use std::io::Write;

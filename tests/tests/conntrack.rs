@@ -1,37 +1,40 @@
-//! A conntrack table at its limit. `nf_conntrack_max` is one global value
-//! (read-only inside namespaces), so this test lowers it only inside the
-//! kernel matrix's throwaway VMs (NETPROBE_GUEST=1); on a host it says why
-//! it is ignored (with that reason). In a namespace where an nftables rule makes conntrack
-//! track, TCP connections fill the table; the next SYN is dropped for want
-//! of an entry, and netprobe must say so from the namespace's conntrack
-//! counters.
+//! Conntrack, in the kernel matrix's throwaway VMs only (NETPROBE_GUEST=1):
+//! every scenario changes something global (nf_conntrack_max, the hash
+//! table's size, the module itself), which a host must not have done to it.
+//! On a host each test says why it is ignored.
+//! - Table full: in a namespace where an nftables rule makes conntrack
+//!   track, TCP connections fill a table lowered to 4 entries; the next SYN
+//!   is dropped for want of an entry. Counters name it per namespace, and
+//!   where the conntrack probe attached, the dropped SYN itself.
+//! - Insert failed: with the hash table at its smallest, UDP flows pile up
+//!   in its chains until `__nf_conntrack_confirm` refuses entries for chains
+//!   too long (5.15+: the chain-length limit) and drops their packets.
+//! - The module loaded after netprobe started: the probe waits for it.
 
-use std::{net::TcpListener, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::{SocketAddr, TcpListener},
+    time::Duration,
+};
 
-use netprobe_tests::{nft, require_root, socket2_free as sock, Daemon, Netns, Resident};
+use netprobe_tests::{
+    cannot_show, nft, require_root, run_ok, socket2_free as sock, Daemon, Netns, Resident,
+};
 
 const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 
 #[test]
-#[ignore = "lowers the global nf_conntrack_max: runs only in the kernel matrix's VMs"]
+#[ignore = "changes global conntrack settings: runs only in the kernel matrix's VMs"]
 fn conntrack_table_full() {
     if !require_root("conntrack_table_full") {
         return;
     }
-    assert!(
-        std::env::var_os("NETPROBE_GUEST").is_some(),
-        "refusing to lower this host's global nf_conntrack_max: this test runs in the kernel matrix's VMs (cargo xtask vm)"
-    );
+    guest_only();
     let mut d = Daemon::json();
     let ns = Netns::new();
-    let (_resident, _keep) = ns.run(|| {
-        let resident = Resident::here();
-        nft("table inet netprobe_ct {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    ct state new accept\n  }\n}\n")
-            .expect("nft: a rule that makes conntrack track");
-        (resident, ())
-    });
-    let old = std::fs::read_to_string(MAX).expect("nf_conntrack is loaded in the guest");
-    std::fs::write(MAX, "4").expect("lower nf_conntrack_max");
+    let _resident = tracked(&ns);
+    let max = Restore::set(MAX, "4")
+        .expect("lower nf_conntrack_max (nf_conntrack is loaded in the guest)");
     let _keep = ns.run(|| {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let at = l.local_addr().unwrap();
@@ -51,9 +54,9 @@ fn conntrack_table_full() {
         (l, keep)
     });
     let full = d.wait_for("conntrack table full", Duration::from_secs(10), |v| {
-        v["mode"] == "conntrack_table_full"
+        v["mode"] == "conntrack_table_full" && v["evidence"]["source"] == "counters"
     });
-    std::fs::write(MAX, old.trim()).expect("restore nf_conntrack_max");
+    drop(max);
     eprintln!("conntrack: {full}");
     assert_eq!(full["kind"], "conntrack");
     assert_eq!(full["family"], "queue_full");
@@ -61,10 +64,228 @@ fn conntrack_table_full() {
     assert!(e["drop"].as_u64().unwrap() >= 1, "{full}");
     assert_eq!(e["nf_conntrack_max"], 4, "{full}");
     assert!(full["netns"].as_u64().is_some());
-    // The dropped SYN itself, as a netfilter drop.
+    // The dropped SYN itself: conntrack's own drop where the conntrack probe
+    // attached (kprobes), else a netfilter drop.
+    let (kind, mode) = if d.attached("conntrack") {
+        ("conntrack", "conntrack_table_full")
+    } else {
+        ("drop", "netfilter_drop")
+    };
     let drop = d.wait_for("the dropped SYN", Duration::from_secs(10), |v| {
-        v["kind"] == "drop" && v["mode"] == "netfilter_drop" && v["tcp_flags"] == "SYN"
+        v["kind"] == kind && v["mode"] == mode && v["tcp_flags"] == "SYN"
     });
     eprintln!("drop: {drop}");
+    assert_eq!(drop["daddr"], "127.0.0.1", "{drop}");
     d.stop_cleanly();
+}
+
+fn guest_only() {
+    assert!(
+        std::env::var_os("NETPROBE_GUEST").is_some(),
+        "refusing to change this host's global conntrack settings: this test runs in the kernel \
+         matrix's VMs (cargo xtask vm)"
+    );
+}
+
+/// Makes conntrack track `ns`'s outgoing packets (an nftables rule with a
+/// ct expression), and keeps a process there so netprobe samples it.
+fn tracked(ns: &Netns) -> Resident {
+    ns.run(|| {
+        let resident = Resident::here();
+        nft("table inet netprobe_ct {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    ct state new accept\n  }\n}\n")
+            .expect("nft: a rule that makes conntrack track");
+        resident
+    })
+}
+
+/// Puts a global file back as it was when the test ends, however it ends.
+struct Restore(&'static str, String);
+
+impl Restore {
+    fn set(path: &'static str, value: &str) -> Result<Restore, String> {
+        let old = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        std::fs::write(path, value).map_err(|e| format!("write {value} to {path}: {e}"))?;
+        Ok(Restore(path, old.trim().to_string()))
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(self.0, &self.1) {
+            eprintln!("cannot restore {} to {}: {e}", self.0, self.1);
+        }
+    }
+}
+
+const STAT: &str = "/proc/net/stat/nf_conntrack";
+
+#[test]
+#[ignore = "changes global conntrack settings: runs only in the kernel matrix's VMs"]
+fn conntrack_insert_failed() {
+    const NAME: &str = "conntrack_insert_failed";
+    if !require_root(NAME) {
+        return;
+    }
+    guest_only();
+    let header = std::fs::read_to_string(STAT).expect("nf_conntrack is loaded in the guest");
+    if !header.lines().next().unwrap_or("").contains("chainlength") {
+        cannot_show(
+            NAME,
+            "no conntrack chain-length limit on this kernel (5.15+), the one deterministic way to \
+             make an insert fail; the UDP/SNAT race it stands for is timing-dependent",
+        );
+        return;
+    }
+    let mut d = Daemon::json();
+    let ns = Netns::new();
+    let _resident = tracked(&ns);
+    // The smallest table the kernel allows (it rounds up to a page of
+    // buckets), and room for every entry: chains, not the table, fill.
+    let _buckets = Restore::set("/proc/sys/net/netfilter/nf_conntrack_buckets", "1")
+        .or_else(|_| Restore::set("/sys/module/nf_conntrack/parameters/hashsize", "1"))
+        .expect("shrink the conntrack hash table");
+    let _max = Restore::set(MAX, "65536").expect("raise nf_conntrack_max");
+    let refused: BTreeSet<u16> = ns.run(|| {
+        let s = sock::for_addr(&"127.0.0.1:0".parse().unwrap(), libc::SOCK_DGRAM);
+        sock::bind(&s, "127.0.0.1:0".parse().unwrap());
+        let mut refused = BTreeSet::new();
+        // Each port is a new flow; a refused insert drops the datagram
+        // (sendto says EPERM). Bounded: 8000 flows, or 20 refusals.
+        for port in 20000..28000u16 {
+            let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            if sock::send_to(&s, b"x", to).is_err() {
+                refused.insert(port);
+                if refused.len() >= 20 {
+                    break;
+                }
+            }
+        }
+        refused
+    });
+    assert!(
+        !refused.is_empty(),
+        "8000 UDP flows through a one-page conntrack hash and no insert refused"
+    );
+    let counted = d.wait_for("the insert_failed counter", Duration::from_secs(10), |v| {
+        v["kind"] == "conntrack"
+            && v["mode"] == "conntrack_insert_failed"
+            && v["evidence"]["source"] == "counters"
+    });
+    eprintln!("counters: {counted}");
+    assert!(
+        counted["evidence"]["chainlength"].as_u64().unwrap() >= 1,
+        "{counted}"
+    );
+    assert!(counted["message"]
+        .as_str()
+        .unwrap()
+        .contains("chains too long"));
+    if !d.attached("conntrack") {
+        eprintln!("conntrack probe not attached: {}", d.probe("conntrack"));
+        d.stop_cleanly();
+        return;
+    }
+    // The refused datagram itself, with its flow.
+    let drop = d.wait_for("a refused datagram", Duration::from_secs(10), |v| {
+        v["kind"] == "conntrack" && v["mode"] == "conntrack_insert_failed" && v["proto"] == "udp"
+    });
+    eprintln!("drop: {drop}");
+    assert_eq!(drop["family"], "conntrack");
+    assert_eq!(drop["daddr"], "127.0.0.1");
+    let port = drop["dport"].as_u64().unwrap() as u16;
+    assert!(
+        refused.contains(&port),
+        "{port} was not refused: {refused:?}"
+    );
+    d.stop_cleanly();
+}
+
+/// The modules that use `name` (the `deps` column of /proc/modules).
+fn users_of(name: &str) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string("/proc/modules").ok()?;
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name))?;
+    let deps = line.split(' ').nth(3)?;
+    Some(
+        deps.split(',')
+            .filter(|d| !d.is_empty() && *d != "-")
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// Unloads `name` and everything using it; returns what to load back, in
+/// order. Bounded retries: namespaces of earlier tests still dying hold
+/// references for a moment.
+fn unload(name: &str, out: &mut Vec<String>) -> Result<(), String> {
+    for user in users_of(name).unwrap_or_default() {
+        unload(&user, out)?;
+    }
+    let mut last = String::new();
+    for _ in 0..50 {
+        match run_ok("rmmod", &[name]) {
+            Ok(()) => {
+                out.insert(0, name.to_string());
+                return Ok(());
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(last)
+}
+
+#[test]
+#[ignore = "changes global conntrack settings: runs only in the kernel matrix's VMs"]
+fn conntrack_probe_waits_for_the_module() {
+    const NAME: &str = "conntrack_probe_waits_for_the_module";
+    if !require_root(NAME) {
+        return;
+    }
+    guest_only();
+    if users_of("nf_conntrack").is_none() {
+        cannot_show(NAME, "nf_conntrack is not a loaded module on this kernel");
+        return;
+    }
+    let mut reload = Vec::new();
+    unload("nf_conntrack", &mut reload).expect("unload nf_conntrack");
+    let mut d = Daemon::json();
+    let waiting = d.probe("conntrack").clone();
+    eprintln!("before: {waiting}");
+    assert_eq!(waiting["status"], "skipped", "{waiting}");
+    if !waiting["detail"]
+        .as_str()
+        .unwrap()
+        .contains("waiting for module nf_conntrack")
+    {
+        // No kprobes on this kernel: nothing to wait for.
+        assert!(
+            waiting["detail"].as_str().unwrap().contains("kprobes"),
+            "{waiting}"
+        );
+        cannot_show(NAME, "no kprobes on this kernel");
+        for m in &reload {
+            let _ = run_ok("insmod", &[&guest_module(m)]);
+        }
+        return;
+    }
+    for m in &reload {
+        run_ok("insmod", &[&guest_module(m)]).expect("load the module back");
+    }
+    let attached = d.wait_for(
+        "the conntrack probe attaching",
+        Duration::from_secs(10),
+        |v| v["kind"] == "probe" && v["probe"] == "conntrack" && v["status"] == "attached",
+    );
+    eprintln!("after: {attached}");
+    assert!(attached["hook"]
+        .as_str()
+        .unwrap()
+        .contains("__nf_conntrack_confirm"));
+    d.stop_cleanly();
+}
+
+/// Where /init put the guest's modules.
+fn guest_module(name: &str) -> String {
+    let dir = std::env::var("NETPROBE_GUEST_MODULES").expect("NETPROBE_GUEST_MODULES set by /init");
+    format!("{dir}/{name}.ko")
 }

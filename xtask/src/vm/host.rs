@@ -50,15 +50,22 @@ pub fn run(built: &Built, out_dir: &Path) -> Result<KernelResult> {
     println!("host {release}: netprobe check, then each test executable");
     let check = run_captured(Command::new(&built.netprobe).arg("check"))?;
     let mut runs = Vec::new();
+    let cannot_show = out_dir.join("host-cannot-show");
     for t in &built.tests {
         let begin = start.elapsed().as_secs_f64();
-        let (out, rc) = run_captured(
+        let _ = fs::remove_file(&cannot_show);
+        let (mut out, rc) = run_captured(
             Command::new("timeout")
                 .args(["-s", "KILL", &TEST_TIMEOUT_SECS.to_string()])
                 .arg(&t.path)
                 .arg("--test-threads=1")
-                .env("NETPROBE_BIN", &built.netprobe),
+                .env("NETPROBE_BIN", &built.netprobe)
+                .env("NETPROBE_CANNOT_SHOW", &cannot_show),
         )?;
+        // Like /init: the tests' "cannot show here" lines after their output.
+        if let Ok(lines) = fs::read_to_string(&cannot_show) {
+            out.push_str(&lines);
+        }
         let end = start.elapsed().as_secs_f64();
         println!("[host {end:5.1}s] {} exited {rc}", t.name);
         print!("{out}");

@@ -123,7 +123,16 @@ pub fn run(kernels: &[String], keep: bool, host: bool) -> Result<bool> {
         .iter()
         .map(|k| kernel::fetch(k, &cache))
         .collect::<Result<Vec<_>>>()?;
-    let built = guest_build::build()?;
+    let mut built = guest_build::build()?;
+    // NETPROBE_VM_TESTS=a,b: only those test executables (for iterating on
+    // one scenario; the matrix then lists only them).
+    if let Ok(only) = std::env::var("NETPROBE_VM_TESTS") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        built.tests.retain(|t| only.contains(&t.name.as_str()));
+        if built.tests.is_empty() {
+            bail!("NETPROBE_VM_TESTS={only:?} names no test executable");
+        }
+    }
     let out_dir = cmd::target_dir()?.join("vm");
     fs::create_dir_all(&out_dir)?;
     let mut results = Vec::new();

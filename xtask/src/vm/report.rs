@@ -44,6 +44,9 @@ pub struct BinaryRun {
     pub up: (Option<f64>, Option<f64>),
     /// Each failed test's captured output (`---- NAME stdout ----`).
     pub failures: BTreeMap<String, Vec<String>>,
+    /// Tests that passed without showing their failure: this kernel cannot
+    /// (`@@NETPROBE-CANNOT-SHOW NAME WHY`).
+    pub cannot_show: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -90,6 +93,11 @@ pub fn parse(log: &str) -> GuestRun {
                     run.modules.push((name.to_string(), status.to_string()))
                 }
                 ["@@NETPROBE-CHECK", "BEGIN", ..] => section = Section::Check,
+                ["@@NETPROBE-CANNOT-SHOW", name, why @ ..] => {
+                    if let Some(b) = run.binaries.last_mut() {
+                        b.cannot_show.insert(name.to_string(), why.join(" "));
+                    }
+                }
                 ["@@NETPROBE-CHECK", "END", rest @ ..] => {
                     run.check_rc = field(rest, "rc").and_then(|v| v.parse().ok());
                     section = Section::None;
@@ -336,15 +344,21 @@ pub fn render(results: &[KernelResult]) -> String {
             });
         }
         for (bin, test) in &tests {
-            let outcome = r
-                .run
-                .binaries
-                .iter()
-                .filter(|b| b.name == *bin)
+            let b = r.run.binaries.iter().filter(|b| b.name == *bin);
+            let outcome = b
+                .clone()
                 .flat_map(|b| &b.tests)
                 .find(|(t, _)| t == test)
-                .map(|(_, o)| o.cell());
-            row.push(outcome.unwrap_or("-").into());
+                .map(|(_, o)| *o);
+            let why = b.filter_map(|b| b.cannot_show.get(test)).next();
+            row.push(match (outcome, why) {
+                (Some(Outcome::Pass), Some(why)) => format!(
+                    "n/a[{}]",
+                    note(format!("{bin}::{test} cannot show here: {why}"))
+                ),
+                (Some(o), _) => o.cell().into(),
+                (None, _) => "-".into(),
+            });
         }
         rows.push(row);
     }
@@ -772,6 +786,32 @@ mod tests {
         assert!(m.contains("\n5.10: hooks: drop via tracepoint skb:kfree_skb; reset_sent via tracepoint tcp:tcp_send_reset + kprobe tcp_v4_send_reset, tcp_v6_send_reset; reset_received via tracepoint tcp:tcp_receive_reset\n"), "{m}");
         assert!(m.contains("\n6.1: reset::closed_port_ipv4 FAIL\n    thread 'closed_port_ipv4' (115) panicked at tests/src/lib.rs:331:27:\n"));
         assert!(!m.contains("5.10: reset::closed_port_ipv6"));
+    }
+
+    #[test]
+    fn a_test_that_cannot_show_its_failure_is_n_a_with_why() {
+        let log = LOG_6_1.replace(
+            "@@NETPROBE-TEST lifecycle END",
+            "@@NETPROBE-CANNOT-SHOW sigint_and_sigterm_detach_and_exit_zero no signals here\r\n\
+             @@NETPROBE-TEST lifecycle END",
+        );
+        let r = result("6.1", &log, 1_000, Ending::Exited);
+        let lifecycle = r
+            .run
+            .binaries
+            .iter()
+            .find(|b| b.name == "lifecycle")
+            .unwrap();
+        assert_eq!(
+            lifecycle.cannot_show["sigint_and_sigterm_detach_and_exit_zero"],
+            "no signals here"
+        );
+        let m = render(&[r]);
+        let row = m.lines().nth(1).unwrap();
+        assert_eq!(row.matches("n/a[").count(), 1, "{m}");
+        assert!(m.contains(
+            "] lifecycle::sigint_and_sigterm_detach_and_exit_zero cannot show here: no signals here\n"
+        ));
     }
 
     #[test]
