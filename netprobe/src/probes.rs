@@ -1070,6 +1070,26 @@ mod tests {
     }
 
     #[test]
+    fn live_modules_from_a_real_proc_modules() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/kernels/6.1/proc_modules");
+        let text = std::fs::read_to_string(path).unwrap();
+        let live = live_modules(&text);
+        assert_eq!(live.len(), 10);
+        assert!(live.iter().any(|m| m == "nf_conntrack"));
+        // Going away or still loading: not live; short lines are skipped.
+        let text = text
+            .replace(
+                "nf_conntrack 188416 1 nft_ct, Live",
+                "nf_conntrack 188416 1 nft_ct, Unloading",
+            )
+            .replace("veth 36864 0 - Live", "veth 36864 0 - Loading");
+        let live = live_modules(&format!("{text}garbage\n"));
+        assert_eq!(live.len(), 8);
+        assert!(!live.iter().any(|m| m == "nf_conntrack" || m == "veth"));
+    }
+
+    #[test]
     fn without_btf_tracepoints_still_attach() {
         let l = layouts("6.1");
         let k = ksyms("6.1");

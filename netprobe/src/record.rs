@@ -691,9 +691,54 @@ mod tests {
             .message
             .contains("no socket: the kernel answered it with a RST"));
         // Without that mark, a drop in tcp_v4_rcv says nothing more.
-        let r = drop_record(&DropEvent { mark: None, ..bare }, &k);
+        let r = drop_record(
+            &DropEvent {
+                mark: None,
+                ..bare.clone()
+            },
+            &k,
+        );
         assert_eq!(r.mode, Some("other"));
         assert!(r.message.contains("no reason given by this kernel"));
+        // The conntrack kprobes' marks beat the generic reason.
+        let nf = DropEvent {
+            reason: Some(Reason {
+                value: 12,
+                name: Some("NETFILTER_DROP".into()),
+            }),
+            ..bare
+        };
+        for (mark, mode, family, words) in [
+            (
+                DropMark::ConntrackFull,
+                "conntrack_table_full",
+                "queue_full",
+                "conntrack table full",
+            ),
+            (
+                DropMark::ConntrackInsertFailed,
+                "conntrack_insert_failed",
+                "conntrack",
+                "could not insert its new entry",
+            ),
+        ] {
+            let r = drop_record(
+                &DropEvent {
+                    mark: Some(mark),
+                    ..nf.clone()
+                },
+                &k,
+            );
+            assert_eq!(
+                (r.kind, r.mode, r.family),
+                ("conntrack", Some(mode), Some(family))
+            );
+            assert_eq!(r.reason.as_deref(), Some("NETFILTER_DROP"));
+            assert!(r.message.contains(words), "{}", r.message);
+            assert!(r.message.contains("127.0.0.1:9"), "{}", r.message);
+        }
+        let r = drop_record(&nf, &k);
+        assert_eq!((r.kind, r.mode), ("drop", Some("netfilter_drop")));
     }
 
     #[test]

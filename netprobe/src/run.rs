@@ -130,7 +130,11 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
         }
     }
     sampler_stop.store(true, Ordering::Relaxed);
-    drain(&mut symptoms, &mut tracer, &ksyms, &clock, &mut losses, out)?;
+    // What the kernel wrote before the programs detach, within 2 s.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while drain(&mut symptoms, &mut tracer, &ksyms, &clock, &mut losses, out)? == DRAIN_BATCH
+        && Instant::now() < deadline
+    {}
     report_losses(&tracer, &mut losses, out)?;
     if let Some(r) = symptoms.summary(true) {
         out.write(&r)?;
@@ -184,6 +188,10 @@ impl Symptoms {
     }
 }
 
+/// Records decoded per pass of the main loop (a pass also waits up to
+/// 200 ms for the ring buffer and does the once-a-second work).
+const DRAIN_BATCH: usize = 4096;
+
 fn drain(
     symptoms: &mut Symptoms,
     tracer: &mut Tracer,
@@ -191,12 +199,18 @@ fn drain(
     clock: &timefmt::Clock,
     losses: &mut Losses,
     out: &mut Output,
-) -> Result<(), AllSinksFailed> {
+) -> Result<usize, AllSinksFailed> {
     let Tracer {
         events, layouts, ..
     } = tracer;
-    let Some(rb) = events else { return Ok(()) };
-    while let Some(item) = rb.next() {
+    let Some(rb) = events else { return Ok(0) };
+    // Bounded, so that a flood that outpaces the daemon cannot starve the
+    // once-a-second work (counter records, losses, module follow-up): the
+    // rest waits in the ring buffer, or is counted lost by the kernel.
+    let mut n = 0;
+    while n < DRAIN_BATCH {
+        let Some(item) = rb.next() else { break };
+        n += 1;
         let decoded = decode::read_event(&item).and_then(|e| decode::decode(&e, layouts));
         drop(item);
         match decoded {
@@ -232,7 +246,7 @@ fn drain(
             }
         }
     }
-    Ok(())
+    Ok(n)
 }
 
 fn report_losses(
