@@ -94,6 +94,8 @@ pub fn moved(prev: &BTreeMap<String, u64>, cur: &BTreeMap<String, u64>) -> bool 
 /// is not news. One that appears later is new, so its counters started at
 /// zero and its first sample already counts.
 pub struct Sampler {
+    /// softnet_stat's dropped total at the last round.
+    softnet_dropped: Option<u64>,
     prev: BTreeMap<u64, Snapshot>,
     errors_said: std::collections::BTreeSet<u64>,
 }
@@ -102,6 +104,7 @@ impl Sampler {
     /// Takes the baseline of every namespace there is now.
     pub fn baseline() -> (Sampler, Vec<Record>) {
         let mut s = Sampler {
+            softnet_dropped: None,
             prev: BTreeMap::new(),
             errors_said: Default::default(),
         };
@@ -114,6 +117,21 @@ impl Sampler {
     pub fn round(&mut self, baseline: bool) -> Vec<Record> {
         use std::path::Path;
         let mut out = Vec::new();
+        // Host-wide (every namespace shows the same per-CPU figures).
+        let dropped = std::fs::read_to_string("/proc/net/softnet_stat")
+            .ok()
+            .and_then(|t| softnet_dropped(&t));
+        if let (Some(before), Some(now)) = (self.softnet_dropped, dropped) {
+            if now > before {
+                let max = std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog")
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                out.push(cpu_backlog_record(now - before, max));
+            }
+        }
+        if dropped.is_some() {
+            self.softnet_dropped = dropped;
+        }
         let spaces = crate::netns::discover(Path::new("/proc"), Path::new("/run/netns"));
         self.prev
             .retain(|inode, _| spaces.iter().any(|n| n.inode == *inode));
@@ -281,6 +299,52 @@ fn conntrack_insert_record(netns: u64, prev: &Snapshot, cur: &Snapshot, failed: 
         if failed == 1 { "y" } else { "ies" }
     );
     r.advice = Some(CONNTRACK_INSERT_ADVICE.into());
+    r
+}
+
+/// `/proc/net/softnet_stat`: one line per CPU of hex columns with no header
+/// (a fixed layout: processed, dropped, time_squeeze, ...). Returns the
+/// packets dropped because a CPU's input backlog was full, summed over
+/// CPUs; `None` for text that is not that file.
+pub fn softnet_dropped(text: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut lines = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let dropped = line.split_ascii_whitespace().nth(1)?;
+        total = total.saturating_add(u64::from_str_radix(dropped, 16).ok()?);
+        lines += 1;
+    }
+    (lines > 0).then_some(total)
+}
+
+/// Packets dropped at full CPU input backlogs (`netdev_max_backlog`), from
+/// the host-wide softnet_stat (the same in every namespace).
+pub fn cpu_backlog_record(dropped: u64, max_backlog: Option<u64>) -> Record {
+    let mut r = Record {
+        kind: "drop",
+        ..Record::default()
+    };
+    r.set_mode(classify::CPU_BACKLOG_FULL);
+    evidence(
+        &mut r,
+        &[("source", "counters".into()), ("dropped", dropped.into())],
+    );
+    if let Some(m) = max_backlog {
+        evidence(&mut r, &[("netdev_max_backlog", m.into())]);
+    }
+    r.message = format!(
+        "{dropped} packet(s) dropped because a CPU's input backlog was full{} \
+         (softnet_stat dropped)",
+        max_backlog.map_or(String::new(), |m| format!(
+            " (net.core.netdev_max_backlog {m})"
+        ))
+    );
+    r.advice = Some(
+        "Packets arrive faster than the CPU's softirq processes them: raise \
+         net.core.netdev_max_backlog, spread receive work over CPUs (RPS/RSS), and look for \
+         what keeps that CPU busy (time_squeeze in /proc/net/softnet_stat)."
+            .into(),
+    );
     r
 }
 
@@ -476,6 +540,39 @@ fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u
         full.map(|l| l.wqueue),
     ));
     r
+}
+
+#[cfg(test)]
+mod softnet_tests {
+    use super::*;
+
+    #[test]
+    fn softnet_stat_of_a_real_kernel() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/procfs/6.18/softnet_stat");
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(softnet_dropped(&text), Some(0));
+        // The second column, summed over CPUs.
+        let dropped = text.replacen(" 00000000 ", " 0000000a ", 1);
+        assert_eq!(softnet_dropped(&dropped), Some(10));
+        assert_eq!(softnet_dropped(""), None);
+        assert_eq!(softnet_dropped("processed dropped\n"), None);
+        let r = cpu_backlog_record(10, Some(1000));
+        assert_eq!(
+            (r.kind, r.mode, r.family),
+            ("drop", Some("cpu_backlog_full"), Some("queue_full"))
+        );
+        let e = r.evidence.as_ref().unwrap();
+        assert_eq!(
+            (&e["dropped"], &e["netdev_max_backlog"]),
+            (&10.into(), &1000.into())
+        );
+        assert!(
+            r.message.contains("netdev_max_backlog 1000"),
+            "{}",
+            r.message
+        );
+    }
 }
 
 #[cfg(test)]

@@ -548,6 +548,15 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
                  {why} at {at})"
             )
         }
+        ("qdisc_full", _) => {
+            r.advice = Some(
+                "A device's transmit queue (qdisc) was full or over its limit: see which one with \
+                 `tc -s qdisc show` (dropped, overlimits) in the namespace where the packet was, \
+                 and raise its limit, or its rate if it shapes traffic."
+                    .into(),
+            );
+            format!("dropped {what}: a device's transmit queue (qdisc) was full ({why} at {at})")
+        }
         ("netfilter_drop", _) => {
             r.advice = Some(
                 "A netfilter rule (nftables or iptables) or conntrack dropped it: look for DROP \

@@ -132,10 +132,24 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     sampler_stop.store(true, Ordering::Relaxed);
     // What the kernel wrote before the programs detach, within 2 s.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while drain(&mut symptoms, &mut tracer, &ksyms, &clock, &mut losses, out)? == DRAIN_BATCH
+    while drain(&mut symptoms, &mut tracer, &ksyms, &clock, &mut losses, out)? > 0
         && Instant::now() < deadline
     {}
     report_losses(&tracer, &mut losses, out)?;
+    // Whatever is still queued is not written, but counted.
+    if let Some(rb) = tracer.events.as_mut() {
+        // Bounded: the programs are still attached and may keep writing.
+        let mut left = 0u64;
+        while left < 1 << 20 && rb.next().is_some() {
+            left += 1;
+        }
+        if left > 0 {
+            out.write(&Record::lost(
+                left,
+                "still queued when netprobe stopped (not written within 2 s)",
+            ))?;
+        }
+    }
     if let Some(r) = symptoms.summary(true) {
         out.write(&r)?;
     }
@@ -188,9 +202,11 @@ impl Symptoms {
     }
 }
 
-/// Records decoded per pass of the main loop (a pass also waits up to
-/// 200 ms for the ring buffer and does the once-a-second work).
+/// At most this many records, or this long, per pass of the main loop (a
+/// pass also waits up to 200 ms for the ring buffer, does the once-a-second
+/// work and checks for a signal).
 const DRAIN_BATCH: usize = 4096;
+const DRAIN_TIME: Duration = Duration::from_millis(100);
 
 fn drain(
     symptoms: &mut Symptoms,
@@ -208,7 +224,8 @@ fn drain(
     // once-a-second work (counter records, losses, module follow-up): the
     // rest waits in the ring buffer, or is counted lost by the kernel.
     let mut n = 0;
-    while n < DRAIN_BATCH {
+    let started = Instant::now();
+    while n < DRAIN_BATCH && (n % 64 != 0 || started.elapsed() < DRAIN_TIME) {
         let Some(item) = rb.next() else { break };
         n += 1;
         let decoded = decode::read_event(&item).and_then(|e| decode::decode(&e, layouts));

@@ -385,6 +385,9 @@ pub mod socket2_free {
 }
 
 /// A running `netprobe run --output json`, its records collected as they come.
+/// Records a failed wait shows (a flood would take minutes on a serial console).
+const SHOWN: usize = 60;
+
 pub struct Daemon {
     child: Child,
     records: mpsc::Receiver<Value>,
@@ -442,7 +445,8 @@ impl Daemon {
         self.child.id()
     }
 
-    /// Waits for the first record matching `pred`, keeping everything seen.
+    /// Waits for the first record matching `pred`, keeping everything seen;
+    /// on timeout, fails showing the last `SHOWN` records.
     pub fn wait_for(
         &mut self,
         what: &str,
@@ -463,8 +467,10 @@ impl Daemon {
                     }
                 }
                 Err(_) => panic!(
-                    "no {what} record within {timeout:?}; records seen:\n{}\nstderr:\n{}",
-                    self.seen
+                    "no {what} record within {timeout:?}; {} records seen, the last {}:\n{}\nstderr:\n{}",
+                    self.seen.len(),
+                    self.seen.len().min(SHOWN),
+                    self.seen[self.seen.len().saturating_sub(SHOWN)..]
                         .iter()
                         .map(|v| v.to_string())
                         .collect::<Vec<_>>()

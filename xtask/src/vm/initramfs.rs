@@ -105,7 +105,8 @@ pub fn busybox() -> Result<Busybox> {
 
 /// A dynamically linked host program copied into the guest with the
 /// shared libraries `ldd` names (systemd-journald and journalctl for the
-/// journald test, nft for the netfilter scenarios).
+/// journald test, nft for the netfilter scenarios, tc and ip for the qdisc
+/// and conntrack ones).
 pub struct HostProgram {
     /// Path in the guest (no leading slash).
     pub guest: String,
@@ -129,6 +130,10 @@ pub fn host_programs() -> Result<Vec<HostProgram>> {
             &["/usr/bin/journalctl", "/bin/journalctl"][..],
         ),
         ("bin/nft", &["/usr/sbin/nft", "/sbin/nft"][..]),
+        // iproute2's tc and ip: busybox's cannot add a tbf qdisc or a
+        // dummy device.
+        ("bin/tc", &["/usr/sbin/tc", "/sbin/tc"][..]),
+        ("bin/ip", &["/usr/sbin/ip", "/sbin/ip", "/bin/ip"][..]),
     ];
     let mut found = Vec::new();
     for (guest, candidates) in wanted {
@@ -253,7 +258,11 @@ pub fn write(
     w.file("etc/group", 0o644, GROUP.as_bytes())?;
     w.file_from("bin/busybox", 0o755, &busybox.path)?;
     for a in &busybox.applets {
-        w.symlink(&format!("bin/{a}"), "busybox")?;
+        // A host program of the same name (tc) replaces the applet.
+        let path = format!("bin/{a}");
+        if !copied.contains(&path) {
+            w.symlink(&path, "busybox")?;
+        }
     }
     w.file_from("bin/netprobe", 0o755, netprobe)?;
     let names: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();

@@ -17,7 +17,15 @@ use super::elf;
 /// What the scenarios (now and planned: veth pairs, conntrack) may load.
 /// Modules the scenarios need; a real node loads them on demand (tcp_diag
 /// when sock_diag is first asked about TCP), the guest has no modprobe.
-pub const WANTED: &[&str] = &["veth", "nf_conntrack", "nf_tables", "nft_ct", "tcp_diag"];
+pub const WANTED: &[&str] = &[
+    "veth",
+    "nf_conntrack",
+    "nf_tables",
+    "nft_ct",
+    "tcp_diag",
+    "sch_tbf",
+    "dummy",
+];
 
 /// The modules to put in the initramfs, and what happened to the rest.
 #[derive(Debug, Default)]
