@@ -30,6 +30,23 @@ pub struct ProbeSpec {
     /// kprobes for what the tracepoint misses on the running kernel, or the
     /// probe's only hooks (kernel-map.md's attach plans).
     pub kprobe: Option<KprobeSpec>,
+    /// What the probe loses on a kernel that lacks one of these.
+    pub needs: &'static [Need],
+}
+
+/// Something a probe reads beyond its tracepoint's record, and what it
+/// loses (in words, for its `probe` record) where the kernel lacks it.
+pub enum Need {
+    /// Part of the BTF offsets; the loss is followed by why they are missing.
+    Btf(BtfPart, &'static str),
+    /// A field of the tracepoint's format.
+    Field(&'static str, &'static str),
+}
+
+#[derive(Clone, Copy)]
+pub enum BtfPart {
+    Skb,
+    SkState,
 }
 
 pub struct TracepointSpec {
@@ -91,6 +108,13 @@ pub const DROP: ProbeSpec = ProbeSpec {
         without: None,
         module: None,
     }),
+    needs: &[
+        Need::Btf(BtfPart::Skb, "flows unknown"),
+        Need::Field(
+            "reason",
+            "this kernel gives no drop reasons (before 5.17): classified by drop location",
+        ),
+    ],
 };
 pub const RESET_SENT: ProbeSpec = ProbeSpec {
     name: "reset_sent",
@@ -110,6 +134,7 @@ pub const RESET_SENT: ProbeSpec = ProbeSpec {
         without: None,
         module: None,
     }),
+    needs: &[],
 };
 pub const RESET_RECEIVED: ProbeSpec = ProbeSpec {
     name: "reset_received",
@@ -119,6 +144,10 @@ pub const RESET_RECEIVED: ProbeSpec = ProbeSpec {
         name: "tcp_receive_reset",
     }),
     kprobe: None,
+    needs: &[Need::Btf(
+        BtfPart::SkState,
+        "socket state unknown, refused connections not told apart",
+    )],
 };
 pub const LISTEN_OVERFLOW: ProbeSpec = ProbeSpec {
     name: "listen_overflow",
@@ -139,6 +168,7 @@ pub const LISTEN_OVERFLOW: ProbeSpec = ProbeSpec {
         ),
         module: None,
     }),
+    needs: &[],
 };
 pub const OOM: ProbeSpec = ProbeSpec {
     name: "oom",
@@ -148,6 +178,11 @@ pub const OOM: ProbeSpec = ProbeSpec {
         name: "mark_victim",
     }),
     kprobe: None,
+    needs: &[Need::Field(
+        "comm",
+        "this kernel's mark_victim gives the pid only (before about 6.9): the victim's name is \
+         read from /proc while it still exists",
+    )],
 };
 pub const RETRANSMIT: ProbeSpec = ProbeSpec {
     name: "retransmit",
@@ -157,6 +192,7 @@ pub const RETRANSMIT: ProbeSpec = ProbeSpec {
         name: "tcp_retransmit_skb",
     }),
     kprobe: None,
+    needs: &[],
 };
 pub const SOCKET_ERROR: ProbeSpec = ProbeSpec {
     name: "socket_error",
@@ -166,6 +202,7 @@ pub const SOCKET_ERROR: ProbeSpec = ProbeSpec {
         name: "inet_sk_error_report",
     }),
     kprobe: None,
+    needs: &[],
 };
 pub const CONNTRACK: ProbeSpec = ProbeSpec {
     name: "conntrack",
@@ -186,6 +223,7 @@ pub const CONNTRACK: ProbeSpec = ProbeSpec {
         ),
         module: Some("nf_conntrack"),
     }),
+    needs: &[],
 };
 pub const ALL: [&ProbeSpec; 8] = [
     &DROP,
@@ -431,32 +469,21 @@ pub fn plan(spec: &ProbeSpec, fmt: Result<&Format, &str>, offers: &Offers) -> Pl
         pending: None,
     };
     let has_reason = fmt.is_ok_and(|f| f.field("reason").is_some());
-    if spec.name == DROP.name {
-        if let Err(why) = &offers.btf.skb {
-            p.lost.push(format!("flows unknown: {why}"));
-        }
-        if fmt.is_ok() && !has_reason {
-            p.lost.push(
-                "this kernel gives no drop reasons (before 5.17): classified by drop location"
-                    .into(),
-            );
-        }
-    }
-    if spec.name == RESET_RECEIVED.name {
-        if let Err(why) = &offers.btf.sk_state {
-            p.lost.push(format!(
-                "socket state unknown, refused connections not told apart: {why}"
-            ));
-        }
-    }
-    if spec.name == OOM.name {
-        if let Ok(f) = fmt {
-            if f.field("comm").is_none() {
-                p.lost.push(
-                    "this kernel's mark_victim gives the pid only (before about 6.9): the \
-                     victim's name is read from /proc while it still exists"
-                        .into(),
-                );
+    for need in spec.needs {
+        match need {
+            Need::Btf(part, loss) => {
+                let offsets = match part {
+                    BtfPart::Skb => offers.btf.skb.as_ref().err(),
+                    BtfPart::SkState => offers.btf.sk_state.as_ref().err(),
+                };
+                if let Some(why) = offsets {
+                    p.lost.push(format!("{loss}: {why}"));
+                }
+            }
+            Need::Field(field, loss) => {
+                if fmt.is_ok_and(|f| f.field(field).is_none()) {
+                    p.lost.push(loss.to_string());
+                }
             }
         }
     }
