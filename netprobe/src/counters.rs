@@ -349,8 +349,10 @@ pub fn cpu_backlog_record(dropped: u64, max_backlog: Option<u64>) -> Record {
 }
 
 /// Receive-side buffer drops, and their names in records.
-const BUFFERS: [(&str, &str); 4] = [
+const BUFFERS: [(&str, &str); 5] = [
     ("TcpExt.TCPRcvQDrop", "TCPRcvQDrop"),
+    // Segments beyond a zero window: the receiver's buffer is full.
+    ("TcpExt.TCPZeroWindowDrop", "TCPZeroWindowDrop"),
     ("TcpExt.TCPBacklogDrop", "TCPBacklogDrop"),
     ("Udp.RcvbufErrors", "UdpRcvbufErrors"),
     ("Udp6.RcvbufErrors", "Udp6RcvbufErrors"),
