@@ -2,7 +2,9 @@
 //!
 //! Reason *numbers* differ between kernels and come from the running kernel's
 //! format file; the reason *names* are the kernel's stable vocabulary, and are
-//! what is mapped here.
+//! what is mapped here, through the catalogue.
+
+use crate::catalogue;
 
 /// A failure mode and the family it belongs to (design.md's vocabulary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,38 +33,16 @@ pub const NETFILTER_DROP: Mode = m("netfilter", "netfilter_drop");
 pub const OOM_STALL: Mode = m("oom_stall", "oom_stall");
 pub const OTHER: Mode = m("other", "other");
 
-/// The mode of a drop whose kernel gave a reason name.
+/// The mode of a drop whose kernel gave a reason name (the catalogue's
+/// reason lists).
 pub fn drop_reason(reason: &str) -> Mode {
-    match reason {
-        "NO_SOCKET" => NO_LISTENER,
-        "TCP_RFC7323_PAWS"
-        | "TCP_RFC7323_PAWS_ACK"
-        | "TCP_RFC7323_TW_PAWS"
-        | "TCP_RFC7323_TSECR" => TW_RECYCLE,
-        "TCP_LISTEN_OVERFLOW" => ACCEPT_QUEUE_FULL,
-        "SOCKET_RCVBUFF" | "PROTO_MEM" | "TCP_ZEROWINDOW" | "TCP_OFO_QUEUE_PRUNE" => RCVBUF_FULL,
-        "SOCKET_BACKLOG" => BACKLOG_FULL,
-        "QDISC_DROP" | "QDISC_OVERLIMIT" | "QDISC_CONGESTED" | "CAKE_FLOOD" | "FQ_BAND_LIMIT"
-        | "FQ_HORIZON_LIMIT" | "FQ_FLOW_LIMIT" => QDISC_FULL,
-        "CPU_BACKLOG" => CPU_BACKLOG_FULL,
-        "FULL_RING" => NIC_RING_FULL,
-        "NETFILTER_DROP" => NETFILTER_DROP,
-        _ => OTHER,
-    }
+    catalogue::by_reason(reason).map_or(OTHER, |e| e.mode)
 }
 
 /// The mode of a drop on a kernel without reasons (before 5.17), from the
 /// function the drop happened in. Only unambiguous places are named.
 pub fn drop_location(function: &str) -> Mode {
-    match function {
-        "nf_hook_slow" | "nft_do_chain" | "ipt_do_table" | "ip6t_do_table" => NETFILTER_DROP,
-        "enqueue_to_backlog" => CPU_BACKLOG_FULL,
-        "__udp_queue_rcv_skb"
-        | "__udp6_queue_rcv_skb"
-        | "udp_queue_rcv_one_skb"
-        | "udpv6_queue_rcv_one_skb" => RCVBUF_FULL,
-        _ => OTHER,
-    }
+    catalogue::by_location(function).map_or(OTHER, |e| e.mode)
 }
 
 /// The mode of a RST this host sent, from its reason (6.10+) where known,

@@ -253,18 +253,6 @@ fn conntrack_figures(r: &mut Record, prev: &Snapshot, cur: &Snapshot) {
     }
 }
 
-pub const CONNTRACK_FULL_ADVICE: &str =
-    "Raise net.netfilter.nf_conntrack_max (and nf_conntrack_buckets), or shorten the timeouts \
-     that keep idle entries (nf_conntrack_tcp_timeout_established, nf_conntrack_udp_timeout); \
-     find what opens so many flows with `conntrack -L`.";
-
-pub const CONNTRACK_INSERT_ADVICE: &str =
-    "The classic cause is DNS over UDP from pods: A and AAAA queries leave from one socket at \
-     once and race in conntrack. Mitigations: `options single-request-reopen` (or use-vc) in \
-     resolv.conf, NodeLocal DNSCache, or a kernel with the clash resolution fixes (5.0+, \
-     clashres counts them). When chaintoolong rises instead, the hash table is too small for \
-     the entries: raise nf_conntrack_buckets.";
-
 /// Packets conntrack dropped because no entry could be made: the table was
 /// at nf_conntrack_max and early drop found nothing to evict.
 fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, dropped: u64) -> Record {
@@ -278,7 +266,6 @@ fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, dropped: u
     r.message = format!(
         "conntrack table full in netns {netns}{fill}: {dropped} packet(s) dropped for want of an entry"
     );
-    r.advice = Some(CONNTRACK_FULL_ADVICE.into());
     r
 }
 
@@ -298,7 +285,6 @@ fn conntrack_insert_record(netns: u64, prev: &Snapshot, cur: &Snapshot, failed: 
          were dropped",
         if failed == 1 { "y" } else { "ies" }
     );
-    r.advice = Some(CONNTRACK_INSERT_ADVICE.into());
     r
 }
 
@@ -339,12 +325,6 @@ pub fn cpu_backlog_record(dropped: u64, max_backlog: Option<u64>) -> Record {
             " (net.core.netdev_max_backlog {m})"
         ))
     );
-    r.advice = Some(
-        "Packets arrive faster than the CPU's softirq processes them: raise \
-         net.core.netdev_max_backlog, spread receive work over CPUs (RPS/RSS), and look for \
-         what keeps that CPU busy (time_squeeze in /proc/net/softnet_stat)."
-            .into(),
-    );
     r
 }
 
@@ -374,12 +354,6 @@ fn buffer_record(netns: u64, moved: &[(&'static str, u64)]) -> Record {
     let (total, what) = listing(moved);
     r.message = format!(
         "{total} packet(s) dropped at full socket receive buffers in netns {netns}: {what}"
-    );
-    r.advice = Some(
-        "An application is not reading its sockets fast enough: find it with `ss -tunm` (large \
-         Recv-Q, rb close to its limit), make it read faster, or raise its SO_RCVBUF \
-         (net.core.rmem_max, net.ipv4.tcp_rmem)."
-            .into(),
     );
     r
 }
@@ -426,16 +400,13 @@ fn paws_record(
     r.message = format!(
         "the kernel rejected {total} segment(s) by TCP timestamp (PAWS) in netns {netns}: {what}{recycle}"
     );
-    r.advice = Some(match cur.tw_recycle {
-        Some(1) => "Set net.ipv4.tcp_tw_recycle=0: with it on, clients behind one NAT address \
-                    whose clocks differ have their SYNs dropped silently."
-            .into(),
-        _ => "Segments carried TCP timestamps older than the connection's: a middlebox or NAT \
-              mixing clients with different timestamp clocks, or replayed or very delayed \
-              packets. Check NAT in front of this host; do not turn tcp_timestamps off unless \
-              you must."
-            .into(),
-    });
+    if cur.tw_recycle == Some(1) {
+        r.advice = Some(
+            "Set net.ipv4.tcp_tw_recycle=0: with it on, clients behind one NAT address whose \
+             clocks differ have their SYNs dropped silently."
+                .into(),
+        );
+    }
     r
 }
 
@@ -486,12 +457,6 @@ fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) -> R
     } else {
         format!("SYN queue full on {place} in netns {netns}: {cookies} SYN(s) answered with SYN cookies")
     };
-    r.advice = Some(
-        "Handshakes are not completing fast enough: a SYN flood, or clients that never send the \
-         final ACK. Raise the listen() backlog and net.ipv4.tcp_max_syn_backlog, and keep \
-         net.ipv4.tcp_syncookies=1 so a full SYN queue answers with cookies instead of dropping."
-            .into(),
-    );
     r
 }
 

@@ -3,6 +3,7 @@
 //! classification) is kept apart from I/O so it is tested without root.
 
 pub mod btf;
+pub mod catalogue;
 pub mod check;
 pub mod classify;
 pub mod counters;

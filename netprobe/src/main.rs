@@ -24,12 +24,29 @@ enum Command {
     },
     /// Preflight: kernel, BTF, tracefs, privileges, and each probe.
     Check,
+    /// What a failure mode (or a kernel drop reason, or a counter) means,
+    /// how netprobe detects it, and what to change.
+    Explain {
+        /// A mode (tw_recycle), a drop reason (TCP_LISTEN_OVERFLOW) or a
+        /// counter (PAWSPassive).
+        what: String,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { output } => run::run(RunOptions { output }),
+        Command::Explain { what } => match netprobe::catalogue::explain(&what) {
+            Ok(text) => {
+                print!("{text}");
+                0
+            }
+            Err(why) => {
+                eprintln!("netprobe: {why}");
+                2
+            }
+        },
         Command::Check => match check::check(&mut std::io::stdout().lock()) {
             Ok(code) => code,
             Err(e) => {

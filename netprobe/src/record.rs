@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
+    catalogue,
     classify::{self, Mode},
     counters,
     decode::{
@@ -28,6 +29,9 @@ pub struct Record {
     pub family: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<&'static str>,
+    /// The mode's severity (catalogue): notice, warning or critical.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,6 +122,11 @@ impl Record {
     pub fn set_mode(&mut self, m: Mode) {
         self.family = Some(m.family);
         self.mode = Some(m.mode);
+        let entry = catalogue::of(m);
+        self.severity = Some(entry.severity.name());
+        // The mode's general advice; records with a flow or a listener
+        // replace it with their own.
+        self.advice = Some(entry.advice.to_string());
     }
 
     fn set_flow(&mut self, f: &Flow) {
@@ -296,11 +305,6 @@ pub fn attribute_to_oom(r: &mut Record, pid: u32, secs: u64) {
     r.evidence("seconds_after_oom", secs);
     r.message
         .push_str(&format!(", {secs} s after the OOM kill of pid {pid}"));
-    r.advice = Some(
-        "Packet processing may have stalled while the kernel reclaimed memory and killed a \
-         process: fix the memory pressure (see the oom record) before tuning the network."
-            .into(),
-    );
 }
 
 /// Retransmissions outside any OOM window, folded into one record a minute.
@@ -421,12 +425,6 @@ fn oom_record(e: &OomEvent) -> Record {
         })
         .unwrap_or_default();
     r.message = format!("the OOM killer chose {who} to kill{rss}");
-    r.advice = Some(
-        "A memory cgroup or the whole node ran out of memory: raise the limit of the victim's \
-         cgroup or reduce its use. While the kernel reclaims and kills, packet processing \
-         stalls: timeouts and retransmits around this time are likely this."
-            .into(),
-    );
     r
 }
 
@@ -533,7 +531,6 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
         }
         ("conntrack_table_full", _) => {
             r.kind = "conntrack";
-            r.advice = Some(counters::CONNTRACK_FULL_ADVICE.into());
             format!(
                 "dropped {what}: conntrack table full, no entry could be made for it \
                  (__nf_conntrack_alloc failed; {why} at {at})"
@@ -541,7 +538,6 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
         }
         ("conntrack_insert_failed", _) => {
             r.kind = "conntrack";
-            r.advice = Some(counters::CONNTRACK_INSERT_ADVICE.into());
             format!(
                 "dropped {what}: conntrack could not insert its new entry \
                  (__nf_conntrack_confirm: a clash it could not resolve or a hash chain too long; \
@@ -549,32 +545,12 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
             )
         }
         ("qdisc_full", _) => {
-            r.advice = Some(
-                "A device's transmit queue (qdisc) was full or over its limit: see which one with \
-                 `tc -s qdisc show` (dropped, overlimits) in the namespace where the packet was, \
-                 and raise its limit, or its rate if it shapes traffic."
-                    .into(),
-            );
             format!("dropped {what}: a device's transmit queue (qdisc) was full ({why} at {at})")
         }
         ("netfilter_drop", _) => {
-            r.advice = Some(
-                "A netfilter rule (nftables or iptables) or conntrack dropped it: look for DROP \
-                 rules matching this flow with `nft list ruleset` or `iptables-save` (in the \
-                 namespace where the packet was), and check conntrack (`conntrack -S`: drop, \
-                 insert_failed) if no rule matches."
-                    .into(),
-            );
             format!("dropped {what} by netfilter ({why} at {at})")
         }
         ("tw_recycle", _) => {
-            r.advice = Some(
-                "The segment's TCP timestamp was older than the last one seen on its connection \
-                 (PAWS): clients behind one NAT address with different timestamp clocks, or \
-                 replayed or very delayed packets. Check NAT in front of this host; on kernels \
-                 before 4.12 set net.ipv4.tcp_tw_recycle=0."
-                    .into(),
-            );
             format!(
                 "dropped {what}: its TCP timestamp is older than the connection's ({why} at {at})"
             )
