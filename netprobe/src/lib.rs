@@ -8,6 +8,7 @@ pub mod check;
 pub mod classify;
 pub mod counters;
 pub mod decode;
+pub mod incident;
 pub mod kallsyms;
 pub mod netns;
 pub mod packet;

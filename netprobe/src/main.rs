@@ -21,6 +21,10 @@ enum Command {
         /// JSON lines otherwise (auto).
         #[arg(long, value_enum, default_value = "auto")]
         output: OutputKind,
+        /// Seconds in which repeats of one mode and flow fold into one
+        /// `incident` record (the first event is written at once).
+        #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        incident_window: u64,
     },
     /// Preflight: kernel, BTF, tracefs, privileges, and each probe.
     Check,
@@ -36,7 +40,13 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { output } => run::run(RunOptions { output }),
+        Command::Run {
+            output,
+            incident_window,
+        } => run::run(RunOptions {
+            output,
+            incident_window: std::time::Duration::from_secs(incident_window),
+        }),
         Command::Explain { what } => match netprobe::catalogue::explain(&what) {
             Ok(text) => {
                 print!("{text}");

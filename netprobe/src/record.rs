@@ -9,7 +9,6 @@ use serde_json::Value;
 use crate::{
     catalogue,
     classify::{self, Mode},
-    counters,
     decode::{
         tcp_state_name, Decoded, DropEvent, DropMark, KernelEvent, ListenEvent, ListenStage,
         OomEvent, ResetEvent, Sock, SocketEvent,
@@ -65,6 +64,11 @@ pub struct Record {
     pub comm: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// `incident` records: when its first and last event happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advice: Option<String>,
     /// The figures behind the diagnosis (queue lengths, buffer sizes,
@@ -230,10 +234,15 @@ pub fn from_event(d: &Decoded, wall_ns: i128, ksyms: &Kallsyms) -> Record {
 }
 
 impl Record {
-    fn evidence(&mut self, name: &'static str, value: impl Into<Value>) {
+    pub(crate) fn evidence(&mut self, name: &'static str, value: impl Into<Value>) {
         self.evidence
             .get_or_insert_with(BTreeMap::new)
             .insert(name, value.into());
+    }
+
+    /// `evidence.source`: "counters" for what counters (not a probe) saw.
+    pub fn evidence_source(&self) -> Option<&str> {
+        self.evidence.as_ref()?.get("source")?.as_str()
     }
 
     fn set_sock(&mut self, s: &Sock) {

@@ -16,6 +16,7 @@ use netprobe_common::LOST_RINGBUF_FULL;
 use crate::{
     counters,
     decode::{self, DecodeError},
+    incident::Folder,
     kallsyms::Kallsyms,
     probes::{self, Tracer},
     procinfo,
@@ -26,6 +27,9 @@ use crate::{
 
 pub struct RunOptions {
     pub output: OutputKind,
+    /// Repeats of one mode and flow inside this window fold into one
+    /// `incident` record.
+    pub incident_window: Duration,
 }
 
 /// Counts of events that did not become records, reported as `lost`.
@@ -38,7 +42,7 @@ struct Losses {
 
 pub fn run(opts: RunOptions) -> i32 {
     let mut out = Output::for_kind(opts.output);
-    match daemon(&mut out) {
+    match daemon(&mut out, opts.incident_window) {
         Ok(code) => code,
         Err(AllSinksFailed(why)) => {
             eprintln!("netprobe: error: no output works any more ({why}); exiting");
@@ -48,7 +52,7 @@ pub fn run(opts: RunOptions) -> i32 {
 }
 
 /// The daemon proper; returns the exit code.
-fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
+fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFailed> {
     let privilege = sys::cap_eff().map_or(
         Some("cannot read /proc/self/status".into()),
         sys::missing_privilege,
@@ -97,6 +101,7 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     };
     let mut clock = timefmt::Clock::now();
     let mut last_tick = Instant::now();
+    let mut folder = Folder::new(incident_window);
     // Probes on modules (nf_conntrack) follow them loading and unloading.
     let follows_modules = tracer
         .statuses
@@ -106,7 +111,15 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     let counter_records = sampler.spawn(Duration::from_secs(1), sampler_stop.clone());
     while !shutdown.load(Ordering::Relaxed) {
         wait_readable(&tracer, Duration::from_millis(200));
-        drain(&mut symptoms, &mut tracer, &ksyms, &clock, &mut losses, out)?;
+        drain(
+            &mut symptoms,
+            &mut folder,
+            &mut tracer,
+            &ksyms,
+            &clock,
+            &mut losses,
+            out,
+        )?;
         while let Ok(mut r) = counter_records.try_recv() {
             if r.ts.is_empty() {
                 r.ts = timefmt::rfc3339(timefmt::now_unix_ns());
@@ -118,6 +131,9 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
             clock = timefmt::Clock::now();
             report_losses(&tracer, &mut losses, out)?;
             if let Some(r) = symptoms.summary(false) {
+                out.write(&r)?;
+            }
+            for r in folder.closed(Instant::now()) {
                 out.write(&r)?;
             }
             if follows_modules {
@@ -132,7 +148,15 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
     sampler_stop.store(true, Ordering::Relaxed);
     // What the kernel wrote before the programs detach, within 2 s.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while drain(&mut symptoms, &mut tracer, &ksyms, &clock, &mut losses, out)? > 0
+    while drain(
+        &mut symptoms,
+        &mut folder,
+        &mut tracer,
+        &ksyms,
+        &clock,
+        &mut losses,
+        out,
+    )? > 0
         && Instant::now() < deadline
     {}
     report_losses(&tracer, &mut losses, out)?;
@@ -151,6 +175,9 @@ fn daemon(out: &mut Output) -> Result<i32, AllSinksFailed> {
         }
     }
     if let Some(r) = symptoms.summary(true) {
+        out.write(&r)?;
+    }
+    for r in folder.flush() {
         out.write(&r)?;
     }
     // Dropping the tracer detaches every program.
@@ -210,6 +237,7 @@ const DRAIN_TIME: Duration = Duration::from_millis(100);
 
 fn drain(
     symptoms: &mut Symptoms,
+    folder: &mut Folder,
     tracer: &mut Tracer,
     ksyms: &Kallsyms,
     clock: &timefmt::Clock,
@@ -255,7 +283,9 @@ fn drain(
                     }
                     _ => {}
                 }
-                out.write(&rec)?
+                if folder.offer(&rec, Instant::now()) {
+                    out.write(&rec)?
+                }
             }
             Err(e) => {
                 losses.undecodable += 1;

@@ -536,6 +536,17 @@ impl Daemon {
         d
     }
 
+    /// `netprobe run --output json` with repeats folding into incidents
+    /// over `secs` seconds (instead of 60), waited for until `ready`.
+    pub fn json_with_window(secs: u32) -> Daemon {
+        let mut d = Daemon::start(
+            &["--output", "json", "--incident-window", &secs.to_string()],
+            &[],
+        );
+        d.wait_ready();
+        d
+    }
+
     /// SIGTERM, and the clean exit (status 0 within 5 s) it must give.
     pub fn stop_cleanly(&mut self) {
         let st = self.stop_with(libc::SIGTERM, Duration::from_secs(5));

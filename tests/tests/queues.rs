@@ -132,7 +132,7 @@ fn udp_receive_buffer_full() {
     if !require_root("udp_receive_buffer_full") {
         return;
     }
-    let mut d = Daemon::json();
+    let mut d = Daemon::json_with_window(1);
     let ns = Netns::new();
     let (port, _keep) = ns.run(|| {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -163,10 +163,29 @@ fn udp_receive_buffer_full() {
         assert!(e["rcvbuf"].as_u64().unwrap() > 0, "{drop}");
         assert!(e["rmem_alloc"].as_u64().unwrap() > 0, "{drop}");
     }
-    let all: Vec<Value> = d.collect(Duration::from_millis(300), |v| {
+    // The other datagrams that overflowed fold into one incident when the
+    // 1 s window closes: its count, its span, the diagnosis and advice.
+    let incident = d.wait_for("the incident", Duration::from_secs(10), |v| {
+        v["kind"] == "incident" && v["proto"] == "udp" && v["dport"] == port
+    });
+    eprintln!("incident: {incident}");
+    assert_eq!(incident["mode"], "rcvbuf_full", "{incident}");
+    assert_eq!(incident["severity"], "warning", "{incident}");
+    assert!(incident["count"].as_u64().unwrap() > 1, "{incident}");
+    assert_eq!(incident["first"], drop["ts"], "{incident}");
+    assert!(incident["last"].as_str().unwrap() >= incident["first"].as_str().unwrap());
+    assert!(
+        incident["advice"].as_str().unwrap().contains("SO_RCVBUF"),
+        "{incident}"
+    );
+    let written: Vec<Value> = d.collect(Duration::from_millis(300), |v| {
         v["kind"] == "drop" && v["dport"] == port
     });
-    assert!(all.len() > 1, "more than one datagram overflowed: {all:?}");
+    assert_eq!(
+        written.len(),
+        1,
+        "repeats are folded, not written: {written:?}"
+    );
     d.stop_cleanly();
 }
 
