@@ -23,7 +23,25 @@ pub fn memory_cgroup(text: &str) -> Option<String> {
     v2
 }
 
-/// `comm` and memory cgroup of `pid`, as far as /proc still has them.
+/// PF_EXITING in include/linux/sched.h (stable for decades): set as soon as
+/// a task starts to exit, before it leaves its cgroup.
+const PF_EXITING: u64 = 0x4;
+
+/// Whether the `/proc/PID/stat` text is of a process that is exiting (or a
+/// zombie): its cgroup then reads as the root, whatever it was.
+pub fn exiting(stat: &str) -> bool {
+    // Fields after the command, which may hold spaces and parentheses.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return true;
+    };
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let state = f.first().copied().unwrap_or("X");
+    let flags = f.get(6).and_then(|x| x.parse::<u64>().ok());
+    matches!(state, "Z" | "X" | "x") || flags.is_none_or(|fl| fl & PF_EXITING != 0)
+}
+
+/// `comm` and memory cgroup of `pid`, as far as /proc still has them. The
+/// cgroup is read first and kept only if the process was not exiting yet.
 pub fn process(proc_root: &Path, pid: u32) -> (Option<Vec<u8>>, Option<String>) {
     let dir = proc_root.join(pid.to_string());
     let comm = std::fs::read(dir.join("comm")).ok().map(|mut c| {
@@ -34,7 +52,8 @@ pub fn process(proc_root: &Path, pid: u32) -> (Option<Vec<u8>>, Option<String>) 
     });
     let cgroup = std::fs::read_to_string(dir.join("cgroup"))
         .ok()
-        .and_then(|t| memory_cgroup(&t));
+        .and_then(|t| memory_cgroup(&t))
+        .filter(|_| std::fs::read_to_string(dir.join("stat")).is_ok_and(|stat| !exiting(&stat)));
     (comm, cgroup)
 }
 
@@ -54,6 +73,25 @@ mod tests {
         );
         assert_eq!(memory_cgroup("garbage\n\n::\n"), None);
         assert_eq!(memory_cgroup("4:cpu,memory:/x\n").as_deref(), Some("/x"));
+    }
+
+    #[test]
+    fn exiting_from_stat() {
+        // This process, running; then the same line of a task that exits.
+        let live = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(!exiting(&live), "{live}");
+        let (head, rest) = live.rsplit_once(')').unwrap();
+        let mut f: Vec<String> = rest.split_whitespace().map(String::from).collect();
+        let flags: u64 = f[6].parse().unwrap();
+        f[6] = (flags | PF_EXITING).to_string();
+        assert!(exiting(&format!("{head}) {}", f.join(" "))));
+        f[6] = flags.to_string();
+        f[0] = "Z".into();
+        assert!(exiting(&format!("{head}) {}", f.join(" "))));
+        // A hostile command name cannot shift the fields.
+        let odd = live.replacen('(', "(a) R 1 2 3 4 5 4 (", 1);
+        assert!(!exiting(&odd));
+        assert!(exiting("garbage"));
     }
 
     #[test]
