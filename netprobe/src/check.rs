@@ -57,7 +57,7 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
     if attached == 0 {
         writeln!(
             w,
-            "netprobe can run, but no probe attaches on this kernel: it will see no kernel events"
+            "netprobe can run in counters-only mode: no probe attaches on this kernel, so it will see no kernel events and diagnose from procfs counters and sysctls alone"
         )?;
     } else {
         writeln!(

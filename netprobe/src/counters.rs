@@ -392,13 +392,24 @@ fn paws_record(
         }
     }
     let (total, what) = listing(moved);
+    let passive = delta(prev, cur, "TcpExt.PAWSPassive");
+    // The NAT signature: every SYN rejected by timestamp is a dropped SYN.
+    let in_step = if passive > 0 && passive == listen_drops {
+        format!(
+            "; ListenDrops +{listen_drops} in step: SYNs of clients behind NAT (one address, \
+             several timestamp clocks) are dropped"
+        )
+    } else {
+        String::new()
+    };
     let recycle = match cur.tw_recycle {
         Some(1) => "; tcp_tw_recycle=1 is on".to_string(),
         Some(_) => "; tcp_tw_recycle is off".to_string(),
         None => String::new(),
     };
     r.message = format!(
-        "the kernel rejected {total} segment(s) by TCP timestamp (PAWS) in netns {netns}: {what}{recycle}"
+        "the kernel rejected {total} segment(s) by TCP timestamp (PAWS) in netns {netns}: \
+         {what}{in_step}{recycle}"
     );
     if cur.tw_recycle == Some(1) {
         r.advice = Some(
@@ -643,15 +654,39 @@ mod tests {
 
     #[test]
     fn paws_counters_raise_tw_recycle_with_the_sysctls() {
-        // The second seed incident (CentOS 7): PAWSPassive and ListenDrops
-        // rise together while tcp_tw_recycle=1.
-        let hdr = "TcpExt: PAWSPassive PAWSActive PAWSEstab ListenDrops\n";
-        let prev = snap(&format!("{hdr}TcpExt: 3565 0 0 3565\n"), vec![], 1);
-        let mut cur = snap(&format!("{hdr}TcpExt: 3858 0 0 3858\n"), vec![], 1);
+        // The second seed incident, in its own kernel's counters (CentOS 7,
+        // 3.10: counters-only): PAWSPassive and ListenDrops rise together
+        // while tcp_tw_recycle=1.
+        let real = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/procfs/centos7-3.10/netstat"),
+        )
+        .unwrap();
+        let at = |n: u64| {
+            let mut lines = real.lines();
+            let (hdr, vals) = (lines.next().unwrap(), lines.next().unwrap());
+            let names: Vec<&str> = hdr.split_whitespace().collect();
+            let vals: Vec<String> = vals
+                .split_whitespace()
+                .zip(&names)
+                .map(|(v, name)| match *name {
+                    "PAWSPassive" | "ListenDrops" => n.to_string(),
+                    _ => v.to_string(),
+                })
+                .collect();
+            format!("{hdr}\n{}\n", vals.join(" "))
+        };
+        let prev = snap(&at(3565), vec![], 1);
+        let mut cur = snap(&at(3858), vec![], 1);
+        assert_eq!(
+            prev.counters.len(),
+            112,
+            "every TcpExt column of that kernel"
+        );
         cur.tw_recycle = Some(1);
         cur.timestamps = Some(1);
         let rs = records(7, &prev, &cur);
-        assert_eq!(rs.len(), 1);
+        assert_eq!(rs.len(), 1, "{rs:?}");
         let r = &rs[0];
         assert_eq!(
             (r.kind, r.family, r.mode),
@@ -662,16 +697,23 @@ mod tests {
             (e["PAWSPassive"].as_u64(), e["ListenDrops"].as_u64()),
             (Some(293), Some(293))
         );
-        assert_eq!(e["tcp_tw_recycle"], 1);
+        assert_eq!(
+            (&e["tcp_tw_recycle"], &e["tcp_timestamps"]),
+            (&1.into(), &1.into())
+        );
+        assert_eq!(e["source"], "counters");
         assert_eq!(
             r.message,
-            "the kernel rejected 293 segment(s) by TCP timestamp (PAWS) in netns 7: PAWSPassive +293; tcp_tw_recycle=1 is on"
+            "the kernel rejected 293 segment(s) by TCP timestamp (PAWS) in netns 7: PAWSPassive \
+             +293; ListenDrops +293 in step: SYNs of clients behind NAT (one address, several \
+             timestamp clocks) are dropped; tcp_tw_recycle=1 is on"
         );
         assert!(r
             .advice
             .as_ref()
             .unwrap()
             .starts_with("Set net.ipv4.tcp_tw_recycle=0"));
+        let hdr = "TcpExt: PAWSPassive PAWSActive PAWSEstab ListenDrops\n";
         // A modern kernel: no tw_recycle, established-connection rejections.
         let prev = snap(&format!("{hdr}TcpExt: 0 0 4 0\n"), vec![], 1);
         let cur = snap(&format!("{hdr}TcpExt: 0 0 5 0\n"), vec![], 1);

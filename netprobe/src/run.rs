@@ -88,7 +88,7 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
     ))?;
     if attached == 0 {
         out.write(&Record::error(
-            "no probe could attach: netprobe is running but sees no kernel events (see the probe records for why)"
+            "counters-only mode: no probe could attach (see the probe records for why), so netprobe sees no kernel events and runs on procfs counters and sysctls alone"
                 .into(),
         ))?;
     }
