@@ -15,6 +15,7 @@ pub mod packet;
 pub mod probes;
 pub mod procinfo;
 pub mod record;
+pub mod report;
 pub mod run;
 pub mod sink;
 pub mod sys;

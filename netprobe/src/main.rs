@@ -28,6 +28,17 @@ enum Command {
     },
     /// Preflight: kernel, BTF, tracefs, privileges, and each probe.
     Check,
+    /// The morning summary of a night of records: failures by mode, worst
+    /// flows and listeners, a timeline, and what to change.
+    Report {
+        /// A JSON-lines log from `netprobe run --output json`, or - for
+        /// standard input; without it, the journal (journalctl).
+        file: Option<String>,
+        /// Only records from then on: an RFC 3339 UTC time or a span back
+        /// from now (90m, 8h, 2d).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// What a failure mode (or a kernel drop reason, or a counter) means,
     /// how netprobe detects it, and what to change.
     Explain {
@@ -47,6 +58,7 @@ fn main() {
             output,
             incident_window: std::time::Duration::from_secs(incident_window),
         }),
+        Command::Report { file, since } => netprobe::report::run(file.as_deref(), since.as_deref()),
         Command::Explain { what } => match netprobe::catalogue::explain(&what) {
             Ok(text) => {
                 print!("{text}");
