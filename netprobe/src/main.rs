@@ -28,6 +28,9 @@ enum Command {
     },
     /// Preflight: kernel, BTF, tracefs, privileges, and each probe.
     Check,
+    /// Provokes each failure this kernel can show in throwaway network
+    /// namespaces while tracing, prints the diagnoses and a report (root).
+    Demo,
     /// The morning summary of a night of records: failures by mode, worst
     /// flows and listeners, a timeline, and what to change.
     Report {
@@ -58,6 +61,7 @@ fn main() {
             output,
             incident_window: std::time::Duration::from_secs(incident_window),
         }),
+        Command::Demo => netprobe::demo::run(),
         Command::Report { file, since } => netprobe::report::run(file.as_deref(), since.as_deref()),
         Command::Explain { what } => match netprobe::catalogue::explain(&what) {
             Ok(text) => {

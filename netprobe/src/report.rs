@@ -45,7 +45,8 @@ fn target(v: &Value) -> String {
     let s = |k: &str| v.get(k).and_then(Value::as_str);
     let n = |k: &str| v.get(k).and_then(Value::as_u64);
     if let (Some(addr), Some(port)) = (s("addr"), n("port")) {
-        return format!("listener {}", join_addr(addr, port));
+        // A listener, or the socket a drop was for.
+        return format!("socket {}", join_addr(addr, port));
     }
     let proto = s("proto").unwrap_or("?");
     match (s("saddr"), s("daddr"), n("sport"), n("dport")) {
@@ -243,7 +244,7 @@ pub fn render(s: &Summary) -> String {
 /// At most `max` bytes of `text` (on a character boundary), control
 /// characters escaped: records come from untrusted names.
 fn shorten(text: &str, max: usize) -> String {
-    let mut s: String = text.escape_debug().collect();
+    let mut s = crate::record::escape_bytes(text.as_bytes());
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {
@@ -461,7 +462,7 @@ not json at all
     fn hostile_text_is_escaped() {
         let line = r#"{"ts":"t","kind":"drop","mode":"other","message":"evil\u001b[2J\nname"}"#;
         let text = render(&summarize(std::iter::once(line), None));
-        assert!(text.contains("e.g. evil\\u{1b}[2J\\nname\n"), "{text}");
+        assert!(text.contains("e.g. evil\\x1b[2J\\x0aname\n"), "{text}");
         assert!(!text.contains('\u{1b}'));
     }
 

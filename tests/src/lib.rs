@@ -5,7 +5,6 @@
 use std::{
     io::{self, BufRead, BufReader},
     net::{SocketAddr, TcpListener},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{mpsc, Arc, Mutex},
@@ -43,71 +42,18 @@ pub fn require_root(test: &str) -> bool {
 /// handle holds its descriptor, so it disappears on drop, even if the test
 /// panics; no `ip` binary or /run/netns mount is needed (the VM guests have
 /// neither).
-pub struct Netns {
-    fd: Arc<OwnedFd>,
-}
-
-/// Sets IFF_UP on `lo` of the calling thread's network namespace.
-fn loopback_up() -> std::io::Result<()> {
-    // SAFETY: a throwaway datagram socket for the interface ioctls, and an
-    // ifreq filled for `lo` only.
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let sock = OwnedFd::from_raw_fd(sock);
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *d = *s as libc::c_char;
-        }
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-fn enter(fd: &OwnedFd) {
-    // SAFETY: setns on the calling thread only (CLONE_NEWNET is per-thread).
-    let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
+/// A throwaway network namespace (netprobe's own sandbox), failing the
+/// test when it cannot be made or entered.
+pub struct Netns(netprobe::sandbox::Netns);
 
 impl Netns {
     pub fn new() -> Netns {
-        let fd = thread::spawn(|| {
-            // SAFETY: unshare affects this (short-lived) thread only.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "unshare(CLONE_NEWNET): {}",
-                std::io::Error::last_os_error()
-            );
-            loopback_up().expect("bring lo up in the test namespace");
-            std::fs::File::open("/proc/thread-self/ns/net")
-                .map(OwnedFd::from)
-                .expect("open the new namespace")
-        })
-        .join()
-        .expect("netns setup thread panicked");
-        Netns { fd: Arc::new(fd) }
+        Netns(netprobe::sandbox::Netns::create().expect("a throwaway network namespace"))
     }
 
     /// Runs `f` on a thread that has entered this namespace.
     pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let fd = self.fd.clone();
-        thread::spawn(move || {
-            enter(&fd);
-            f()
-        })
-        .join()
-        .expect("netns thread panicked")
+        self.0.run(f).expect("run in the test namespace")
     }
 }
 
