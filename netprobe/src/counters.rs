@@ -98,6 +98,7 @@ pub struct Sampler {
     softnet_dropped: Option<u64>,
     prev: BTreeMap<u64, Snapshot>,
     errors_said: std::collections::BTreeSet<u64>,
+    owners: crate::containers::Attributor,
 }
 
 impl Sampler {
@@ -107,6 +108,10 @@ impl Sampler {
             softnet_dropped: None,
             prev: BTreeMap::new(),
             errors_said: Default::default(),
+            owners: crate::containers::Attributor::new(
+                std::path::Path::new("/proc"),
+                std::path::Path::new("/var/log/pods"),
+            ),
         };
         let records = s.round(true);
         (s, records)
@@ -144,7 +149,23 @@ impl Sampler {
             match crate::netns::sample(ns, &want) {
                 Ok(cur) => {
                     if let Some(p) = self.prev.get(&ns.inode) {
-                        out.extend(records(ns.inode, p, &cur));
+                        let mut found = records(ns.inode, p, &cur);
+                        if !found.is_empty() {
+                            // The container and pod the namespace is, through
+                            // a process in it (/proc/PID/ns/net).
+                            let pid = ns
+                                .path
+                                .parent()
+                                .and_then(Path::parent)
+                                .and_then(|d| d.file_name()?.to_str()?.parse().ok());
+                            if let Some((container, pod)) = pid.map(|p| self.owners.of_pid(p)) {
+                                for r in &mut found {
+                                    r.container.clone_from(&container);
+                                    r.pod.clone_from(&pod);
+                                }
+                            }
+                        }
+                        out.extend(found);
                     }
                     if let Some(why) = &cur.sockets_error {
                         if self.errors_said.insert(ns.inode) {

@@ -6,6 +6,7 @@ pub mod btf;
 pub mod catalogue;
 pub mod check;
 pub mod classify;
+pub mod containers;
 pub mod counters;
 pub mod decode;
 pub mod demo;

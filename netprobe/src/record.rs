@@ -81,6 +81,12 @@ pub struct Record {
     /// The cgroup (v2 path) a record is about: an OOM victim's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// The container (id) and Kubernetes pod (`namespace/name`, or its UID)
+    /// the record's namespace or cgroup belongs to (containers.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     /// `probe` records: the probe's name, its hook, `attached` or `skipped`,
     /// and why (or what it lost).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -98,6 +98,7 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
         last_oom: None,
         retransmits: 0,
         last_summary: Instant::now(),
+        owners: crate::containers::Attributor::new(Path::new("/proc"), Path::new("/var/log/pods")),
     };
     let mut clock = timefmt::Clock::now();
     let mut last_tick = Instant::now();
@@ -206,6 +207,8 @@ struct Symptoms {
     /// Retransmissions outside OOM windows since the last summary.
     retransmits: u64,
     last_summary: Instant,
+    /// Which container and pod a victim's cgroup is.
+    owners: crate::containers::Attributor,
 }
 
 impl Symptoms {
@@ -266,6 +269,9 @@ fn drain(
                         // The victim's cgroup (and, before about 6.9, its
                         // name), while /proc still has them.
                         let (comm, cgroup) = procinfo::process(Path::new("/proc"), o.pid);
+                        if let Some(cg) = &cgroup {
+                            (rec.container, rec.pod) = symptoms.owners.of_cgroup(cg);
+                        }
                         record::add_process(&mut rec, comm.as_deref(), cgroup);
                         symptoms.last_oom = Some((Instant::now(), o.pid));
                     }

@@ -41,7 +41,10 @@ fn demo_diagnoses_what_it_provokes() {
         );
         // No reasons before 5.17: the closed port is named by the reset
         // kprobe ("no socket").
-        assert!(b.contains(says) || (mode == "no_listener" && b.contains("no socket")), "{b}");
+        assert!(
+            b.contains(says) || (mode == "no_listener" && b.contains("no socket")),
+            "{b}"
+        );
     }
     let qdisc = block(&text, "qdisc_full");
     if qdisc.contains("not seen on this kernel") {
@@ -54,5 +57,8 @@ fn demo_diagnoses_what_it_provokes() {
     }
     assert!(text.contains("\nnetprobe report: "), "{text}");
     assert!(text.contains("\nrcvbuf_full: "), "{text}");
-    assert!(text.contains("\ntimeline (events per hour, UTC):\n"), "{text}");
+    assert!(
+        text.contains("\ntimeline (events per hour, UTC):\n"),
+        "{text}"
+    );
 }
