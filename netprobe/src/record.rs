@@ -322,6 +322,87 @@ pub fn attribute_to_oom(r: &mut Record, pid: u32, secs: u64) {
         .push_str(&format!(", {secs} s after the OOM kill of pid {pid}"));
 }
 
+/// An OOM kill's window: the victim and the network symptoms seen in the
+/// `OOM_WINDOW_SECS` after it.
+#[derive(Debug, Clone, Default)]
+pub struct OomStall {
+    pub pid: u32,
+    pub comm: Option<String>,
+    pub cgroup: Option<String>,
+    pub container: Option<String>,
+    pub pod: Option<String>,
+    /// When the kill was recorded.
+    pub ts: String,
+    pub retransmits: u64,
+    /// Socket errors by name (ETIMEDOUT, ...).
+    pub errors: BTreeMap<String, u64>,
+    pub drops: u64,
+}
+
+impl OomStall {
+    /// Counts a record written (or folded) inside the window.
+    pub fn count(&mut self, r: &Record) {
+        match r.kind {
+            "retransmit" => self.retransmits += r.count.unwrap_or(1),
+            "socket_error" => {
+                let name = r.reason.clone().unwrap_or_else(|| "error".into());
+                *self.errors.entry(name).or_default() += 1;
+            }
+            "drop" => self.drops += 1,
+            _ => {}
+        }
+    }
+
+    /// The window as one `incident` record (mode oom_stall), written when
+    /// it closes: the victim and what the network suffered meanwhile.
+    pub fn record(&self, secs: u64) -> Record {
+        let errors: u64 = self.errors.values().sum();
+        let who = match &self.comm {
+            Some(c) => format!("pid {} ({c})", self.pid),
+            None => format!("pid {}", self.pid),
+        };
+        let list: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(e, n)| format!("{n} {e}"))
+            .collect();
+        let mut r = Record::new(
+            "incident",
+            format!(
+                "OOM kill of {who}: in the {secs} s after it, {} TCP retransmission(s), {} socket \
+                 error(s){}, {} dropped packet(s)",
+                self.retransmits,
+                errors,
+                if list.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", list.join(", "))
+                },
+                self.drops
+            ),
+        );
+        r.set_mode(classify::OOM_STALL);
+        r.pid = Some(self.pid);
+        r.comm.clone_from(&self.comm);
+        r.cgroup.clone_from(&self.cgroup);
+        r.container.clone_from(&self.container);
+        r.pod.clone_from(&self.pod);
+        r.first = Some(self.ts.clone());
+        r.count = Some(self.retransmits + errors + self.drops);
+        r.evidence("oom_victim_pid", self.pid);
+        r.evidence("retransmits", self.retransmits);
+        r.evidence("socket_errors", errors);
+        r.evidence("drops", self.drops);
+        for (e, n) in &self.errors {
+            if e == "ETIMEDOUT" {
+                r.evidence("ETIMEDOUT", *n);
+            }
+        }
+        r.last = Some(r.ts.clone());
+        r
+    }
+}
+
 /// Retransmissions outside any OOM window, folded into one record a minute.
 pub fn retransmit_summary(count: u64, secs: u64) -> Record {
     let mut r = Record::new(
@@ -739,6 +820,40 @@ mod tests {
         }
         let r = drop_record(&nf, &k);
         assert_eq!((r.kind, r.mode), ("drop", Some("netfilter_drop")));
+    }
+
+    #[test]
+    fn an_oom_window_closes_into_one_incident() {
+        let mut stall = OomStall {
+            pid: 42,
+            comm: Some("logstash".into()),
+            ts: "2026-11-22T02:10:00Z".into(),
+            ..Default::default()
+        };
+        for kind in ["retransmit", "retransmit", "drop", "probe"] {
+            stall.count(&Record::new(kind, String::new()));
+        }
+        let mut err = Record::new("socket_error", String::new());
+        err.reason = Some("ETIMEDOUT".into());
+        stall.count(&err);
+        let r = stall.record(60);
+        assert_eq!(
+            (r.kind, r.mode, r.severity),
+            ("incident", Some("oom_stall"), Some("critical"))
+        );
+        assert_eq!(
+            r.message,
+            "OOM kill of pid 42 (logstash): in the 60 s after it, 2 TCP retransmission(s), 1 \
+             socket error(s) (1 ETIMEDOUT), 1 dropped packet(s)"
+        );
+        assert_eq!(r.count, Some(4));
+        let e = r.evidence.as_ref().unwrap();
+        assert_eq!(
+            (&e["retransmits"], &e["ETIMEDOUT"], &e["drops"]),
+            (&2.into(), &1.into(), &1.into())
+        );
+        assert_eq!(r.first.as_deref(), Some("2026-11-22T02:10:00Z"));
+        assert!(r.advice.unwrap().contains("memory"));
     }
 
     #[test]

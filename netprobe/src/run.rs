@@ -95,7 +95,7 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
 
     let mut losses = Losses::default();
     let mut symptoms = Symptoms {
-        last_oom: None,
+        stall: None,
         retransmits: 0,
         last_summary: Instant::now(),
         owners: crate::containers::Attributor::new(Path::new("/proc"), Path::new("/var/log/pods")),
@@ -132,6 +132,9 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
             clock = timefmt::Clock::now();
             report_losses(&tracer, &mut losses, out)?;
             if let Some(r) = symptoms.summary(false) {
+                out.write(&r)?;
+            }
+            if let Some(r) = symptoms.stall_closed(false) {
                 out.write(&r)?;
             }
             for r in folder.closed(Instant::now()) {
@@ -178,6 +181,9 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
     if let Some(r) = symptoms.summary(true) {
         out.write(&r)?;
     }
+    if let Some(r) = symptoms.stall_closed(true) {
+        out.write(&r)?;
+    }
     for r in folder.flush() {
         out.write(&r)?;
     }
@@ -202,8 +208,8 @@ fn wait_readable(tracer: &Tracer, timeout: Duration) {
 
 /// What the daemon keeps to put network symptoms in context.
 struct Symptoms {
-    /// When the last OOM kill was seen, and its victim.
-    last_oom: Option<(Instant, u32)>,
+    /// The open OOM window: when the kill was seen, and what it holds.
+    stall: Option<(Instant, record::OomStall)>,
     /// Retransmissions outside OOM windows since the last summary.
     retransmits: u64,
     last_summary: Instant,
@@ -214,9 +220,20 @@ struct Symptoms {
 impl Symptoms {
     /// The victim and seconds since the kill, inside the window.
     fn oom_window(&self) -> Option<(u32, u64)> {
-        let (at, pid) = self.last_oom?;
+        let (at, stall) = self.stall.as_ref()?;
         let secs = at.elapsed().as_secs();
-        (secs < record::OOM_WINDOW_SECS).then_some((pid, secs))
+        (secs < record::OOM_WINDOW_SECS).then_some((stall.pid, secs))
+    }
+
+    /// The OOM window's incident, once it has closed (or `now`).
+    fn stall_closed(&mut self, now: bool) -> Option<Record> {
+        let (at, _) = self.stall.as_ref()?;
+        let secs = at.elapsed().as_secs();
+        if !now && secs < record::OOM_WINDOW_SECS {
+            return None;
+        }
+        let (_, stall) = self.stall.take()?;
+        Some(stall.record(secs.min(record::OOM_WINDOW_SECS)))
     }
 
     /// The summary of folded retransmissions, once a minute (or `now`).
@@ -273,7 +290,20 @@ fn drain(
                             (rec.container, rec.pod) = symptoms.owners.of_cgroup(cg);
                         }
                         record::add_process(&mut rec, comm.as_deref(), cgroup);
-                        symptoms.last_oom = Some((Instant::now(), o.pid));
+                        // A new kill closes the previous window.
+                        if let Some(r) = symptoms.stall_closed(true) {
+                            out.write(&r)?;
+                        }
+                        let stall = record::OomStall {
+                            pid: o.pid,
+                            comm: rec.comm.clone(),
+                            cgroup: rec.cgroup.clone(),
+                            container: rec.container.clone(),
+                            pod: rec.pod.clone(),
+                            ts: rec.ts.clone(),
+                            ..Default::default()
+                        };
+                        symptoms.stall = Some((Instant::now(), stall));
                     }
                     decode::KernelEvent::Retransmit(_) | decode::KernelEvent::SocketError(_) => {
                         match symptoms.oom_window() {
@@ -288,6 +318,11 @@ fn drain(
                         }
                     }
                     _ => {}
+                }
+                if symptoms.oom_window().is_some() {
+                    if let Some((_, stall)) = symptoms.stall.as_mut() {
+                        stall.count(&rec);
+                    }
                 }
                 if folder.offer(&rec, Instant::now()) {
                     out.write(&rec)?

@@ -93,4 +93,22 @@ fn oom_kill_in_a_memory_cgroup() {
         );
     }
     d.stop_cleanly();
+    // The window, closed at the stop: one incident with the victim and the
+    // symptoms counted inside it.
+    let stall = d.wait_for("the OOM window's incident", Duration::from_secs(5), |v| {
+        v["kind"] == "incident" && v["mode"] == "oom_stall"
+    });
+    eprintln!("stall: {stall}");
+    let e = &stall["evidence"];
+    assert_eq!(e["oom_victim_pid"], pid, "{stall}");
+    assert!(e["retransmits"].as_u64().unwrap() >= 1, "{stall}");
+    if errors {
+        assert!(e["ETIMEDOUT"].as_u64().unwrap() >= 1, "{stall}");
+    }
+    assert_eq!(stall["severity"], "critical");
+    assert!(stall["message"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("OOM kill of pid {pid}")));
+    assert!(stall["advice"].as_str().unwrap().contains("memory"));
 }
