@@ -502,6 +502,9 @@ fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u
             ("ListenDrops", drops.into()),
         ],
     );
+    if let Some(m) = cur.somaxconn {
+        evidence(&mut r, &[("somaxconn", m.into())]);
+    }
     // A full accept queue shows as Recv-Q > Send-Q (`ss -lnt`).
     let full = cur
         .sockets
@@ -639,7 +642,7 @@ mod tests {
     #[test]
     fn accept_overflows_name_the_full_listener() {
         let prev = snap(&format!("{HDR}TcpExt: 10 10 0 0\n"), vec![], 1);
-        let cur = snap(
+        let mut cur = snap(
             &format!("{HDR}TcpExt: 13 13 0 0\n"),
             vec![
                 sock(TCP_LISTEN, "::", 443, 0, 4096),
@@ -647,11 +650,20 @@ mod tests {
             ],
             1,
         );
+        cur.somaxconn = Some(4096);
         let rs = records(1, &prev, &cur);
         assert_eq!(rs.len(), 1);
         let r = &rs[0];
         assert_eq!((r.kind, r.port), ("listen_overflow", Some(8080)));
-        assert_eq!(r.evidence.as_ref().unwrap()["ListenOverflows"], 3);
+        let e = r.evidence.as_ref().unwrap();
+        assert_eq!(
+            (&e["ListenOverflows"], &e["somaxconn"]),
+            (&3.into(), &4096.into())
+        );
+        assert_eq!(
+            (&e["accept_queue"], &e["accept_queue_max"]),
+            (&2.into(), &1.into())
+        );
         assert!(r.message.starts_with(
             "accept queue full on 127.0.0.1:8080 (2 waiting for accept(), backlog 1)"
         ));

@@ -252,6 +252,8 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, u64>,
     /// `net.ipv4.tcp_syncookies` in that namespace.
     pub syncookies: Option<u64>,
+    /// `net.core.somaxconn`: the cap on every listen() backlog there.
+    pub somaxconn: Option<u64>,
     /// `net.ipv4.tcp_timestamps`, and `tcp_tw_recycle` where the kernel
     /// still has it (before 4.12).
     pub timestamps: Option<u64>,
@@ -325,6 +327,7 @@ pub fn read_here(
     Ok(Snapshot {
         counters,
         syncookies: sysctl("ipv4/tcp_syncookies"),
+        somaxconn: sysctl("core/somaxconn"),
         timestamps: sysctl("ipv4/tcp_timestamps"),
         tw_recycle: sysctl("ipv4/tcp_tw_recycle"),
         conntrack_count: sysctl("netfilter/nf_conntrack_count"),
