@@ -14,6 +14,8 @@ pub const RAW_MAX: usize = 128;
 pub const NET_MAX: usize = 40;
 /// Bytes copied from the packet's transport header (a TCP header without options).
 pub const TRANSPORT_MAX: usize = 20;
+/// The most TCP options a header can carry (data offset 15 words).
+pub const TCP_OPTIONS_MAX: usize = 40;
 
 /// Fixed ids of the kernel hooks that produce records.
 pub mod kind {
@@ -72,6 +74,8 @@ pub mod pkt {
     /// A drop of the skb whose conntrack entry `__nf_conntrack_confirm`
     /// could not insert (a clash it could not resolve, a chain too long).
     pub const CONNTRACK_INSERT_FAILED: u32 = 64;
+    /// `tcp_options` holds the bytes after the transport header's first 20.
+    pub const TCP_OPTIONS: u32 = 128;
 }
 
 /// What the programs read of a socket (offsets from BTF).
@@ -119,6 +123,9 @@ pub struct Event {
     pub net: [u8; NET_MAX],
     /// Start of the packet's transport header, when the hook has an skb.
     pub transport: [u8; TRANSPORT_MAX],
+    /// The 40 bytes after a TCP header's first 20 (its options, where its
+    /// data offset says it has some); valid with `pkt::TCP_OPTIONS`.
+    pub tcp_options: [u8; TCP_OPTIONS_MAX],
     /// `skb->network_header` as read (offset from `skb->head`; 0xffff: unset).
     pub network_header: u16,
     /// `skb->transport_header` as read (offset from `skb->head`; 0xffff: unset).
@@ -265,7 +272,21 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(
             size_of::<Event>(),
-            4 + 4 + 8 + 8 + 16 + 4 + 4 + RAW_MAX + NET_MAX + TRANSPORT_MAX + 2 + 2 + 4 + 4 + 40
+            4 + 4
+                + 8
+                + 8
+                + 16
+                + 4
+                + 4
+                + RAW_MAX
+                + NET_MAX
+                + TRANSPORT_MAX
+                + TCP_OPTIONS_MAX
+                + 2
+                + 2
+                + 4
+                + 4
+                + 40
         );
         assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);

@@ -34,6 +34,18 @@ pub fn copy_headers(cfg: &Config, skb: u64, e: &mut Event) {
                     .is_ok()
             {
                 e.pkt_flags |= pkt::TRANSPORT;
+                // A TCP header's data offset (in 32-bit words) past 5: options
+                // (TCP timestamps, for PAWS). The daemon reads them only for
+                // TCP flows and only as far as the offset says.
+                if e.transport[12] >> 4 > 5
+                    && bpf_probe_read_kernel_buf(
+                        (head + th as u64 + 20) as *const u8,
+                        &mut e.tcp_options,
+                    )
+                    .is_ok()
+                {
+                    e.pkt_flags |= pkt::TCP_OPTIONS;
+                }
             }
         }
     }

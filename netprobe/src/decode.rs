@@ -44,6 +44,8 @@ pub struct DropEvent {
     pub flow: Option<Flow>,
     /// What another probe saw happen to this skb just before its drop.
     pub mark: Option<DropMark>,
+    /// A TCP segment's timestamp option: (TSval, TSecr).
+    pub tcp_ts: Option<(u32, u32)>,
     /// Seen by the `tcp_drop` kprobe rather than the tracepoint.
     pub tcp_drop: bool,
     /// The receiving socket (6.11+: kfree_skb's `rx_sk`), when there was one.
@@ -259,6 +261,7 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
                 location: field_uint(fmt, raw, "location").unwrap_or(0),
                 flow: headers(e),
                 mark: DropMark::from_flags(e.pkt_flags),
+                tcp_ts: tcp_ts(e),
                 tcp_drop: false,
                 sock: sock(e),
             })
@@ -312,6 +315,7 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
                 .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))),
             flow: headers(e),
             mark: None,
+            tcp_ts: tcp_ts(e),
             tcp_drop: true,
             sock: sock(e),
         }),
@@ -394,6 +398,15 @@ fn headers(e: &Event) -> Option<Flow> {
     let net = (e.pkt_flags & pkt::NET != 0).then_some(&e.net[..]);
     let transport = (e.pkt_flags & pkt::TRANSPORT != 0).then_some(&e.transport[..]);
     packet::parse(net, transport, e.network_header, e.transport_header)
+}
+
+/// The TCP timestamp option of the event's segment, when it has one.
+fn tcp_ts(e: &Event) -> Option<(u32, u32)> {
+    let copied = pkt::TRANSPORT | pkt::TCP_OPTIONS;
+    if e.pkt_flags & copied != copied || headers(e)?.proto != packet::IPPROTO_TCP {
+        return None;
+    }
+    packet::tcp_timestamp(&e.transport, &e.tcp_options)
 }
 
 const AF_INET: u64 = 2;

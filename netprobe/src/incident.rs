@@ -87,6 +87,18 @@ impl Folder {
         if let Some(o) = self.open.get_mut(&key) {
             o.count += 1;
             o.last_ts.clone_from(&r.ts);
+            // The incident shows the worst figure of each piece of evidence.
+            if let (Some(first), Some(new)) = (o.first.evidence.as_mut(), &r.evidence) {
+                for (k, v) in new {
+                    let worse = match (first.get(k).and_then(|x| x.as_u64()), v.as_u64()) {
+                        (Some(old), Some(n)) => n > old,
+                        _ => false,
+                    };
+                    if worse {
+                        first.insert(k, v.clone());
+                    }
+                }
+            }
             return false;
         }
         if self.open.len() < self.max_open {

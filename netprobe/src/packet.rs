@@ -79,6 +79,37 @@ pub fn tcp_flags_name(flags: u8) -> String {
     }
 }
 
+/// The TCP timestamp option (TSval, TSecr) of a segment: `transport` is its
+/// header's first 20 bytes, `options` the bytes after them (as many as the
+/// data offset says are options are read; malformed options give `None`).
+pub fn tcp_timestamp(transport: &[u8], options: &[u8]) -> Option<(u32, u32)> {
+    let doff = (*transport.get(12)? >> 4) as usize;
+    let len = doff.checked_sub(5)? * 4;
+    let opts = options.get(..len)?;
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let l = *opts.get(i + 1)? as usize;
+                if l < 2 {
+                    return None;
+                }
+                if kind == 8 && l == 10 {
+                    let b = opts.get(i + 2..i + 10)?;
+                    return Some((
+                        u32::from_be_bytes(b[..4].try_into().ok()?),
+                        u32::from_be_bytes(b[4..].try_into().ok()?),
+                    ));
+                }
+                i += l;
+            }
+        }
+    }
+    None
+}
+
 fn has_ports(proto: u8) -> bool {
     matches!(
         proto,
@@ -153,6 +184,30 @@ pub fn parse(net: Option<&[u8]>, transport: Option<&[u8]>, nh: u16, th: u16) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_timestamps_from_options() {
+        // A Linux SYN's header and options: MSS, SACK-permitted, timestamps,
+        // NOP, window scale (data offset 10 words).
+        let mut th = [0u8; 20];
+        th[12] = 10 << 4;
+        let opts = [
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0x30, 0x39, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
+        let mut buf = [0u8; 40];
+        buf[..20].copy_from_slice(&opts);
+        assert_eq!(tcp_timestamp(&th, &buf), Some((12345, 0)));
+        // The data offset bounds what is read: 4 option bytes hold none.
+        th[12] = 6 << 4;
+        assert_eq!(tcp_timestamp(&th, &buf), None);
+        // No options, a zero-length option, a truncated one.
+        th[12] = 5 << 4;
+        assert_eq!(tcp_timestamp(&th, &buf), None);
+        th[12] = 10 << 4;
+        assert_eq!(tcp_timestamp(&th, &[1, 9, 0, 0]), None);
+        assert_eq!(tcp_timestamp(&th, &[8, 10, 0, 0]), None);
+        assert_eq!(tcp_timestamp(&[0; 5], &buf), None);
+    }
 
     /// IPv4 + TCP SYN 127.0.0.2:40000 -> 127.0.0.1:9, as on the wire.
     fn v4_syn() -> Vec<u8> {

@@ -99,6 +99,7 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
         retransmits: 0,
         last_summary: Instant::now(),
         owners: crate::containers::Attributor::new(Path::new("/proc"), Path::new("/var/log/pods")),
+        clocks: record::NatClocks::default(),
     };
     let mut clock = timefmt::Clock::now();
     let mut last_tick = Instant::now();
@@ -215,6 +216,8 @@ struct Symptoms {
     last_summary: Instant,
     /// Which container and pod a victim's cgroup is.
     owners: crate::containers::Attributor,
+    /// Timestamp clocks per source address among PAWS rejections.
+    clocks: record::NatClocks,
 }
 
 impl Symptoms {
@@ -319,6 +322,9 @@ fn drain(
                     }
                     _ => {}
                 }
+                symptoms
+                    .clocks
+                    .annotate(&mut rec, (clock.wall_ns(d.ts_ns) / 1_000_000) as i64);
                 if symptoms.oom_window().is_some() {
                     if let Some((_, stall)) = symptoms.stall.as_mut() {
                         stall.count(&rec);

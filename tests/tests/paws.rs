@@ -22,7 +22,7 @@ fn old_timestamp_is_rejected_as_paws() {
     }
     let mut d = Daemon::json();
     let ns = Netns::new();
-    let (client, server, _resident, _keep) = ns.run(|| {
+    let (client, server, stale, _resident, _keep) = ns.run(|| {
         let resident = Resident::here();
         let sniff = rawtcp::Sniffer::on_loopback();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -62,6 +62,7 @@ fn old_timestamp_is_rejected_as_paws() {
         (
             SocketAddr::V4(client),
             SocketAddr::V4(server),
+            tsval.wrapping_sub(100_000),
             resident,
             (l, c, s),
         )
@@ -86,6 +87,11 @@ fn old_timestamp_is_rejected_as_paws() {
             .unwrap()
             .contains("older than the connection's"));
         assert!(drop["advice"].as_str().unwrap().contains("NAT"));
+        // The rejected segment's own timestamp, read from its TCP options,
+        // and one clock behind its address.
+        let e = &drop["evidence"];
+        assert_eq!(e["tsval"], stale, "{drop}");
+        assert_eq!(e["timestamp_clocks"], 1, "{drop}");
     } else {
         eprintln!("paws: this kernel gives no drop reasons and frees PAWS drops in tcp_drop (inlined): counters only");
     }
