@@ -14,7 +14,13 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{catalogue, record::escape_bytes, report, sandbox::Netns, sys};
+use crate::{
+    catalogue,
+    record::escape_bytes,
+    report,
+    sandbox::{set_int, Netns},
+    sys,
+};
 
 /// What a scenario leaves running until netprobe has seen it.
 type Keep = Vec<Box<dyn Send>>;
@@ -67,23 +73,6 @@ const SCENARIOS: &[Scenario] = &[
         provoke: qdisc_overflow,
     },
 ];
-
-fn set_int(fd: &impl AsRawFd, level: i32, name: i32, value: i32) -> std::io::Result<()> {
-    // SAFETY: setsockopt(2) with an int on an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            &value as *const i32 as *const libc::c_void,
-            size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 /// A listener on loopback with the given backlog (std listens with 128;
 /// listening again sets it).

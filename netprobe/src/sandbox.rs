@@ -38,6 +38,24 @@ fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// `setsockopt(2)` with an int value.
+pub fn set_int(fd: &impl AsRawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: setsockopt(2) with an int on an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            &value as *const i32 as *const libc::c_void,
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn enter(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: setns on the calling thread only (CLONE_NEWNET is per-thread).
     if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {

@@ -159,22 +159,8 @@ pub mod socket2_free {
     }
 
     pub fn set_int(fd: &OwnedFd, level: i32, name: i32, value: i32) {
-        // SAFETY: setsockopt(2) with an int.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                level,
-                name,
-                &value as *const i32 as *const libc::c_void,
-                size_of::<i32>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "setsockopt {level}/{name}: {}",
-            io::Error::last_os_error()
-        );
+        netprobe::sandbox::set_int(fd, level, name, value)
+            .unwrap_or_else(|e| panic!("setsockopt {level}/{name}: {e}"));
     }
 
     pub fn set_nonblocking(fd: &OwnedFd) {
