@@ -94,8 +94,9 @@ pub fn moved(prev: &BTreeMap<String, u64>, cur: &BTreeMap<String, u64>) -> bool 
 /// is not news. One that appears later is new, so its counters started at
 /// zero and its first sample already counts.
 pub struct Sampler {
-    /// softnet_stat's dropped total at the last round.
+    /// softnet_stat's dropped total, and vmstat's oom_kill, at the last round.
     softnet_dropped: Option<u64>,
+    oom_kills: Option<u64>,
     prev: BTreeMap<u64, Snapshot>,
     errors_said: std::collections::BTreeSet<u64>,
     owners: crate::containers::Attributor,
@@ -106,6 +107,7 @@ impl Sampler {
     pub fn baseline() -> (Sampler, Vec<Record>) {
         let mut s = Sampler {
             softnet_dropped: None,
+            oom_kills: None,
             prev: BTreeMap::new(),
             errors_said: Default::default(),
             owners: crate::containers::Attributor::new(
@@ -136,6 +138,17 @@ impl Sampler {
         }
         if dropped.is_some() {
             self.softnet_dropped = dropped;
+        }
+        let kills = std::fs::read_to_string("/proc/vmstat")
+            .ok()
+            .and_then(|t| vmstat_oom_kills(&t));
+        if let (Some(before), Some(now)) = (self.oom_kills, kills) {
+            if now > before {
+                out.push(oom_kill_record(now - before));
+            }
+        }
+        if kills.is_some() {
+            self.oom_kills = kills;
         }
         let spaces = crate::netns::discover(Path::new("/proc"), Path::new("/run/netns"));
         self.prev
@@ -349,6 +362,62 @@ pub fn cpu_backlog_record(dropped: u64, max_backlog: Option<u64>) -> Record {
     r
 }
 
+/// `oom_kill` from `/proc/vmstat` text (4.13+): OOM kills since boot.
+pub fn vmstat_oom_kills(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `/proc/pressure/memory` (PSI, 4.20+): the `some` and `full` avg10
+/// figures, the share of the last 10 s in which tasks stalled on memory.
+pub fn memory_pressure(text: &str) -> Option<(f64, f64)> {
+    let avg10 = |kind: &str| -> Option<f64> {
+        let line = text.lines().find(|l| l.starts_with(kind))?;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("avg10="))?
+            .parse()
+            .ok()
+    };
+    Some((avg10("some ")?, avg10("full ").unwrap_or(0.0)))
+}
+
+/// Reads the memory pressure now, as evidence.
+pub fn add_memory_pressure(r: &mut Record) {
+    if let Some((some, full)) = std::fs::read_to_string("/proc/pressure/memory")
+        .ok()
+        .and_then(|t| memory_pressure(&t))
+    {
+        evidence(
+            r,
+            &[
+                ("memory_pressure_some_avg10", some.into()),
+                ("memory_pressure_full_avg10", full.into()),
+            ],
+        );
+    }
+}
+
+/// OOM kills the kernel counted (vmstat `oom_kill`, host-wide): what shows
+/// them where the oom probe cannot attach.
+pub fn oom_kill_record(kills: u64) -> Record {
+    let mut r = Record {
+        kind: "oom",
+        ..Record::default()
+    };
+    r.set_mode(classify::OOM_STALL);
+    evidence(
+        &mut r,
+        &[("source", "counters".into()), ("oom_kill", kills.into())],
+    );
+    add_memory_pressure(&mut r);
+    r.message = format!(
+        "the kernel's OOM killer killed {kills} process(es) (vmstat oom_kill); timeouts and \
+         retransmits around now are likely its"
+    );
+    r
+}
+
 /// Receive-side buffer drops, and their names in records.
 const BUFFERS: [(&str, &str); 5] = [
     ("TcpExt.TCPRcvQDrop", "TCPRcvQDrop"),
@@ -547,6 +616,46 @@ fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u
 #[cfg(test)]
 mod softnet_tests {
     use super::*;
+
+    fn testdata(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/procfs/6.18")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn vmstat_and_psi_of_a_real_kernel() {
+        let vmstat = testdata("vmstat");
+        let kills = vmstat_oom_kills(&vmstat).unwrap();
+        let more = vmstat.replacen(
+            &format!("oom_kill {kills}\n"),
+            &format!("oom_kill {}\n", kills + 2),
+            1,
+        );
+        assert_eq!(vmstat_oom_kills(&more), Some(kills + 2));
+        assert_eq!(vmstat_oom_kills("nr_free_pages 1\n"), None);
+        assert_eq!(
+            memory_pressure(&testdata("pressure_memory")),
+            Some((0.0, 0.0))
+        );
+        assert_eq!(
+            memory_pressure("some avg10=12.50 avg60=3.00 avg300=1.00 total=5\nfull avg10=7.25 avg60=0 avg300=0 total=1\n"),
+            Some((12.5, 7.25))
+        );
+        assert_eq!(memory_pressure("garbage"), None);
+        let r = oom_kill_record(2);
+        assert_eq!(
+            (r.kind, r.mode, r.severity),
+            ("oom", Some("oom_stall"), Some("critical"))
+        );
+        assert_eq!(r.evidence_source(), Some("counters"));
+        assert!(r
+            .message
+            .starts_with("the kernel's OOM killer killed 2 process(es)"));
+    }
 
     #[test]
     fn softnet_stat_of_a_real_kernel() {

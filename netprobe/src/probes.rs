@@ -89,8 +89,15 @@ impl TracepointSpec {
     }
 }
 
+/// `kprobe f, g`: each function once (a kprobe and a kretprobe share one).
 fn kprobe_hook<'a>(functions: impl Iterator<Item = &'a str>) -> String {
-    format!("kprobe {}", functions.collect::<Vec<_>>().join(", "))
+    let mut names: Vec<&str> = Vec::new();
+    for f in functions {
+        if !names.contains(&f) {
+            names.push(f);
+        }
+    }
+    format!("kprobe {}", names.join(", "))
 }
 
 pub const DROP: ProbeSpec = ProbeSpec {

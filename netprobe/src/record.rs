@@ -447,6 +447,7 @@ impl OomStall {
         r.pod.clone_from(&self.pod);
         r.first = Some(self.ts.clone());
         r.count = Some(self.retransmits + errors + self.drops);
+        crate::counters::add_memory_pressure(&mut r);
         r.evidence("oom_victim_pid", self.pid);
         r.evidence("retransmits", self.retransmits);
         r.evidence("socket_errors", errors);

@@ -104,6 +104,10 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
     let mut clock = timefmt::Clock::now();
     let mut last_tick = Instant::now();
     let mut folder = Folder::new(incident_window);
+    let oom_probe = tracer
+        .statuses
+        .iter()
+        .any(|s| s.spec.name == probes::OOM.name && s.result.is_ok());
     // Probes on modules (nf_conntrack) follow them loading and unloading.
     let follows_modules = tracer
         .statuses
@@ -123,6 +127,10 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
             out,
         )?;
         while let Ok(mut r) = counter_records.try_recv() {
+            // The oom probe names each kill itself, with its victim.
+            if r.kind == "oom" && oom_probe {
+                continue;
+            }
             if r.ts.is_empty() {
                 r.ts = timefmt::rfc3339(timefmt::now_unix_ns());
             }
