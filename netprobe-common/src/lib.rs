@@ -133,7 +133,9 @@ pub struct Event {
     /// The socket's TCP state (`sk->__sk_common.skc_state`) where the hook
     /// has a socket and BTF gave the offset; 0 (no TCP state) otherwise.
     pub sk_state: u32,
-    pub _pad: u32,
+    /// The inode number of the packet's network namespace (through the
+    /// skb's device), 0 when unknown.
+    pub netns: u32,
     /// Valid when `pkt::SOCK` is set.
     pub sock: SockInfo,
 }
@@ -193,6 +195,11 @@ pub struct Config {
     /// `sock:inet_sk_error_report`, 0 when absent.
     pub retransmit_len: u32,
     pub sk_error_len: u32,
+    /// The packet's network namespace: `sk_buff.dev`, `net_device.nd_net.net`
+    /// and `net.ns.inum`, or `ABSENT` (then `Event::netns` stays 0).
+    pub skb_dev: u32,
+    pub dev_nd_net: u32,
+    pub net_ns_inum: u32,
 }
 
 impl Config {
@@ -224,6 +231,9 @@ impl Config {
         oom_len: 0,
         retransmit_len: 0,
         sk_error_len: 0,
+        skb_dev: Self::ABSENT,
+        dev_nd_net: Self::ABSENT,
+        net_ns_inum: Self::ABSENT,
     };
 }
 
@@ -290,6 +300,6 @@ mod tests {
         );
         assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);
-        assert_eq!(size_of::<Config>(), 24 * 4);
+        assert_eq!(size_of::<Config>(), 27 * 4);
     }
 }

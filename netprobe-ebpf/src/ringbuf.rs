@@ -48,7 +48,7 @@ pub fn emit(kind: u32, raw: *const u8, raw_len: u32, fill: impl FnOnce(&mut Even
     e.network_header = 0xffff;
     e.transport_header = 0xffff;
     e.sk_state = 0;
-    e._pad = 0;
+    e.netns = 0;
     e.sock = SockInfo::default();
     e.raw_len = 0;
     if !raw.is_null() {

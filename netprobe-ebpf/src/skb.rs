@@ -18,6 +18,22 @@ pub fn copy_headers(cfg: &Config, skb: u64, e: &mut Event) {
         if head == 0 {
             return;
         }
+        // The namespace the packet is in: its device's.
+        if cfg.skb_dev != Config::ABSENT {
+            if let Ok(dev) = bpf_probe_read_kernel((skb + cfg.skb_dev as u64) as *const u64) {
+                if dev != 0 {
+                    if let Ok(net) =
+                        bpf_probe_read_kernel((dev + cfg.dev_nd_net as u64) as *const u64)
+                    {
+                        if net != 0 {
+                            e.netns =
+                                bpf_probe_read_kernel((net + cfg.net_ns_inum as u64) as *const u32)
+                                    .unwrap_or(0);
+                        }
+                    }
+                }
+            }
+        }
         if let Ok(nh) = bpf_probe_read_kernel((skb + cfg.skb_network_header as u64) as *const u16) {
             e.network_header = nh;
             if nh != 0xffff

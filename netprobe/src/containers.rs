@@ -83,6 +83,11 @@ pub struct Attributor {
     proc_root: std::path::PathBuf,
     log_pods: std::path::PathBuf,
     pods: HashMap<String, String>,
+    /// Network namespace inode -> its owner, as last found.
+    by_netns: HashMap<u64, (Option<String>, Option<String>)>,
+    /// When /proc was last scanned for namespaces (at most once a second).
+    scanned: Option<std::time::Instant>,
+    pub scans: u64,
 }
 
 impl Attributor {
@@ -91,7 +96,39 @@ impl Attributor {
             proc_root: proc_root.to_path_buf(),
             log_pods: log_pods.to_path_buf(),
             pods: pod_names(log_pods),
+            by_netns: HashMap::new(),
+            scanned: None,
+            scans: 0,
         }
+    }
+
+    /// The owner of network namespace `inode`, through a process in it. A
+    /// namespace not seen before makes one scan of /proc (at most once a
+    /// second); the host's own namespaces have no container.
+    pub fn of_netns(&mut self, inode: u64) -> (Option<String>, Option<String>) {
+        if let Some(o) = self.by_netns.get(&inode) {
+            return o.clone();
+        }
+        let due = self
+            .scanned
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+        if !due {
+            return (None, None);
+        }
+        self.scanned = Some(std::time::Instant::now());
+        self.scans += 1;
+        let spaces = crate::netns::discover(&self.proc_root, Path::new("/run/netns"));
+        for ns in spaces {
+            let pid = ns
+                .path
+                .parent()
+                .and_then(Path::parent)
+                .filter(|d| d.parent() == Some(self.proc_root.as_path()))
+                .and_then(|d| d.file_name()?.to_str()?.parse().ok());
+            let owner = pid.map_or((None, None), |p| self.of_pid(p));
+            self.by_netns.insert(ns.inode, owner);
+        }
+        self.by_netns.entry(inode).or_insert((None, None)).clone()
     }
 
     /// (container id, `namespace/name` or the pod UID) of a cgroup path.
@@ -210,6 +247,15 @@ mod tests {
         );
         // A process that is gone: nothing.
         assert_eq!(a.of_pid(u32::MAX), (None, None));
+        // This process's namespace: found in one scan, then from the cache.
+        use std::os::unix::fs::MetadataExt;
+        let mine = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        let owner = a.of_netns(mine);
+        assert_eq!(a.of_netns(mine), owner);
+        assert_eq!(a.scans, 1);
+        // An unknown one: no second scan within the second.
+        assert_eq!(a.of_netns(1), (None, None));
+        assert_eq!(a.scans, 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

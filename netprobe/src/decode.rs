@@ -188,6 +188,9 @@ pub struct Decoded {
     pub ts_ns: u64,
     pub pid: u32,
     pub comm: Vec<u8>,
+    /// The packet's network namespace (inode), where the hook had an skb
+    /// with a device and BTF gave the offsets.
+    pub netns: Option<u64>,
     pub event: KernelEvent,
 }
 
@@ -358,6 +361,7 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
         ts_ns: e.ts_ns,
         pid: (e.pid_tgid >> 32) as u32,
         comm: e.comm[..comm_len].to_vec(),
+        netns: (e.netns != 0).then_some(u64::from(e.netns)),
         event,
     })
 }

@@ -23,6 +23,7 @@ struct Key {
     a: Option<String>,
     b: Option<String>,
     port: Option<u16>,
+    netns: Option<u64>,
 }
 
 impl Key {
@@ -51,6 +52,7 @@ impl Key {
             a,
             b,
             port,
+            netns: r.netns,
         })
     }
 }

@@ -249,14 +249,26 @@ pub struct SkbOffsets {
     pub head: u32,
     pub network_header: u32,
     pub transport_header: u32,
+    /// `sk_buff.dev`, `net_device.nd_net.net`, `net.ns.inum`: the packet's
+    /// namespace; `None` where BTF lacks one (no network namespaces).
+    pub netns: Option<(u32, u32, u32)>,
 }
 
 impl SkbOffsets {
     pub fn from_btf(btf: &Btf) -> Result<SkbOffsets, String> {
+        let netns = (|| -> Result<(u32, u32, u32), String> {
+            Ok((
+                sized(btf, "sk_buff", "dev", 8)?,
+                sized(btf, "net_device", "nd_net.net", 8)?,
+                sized(btf, "net", "ns.inum", 4)?,
+            ))
+        })()
+        .ok();
         Ok(SkbOffsets {
             head: sized(btf, "sk_buff", "head", 8)?,
             network_header: sized(btf, "sk_buff", "network_header", 2)?,
             transport_header: sized(btf, "sk_buff", "transport_header", 2)?,
+            netns,
         })
     }
 }
@@ -404,6 +416,9 @@ pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) ->
         c.skb_head = s.head;
         c.skb_network_header = s.network_header;
         c.skb_transport_header = s.transport_header;
+        if let Some((dev, nd_net, inum)) = s.netns {
+            (c.skb_dev, c.dev_nd_net, c.net_ns_inum) = (dev, nd_net, inum);
+        }
     }
     if let Ok(s) = btf.sock {
         c.skc_family = s.family;
@@ -936,6 +951,8 @@ mod tests {
     fn skb_offsets_from_real_btf() {
         let s = SkbOffsets::from_btf(&crate::btf::test_btf_6_18()).unwrap();
         assert_eq!(s.transport_header + 2, s.network_header);
+        // 6.18's sk_buff.dev, net_device.nd_net.net, net.ns.inum.
+        assert_eq!(s.netns, Some((16, 264, 176)));
         let state = sk_state_offset(&crate::btf::test_btf_6_18()).unwrap();
         let sock = SockOffsets::from_btf(&crate::btf::test_btf_6_18()).unwrap();
         let btf = BtfOffsets {
@@ -945,6 +962,7 @@ mod tests {
         };
         let c = build_config(&layouts("6.18"), &btf, false);
         assert_eq!(c.kfree_skb_rx_sk, 24, "rx_sk on 6.18");
+        assert_eq!((c.skb_dev, c.dev_nd_net, c.net_ns_inum), (16, 264, 176));
         assert_eq!((c.skc_num, c.sk_rmem_alloc), (sock.num, sock.rmem_alloc));
         assert!(c.sk_max_ack_backlog != Config::ABSENT && c.sk_rcvbuf != Config::ABSENT);
         // mark_victim's fixed part and its comm string.
@@ -971,6 +989,7 @@ mod tests {
             head: 200,
             network_header: 182,
             transport_header: 180,
+            netns: None,
         };
         Offers {
             kprobes: if kprobes {

@@ -231,6 +231,9 @@ pub fn from_event(d: &Decoded, wall_ns: i128, ksyms: &Kallsyms) -> Record {
     };
     // The event's own time, formatted once (the builders leave ts empty).
     r.ts = timefmt::rfc3339(wall_ns);
+    if r.netns.is_none() {
+        r.netns = d.netns;
+    }
     // An OOM record is about its victim, not the task that hit the limit.
     if r.pid.is_none() {
         r.pid = Some(d.pid);
@@ -784,6 +787,7 @@ mod tests {
     fn no_socket_drop_is_a_no_listener_reset() {
         let k = Kallsyms::parse("ffffffff81a00000 T tcp_v4_rcv\n");
         let d = Decoded {
+            netns: None,
             ts_ns: 0,
             pid: 0,
             comm: b"swapper/0".to_vec(),
@@ -1139,6 +1143,7 @@ mod tests {
             oom_score_adj: Some(-100),
         };
         let d = Decoded {
+            netns: None,
             ts_ns: 0,
             pid: 1,
             comm: b"allocator".to_vec(),

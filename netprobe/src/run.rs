@@ -330,6 +330,9 @@ fn drain(
                     }
                     _ => {}
                 }
+                if let (Some(ns), None) = (rec.netns, &rec.container) {
+                    (rec.container, rec.pod) = symptoms.owners.of_netns(ns);
+                }
                 symptoms
                     .clocks
                     .annotate(&mut rec, (clock.wall_ns(d.ts_ns) / 1_000_000) as i64);

@@ -89,6 +89,14 @@ impl Netns {
         Ok(Netns { fd: Arc::new(fd) })
     }
 
+    /// The namespace's inode number, as netprobe's records name it.
+    pub fn inode(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::File::from(self.fd.try_clone()?)
+            .metadata()
+            .map(|m| m.ino())
+    }
+
     /// Runs `f` on a thread that has entered this namespace.
     pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> io::Result<R> {
         let fd = self.fd.clone();

@@ -55,6 +55,10 @@ impl Netns {
     pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
         self.0.run(f).expect("run in the test namespace")
     }
+
+    pub fn inode(&self) -> u64 {
+        self.0.inode().expect("the namespace's inode")
+    }
 }
 
 impl Default for Netns {

@@ -156,6 +156,8 @@ fn udp_receive_buffer_full() {
         assert_eq!(reason, "SOCKET_RCVBUFF");
     }
     assert!(drop["message"].as_str().unwrap().contains("receive buffer"));
+    // The packet's namespace, read through its device (BTF offsets).
+    assert_eq!(drop["netns"], ns.inode(), "{drop}");
     if drop.get("evidence").is_some() {
         // 6.11+: the receiving socket came with the drop.
         assert_eq!(drop["port"], port);
