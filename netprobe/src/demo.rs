@@ -25,14 +25,23 @@ use crate::{
 /// What a scenario leaves running until netprobe has seen it.
 type Keep = Vec<Box<dyn Send>>;
 
+/// What a scenario's record is about.
+#[derive(Clone, Copy)]
+enum Target {
+    /// The port of its flow or listener.
+    Port(u16),
+    /// The process it names (an OOM victim).
+    Pid(u32),
+}
+
 struct Scenario {
     mode: &'static str,
     what: &'static str,
     /// A program the scenario needs, if any.
     needs: Option<&'static str>,
-    /// Provokes the failure inside the namespace; returns the port to look
-    /// for in records, and what to keep alive.
-    provoke: fn() -> std::io::Result<(u16, Keep)>,
+    /// Provokes the failure inside the namespace; returns what to look for
+    /// in records, and what to keep alive.
+    provoke: fn() -> std::io::Result<(Target, Keep)>,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -67,6 +76,19 @@ const SCENARIOS: &[Scenario] = &[
         provoke: nft_drop,
     },
     Scenario {
+        mode: "tw_recycle",
+        what: "a segment with a TCP timestamp older than its connection's is injected",
+        needs: Some("sleep"),
+        provoke: stale_timestamp,
+    },
+    Scenario {
+        mode: "oom_stall",
+        what: "a process in a throwaway memory cgroup (32 MiB) allocates until the OOM killer \
+               kills it",
+        needs: None,
+        provoke: oom_kill,
+    },
+    Scenario {
         mode: "qdisc_full",
         what: "a token bucket (tbf, 8 kbit/s) on loopback overflows with a UDP burst",
         needs: Some("tc"),
@@ -88,15 +110,15 @@ fn listener(backlog: i32, defer_accept: bool) -> std::io::Result<TcpListener> {
     Ok(l)
 }
 
-fn closed_port() -> std::io::Result<(u16, Keep)> {
+fn closed_port() -> std::io::Result<(Target, Keep)> {
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port();
     let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, port));
-    Ok((port, Vec::new()))
+    Ok((Target::Port(port), Vec::new()))
 }
 
-fn unread_udp() -> std::io::Result<(u16, Keep)> {
+fn unread_udp() -> std::io::Result<(Target, Keep)> {
     let r = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
     set_int(&r, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096)?;
     let at = r.local_addr()?;
@@ -104,7 +126,7 @@ fn unread_udp() -> std::io::Result<(u16, Keep)> {
     for _ in 0..64 {
         s.send_to(&[0u8; 1000], at)?;
     }
-    Ok((at.port(), vec![Box::new(r)]))
+    Ok((Target::Port(at.port()), vec![Box::new(r)]))
 }
 
 fn connect_all(at: SocketAddr, n: usize, keep: &mut Keep) {
@@ -121,23 +143,23 @@ fn resident() -> std::io::Result<Resident> {
     Ok(Resident(Command::new("sleep").arg("30").spawn()?))
 }
 
-fn full_accept_queue() -> std::io::Result<(u16, Keep)> {
+fn full_accept_queue() -> std::io::Result<(Target, Keep)> {
     let resident = resident()?;
     let l = listener(1, false)?;
     let at = l.local_addr()?;
     let mut keep: Keep = vec![Box::new(resident), Box::new(l)];
     connect_all(at, 6, &mut keep);
-    Ok((at.port(), keep))
+    Ok((Target::Port(at.port()), keep))
 }
 
-fn full_syn_queue() -> std::io::Result<(u16, Keep)> {
+fn full_syn_queue() -> std::io::Result<(Target, Keep)> {
     std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "0")?;
     let resident = resident()?;
     let l = listener(2, true)?;
     let at = l.local_addr()?;
     let mut keep: Keep = vec![Box::new(resident), Box::new(l)];
     connect_all(at, 4, &mut keep);
-    Ok((at.port(), keep))
+    Ok((Target::Port(at.port()), keep))
 }
 
 fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<()> {
@@ -161,7 +183,7 @@ fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Resul
     Ok(())
 }
 
-fn nft_drop() -> std::io::Result<(u16, Keep)> {
+fn nft_drop() -> std::io::Result<(Target, Keep)> {
     let l = listener(16, false)?;
     let at = l.local_addr()?;
     run_tool(
@@ -174,10 +196,10 @@ fn nft_drop() -> std::io::Result<(u16, Keep)> {
     )?;
     let mut keep: Keep = vec![Box::new(l)];
     connect_all(at, 1, &mut keep);
-    Ok((at.port(), keep))
+    Ok((Target::Port(at.port()), keep))
 }
 
-fn qdisc_overflow() -> std::io::Result<(u16, Keep)> {
+fn qdisc_overflow() -> std::io::Result<(Target, Keep)> {
     run_tool(
         "tc",
         &[
@@ -193,7 +215,30 @@ fn qdisc_overflow() -> std::io::Result<(u16, Keep)> {
         // The qdisc's drops come back as ENOBUFS, or not at all.
         let _ = s.send_to(&[0u8; 1000], at);
     }
-    Ok((at.port(), vec![Box::new(r)]))
+    Ok((Target::Port(at.port()), vec![Box::new(r)]))
+}
+
+fn stale_timestamp() -> std::io::Result<(Target, Keep)> {
+    let resident = resident()?;
+    let paws = crate::rawtcp::stale_timestamp()?;
+    let mut keep = paws.keep;
+    keep.push(Box::new(resident));
+    Ok((Target::Port(paws.server.port()), keep))
+}
+
+fn oom_kill() -> std::io::Result<(Target, Keep)> {
+    let cg = crate::sandbox::MemCgroup::new(
+        &format!("netprobe-demo-oom-{}", std::process::id()),
+        32 << 20,
+    )
+    .map_err(std::io::Error::other)?;
+    let (pid, how) = cg.run_hog(1 << 30)?;
+    if how != "killed by signal 9" {
+        return Err(std::io::Error::other(format!(
+            "the process was not OOM-killed ({how})"
+        )));
+    }
+    Ok((Target::Pid(pid), vec![Box::new(cg)]))
 }
 
 /// A child process killed when dropped.
@@ -212,12 +257,15 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// Whether a record is about `port` in `mode`.
-fn about(v: &Value, mode: &str, port: u16) -> bool {
+/// Whether a record is about `target` in `mode`.
+fn about(v: &Value, mode: &str, target: Target) -> bool {
     v["mode"] == mode
-        && ["dport", "sport", "port"]
-            .iter()
-            .any(|k| v[k].as_u64() == Some(u64::from(port)))
+        && match target {
+            Target::Port(port) => ["dport", "sport", "port"]
+                .iter()
+                .any(|k| v[k].as_u64() == Some(u64::from(port))),
+            Target::Pid(pid) => v["kind"] == "oom" && v["pid"].as_u64() == Some(u64::from(pid)),
+        }
 }
 
 struct Tracer {
@@ -315,17 +363,17 @@ pub fn run() -> i32 {
         }
         tried += 1;
         let provoked = Netns::create().and_then(|ns| {
-            let (port, keep) = ns.run(s.provoke)??;
-            Ok((port, keep, ns))
+            let (target, keep) = ns.run(s.provoke)??;
+            Ok((target, keep, ns))
         });
-        let (port, _keep, _ns) = match provoked {
+        let (target, _keep, _ns) = match provoked {
             Ok(p) => p,
             Err(e) => {
                 println!("  could not provoke it here: {e}\n");
                 continue;
             }
         };
-        match tracer.wait(Duration::from_secs(6), |v| about(v, s.mode, port)) {
+        match tracer.wait(Duration::from_secs(6), |v| about(v, s.mode, target)) {
             Some(v) => {
                 shown += 1;
                 let text = |k: &str| escape_bytes(v[k].as_str().unwrap_or("").as_bytes());

@@ -16,6 +16,7 @@ pub mod netns;
 pub mod packet;
 pub mod probes;
 pub mod procinfo;
+pub mod rawtcp;
 pub mod record;
 pub mod report;
 pub mod run;

@@ -21,7 +21,7 @@ fn oom_kill_in_a_memory_cgroup() {
         Err(why) => panic!("cannot make a memory cgroup here: {why}"),
     };
     let mut d = Daemon::json();
-    let (pid, how) = cg.run_hog(1 << 30);
+    let (pid, how) = cg.run_hog(1 << 30).expect("fork the memory hog");
     assert_eq!(how, "killed by signal 9", "the hog was not OOM-killed");
     let oom = d.wait_for("oom", Duration::from_secs(10), |v| {
         v["kind"] == "oom" && v["pid"] == pid

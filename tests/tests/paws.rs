@@ -5,15 +5,9 @@
 //! it; netprobe must name it `tw_recycle`, with the flow (from the drop
 //! reason, 5.17+) and from the namespace's PAWSEstab counter (every kernel).
 
-use std::{
-    io::Read,
-    net::{SocketAddr, TcpListener},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
-use netprobe_tests::{
-    has_flow, rawtcp, require_root, socket2_free as sock, Daemon, Netns, Resident,
-};
+use netprobe_tests::{has_flow, rawtcp, require_root, Daemon, Netns, Resident};
 
 #[test]
 fn old_timestamp_is_rejected_as_paws() {
@@ -22,51 +16,16 @@ fn old_timestamp_is_rejected_as_paws() {
     }
     let mut d = Daemon::json();
     let ns = Netns::new();
-    let (client, server, stale, _resident, _keep) = ns.run(|| {
+    let (paws, _resident) = ns.run(|| {
         let resident = Resident::here();
-        let sniff = rawtcp::Sniffer::on_loopback();
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let server = match l.local_addr().unwrap() {
-            SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        };
-        let c = sock::tcp_v4();
-        sock::bind(&c, "127.0.0.2:0".parse().unwrap());
-        sock::connect(&c, SocketAddr::V4(server)).expect("connect");
-        let client = match sock::local_addr(&c) {
-            SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        };
-        let (mut s, _) = l.accept().unwrap();
-        // One real data segment, so the server's remembered timestamp is the
-        // client's latest, and we learn the sequence numbers from it.
-        sock::send(&c, b"hello").unwrap();
-        let mut buf = [0u8; 5];
-        s.read_exact(&mut buf).unwrap();
-        let seen = sniff
-            .wait(Duration::from_secs(2), |g| {
-                g.src == client && g.dst == server && g.flags & 0x08 != 0
-            })
-            .expect("the client's data segment on lo");
-        let (tsval, tsecr) = seen.ts.expect("timestamps are on (tcp_timestamps=1)");
-        let forged = rawtcp::forge(
-            client,
-            server,
-            seen.seq.wrapping_add(5),
-            seen.ack,
-            (tsval.wrapping_sub(100_000), tsecr),
-            b"stale",
-        );
-        rawtcp::inject(&forged, *server.ip()).expect("inject the forged segment");
-        std::thread::sleep(Duration::from_millis(200));
-        (
-            SocketAddr::V4(client),
-            SocketAddr::V4(server),
-            tsval.wrapping_sub(100_000),
-            resident,
-            (l, c, s),
-        )
+        let paws = rawtcp::stale_timestamp().expect("a segment with an old timestamp");
+        (paws, resident)
     });
+    let (client, server, stale) = (
+        SocketAddr::V4(paws.client),
+        SocketAddr::V4(paws.server),
+        paws.tsval,
+    );
     let reasons = d.drop_reasons();
     if reasons {
         let drop = d.wait_for("PAWS drop", Duration::from_secs(10), |v| {
