@@ -39,8 +39,9 @@ pub struct Summary {
     pub errors: Vec<String>,
 }
 
-/// What a record is about: its listener, or its flow with the service
-/// (lower) port.
+/// What a record is about: its listener (or socket), or its flow as
+/// `client -> service:port`, the service being the side with the lower port
+/// whichever way the packet went (a SYN and the RST answering it are one).
 fn target(v: &Value) -> String {
     let s = |k: &str| v.get(k).and_then(Value::as_str);
     let n = |k: &str| v.get(k).and_then(Value::as_u64);
@@ -51,7 +52,7 @@ fn target(v: &Value) -> String {
     let proto = s("proto").unwrap_or("?");
     match (s("saddr"), s("daddr"), n("sport"), n("dport")) {
         (Some(sa), Some(da), Some(sp), Some(dp)) if sp < dp => {
-            format!("{proto} {} <- {da}", join_addr(sa, sp))
+            format!("{proto} {da} -> {}", join_addr(sa, sp))
         }
         (Some(sa), Some(da), _, Some(dp)) => format!("{proto} {sa} -> {}", join_addr(da, dp)),
         _ => match n("netns") {
@@ -414,14 +415,11 @@ not json at all
         assert_eq!(paws.events, 312);
         assert_eq!(paws.by_target["tcp 10.0.3.7 -> 10.0.0.5:80"], 312);
         assert_eq!(paws.first, "2026-11-22T02:10:04.100000Z");
-        // Both directions of one service are one target.
+        // Both directions of one service are one target: a SYN to
+        // 10.0.0.5:9200, and a RST from it.
         assert_eq!(
             s.modes["no_listener"].by_target["tcp 10.0.9.9 -> 10.0.0.5:9200"],
-            1
-        );
-        assert_eq!(
-            s.modes["no_listener"].by_target["tcp 10.0.0.5:9200 <- 10.0.9.9"],
-            1
+            2
         );
         assert_eq!(s.modes["conntrack_table_full"].from_counters, 1);
         assert_eq!(s.hours["2026-11-22T02"]["tw_recycle"], 312);

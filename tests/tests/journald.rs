@@ -169,4 +169,21 @@ fn closed_port_records_reach_journald_with_fields() {
         d.stop_with(libc::SIGTERM, Duration::from_secs(5)).code(),
         Some(0)
     );
+    // The morning summary, read back from the journal.
+    let out = Command::new(netprobe_tests::netprobe_bin())
+        .args(["report", "--since", "10m"])
+        .output()
+        .expect("run netprobe report");
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert!(report.starts_with("netprobe report: "), "{report}");
+    let closed = report
+        .find("\nno_listener: ")
+        .map(|at| &report[at..])
+        .unwrap_or_else(|| panic!("no no_listener section:\n{report}"));
+    assert!(
+        closed.contains(&format!("127.0.0.1:{}", server.port())),
+        "the closed port is among the worst targets:\n{report}"
+    );
 }
