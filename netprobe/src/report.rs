@@ -22,6 +22,8 @@ pub struct ModeSummary {
     pub advice: Option<String>,
     /// Events that came from counters rather than probes.
     pub from_counters: u64,
+    /// OOM windows: what the network suffered after each kill.
+    pub windows: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +118,18 @@ pub fn add(s: &mut Summary, v: &Value, since: Option<&str>) {
         _ => {}
     }
     let Some(mode) = text("mode") else { return };
+    // An OOM window's incident counts symptoms, not repeats of its kill
+    // (which has its own record): it is told, not added.
+    let window = kind == "incident"
+        && v.get("evidence")
+            .is_some_and(|e| e.get("oom_victim_pid").is_some() && e.get("socket_errors").is_some());
+    if window {
+        let m = s.modes.entry(mode).or_default();
+        if m.windows.len() < 5 {
+            m.windows.push(text("message").unwrap_or_default());
+        }
+        return;
+    }
     // An incident's first event was written on its own already.
     let events = match kind {
         "incident" => v
@@ -216,6 +230,9 @@ pub fn render(s: &Summary) -> String {
             out.push_str(&format!("  ({} more)\n", worst.len() - 5));
         }
         out.push_str(&format!("  e.g. {}\n", shorten(&m.example, 300)));
+        for w in &m.windows {
+            out.push_str(&format!("  window: {}\n", shorten(w, 300)));
+        }
         if let Some(a) = m.advice.as_deref().or(entry.map(|e| e.advice)) {
             out.push_str(&format!("  advice: {}\n", shorten(a, 400)));
         }
@@ -404,12 +421,17 @@ not json at all
 {"ts":"2026-11-22T03:00:00.000000Z","kind":"drop","message":"dropped TCP 10.0.9.9:51000 -> 10.0.0.5:9200 (SYN): no socket listens","family":"reset","mode":"no_listener","proto":"tcp","saddr":"10.0.9.9","sport":51000,"daddr":"10.0.0.5","dport":9200}
 {"ts":"2026-11-22T03:00:01.000000Z","kind":"reset_sent","message":"RST sent TCP 10.0.0.5:9200 -> 10.0.9.9:51002 (no socket)","family":"reset","mode":"no_listener","proto":"tcp","saddr":"10.0.0.5","sport":9200,"daddr":"10.0.9.9","dport":51002}
 {"ts":"2026-11-22T03:05:00.000000Z","kind":"conntrack","message":"conntrack table full in netns 7","family":"queue_full","mode":"conntrack_table_full","netns":7,"evidence":{"source":"counters","drop":3}}
-{"ts":"2026-11-22T03:05:01.000000Z","kind":"lost","message":"4 events lost","count":4}"#;
+{"ts":"2026-11-22T03:05:01.000000Z","kind":"lost","message":"4 events lost","count":4}
+{"ts":"2026-11-22T03:06:00.000000Z","kind":"oom","message":"the OOM killer chose pid 42 (logstash) to kill","mode":"oom_stall","pid":42}
+{"ts":"2026-11-22T03:07:00.000000Z","kind":"incident","message":"OOM kill of pid 42 (logstash): in the 60 s after it, 12 TCP retransmission(s), 1 socket error(s) (1 ETIMEDOUT), 0 dropped packet(s)","mode":"oom_stall","pid":42,"count":13,"evidence":{"oom_victim_pid":42,"retransmits":12,"socket_errors":1,"drops":0}}"#;
 
     #[test]
     fn a_night_summarised_worst_first() {
         let s = summarize(NIGHT.lines(), None);
-        assert_eq!((s.records, s.unreadable, s.lost), (8, 1, 4));
+        assert_eq!((s.records, s.unreadable, s.lost), (10, 1, 4));
+        // The kill is one event; its window is told beside it.
+        let oom = &s.modes["oom_stall"];
+        assert_eq!((oom.events, oom.windows.len()), (1, 1));
         let paws = &s.modes["tw_recycle"];
         // The first event, then 311 more folded into the incident.
         assert_eq!(paws.events, 312);
@@ -425,7 +447,7 @@ not json at all
         assert_eq!(s.hours["2026-11-22T02"]["tw_recycle"], 312);
         let text = render(&s);
         assert!(text.starts_with(
-            "netprobe report: 2026-11-22T01:59:58.000001Z .. 2026-11-22T03:05:01.000000Z (8 records, 1 unreadable lines skipped)\nprobes: 1 attached, 1 skipped\n  skipped listen_overflow: no kprobes\n"
+            "netprobe report: 2026-11-22T01:59:58.000001Z .. 2026-11-22T03:07:00.000000Z (10 records, 1 unreadable lines skipped)\nprobes: 1 attached, 1 skipped\n  skipped listen_overflow: no kprobes\n"
         ), "{text}");
         let paws_at = text
             .find("\ntw_recycle: 312 events (TCP timestamp (PAWS) rejection, warning)")
@@ -437,9 +459,16 @@ not json at all
         assert!(text.contains("; 1 from counters only\n"));
         assert!(text.contains("  2026-11-22T02h  tw_recycle 312\n"));
         assert!(text.contains("\n4 events were lost"));
+        assert!(
+            text.contains("\noom_stall: 1 event (OOM kill stalling the network, critical)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  window: OOM kill of pid 42 (logstash): in the 60 s after it, 12 TCP")
+        );
         // --since leaves the earlier night out.
         let s = summarize(NIGHT.lines(), Some("2026-11-22T03"));
-        assert_eq!(s.records, 4);
+        assert_eq!(s.records, 6);
         assert!(!s.modes.contains_key("tw_recycle"));
     }
 
