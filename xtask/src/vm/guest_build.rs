@@ -34,6 +34,11 @@ fn cargo_static(args: &[&str]) -> Command {
     c.env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("NETPROBE_REQUIRE_EBPF", "1")
+        // Line tables only: panics keep their file and line, and each test
+        // executable stays small enough for a RAM-backed guest (a dozen of
+        // them with full debug info overflowed a 1 GiB guest's rootfs).
+        .env("CARGO_PROFILE_DEV_DEBUG", "line-tables-only")
+        .env("CARGO_PROFILE_TEST_DEBUG", "line-tables-only")
         .args(args)
         .args(["--target", TARGET, "--message-format=json"])
         .stderr(Stdio::inherit());

@@ -53,7 +53,9 @@ pub fn command(kernel: &Path, initrd: &Path, accel: &str) -> Command {
         "-cpu",
         if accel == "kvm" { "host" } else { "max" },
     ])
-    .args(["-m", "1024", "-smp", "2"])
+    // The initramfs (executables, journald and their libraries) unpacks
+    // into RAM: room for it, the tests and a 32 MiB OOM cgroup.
+    .args(["-m", "2048", "-smp", "2"])
     .arg("-kernel")
     .arg(kernel)
     .arg("-initrd")
