@@ -82,17 +82,18 @@ const SCENARIOS: &[Scenario] = &[
         provoke: stale_timestamp,
     },
     Scenario {
+        mode: "qdisc_full",
+        what: "a token bucket (tbf, 8 kbit/s) on loopback overflows with a UDP burst",
+        needs: Some("tc"),
+        provoke: qdisc_overflow,
+    },
+    // Last: the OOM kill opens a window that counts what follows it.
+    Scenario {
         mode: "oom_stall",
         what: "a process in a throwaway memory cgroup (32 MiB) allocates until the OOM killer \
                kills it",
         needs: None,
         provoke: oom_kill,
-    },
-    Scenario {
-        mode: "qdisc_full",
-        what: "a token bucket (tbf, 8 kbit/s) on loopback overflows with a UDP burst",
-        needs: Some("tc"),
-        provoke: qdisc_overflow,
     },
 ];
 
