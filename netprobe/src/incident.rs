@@ -80,6 +80,11 @@ impl Folder {
         }
     }
 
+    /// A new window, for incidents opened from now on (a config reload).
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
     /// Whether `r` is to be written now: the first of its kind in a window
     /// (or one that does not fold); a repeat is counted instead.
     pub fn offer(&mut self, r: &Record, now: Instant) -> bool {

@@ -3,16 +3,20 @@
 //! classification) is kept apart from I/O so it is tested without root.
 
 pub mod btf;
+pub mod caps;
 pub mod catalogue;
 pub mod check;
 pub mod classify;
+pub mod config;
 pub mod containers;
 pub mod counters;
 pub mod decode;
 pub mod demo;
 pub mod incident;
 pub mod kallsyms;
+pub mod metrics;
 pub mod netns;
+pub mod notify;
 pub mod packet;
 pub mod probes;
 pub mod procinfo;

@@ -22,9 +22,22 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         output: OutputKind,
         /// Seconds in which repeats of one mode and flow fold into one
-        /// `incident` record (the first event is written at once).
-        #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        incident_window: u64,
+        /// `incident` record (the first event is written at once); default
+        /// the config file's, else 60.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        incident_window: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics: a port (bound to
+        /// 127.0.0.1) or ADDRESS:PORT (0.0.0.0:9464 to expose it).
+        #[arg(long, value_name = "ADDR", value_parser = netprobe::metrics::parse_addr)]
+        metrics: Option<std::net::SocketAddr>,
+        /// A TOML file with the incident window and filters (ports,
+        /// addresses, netns, modes); SIGHUP reloads it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+        /// Size of the ring buffer the kernel writes events to (a power of
+        /// two: 4M, 256K); when it is full, events are counted as lost.
+        #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = netprobe::probes::parse_ring_buffer)]
+        ring_buffer: u32,
     },
     /// Preflight: kernel, BTF, tracefs, privileges, and each probe.
     Check,
@@ -57,9 +70,15 @@ fn main() {
         Command::Run {
             output,
             incident_window,
+            metrics,
+            config,
+            ring_buffer,
         } => run::run(RunOptions {
             output,
-            incident_window: std::time::Duration::from_secs(incident_window),
+            incident_window: incident_window.map(std::time::Duration::from_secs),
+            metrics,
+            config,
+            ring_buffer,
         }),
         Command::Demo => netprobe::demo::run(),
         Command::Report { file, since } => netprobe::report::run(file.as_deref(), since.as_deref()),

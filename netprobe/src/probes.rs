@@ -679,9 +679,40 @@ fn format_of<'a>(spec: &ProbeSpec, layouts: &'a Layouts) -> Option<&'a Format> {
     }
 }
 
+/// The ring buffer's size unless `--ring-buffer` says otherwise.
+pub const DEFAULT_RING_BUFFER: u32 = 1 << 22;
+
+/// `--ring-buffer`: bytes, with an optional K or M suffix; the kernel wants
+/// a power of two, at least a page.
+pub fn parse_ring_buffer(s: &str) -> Result<u32, String> {
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
+        _ => (s, 1),
+    };
+    let n = num
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a size (e.g. 4M, 256K, 65536)"))?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    if !n.is_power_of_two() || n < page || n > 1 << 30 {
+        return Err(format!(
+            "`{s}`: the ring buffer must be a power of two from {page} bytes to 1G"
+        ));
+    }
+    Ok(n as u32)
+}
+
 /// Loads the embedded object with this kernel's configuration and attaches
 /// every probe the kernel can take.
 pub fn start() -> Tracer {
+    start_with(DEFAULT_RING_BUFFER)
+}
+
+/// As `start`, with a ring buffer of `ring_bytes`.
+pub fn start_with(ring_bytes: u32) -> Tracer {
     let mut tracer = Tracer {
         ebpf: None,
         layouts: Layouts::default(),
@@ -748,6 +779,7 @@ pub fn start() -> Tracer {
     let config = build_config(&tracer.layouts, &offers.btf, reset_kprobes);
     let mut ebpf = match EbpfLoader::new()
         .override_global("CONFIG", &config, true)
+        .map_max_entries("EVENTS", ring_bytes)
         .load(EBPF_OBJECT)
     {
         Ok(b) => b,
@@ -911,6 +943,20 @@ mod tests {
 
     fn none() -> BtfOffsets {
         BtfOffsets::unavailable("no BTF in this test")
+    }
+
+    #[test]
+    fn ring_buffer_sizes() {
+        assert_eq!(parse_ring_buffer("4M"), Ok(4 << 20));
+        assert_eq!(parse_ring_buffer("256k"), Ok(256 << 10));
+        assert_eq!(parse_ring_buffer("65536"), Ok(65536));
+        assert!(parse_ring_buffer("3M")
+            .unwrap_err()
+            .contains("power of two"));
+        assert!(parse_ring_buffer("1").unwrap_err().contains("power of two"));
+        assert!(parse_ring_buffer("2G").is_err());
+        assert!(parse_ring_buffer("x").unwrap_err().contains("not a size"));
+        assert!(parse_ring_buffer("99999999999999999999M").is_err());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! until SIGINT or SIGTERM.
 
 use std::{
+    net::SocketAddr,
     os::fd::AsRawFd,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -14,10 +15,14 @@ use std::{
 use netprobe_common::LOST_RINGBUF_FULL;
 
 use crate::{
+    caps,
+    config::{Config, Filter},
     counters,
     decode::{self, DecodeError},
     incident::Folder,
     kallsyms::Kallsyms,
+    metrics::{self, Metrics},
+    notify::Notifier,
     probes::{self, Tracer},
     procinfo,
     record::{self, Record},
@@ -28,9 +33,20 @@ use crate::{
 pub struct RunOptions {
     pub output: OutputKind,
     /// Repeats of one mode and flow inside this window fold into one
-    /// `incident` record.
-    pub incident_window: Duration,
+    /// `incident` record (the config file's, else 60 s, when not given).
+    pub incident_window: Option<Duration>,
+    /// `--metrics`: where to serve Prometheus text.
+    pub metrics: Option<SocketAddr>,
+    /// `--config`: reloaded on SIGHUP.
+    pub config: Option<PathBuf>,
+    /// `--ring-buffer`: bytes.
+    pub ring_buffer: u32,
 }
+
+const DEFAULT_INCIDENT_WINDOW: Duration = Duration::from_secs(60);
+/// At shutdown, how long the kernel's last records are drained: the whole
+/// exit stays within a second of SIGTERM.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(400);
 
 /// Counts of events that did not become records, reported as `lost`.
 #[derive(Default)]
@@ -41,8 +57,21 @@ struct Losses {
 }
 
 pub fn run(opts: RunOptions) -> i32 {
+    // A bad config file is refused before anything starts.
+    let config = match &opts.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(why) => {
+                eprintln!("netprobe: error: {why}");
+                return 2;
+            }
+        },
+        None => Config::default(),
+    };
     let mut out = Output::for_kind(opts.output);
-    match daemon(&mut out, opts.incident_window) {
+    let metrics = Arc::new(Metrics::default());
+    out.metrics = Some(metrics.clone());
+    match daemon(&mut out, &opts, config, metrics) {
         Ok(code) => code,
         Err(AllSinksFailed(why)) => {
             eprintln!("netprobe: error: no output works any more ({why}); exiting");
@@ -52,7 +81,13 @@ pub fn run(opts: RunOptions) -> i32 {
 }
 
 /// The daemon proper; returns the exit code.
-fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFailed> {
+fn daemon(
+    out: &mut Output,
+    opts: &RunOptions,
+    mut config: Config,
+    metrics: Arc<Metrics>,
+) -> Result<i32, AllSinksFailed> {
+    let started = Instant::now();
     let privilege = sys::cap_eff().map_or(
         Some("cannot read /proc/self/status".into()),
         sys::missing_privilege,
@@ -64,14 +99,31 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
         }
         return Ok(1);
     }
+    // Bound before privileges are dropped (a port below 1024 needs them).
+    let listener = match opts.metrics.map(|a| (a, metrics::bind(a))) {
+        Some((_, Ok(l))) => Some(l),
+        Some((addr, Err(e))) => {
+            let why = format!("cannot serve metrics on {addr}: {e}");
+            out.write(&Record::error(why.clone()))?;
+            eprintln!("netprobe: error: {why}");
+            return Ok(1);
+        }
+        None => None,
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, shutdown.clone()) {
+    let reload = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &shutdown),
+        (signal_hook::consts::SIGTERM, &shutdown),
+        (signal_hook::consts::SIGHUP, &reload),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
             out.write(&Record::error(format!("cannot handle signal {sig}: {e}")))?;
         }
     }
+    let notifier = Notifier::from_env();
 
-    let mut tracer = probes::start();
+    let mut tracer = probes::start_with(opts.ring_buffer);
     let ksyms = std::mem::take(&mut tracer.ksyms);
     for s in &tracer.statuses {
         out.write(&Record::probe(s.spec.name, &s.hook, s.result.clone()))?;
@@ -81,11 +133,52 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
     for r in &unreadable {
         out.write(r)?;
     }
+    // Probes on modules (nf_conntrack) follow them loading and unloading.
+    let follows_modules = tracer
+        .statuses
+        .iter()
+        .any(|s| s.spec.kprobe.as_ref().is_some_and(|k| k.module.is_some()));
+    // Everything is loaded and attached: keep only what the steady state
+    // needs. No thread has been started yet (capabilities are per thread).
+    let waits = tracer.statuses.iter().any(|s| {
+        s.spec.kprobe.as_ref().is_some_and(|k| k.module.is_some())
+            && (s.pending.is_some() || s.result.is_ok())
+    });
+    let privileges = match caps::drop_to(caps::steady_set(waits)) {
+        Ok(d) => format!(
+            "; capabilities kept: {} ({} dropped, no_new_privs set{})",
+            caps::names(d.kept).join(", "),
+            d.dropped.count_ones(),
+            d.bounding_note
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default()
+        ),
+        Err(why) => {
+            out.write(&Record::error(format!(
+                "could not drop capabilities after attaching ({why}); running with them"
+            )))?;
+            String::new()
+        }
+    };
+    if let Some(l) = listener {
+        if let Err(e) = metrics::serve(l, metrics.clone()) {
+            out.write(&Record::error(format!(
+                "cannot start the metrics thread: {e}"
+            )))?;
+        }
+    }
     let attached = tracer.attached() as u32;
-    out.write(&Record::ready(
-        attached,
-        tracer.statuses.len() as u32 - attached,
-    ))?;
+    let mut ready = Record::ready(attached, tracer.statuses.len() as u32 - attached);
+    ready.message.push_str(&privileges);
+    if config != Config::default() {
+        ready
+            .message
+            .push_str(&format!("; config: {}", config.describe()));
+    }
+    out.write(&ready)?;
+    let _ = notifier.send(&format!(
+        "READY=1\nSTATUS=tracing: {attached} probes attached"
+    ));
     if attached == 0 {
         out.write(&Record::error(
             "counters-only mode: no probe could attach (see the probe records for why), so netprobe sees no kernel events and runs on procfs counters and sysctls alone"
@@ -103,23 +196,59 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
     };
     let mut clock = timefmt::Clock::now();
     let mut last_tick = Instant::now();
-    let mut folder = Folder::new(incident_window);
+    let window = |c: &Config| {
+        opts.incident_window
+            .or(c.incident_window.map(Duration::from_secs))
+            .unwrap_or(DEFAULT_INCIDENT_WINDOW)
+    };
+    let mut folder = Folder::new(window(&config));
+    let mut last_ping = Instant::now();
     let oom_probe = tracer
         .statuses
         .iter()
         .any(|s| s.spec.name == probes::OOM.name && s.result.is_ok());
-    // Probes on modules (nf_conntrack) follow them loading and unloading.
-    let follows_modules = tracer
-        .statuses
-        .iter()
-        .any(|s| s.spec.kprobe.as_ref().is_some_and(|k| k.module.is_some()));
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let counter_records = sampler.spawn(Duration::from_secs(1), sampler_stop.clone());
     while !shutdown.load(Ordering::Relaxed) {
         wait_readable(&tracer, Duration::from_millis(200));
+        if reload.swap(false, Ordering::Relaxed) {
+            if let Some(path) = &opts.config {
+                let _ = notifier.send("RELOADING=1");
+                match Config::load(path) {
+                    Ok(c) => {
+                        config = c;
+                        folder.set_window(window(&config));
+                        out.write(&Record::new(
+                            "config",
+                            format!(
+                                "configuration reloaded from {}: {}",
+                                path.display(),
+                                config.describe()
+                            ),
+                        ))?;
+                    }
+                    Err(why) => out.write(&Record::error(format!(
+                        "configuration not reloaded, the previous one stays in force: {why}"
+                    )))?,
+                }
+                let _ = notifier.send("READY=1");
+            } else {
+                out.write(&Record::error(
+                    "SIGHUP: there is no configuration file to reload (netprobe run was started without --config)".into(),
+                ))?;
+            }
+        }
+        if notifier
+            .watchdog
+            .is_some_and(|every| last_ping.elapsed() >= every)
+        {
+            last_ping = Instant::now();
+            let _ = notifier.send("WATCHDOG=1");
+        }
         drain(
             &mut symptoms,
             &mut folder,
+            &config.filter,
             &mut tracer,
             &ksyms,
             &clock,
@@ -134,12 +263,15 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
             if r.ts.is_empty() {
                 r.ts = timefmt::rfc3339(timefmt::now_unix_ns());
             }
-            out.write(&r)?;
+            if config.filter.admits(&r) {
+                out.write(&r)?;
+            }
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             clock = timefmt::Clock::now();
             report_losses(&tracer, &mut losses, out)?;
+            out.tick();
             if let Some(r) = symptoms.summary(false) {
                 out.write(&r)?;
             }
@@ -159,11 +291,13 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
         }
     }
     sampler_stop.store(true, Ordering::Relaxed);
-    // What the kernel wrote before the programs detach, within 2 s.
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let _ = notifier.send("STOPPING=1");
+    // What the kernel wrote before the programs detach, for a moment.
+    let deadline = Instant::now() + SHUTDOWN_DRAIN;
     while drain(
         &mut symptoms,
         &mut folder,
+        &config.filter,
         &mut tracer,
         &ksyms,
         &clock,
@@ -183,7 +317,7 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
         if left > 0 {
             out.write(&Record::lost(
                 left,
-                "still queued when netprobe stopped (not written within 2 s)",
+                "still queued when netprobe stopped (not written within 0.4 s)",
             ))?;
         }
     }
@@ -196,6 +330,8 @@ fn daemon(out: &mut Output, incident_window: Duration) -> Result<i32, AllSinksFa
     for r in folder.flush() {
         out.write(&r)?;
     }
+    out.finish()?;
+    out.write(&final_summary(&metrics, started.elapsed()))?;
     // Dropping the tracer detaches every program.
     drop(tracer);
     Ok(0)
@@ -266,9 +402,11 @@ impl Symptoms {
 const DRAIN_BATCH: usize = 4096;
 const DRAIN_TIME: Duration = Duration::from_millis(100);
 
+#[allow(clippy::too_many_arguments)]
 fn drain(
     symptoms: &mut Symptoms,
     folder: &mut Folder,
+    filter: &Filter,
     tracer: &mut Tracer,
     ksyms: &Kallsyms,
     clock: &timefmt::Clock,
@@ -341,7 +479,7 @@ fn drain(
                         stall.count(&rec);
                     }
                 }
-                if folder.offer(&rec, Instant::now()) {
+                if filter.admits(&rec) && folder.offer(&rec, Instant::now()) {
                     out.write(&rec)?
                 }
             }
@@ -378,4 +516,35 @@ fn report_losses(
         losses.undecodable = 0;
     }
     Ok(())
+}
+
+/// The record written at exit: how long netprobe ran, the events it saw by
+/// mode (incidents' repeats included) and what was lost.
+fn final_summary(metrics: &Metrics, ran: Duration) -> Record {
+    let (by_mode, lost) = metrics.totals();
+    let total: u64 = by_mode.values().sum();
+    let mut worst: Vec<(&String, &u64)> = by_mode.iter().collect();
+    worst.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let listed: Vec<String> = worst.iter().map(|(m, n)| format!("{m} {n}")).collect();
+    let mut r = Record::new(
+        "summary",
+        format!(
+            "netprobe stopped after {}: {total} event(s){}, {lost} lost",
+            timefmt::span(ran.as_secs()),
+            if listed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", listed.join(", "))
+            }
+        ),
+    );
+    r.count = Some(total);
+    for (m, n) in &by_mode {
+        if let Some(e) = crate::catalogue::by_mode(m) {
+            r.evidence(e.mode.mode, *n);
+        }
+    }
+    r.evidence("lost", lost);
+    r.evidence("uptime_s", ran.as_secs());
+    r
 }

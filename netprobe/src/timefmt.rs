@@ -40,6 +40,17 @@ pub fn now_unix_ns() -> i128 {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmmmmZ` (microseconds).
+/// A duration for people: `45 s`, `3 min 20 s`, `2 h 5 min`, `3 d 4 h`.
+pub fn span(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s} s"),
+        (0, 0, _) => format!("{m} min {s} s"),
+        (0, _, _) => format!("{h} h {m} min"),
+        _ => format!("{d} d {h} h"),
+    }
+}
+
 pub fn rfc3339(unix_ns: i128) -> String {
     let secs = unix_ns.div_euclid(1_000_000_000);
     let micros = unix_ns.rem_euclid(1_000_000_000) / 1_000;
@@ -71,6 +82,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn spans_for_people() {
+        assert_eq!(span(0), "0 s");
+        assert_eq!(span(200), "3 min 20 s");
+        assert_eq!(span(7500), "2 h 5 min");
+        assert_eq!(span(273600), "3 d 4 h");
+    }
+
     use super::*;
 
     #[test]

@@ -4,12 +4,14 @@
 //! sealed memfd whose descriptor is passed instead, as the protocol defines.
 
 use std::{
+    collections::VecDeque,
     io::{self, Write},
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd},
         unix::net::UnixDatagram,
     },
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use super::Sink;
@@ -17,21 +19,47 @@ use crate::record::Record;
 
 pub const DEFAULT_SOCKET: &str = "/run/systemd/journal/socket";
 
+/// Records held while journald is unreachable (a restart by log rotation
+/// takes about a second); beyond this the newest are dropped and counted.
+pub const HOLD_RECORDS: usize = 20_000;
+pub const HOLD_BYTES: usize = 16 << 20;
+/// How often a held sink tries to reach journald again.
+const RETRY: Duration = Duration::from_millis(250);
+
 pub struct Journald {
-    sock: UnixDatagram,
+    /// None while journald is unreachable.
+    sock: Option<UnixDatagram>,
     path: PathBuf,
     buf: Vec<u8>,
+    /// Encoded records waiting for journald to come back, oldest first.
+    held: VecDeque<Vec<u8>>,
+    held_bytes: usize,
+    /// Records dropped because `held` was full, not yet reported.
+    overflow: u64,
+    /// Since when journald is unreachable, and why.
+    away: Option<(Instant, String)>,
+    last_try: Instant,
+    /// A record about this sink for the chain to write (delivery resumed
+    /// after an overflow).
+    note: Option<Record>,
+    limits: (usize, usize),
 }
 
 impl Journald {
     pub fn connect(path: &Path) -> io::Result<Journald> {
-        let sock = UnixDatagram::unbound()?;
         // Probe reachability now so a missing journald is reported at start.
-        sock.connect(path)?;
+        let sock = Journald::open(path)?;
         Ok(Journald {
-            sock,
+            sock: Some(sock),
             path: path.to_path_buf(),
             buf: Vec::with_capacity(1024),
+            held: VecDeque::new(),
+            held_bytes: 0,
+            overflow: 0,
+            away: None,
+            last_try: Instant::now(),
+            note: None,
+            limits: (HOLD_RECORDS, HOLD_BYTES),
         })
     }
 
@@ -42,47 +70,108 @@ impl Journald {
         Journald::connect(&path)
     }
 
-    fn send(&mut self) -> io::Result<()> {
-        match self.sock.send(&self.buf) {
+    fn open(path: &Path) -> io::Result<UnixDatagram> {
+        let sock = UnixDatagram::unbound()?;
+        sock.connect(path)?;
+        Ok(sock)
+    }
+
+    /// Records held for journald now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Sends one encoded record: a datagram, or a sealed memfd when it is
+    /// too large for one.
+    fn send(sock: &UnixDatagram, data: &[u8]) -> io::Result<()> {
+        match sock.send(data) {
             Ok(_) => Ok(()),
             Err(e)
                 if e.raw_os_error() == Some(libc::EMSGSIZE)
                     || e.raw_os_error() == Some(libc::ENOBUFS) =>
             {
-                self.send_memfd()
+                send_memfd(sock, data)
             }
-            Err(_) => {
-                // journald restarted: its socket is a new one. Reconnect once.
-                let fresh = UnixDatagram::unbound()?;
-                fresh.connect(&self.path)?;
-                self.sock = fresh;
-                self.sock.send(&self.buf).map(|_| ())
-            }
+            Err(e) => Err(e),
         }
     }
 
-    fn send_memfd(&self) -> io::Result<()> {
-        // SAFETY: memfd_create with a static name; the fd is owned below.
-        let fd = unsafe {
-            libc::memfd_create(
-                c"netprobe-journal".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
+    /// Reconnects (journald restarted: its socket is a new one) and sends
+    /// what is held, oldest first. True when nothing is held any more.
+    fn resume(&mut self) -> bool {
+        self.last_try = Instant::now();
+        let sock = match self.sock.take() {
+            Some(s) => s,
+            None => match Journald::open(&self.path) {
+                Ok(s) => s,
+                Err(_) => return false,
+            },
         };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+        while let Some(data) = self.held.front() {
+            if Journald::send(&sock, data).is_err() {
+                return false;
+            }
+            self.held_bytes -= data.len();
+            self.held.pop_front();
         }
-        // SAFETY: fd is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        std::fs::File::from(fd.try_clone()?).write_all(&self.buf)?;
-        let seals =
-            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-        // SAFETY: fcntl on our own descriptor.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-            return Err(io::Error::last_os_error());
+        self.sock = Some(sock);
+        if let Some((since, why)) = self.away.take() {
+            eprintln!(
+                "netprobe: journald is reachable again after {:.1} s ({why} before); held records delivered",
+                since.elapsed().as_secs_f64()
+            );
         }
-        send_fd(&self.sock, fd.as_raw_fd())
+        if self.overflow > 0 {
+            self.note = Some(Record::lost(
+                std::mem::take(&mut self.overflow),
+                &format!(
+                    "dropped while journald was unreachable: the hold of {} records ({} MiB) was full",
+                    self.limits.0,
+                    self.limits.1 >> 20
+                ),
+            ));
+        }
+        true
     }
+
+    /// Keeps an encoded record for later, or counts it when the hold is full.
+    fn hold(&mut self, data: Vec<u8>, why: &io::Error) {
+        if self.away.is_none() {
+            self.away = Some((Instant::now(), why.to_string()));
+            eprintln!(
+                "netprobe: error: journald is unreachable ({why}); holding up to {} records until it is back",
+                self.limits.0
+            );
+        }
+        if self.held.len() >= self.limits.0 || self.held_bytes + data.len() > self.limits.1 {
+            self.overflow += 1;
+            return;
+        }
+        self.held_bytes += data.len();
+        self.held.push_back(data);
+    }
+}
+
+fn send_memfd(sock: &UnixDatagram, data: &[u8]) -> io::Result<()> {
+    // SAFETY: memfd_create with a static name; the fd is owned below.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"netprobe-journal".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::fs::File::from(fd.try_clone()?).write_all(data)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on our own descriptor.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    send_fd(sock, fd.as_raw_fd())
 }
 
 /// sendmsg with no payload and one descriptor in SCM_RIGHTS.
@@ -146,11 +235,84 @@ impl Sink for Journald {
         "journald"
     }
 
+    /// A record journald cannot take now is held (and delivered when it is
+    /// back), so this fails only when the record cannot be sent at all.
     fn write(&mut self, rec: &Record) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         encode(rec, &mut buf);
+        let result = self.deliver(&buf);
         self.buf = buf;
-        self.send()
+        result
+    }
+
+    fn tick(&mut self) {
+        if (!self.held.is_empty() || self.overflow > 0) && self.last_try.elapsed() >= RETRY {
+            self.resume();
+        }
+    }
+
+    fn take_note(&mut self) -> Option<Record> {
+        self.note.take()
+    }
+
+    fn undelivered(&mut self) -> Option<(u64, String)> {
+        if self.held.is_empty() && self.overflow == 0 {
+            return None;
+        }
+        if self.resume() && self.overflow == 0 {
+            return None;
+        }
+        let n = self.held.len() as u64 + std::mem::take(&mut self.overflow);
+        self.held.clear();
+        self.held_bytes = 0;
+        let why = self
+            .away
+            .as_ref()
+            .map(|(_, w)| w.clone())
+            .unwrap_or_default();
+        Some((
+            n,
+            format!("not delivered to journald, unreachable at exit ({why})"),
+        ))
+    }
+}
+
+impl Journald {
+    fn deliver(&mut self, data: &[u8]) -> io::Result<()> {
+        // Order is kept: while records are held, new ones queue behind them.
+        if (!self.held.is_empty() || self.overflow > 0)
+            && !(self.last_try.elapsed() >= RETRY && self.resume())
+        {
+            self.hold(data.to_vec(), &io::Error::from(io::ErrorKind::NotConnected));
+            return Ok(());
+        }
+        let Some(sock) = &self.sock else {
+            self.hold(data.to_vec(), &io::Error::from(io::ErrorKind::NotConnected));
+            return Ok(());
+        };
+        let err = match Journald::send(sock, data) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match err.raw_os_error() {
+            // Gone (restarted, or stopped): reconnect once, else hold.
+            Some(libc::ECONNREFUSED | libc::ENOENT | libc::ENOTCONN | libc::EPIPE) => {
+                self.sock = None;
+                match Journald::open(&self.path).and_then(|s| Journald::send(&s, data).map(|()| s))
+                {
+                    Ok(s) => {
+                        self.sock = Some(s);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.last_try = Instant::now();
+                        self.hold(data.to_vec(), &e);
+                        Ok(())
+                    }
+                }
+            }
+            _ => Err(err),
+        }
     }
 }
 

@@ -9,15 +9,28 @@ pub mod text;
 
 use std::{
     io::{self, Write},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::record::Record;
+use crate::{metrics::Metrics, record::Record};
 
 pub trait Sink {
     /// A short name for error messages (`stdout`, `journald`, ...).
     fn name(&self) -> &str;
     fn write(&mut self, rec: &Record) -> io::Result<()>;
+    /// Periodic work (retrying a peer that went away); called about once a
+    /// second.
+    fn tick(&mut self) {}
+    /// A record this sink has to say about itself (records it had to drop),
+    /// for the chain to write.
+    fn take_note(&mut self) -> Option<Record> {
+        None
+    }
+    /// At exit: how many accepted records never got through, and why.
+    fn undelivered(&mut self) -> Option<(u64, String)> {
+        None
+    }
 }
 
 /// Which sink(s) `--output` asked for.
@@ -58,6 +71,8 @@ pub struct Output {
     slots: Vec<Slot>,
     retry: Duration,
     notices: Box<dyn Write + Send>,
+    /// Counts every record written, for `--metrics`.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Every sink failed for a record: the daemon cannot report and must stop.
@@ -80,6 +95,7 @@ impl Output {
                 .collect(),
             retry: Duration::from_secs(5),
             notices,
+            metrics: None,
         }
     }
 
@@ -123,7 +139,61 @@ impl Output {
         out
     }
 
+    /// Writes a record to the first healthy sink, then whatever that sink
+    /// has to say about itself.
     pub fn write(&mut self, rec: &Record) -> Result<(), AllSinksFailed> {
+        let mut i = self.write_one(rec)?;
+        if let Some(m) = &self.metrics {
+            m.observe(rec);
+        }
+        let mut notes = 0;
+        while let Some(note) = self.slots[i].sink.take_note() {
+            if let Some(m) = &self.metrics {
+                m.observe(&note);
+            }
+            i = self.write_one(&note)?;
+            notes += 1;
+            if notes > 8 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets each sink retry what it holds.
+    pub fn tick(&mut self) {
+        for slot in &mut self.slots {
+            slot.sink.tick();
+        }
+        let notes: Vec<Record> = self
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.sink.take_note())
+            .collect();
+        for n in notes {
+            let _ = self.write(&n);
+        }
+    }
+
+    /// At exit: records a sink accepted but could not deliver are counted
+    /// in a `lost` record written to the rest of the chain.
+    pub fn finish(&mut self) -> Result<(), AllSinksFailed> {
+        for i in 0..self.slots.len() {
+            if let Some((n, why)) = self.slots[i].sink.undelivered() {
+                let _ = writeln!(self.notices, "netprobe: error: {n} record(s) {why}");
+                // Not to the sink that failed them.
+                self.slots[i].failed_at = Some(Instant::now());
+                self.write(&Record::lost(n, &why))?;
+            }
+            if let Some(note) = self.slots[i].sink.take_note() {
+                self.write(&note)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of the sink that took the record.
+    fn write_one(&mut self, rec: &Record) -> Result<usize, AllSinksFailed> {
         let now = Instant::now();
         let mut failures = Vec::new();
         for i in 0..self.slots.len() {
@@ -143,7 +213,7 @@ impl Output {
                             slot.sink.name()
                         );
                     }
-                    return Ok(());
+                    return Ok(i);
                 }
                 Err(e) => {
                     let first = slot.failed_at.is_none();
