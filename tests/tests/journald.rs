@@ -187,3 +187,203 @@ fn closed_port_records_reach_journald_with_fields() {
         "the closed port is among the worst targets:\n{report}"
     );
 }
+
+/// A journald of its own (a journal namespace, `systemd-journald NAME`),
+/// so the test can stop and restart it without touching the node's.
+struct NamespacedJournald {
+    name: String,
+    child: Option<Child>,
+}
+
+impl NamespacedJournald {
+    fn socket(&self) -> String {
+        format!("/run/systemd/journal.{}/socket", self.name)
+    }
+
+    fn start(name: &str) -> NamespacedJournald {
+        let mut j = NamespacedJournald {
+            name: name.into(),
+            child: None,
+        };
+        j.restart();
+        j
+    }
+
+    fn restart(&mut self) {
+        let bin = [
+            "/lib/systemd/systemd-journald",
+            "/usr/lib/systemd/systemd-journald",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect(
+            "systemd-journald is not installed (package systemd); `cargo xtask setup` installs it",
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(JOURNALD_LOG)
+            .expect("open the journald log");
+        let before = std::fs::metadata(self.socket())
+            .and_then(|m| m.modified())
+            .ok();
+        self.child = Some(
+            Command::new(bin)
+                .arg(&self.name)
+                .env("SYSTEMD_LOG_TARGET", "console")
+                .stdout(log.try_clone().expect("dup the journald log"))
+                .stderr(log)
+                .spawn()
+                .expect("start systemd-journald"),
+        );
+        // Up when its socket is a new one and takes a datagram.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let fresh = std::fs::metadata(self.socket())
+                .and_then(|m| m.modified())
+                .ok();
+            let alive = UnixDatagram::unbound()
+                .and_then(|s| s.connect(self.socket()))
+                .is_ok();
+            if alive && fresh != before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "systemd-journald {} did not open {}: {}",
+                self.name,
+                self.socket(),
+                journal_diagnostics()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    fn arg(&self) -> String {
+        format!("--namespace={}", self.name)
+    }
+}
+
+impl Drop for NamespacedJournald {
+    fn drop(&mut self) {
+        self.stop();
+        // Its journal files: /var/log/journal/MACHINE.NAME or /run/log/journal/MACHINE.NAME.
+        for dir in ["/var/log/journal", "/run/log/journal"] {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name()
+                        .to_string_lossy()
+                        .ends_with(&format!(".{}", self.name))
+                    {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn records_written_while_journald_restarts_are_delivered() {
+    if !require_root("records_written_while_journald_restarts_are_delivered") {
+        return;
+    }
+    let mut journald = NamespacedJournald::start(&format!("netprobe-test-{}", std::process::id()));
+    let socket = journald.socket();
+    let mut d = Daemon::start(
+        &["--output", "journald"],
+        &[("NETPROBE_JOURNAL_SOCKET", socket.as_str())],
+    );
+    let pid = format!("_PID={}", d.pid());
+    let ns_arg = journald.arg();
+    journal_wait(
+        &[ns_arg.clone(), pid.clone(), "NETPROBE_KIND=ready".into()],
+        |e| !e.is_empty(),
+    );
+    let ns = Netns::new();
+    let closed_port = |ns: &Netns| {
+        ns.run(|| connect_to_closed_port("127.0.0.2", "127.0.0.1"))
+            .1
+    };
+    let before = closed_port(&ns);
+    journal_wait(
+        &[
+            ns_arg.clone(),
+            pid.clone(),
+            format!("NETPROBE_DPORT={}", before.port()),
+        ],
+        |e| !e.is_empty(),
+    );
+
+    // journald goes away (as when log rotation restarts it); records are
+    // written meanwhile: five different closed ports, five flows.
+    journald.stop();
+    let away: Vec<u16> = (0..5).map(|_| closed_port(&ns).port()).collect();
+    // Let the daemon write them while journald is down.
+    thread::sleep(Duration::from_secs(1));
+    journald.restart();
+    let after = closed_port(&ns);
+
+    for port in away.iter().chain([&after.port()]) {
+        let e = journal_wait(
+            &[
+                ns_arg.clone(),
+                pid.clone(),
+                format!("NETPROBE_DPORT={port}"),
+            ],
+            |e| e.iter().any(|v| v["NETPROBE_MODE"] == "no_listener"),
+        );
+        assert_eq!(e[0]["SYSLOG_IDENTIFIER"], "netprobe");
+    }
+    assert_eq!(
+        d.stop_with(libc::SIGTERM, Duration::from_secs(5)).code(),
+        Some(0)
+    );
+    let summary = journal_wait(
+        &[ns_arg.clone(), pid.clone(), "NETPROBE_KIND=summary".into()],
+        |e| !e.is_empty(),
+    );
+    eprintln!("{}", summary[0]["MESSAGE"]);
+    // Nothing lost, and the outage was said once on stderr.
+    let lost = Command::new("journalctl")
+        .args([
+            ns_arg.as_str(),
+            pid.as_str(),
+            "NETPROBE_KIND=lost",
+            "-o",
+            "json",
+            "--no-pager",
+        ])
+        .output()
+        .expect("run journalctl");
+    assert!(
+        lost.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&lost.stdout)
+    );
+    thread::sleep(Duration::from_millis(100));
+    let errs = d.stderr.lock().unwrap().clone();
+    eprintln!("stderr: {errs:?}");
+    assert_eq!(
+        errs.iter()
+            .filter(|l| l.contains("journald is unreachable"))
+            .count(),
+        1,
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|l| l.contains("journald is reachable again")),
+        "{errs:?}"
+    );
+    // The daemon wrote nothing to its fallback (stdout) meanwhile.
+    assert!(d.seen.is_empty(), "{:?}", d.seen);
+}

@@ -419,4 +419,67 @@ mod tests {
             .any(|(k, v)| k == "MESSAGE" && v == big.as_bytes()));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    fn messages(server: &UnixDatagram) -> Vec<String> {
+        server.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = server.recv(&mut buf) {
+            for (k, v) in decode(&buf[..n]) {
+                if k == "MESSAGE" {
+                    got.push(String::from_utf8(v).unwrap());
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn holds_records_while_journald_is_away_and_counts_the_overflow() {
+        let dir =
+            std::env::temp_dir().join(format!("netprobe-journal-hold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("socket");
+        let _ = std::fs::remove_file(&path);
+        let server = UnixDatagram::bind(&path).unwrap();
+        let mut j = Journald::connect(&path).unwrap();
+        j.limits = (3, HOLD_BYTES);
+        j.write(&Record::new("drop", "before".into())).unwrap();
+        assert_eq!(messages(&server), ["before"]);
+
+        // journald stops (a restart: its socket goes, a new one comes).
+        drop(server);
+        std::fs::remove_file(&path).unwrap();
+        for i in 0..5 {
+            // Accepted: held, not an error that would divert the chain.
+            j.write(&Record::new("drop", format!("away {i}"))).unwrap();
+        }
+        assert_eq!(j.held(), 3);
+        assert!(j.take_note().is_none());
+        let server = UnixDatagram::bind(&path).unwrap();
+        std::thread::sleep(RETRY);
+        j.tick();
+        assert_eq!(messages(&server), ["away 0", "away 1", "away 2"]);
+        assert_eq!(j.held(), 0);
+        let note = j.take_note().expect("the overflow is reported");
+        assert_eq!(note.kind, "lost");
+        assert_eq!(note.count, Some(2));
+        assert!(
+            note.message.contains("journald was unreachable"),
+            "{}",
+            note.message
+        );
+        j.write(&Record::new("drop", "after".into())).unwrap();
+        assert_eq!(messages(&server), ["after"]);
+
+        // Away at exit: what is held is counted as undelivered.
+        drop(server);
+        std::fs::remove_file(&path).unwrap();
+        j.write(&Record::new("drop", "never".into())).unwrap();
+        let (n, why) = j.undelivered().unwrap();
+        assert_eq!(n, 1);
+        assert!(why.contains("unreachable at exit"), "{why}");
+        assert!(j.undelivered().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
