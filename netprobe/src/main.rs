@@ -83,19 +83,16 @@ fn main() {
         Command::Demo => netprobe::demo::run(),
         Command::Report { file, since } => netprobe::report::run(file.as_deref(), since.as_deref()),
         Command::Explain { what } => match netprobe::catalogue::explain(&what) {
-            Ok(text) => {
-                print!("{text}");
-                0
-            }
+            Ok(text) => netprobe::print_out(&text),
             Err(why) => {
-                eprintln!("netprobe: {why}");
+                netprobe::say!("netprobe: {why}");
                 2
             }
         },
         Command::Check => match check::check(&mut std::io::stdout().lock()) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("netprobe: error: cannot write the report: {e}");
+                netprobe::say!("netprobe: error: cannot write the report: {e}");
                 1
             }
         },

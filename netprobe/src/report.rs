@@ -343,7 +343,7 @@ pub fn run(file: Option<&str>, since_arg: Option<&str>) -> i32 {
     use std::io::{BufRead, BufReader, Read};
     let since = match since_arg.map(|a| since(a, crate::timefmt::now_unix_ns())) {
         Some(Err(why)) => {
-            eprintln!("netprobe: {why}");
+            crate::say!("netprobe: {why}");
             return 2;
         }
         Some(Ok(t)) => Some(t),
@@ -375,7 +375,7 @@ pub fn run(file: Option<&str>, since_arg: Option<&str>) -> i32 {
         Some(path) => match std::fs::File::open(path) {
             Ok(f) => take(&mut BufReader::new(f), false),
             Err(e) => {
-                eprintln!("netprobe: cannot read {path}: {e}");
+                crate::say!("netprobe: cannot read {path}: {e}");
                 return 1;
             }
         },
@@ -387,7 +387,7 @@ pub fn run(file: Option<&str>, since_arg: Option<&str>) -> i32 {
             let mut child = match child {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!(
+                    crate::say!(
                         "netprobe: cannot run journalctl ({e}); give the JSON log as FILE or - instead"
                     );
                     return 1;
@@ -400,11 +400,10 @@ pub fn run(file: Option<&str>, since_arg: Option<&str>) -> i32 {
         }
     };
     if let Err(e) = result {
-        eprintln!("netprobe: reading the records failed: {e}");
+        crate::say!("netprobe: reading the records failed: {e}");
         return 1;
     }
-    print!("{}", render(&s));
-    0
+    crate::print_out(&render(&s))
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ pub fn run(opts: RunOptions) -> i32 {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
             Err(why) => {
-                eprintln!("netprobe: error: {why}");
+                crate::say!("netprobe: error: {why}");
                 return 2;
             }
         },
@@ -74,7 +74,7 @@ pub fn run(opts: RunOptions) -> i32 {
     match daemon(&mut out, &opts, config, metrics) {
         Ok(code) => code,
         Err(AllSinksFailed(why)) => {
-            eprintln!("netprobe: error: no output works any more ({why}); exiting");
+            crate::say!("netprobe: error: no output works any more ({why}); exiting");
             1
         }
     }
@@ -95,7 +95,7 @@ fn daemon(
     if let Some(why) = privilege {
         out.write(&Record::error(why.clone()))?;
         if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-            eprintln!("netprobe: error: {why}");
+            crate::say!("netprobe: error: {why}");
         }
         return Ok(1);
     }
@@ -105,7 +105,7 @@ fn daemon(
         Some((addr, Err(e))) => {
             let why = format!("cannot serve metrics on {addr}: {e}");
             out.write(&Record::error(why.clone()))?;
-            eprintln!("netprobe: error: {why}");
+            crate::say!("netprobe: error: {why}");
             return Ok(1);
         }
         None => None,

@@ -116,7 +116,7 @@ impl Journald {
         }
         self.sock = Some(sock);
         if let Some((since, why)) = self.away.take() {
-            eprintln!(
+            crate::say!(
                 "netprobe: journald is reachable again after {:.1} s ({why} before); held records delivered",
                 since.elapsed().as_secs_f64()
             );
@@ -138,7 +138,7 @@ impl Journald {
     fn hold(&mut self, data: Vec<u8>, why: &io::Error) {
         if self.away.is_none() {
             self.away = Some((Instant::now(), why.to_string()));
-            eprintln!(
+            crate::say!(
                 "netprobe: error: journald is unreachable ({why}); holding up to {} records until it is back",
                 self.limits.0
             );

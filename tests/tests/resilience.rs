@@ -1,0 +1,432 @@
+//! Overnight faults, each made to happen for real: SIGTERM, SIGHUP with a
+//! good and a bad config, privileges after attach, the metrics endpoint, a
+//! full disk, hostile process names.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use netprobe_tests::{connect_to_closed_port, netprobe_bin, require_root, Daemon, Netns};
+use serde_json::Value;
+
+fn closed_port_here(ns: &Netns) -> SocketAddr {
+    ns.run(|| connect_to_closed_port("127.0.0.2", "127.0.0.1"))
+        .1
+}
+
+fn about_port(v: &Value, port: u16) -> bool {
+    v["dport"] == port || v["sport"] == port
+}
+
+#[test]
+fn sigterm_writes_a_summary_and_exits_within_a_second() {
+    if !require_root("sigterm_writes_a_summary_and_exits_within_a_second") {
+        return;
+    }
+    let mut d = Daemon::json();
+    let ns = Netns::new();
+    let server = closed_port_here(&ns);
+    d.wait_for("closed port", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, server.port())
+    });
+    let t = Instant::now();
+    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    let took = t.elapsed();
+    eprintln!("SIGTERM to exit: {took:?}");
+    assert_eq!(st.code(), Some(0), "{st}");
+    let summary = d.wait_for("summary", Duration::from_secs(2), |v| {
+        v["kind"] == "summary"
+            && v["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("netprobe stopped")
+    });
+    assert!(
+        summary["evidence"]["no_listener"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    assert_eq!(summary["evidence"]["lost"], 0, "{summary}");
+    assert!(
+        took < Duration::from_secs(1),
+        "netprobe took {took:?} to exit after SIGTERM (the contract is under a second)"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
+    if !require_root("sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad") {
+        return;
+    }
+    let ns = Netns::new();
+    // Two closed ports in the namespace; the config first admits only the
+    // first, then only the second.
+    let (a, b) = ns.run(|| {
+        let a = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let b = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        (a.port(), b.port())
+    });
+    let dir = std::env::temp_dir().join(format!("netprobe-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("netprobe.toml");
+    std::fs::write(&path, format!("[filter]\nports = [{a}]\n")).unwrap();
+    let mut d = Daemon::start(
+        &["--output", "json", "--config", path.to_str().unwrap()],
+        &[],
+    );
+    d.wait_ready();
+    let refuse = |ns: &Netns, port: u16| {
+        ns.run(move || {
+            let s = std::net::TcpStream::connect(("127.0.0.1", port));
+            assert!(s.is_err(), "port {port} is closed");
+        })
+    };
+    refuse(&ns, b);
+    refuse(&ns, a);
+    d.wait_for("the admitted port", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, a)
+    });
+    assert!(
+        !d.seen
+            .iter()
+            .any(|v| v["mode"].is_string() && about_port(v, b)),
+        "port {b} is filtered out: {:?}",
+        d.seen
+    );
+
+    // A bad file: refused with why, the old filter stays.
+    std::fs::write(&path, "[filter]\nports = [\"not a port\"]\n").unwrap();
+    d.signal(libc::SIGHUP);
+    let err = d.wait_for("the refusal", Duration::from_secs(10), |v| {
+        v["kind"] == "error" && v["message"].as_str().unwrap().contains("not reloaded")
+    });
+    assert!(
+        err["message"].as_str().unwrap().contains("netprobe.toml"),
+        "{err}"
+    );
+    refuse(&ns, b);
+    refuse(&ns, a);
+    let n_a = |d: &Daemon| {
+        d.seen
+            .iter()
+            .filter(|v| v["mode"] == "no_listener" && about_port(v, a) && v["kind"] != "incident")
+            .count()
+    };
+    // (Repeats of port a fold into an incident; nothing of b may appear.)
+    d.collect(Duration::from_secs(2), |_| true);
+    assert!(
+        !d.seen
+            .iter()
+            .any(|v| v["mode"].is_string() && about_port(v, b)),
+        "the old filter stays after a bad reload: {:?}",
+        d.seen
+    );
+
+    // A good file: in force at once.
+    std::fs::write(&path, format!("[filter]\nports = [{b}]\n")).unwrap();
+    d.signal(libc::SIGHUP);
+    let ok = d.wait_for("the reload", Duration::from_secs(10), |v| {
+        v["kind"] == "config"
+    });
+    assert!(
+        ok["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ports [{b}]")),
+        "{ok}"
+    );
+    let before = n_a(&d);
+    refuse(&ns, a);
+    refuse(&ns, b);
+    d.wait_for("the newly admitted port", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, b)
+    });
+    d.collect(Duration::from_secs(1), |_| true);
+    assert_eq!(n_a(&d), before, "port {a} is filtered out now");
+    d.stop_cleanly();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Capability sets from /proc/PID/task/TID/status, per thread.
+fn thread_caps(pid: u32) -> Vec<(String, u64, u64, u64, u64, bool)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(st) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            st.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+                .unwrap()
+        };
+        let nnp = st
+            .lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1'));
+        out.push((
+            t.file_name().to_string_lossy().into_owned(),
+            field("CapEff:"),
+            field("CapPrm:"),
+            field("CapBnd:"),
+            field("CapInh:") | field("CapAmb:"),
+            nnp,
+        ));
+    }
+    out
+}
+
+#[test]
+fn capabilities_are_dropped_after_attach_and_tracing_goes_on() {
+    if !require_root("capabilities_are_dropped_after_attach_and_tracing_goes_on") {
+        return;
+    }
+    let mut d = Daemon::json();
+    let ready = d.wait_for("ready", Duration::from_secs(1), |v| v["kind"] == "ready");
+    eprintln!("{}", ready["message"]);
+    let steady = netprobe::caps::steady_set(true);
+    // Give the daemon's threads (counters, namespaces) time to start.
+    d.collect(Duration::from_secs(2), |_| true);
+    let threads = thread_caps(d.pid());
+    assert!(threads.len() > 1, "the daemon's threads: {threads:?}");
+    for (tid, eff, prm, bnd, inh, nnp) in &threads {
+        let names = |m: u64| netprobe::caps::names(m).join(",");
+        assert_eq!(
+            eff & !steady,
+            0,
+            "thread {tid} keeps {}",
+            names(eff & !steady)
+        );
+        assert_eq!(
+            prm & !steady,
+            0,
+            "thread {tid} may regain {}",
+            names(prm & !steady)
+        );
+        assert_eq!(
+            bnd & !steady,
+            0,
+            "thread {tid} bounding set {}",
+            names(bnd & !steady)
+        );
+        assert_eq!(*inh, 0, "thread {tid} passes on capabilities");
+        assert!(nnp, "thread {tid}: no_new_privs is not set");
+        // Those a compromised daemon would want most are gone.
+        for gone in [1u32, 12, 13, 16, 17] {
+            // DAC_OVERRIDE, NET_ADMIN, NET_RAW, SYS_MODULE, SYS_RAWIO
+            assert_eq!(eff & (1 << gone), 0, "thread {tid} keeps capability {gone}");
+        }
+    }
+    // Tracing and the namespace counters (setns) still work without them.
+    let ns = Netns::new();
+    let server = closed_port_here(&ns);
+    d.wait_for("closed port after the drop", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, server.port())
+    });
+    d.stop_cleanly();
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get_metrics(port: u16) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn metrics_endpoint_counts_events_probes_and_the_daemon() {
+    if !require_root("metrics_endpoint_counts_events_probes_and_the_daemon") {
+        return;
+    }
+    let port = free_port();
+    let mut d = Daemon::start(&["--output", "json", "--metrics", &port.to_string()], &[]);
+    d.wait_ready();
+    let ns = Netns::new();
+    let server = closed_port_here(&ns);
+    d.wait_for("closed port", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, server.port())
+    });
+    let text = get_metrics(port);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(value("netprobe_events_total{") >= 1.0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("netprobe_events_total{") && l.contains("mode=\"no_listener\"")),
+        "{text}"
+    );
+    assert!(
+        value("netprobe_probe_attached{probe=\"drop\"") == 1.0,
+        "{text}"
+    );
+    assert_eq!(value("netprobe_lost_events_total{"), 0.0, "{text}");
+    assert_eq!(value("netprobe_ready "), 1.0, "{text}");
+    let rss = value("process_resident_memory_bytes ");
+    assert!(rss > 1e6, "{text}");
+    eprintln!(
+        "daemon RSS {:.1} MiB, CPU {} s",
+        rss / 1048576.0,
+        value("process_cpu_seconds_total ")
+    );
+    // Loopback only when given a bare port.
+    let listening = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let hex = format!("0100007F:{port:04X}");
+    assert!(listening.contains(&hex), "not bound to 127.0.0.1:{port}");
+    d.stop_cleanly();
+
+    // A port that is taken: one clear error, exit 1.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(netprobe_bin())
+        .args(["run", "--output", "json", "--metrics", &p])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot serve metrics on 127.0.0.1:"), "{err}");
+}
+
+#[test]
+fn a_full_disk_gives_one_error_and_a_fallback_and_no_output_at_all_exits() {
+    if !require_root("a_full_disk_gives_one_error_and_a_fallback_and_no_output_at_all_exits") {
+        return;
+    }
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    // stdout on a full disk: one error line, records go to stderr.
+    let mut child = Command::new(netprobe_bin())
+        .args(["run", "--output", "json"])
+        .env("NETPROBE_JOURNAL_SOCKET", "/nonexistent/journal/socket")
+        .stdout(full())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text.contains(" ready ") && Instant::now() < deadline {
+        let n = stderr.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // SAFETY: signal our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    stderr.read_to_string(&mut text).unwrap();
+    assert_eq!(st.code(), Some(0), "{text}");
+    assert_eq!(text.matches("output to stdout failed").count(), 1, "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(
+        text.contains("netprobe stopped after"),
+        "the summary reached stderr: {text}"
+    );
+
+    // Nowhere to write at all: exit 1 promptly, no spinning.
+    let t = Instant::now();
+    let mut child = Command::new(netprobe_bin())
+        .args(["run", "--output", "json"])
+        .env("NETPROBE_JOURNAL_SOCKET", "/nonexistent/journal/socket")
+        .stdout(full())
+        .stderr(full())
+        .spawn()
+        .unwrap();
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("netprobe kept running with no working output");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("no output at all: exit {st} after {:?}", t.elapsed());
+    assert_eq!(st.code(), Some(1));
+}
+
+#[test]
+fn hostile_process_names_are_escaped_in_json_and_text() {
+    if !require_root("hostile_process_names_are_escaped_in_json_and_text") {
+        return;
+    }
+    // A thread name with a newline, an escape sequence, a quote and a byte
+    // that is not UTF-8 (comm holds 15 bytes).
+    const NAME: &[u8] = b"a\nb\x1b[31m\"\xff\0";
+    let provoke = |ns: &Netns| {
+        ns.run(|| {
+            // SAFETY: PR_SET_NAME with a NUL-terminated buffer.
+            unsafe { libc::prctl(libc::PR_SET_NAME, NAME.as_ptr(), 0, 0, 0) };
+            connect_to_closed_port("127.0.0.2", "127.0.0.1").1
+        })
+    };
+    let ns = Netns::new();
+    let mut d = Daemon::json();
+    let server = provoke(&ns);
+    let v = d.wait_for(
+        "a record with the hostile name",
+        Duration::from_secs(10),
+        |v| about_port(v, server.port()) && v["comm"].is_string(),
+    );
+    assert_eq!(v["comm"], "a\\x0ab\\x1b[31m\"\\xff", "{v}");
+    d.stop_cleanly();
+
+    // Text: no control character but the line ends, valid UTF-8.
+    let mut child = Command::new(netprobe_bin())
+        .args(["run", "--output", "text"])
+        .env("NETPROBE_JOURNAL_SOCKET", "/nonexistent/journal/socket")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let server = provoke(&ns);
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signal our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    child.wait().unwrap();
+    let text = String::from_utf8(out).expect("text output is UTF-8");
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters in the text output:\n{text:?}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains(&server.port().to_string())),
+        "{text}"
+    );
+}
