@@ -195,6 +195,10 @@ pub struct Config {
     /// `sock:inet_sk_error_report`, 0 when absent.
     pub retransmit_len: u32,
     pub sk_error_len: u32,
+    /// Offset of `error` (an int) in the `inet_sk_error_report` record, or
+    /// `ABSENT`: reports of error 0 (a socket closing after its error was
+    /// read) are not failures and are not sent.
+    pub sk_error_error: u32,
     /// The packet's network namespace: `sk_buff.dev`, `net_device.nd_net.net`
     /// and `net.ns.inum`, or `ABSENT` (then `Event::netns` stays 0).
     pub skb_dev: u32,
@@ -231,6 +235,7 @@ impl Config {
         oom_len: 0,
         retransmit_len: 0,
         sk_error_len: 0,
+        sk_error_error: Self::ABSENT,
         skb_dev: Self::ABSENT,
         dev_nd_net: Self::ABSENT,
         net_ns_inum: Self::ABSENT,
@@ -300,6 +305,6 @@ mod tests {
         );
         assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);
-        assert_eq!(size_of::<Config>(), 27 * 4);
+        assert_eq!(size_of::<Config>(), 28 * 4);
     }
 }

@@ -19,7 +19,16 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
-    let len = config().sk_error_len;
+    let c = config();
+    let len = c.sk_error_len;
+    if c.sk_error_error != netprobe_common::Config::ABSENT {
+        // SAFETY: the offset is the format's, inside the record.
+        // Error 0: the socket closed after its error was read; not a
+        // failure, and not worth a ring-buffer slot.
+        if let Ok(0) = unsafe { ctx.read_at::<i32>(c.sk_error_error as usize) } {
+            return 0;
+        }
+    }
     if len != 0 {
         emit(
             kind::SK_ERROR_REPORT,

@@ -96,7 +96,8 @@ impl Metrics {
         // The first event of an incident was counted when it was written.
         let n = match (r.kind, r.count) {
             ("incident", Some(c)) => c.saturating_sub(1),
-            (_, Some(c)) if counters => c,
+            // Counter deltas, and the minute's retransmissions, are sums.
+            (_, Some(c)) if counters || r.kind == "retransmit" => c,
             _ => 1,
         };
         if n == 0 {

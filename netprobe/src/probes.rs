@@ -435,6 +435,14 @@ pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) ->
     }
     c.retransmit_len = record_len(&layouts.retransmit);
     c.sk_error_len = record_len(&layouts.sk_error);
+    if let Some(e) = layouts
+        .sk_error
+        .as_ref()
+        .and_then(|f| f.field("error"))
+        .filter(|e| e.size == 4)
+    {
+        c.sk_error_error = e.offset as u32;
+    }
     c
 }
 
@@ -969,6 +977,7 @@ mod tests {
         assert_eq!(c.kfree_skb_skbaddr, 8);
         assert_eq!(c.send_reset_len, 88);
         assert_eq!(c.skb_head, Config::ABSENT);
+        assert_eq!(c.sk_error_error, 8);
         let c = build_config(&layouts("6.1"), &none(), false);
         assert_eq!(c.kfree_skb_reason, 28);
         assert_eq!(
