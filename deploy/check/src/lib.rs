@@ -1,0 +1,318 @@
+//! Offline schema check of Kubernetes manifests.
+//!
+//! Each YAML document is deserialized into its k8s-openapi type (chosen by
+//! `apiVersion` and `kind`): a value of the wrong type fails there, with its
+//! path. k8s-openapi ignores fields it does not know, so the typed value is
+//! serialized again and compared with the document: whatever the document
+//! has and the round trip lost is a field the API does not have (a misspelt
+//! `hostPId`, a field at the wrong level), and is reported with its path.
+//! Nothing here touches the network.
+
+use std::fmt;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+
+/// One finding in one document of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based index of the YAML document in its file.
+    pub document: usize,
+    /// `Kind/name` when the document got that far.
+    pub object: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "document {}", self.document)?;
+        if let Some(object) = &self.object {
+            write!(f, " ({object})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// What a clean file held: `Kind/name` of each object, in order.
+pub type Objects = Vec<String>;
+
+/// Checks every document of a multi-document YAML text.
+pub fn check_str(text: &str) -> Result<Objects, Vec<Problem>> {
+    let mut objects = Vec::new();
+    let mut problems = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        match check_document(doc) {
+            Ok(Some(object)) => objects.push(object),
+            Ok(None) => {} // an empty document (`---` alone)
+            Err((object, messages)) => {
+                problems.extend(messages.into_iter().map(|message| Problem {
+                    document,
+                    object: object.clone(),
+                    message,
+                }))
+            }
+        }
+    }
+    if problems.is_empty() && objects.is_empty() {
+        problems.push(Problem {
+            document: 0,
+            object: None,
+            message: "no Kubernetes object in this file".into(),
+        });
+    }
+    if problems.is_empty() {
+        Ok(objects)
+    } else {
+        Err(problems)
+    }
+}
+
+type DocResult = Result<Option<String>, (Option<String>, Vec<String>)>;
+
+fn check_document(doc: serde_yaml_ng::Deserializer<'_>) -> DocResult {
+    // Through serde_yaml_ng's own Value first: it refuses duplicate keys,
+    // which a conversion straight into JSON would silently let the last win.
+    let yaml = serde_yaml_ng::Value::deserialize(doc)
+        .map_err(|e| (None, vec![format!("not valid YAML: {e}")]))?;
+    if yaml.is_null() {
+        return Ok(None);
+    }
+    let value = serde_json::to_value(&yaml)
+        .map_err(|e| (None, vec![format!("not representable as JSON: {e}")]))?;
+    let Some(map) = value.as_object() else {
+        return Err((None, vec!["a document must be a mapping".into()]));
+    };
+    let text = |key: &str| map.get(key).and_then(Value::as_str).unwrap_or("");
+    let (api_version, kind) = (text("apiVersion"), text("kind"));
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str);
+    let object = Some(format!("{kind}/{}", name.unwrap_or("?")));
+    let mut messages = match check_as(api_version, kind, &value) {
+        Some(messages) => messages,
+        None => vec![format!(
+            "apiVersion {api_version:?} kind {kind:?} is not one this check knows \
+             (add it to KINDS in deploy/check/src/lib.rs)"
+        )],
+    };
+    if name.is_none_or(str::is_empty) {
+        messages.push("metadata.name is missing".into());
+    }
+    if messages.is_empty() {
+        Ok(object)
+    } else {
+        Err((object, messages))
+    }
+}
+
+/// The kinds this check can type, by `apiVersion` and `kind`: k8s-openapi
+/// has no enum over all of them, so the ones deploy/ uses (and their usual
+/// companions) are listed here.
+macro_rules! kinds {
+    ($($ty:ty),* $(,)?) => {
+        fn check_as(api_version: &str, kind: &str, value: &Value) -> Option<Vec<String>> {
+            use k8s_openapi::Resource;
+            $(
+                if api_version == <$ty as Resource>::API_VERSION && kind == <$ty as Resource>::KIND {
+                    return Some(round_trip::<$ty>(value));
+                }
+            )*
+            None
+        }
+
+        /// `apiVersion kind` of each kind [`check_str`] can check.
+        pub const KINDS: &[(&str, &str)] = &[
+            $((<$ty as k8s_openapi::Resource>::API_VERSION, <$ty as k8s_openapi::Resource>::KIND)),*
+        ];
+    };
+}
+
+kinds! {
+    k8s_openapi::api::core::v1::Namespace,
+    k8s_openapi::api::core::v1::ServiceAccount,
+    k8s_openapi::api::core::v1::ConfigMap,
+    k8s_openapi::api::core::v1::Service,
+    k8s_openapi::api::apps::v1::DaemonSet,
+    k8s_openapi::api::rbac::v1::ClusterRole,
+    k8s_openapi::api::rbac::v1::ClusterRoleBinding,
+    k8s_openapi::api::networking::v1::NetworkPolicy,
+    k8s_openapi::api::scheduling::v1::PriorityClass,
+}
+
+/// Type errors from deserializing `value` as `T`, else the fields the round
+/// trip through `T` lost or changed.
+fn round_trip<T: DeserializeOwned + Serialize>(value: &Value) -> Vec<String> {
+    let typed: T = match serde_path_to_error::deserialize(value.clone()) {
+        Ok(typed) => typed,
+        Err(e) => {
+            let path = e.path().to_string();
+            return vec![format!("{path}: {}", e.into_inner())];
+        }
+    };
+    let back = match serde_json::to_value(&typed) {
+        Ok(back) => back,
+        Err(e) => return vec![format!("cannot serialize the typed object again: {e}")],
+    };
+    let mut out = Vec::new();
+    diff("", value, Some(&back), &mut out);
+    out
+}
+
+/// Compares the document (`orig`) with its round trip (`back`), recording
+/// what the round trip lost or changed.
+fn diff(path: &str, orig: &Value, back: Option<&Value>, out: &mut Vec<String>) {
+    let Some(back) = back else {
+        // An explicit null is the same as no field at all to the API server.
+        if !orig.is_null() {
+            out.push(format!("{}: unknown field", display(path)));
+        }
+        return;
+    };
+    match (orig, back) {
+        (Value::Object(o), Value::Object(b)) => {
+            for (key, v) in o {
+                let sub = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                diff(&sub, v, b.get(key), out);
+            }
+        }
+        (Value::Array(o), Value::Array(b)) if o.len() == b.len() => {
+            for (i, (v, w)) in o.iter().zip(b).enumerate() {
+                diff(&format!("{path}[{i}]"), v, Some(w), out);
+            }
+        }
+        (o, b) if o == b => {}
+        // Quantities and int-or-strings written as numbers read back as text.
+        (Value::Number(n), Value::String(s)) if n.to_string() == *s => {}
+        (o, b) => out.push(format!("{}: {o} reads back as {b}", display(path))),
+    }
+}
+
+fn display(path: &str) -> &str {
+    if path.is_empty() {
+        "(document)"
+    } else {
+        path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        check_str(text)
+            .expect_err("should fail")
+            .iter()
+            .map(Problem::to_string)
+            .collect()
+    }
+
+    const SA: &str = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: a\n";
+
+    #[test]
+    fn a_clean_document_passes() {
+        assert_eq!(check_str(SA).unwrap(), ["ServiceAccount/a"]);
+    }
+
+    #[test]
+    fn empty_documents_are_skipped_but_a_file_needs_one_object() {
+        assert_eq!(check_str(&format!("---\n{SA}---\n")).unwrap().len(), 1);
+        assert_eq!(
+            problems("---\n"),
+            ["document 0: no Kubernetes object in this file"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_is_reported_with_its_path() {
+        let text = format!("{SA}automountServiceAccountTokn: false\n");
+        assert_eq!(
+            problems(&text),
+            ["document 1 (ServiceAccount/a): automountServiceAccountTokn: unknown field"]
+        );
+        let nested = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: a\n  lables: {}\n";
+        assert_eq!(
+            problems(nested),
+            ["document 1 (ServiceAccount/a): metadata.lables: unknown field"]
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_is_reported_with_its_path() {
+        let text = format!("{SA}automountServiceAccountToken: maybe\n");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].starts_with(
+                "document 1 (ServiceAccount/a): automountServiceAccountToken: invalid type: \
+                 string \"maybe\", expected a boolean"
+            ),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn explicit_nulls_and_numeric_quantities_are_accepted() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n  labels: null\n";
+        assert!(check_str(text).is_ok());
+        let mut back = serde_json::json!({"memory": "64"});
+        let mut out = Vec::new();
+        diff(
+            "",
+            &serde_json::json!({"memory": 64}),
+            Some(&back),
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        back["memory"] = "65".into();
+        diff(
+            "",
+            &serde_json::json!({"memory": 64}),
+            Some(&back),
+            &mut out,
+        );
+        assert_eq!(out, ["memory: 64 reads back as \"65\""]);
+    }
+
+    #[test]
+    fn unknown_kinds_missing_names_and_duplicate_keys_fail() {
+        let found = problems("apiVersion: v1\nkind: Pods\nmetadata:\n  name: a\n");
+        assert!(found[0].contains("kind \"Pods\" is not one this check knows"));
+        let found = problems("apiVersion: v1\nkind: Namespace\nmetadata: {}\n");
+        assert_eq!(
+            found,
+            ["document 1 (Namespace/?): metadata.name is missing"]
+        );
+        let found = problems("apiVersion: v1\nkind: Namespace\nkind: Namespace\n");
+        assert!(found[0].contains("duplicate"), "{found:?}");
+    }
+
+    #[test]
+    fn every_document_is_checked() {
+        let text = format!("{SA}---\n{SA}bogus: 1\n---\n{SA}hostPID: true\n");
+        assert_eq!(
+            problems(&text),
+            [
+                "document 2 (ServiceAccount/a): bogus: unknown field",
+                "document 3 (ServiceAccount/a): hostPID: unknown field",
+            ]
+        );
+    }
+
+    #[test]
+    fn kinds_include_what_deploy_uses() {
+        for kind in [
+            ("v1", "Namespace"),
+            ("v1", "ServiceAccount"),
+            ("apps/v1", "DaemonSet"),
+        ] {
+            assert!(KINDS.contains(&kind), "{kind:?}");
+        }
+    }
+}
