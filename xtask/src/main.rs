@@ -1,6 +1,7 @@
-//! netprobe's task runner: `cargo xtask setup|build|run|test|lint|vm`.
+//! netprobe's task runner: `cargo xtask setup|build|run|test|lint|deploy-check|vm`.
 
 mod cmd;
+mod deploy;
 mod setup;
 mod vm;
 
@@ -60,6 +61,9 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// Set up, build, then check deploy/ offline: the systemd unit
+    /// (systemd-analyze verify) and the Kubernetes manifests (schema).
+    DeployCheck,
     /// Run the integration tests on other kernels (Debian packages, booted in
     /// QEMU) and print a matrix of probes and tests per kernel.
     Vm {
@@ -93,6 +97,10 @@ impl Task {
             Task::Run { release, args } => run(release, args),
             Task::Test { kernels, args } => test(&kernels, args),
             Task::Lint => lint().map(|()| ExitCode::SUCCESS),
+            Task::DeployCheck => {
+                setup::ensure()?;
+                deploy::check(&build_netprobe(false)?).map(|()| ExitCode::SUCCESS)
+            }
             Task::Vm { kernels, keep } => Ok(if vm::run(&kernels, keep, false)? {
                 ExitCode::SUCCESS
             } else {
@@ -169,6 +177,7 @@ fn test(kernels: &[String], args: Vec<String>) -> Result<ExitCode> {
         cargo_test_args(args)
     });
     let cargo = phases.time("cargo test", || cmd::status(&mut cargo_test))?;
+    let deployment = !whole || phases.time("deploy check", || deploy::check_reported(&bin));
     if kernels.is_empty() {
         println!("xtask: --kernels none: the QEMU kernel matrix is not run");
     }
@@ -184,6 +193,10 @@ fn test(kernels: &[String], args: Vec<String>) -> Result<ExitCode> {
     };
     println!("xtask: {phases}");
     match (cargo.success(), matrix) {
+        (true, true) if !deployment => {
+            println!("xtask: test: the deployment checks (deploy/) failed");
+            Ok(ExitCode::FAILURE)
+        }
         (true, true) => Ok(ExitCode::SUCCESS),
         (false, _) => {
             println!("xtask: test: `cargo test` failed");

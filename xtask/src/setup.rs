@@ -97,10 +97,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         install: &[Step::Apt(&["iproute2"])],
     },
     Requirement {
-        what: "systemd (journald and journalctl, for the integration tests)",
+        what: "systemd (journald and journalctl for the integration tests, systemd-analyze \
+               for deploy-check)",
         find: || {
             let journald = first_existing(&["/lib/systemd/systemd-journald"])?;
             cmd::which("journalctl")?;
+            cmd::which("systemd-analyze")?;
             Some(journald)
         },
         install: &[Step::Apt(&["systemd"])],
