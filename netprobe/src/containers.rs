@@ -118,6 +118,9 @@ impl Attributor {
         self.scanned = Some(std::time::Instant::now());
         self.scans += 1;
         let spaces = crate::netns::discover(&self.proc_root, Path::new("/run/netns"));
+        // The scan replaces what was known: namespaces that are gone (pods
+        // that ended) are forgotten, so the map stays as large as the node.
+        self.by_netns.clear();
         for ns in spaces {
             let pid = ns
                 .path

@@ -153,6 +153,8 @@ impl Sampler {
         let spaces = crate::netns::discover(Path::new("/proc"), Path::new("/run/netns"));
         self.prev
             .retain(|inode, _| spaces.iter().any(|n| n.inode == *inode));
+        self.errors_said
+            .retain(|inode| spaces.iter().any(|n| n.inode == *inode));
         for ns in &spaces {
             if !baseline && !self.prev.contains_key(&ns.inode) {
                 self.prev.insert(ns.inode, Snapshot::default());

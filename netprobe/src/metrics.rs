@@ -95,6 +95,8 @@ impl Metrics {
         let counters = r.evidence_source() == Some("counters");
         // The first event of an incident was counted when it was written.
         let n = match (r.kind, r.count) {
+            // An OOM window's incident sums events counted as they came.
+            ("incident", _) if mode == "oom_stall" => 0,
             ("incident", Some(c)) => c.saturating_sub(1),
             // Counter deltas, and the minute's retransmissions, are sums.
             (_, Some(c)) if counters || r.kind == "retransmit" => c,

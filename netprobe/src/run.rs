@@ -455,7 +455,16 @@ fn drain(
                         symptoms.stall = Some((Instant::now(), stall));
                     }
                     decode::KernelEvent::Retransmit(_) | decode::KernelEvent::SocketError(_) => {
-                        match symptoms.oom_window() {
+                        // A stall shows as retransmissions and timeouts; a
+                        // refused or reset connection in the window has a
+                        // cause of its own.
+                        let stall_symptom = match &d.event {
+                            decode::KernelEvent::SocketError(e) => {
+                                e.errno == Some(i64::from(libc::ETIMEDOUT))
+                            }
+                            _ => true,
+                        };
+                        match symptoms.oom_window().filter(|_| stall_symptom) {
                             Some((pid, secs)) => record::attribute_to_oom(&mut rec, pid, secs),
                             // Retransmits outside an OOM window are folded
                             // into a summary a minute; errors are written.

@@ -64,6 +64,14 @@ enum Task {
     /// Set up, build, then check deploy/ offline: the systemd unit
     /// (systemd-analyze verify) and the Kubernetes manifests (schema).
     DeployCheck,
+    /// A night compressed: the release daemon under sustained mixed
+    /// failures (a storm minute, namespaces churning, OOM kills); prints
+    /// RSS, events, losses and CPU, and writes target/soak/results.json.
+    Soak {
+        /// How long, in minutes.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Run the integration tests on other kernels (Debian packages, booted in
     /// QEMU) and print a matrix of probes and tests per kernel.
     Vm {
@@ -97,6 +105,7 @@ impl Task {
             Task::Run { release, args } => run(release, args),
             Task::Test { kernels, args } => test(&kernels, args),
             Task::Lint => lint().map(|()| ExitCode::SUCCESS),
+            Task::Soak { minutes } => soak(minutes),
             Task::DeployCheck => {
                 setup::ensure()?;
                 deploy::check(&build_netprobe(false)?).map(|()| ExitCode::SUCCESS)
@@ -108,6 +117,29 @@ impl Task {
             }),
         }
     }
+}
+
+/// The soak test (ignored by the default test command) against the release
+/// binary.
+fn soak(minutes: u64) -> Result<ExitCode> {
+    check_test_privileges()?;
+    setup::ensure()?;
+    let bin = build_netprobe(true)?;
+    let mut test = cargo_requiring_ebpf();
+    test.env("NETPROBE_BIN", &bin)
+        .env("NETPROBE_SOAK_SECS", (minutes * 60).to_string())
+        .args([
+            "test",
+            "-p",
+            INTEGRATION_TESTS,
+            "--test",
+            "soak",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ]);
+    let status = cmd::status(&mut test)?;
+    Ok(ExitCode::from(cmd::exit_code(status)))
 }
 
 /// `cargo build -p netprobe` with the eBPF object required; returns the binary.
