@@ -216,17 +216,23 @@ impl Sampler {
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> std::sync::mpsc::Receiver<Record> {
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let started = std::time::Instant::now();
-                std::thread::sleep(period.saturating_sub(started.elapsed()));
-                for r in self.round(false) {
-                    if tx.send(r).is_err() {
-                        return;
+        let spawned = std::thread::Builder::new()
+            .name("netprobe-ctr".into())
+            .spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = std::time::Instant::now();
+                    std::thread::sleep(period.saturating_sub(started.elapsed()));
+                    for r in self.round(false) {
+                        if tx.send(r).is_err() {
+                            return;
+                        }
                     }
                 }
-            }
-        });
+            });
+        if let Err(e) = spawned {
+            // The receiver then reports nothing; say why once.
+            crate::say!("netprobe: error: cannot start the counter thread: {e}");
+        }
         rx
     }
 }

@@ -386,4 +386,21 @@ fn records_written_while_journald_restarts_are_delivered() {
     );
     // The daemon wrote nothing to its fallback (stdout) meanwhile.
     assert!(d.seen.is_empty(), "{:?}", d.seen);
+
+    // A record larger than any datagram goes through a sealed memfd, and
+    // the real journald takes it whole.
+    let mut sink = netprobe::sink::journald::Journald::connect(Path::new(&socket))
+        .expect("connect to the test journald");
+    let big = format!("big {} end", "x".repeat(300_000));
+    let mut rec = netprobe::record::Record::new("error", big.clone());
+    rec.detail = Some(format!("memfd-{}", std::process::id()));
+    netprobe::sink::Sink::write(&mut sink, &rec).expect("write a 300 kB record");
+    let got = journal_wait(
+        &[
+            ns_arg.clone(),
+            format!("NETPROBE_DETAIL=memfd-{}", std::process::id()),
+        ],
+        |e| !e.is_empty(),
+    );
+    assert_eq!(got[0]["MESSAGE"].as_str().map(str::len), Some(big.len()));
 }

@@ -201,6 +201,30 @@ fn soak_a_night_of_mixed_failures() {
     }
     drop(listener);
     let (_, cpu_end) = usage(pid);
+    // Where the CPU went: the main thread (events), the counter thread,
+    // and threads that have ended (the per-namespace readers).
+    let mut threads = serde_json::Map::new();
+    let mut alive = 0.0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let statm = std::fs::read_to_string(t.path().join("statm")).unwrap_or_default();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if let Some((cpu, _)) = netprobe::metrics::usage_of(&stat, &statm) {
+            alive += cpu;
+            threads.insert(
+                format!("{} ({})", comm.trim(), t.file_name().to_string_lossy()),
+                cpu.into(),
+            );
+        }
+    }
+    threads.insert("ended threads".into(), (cpu_end - alive).into());
+    eprintln!(
+        "soak: CPU by thread: {}",
+        serde_json::Value::Object(threads.clone())
+    );
     d.stop_cleanly();
     let summary = d
         .wait_for("summary", Duration::from_secs(5), |v| {
@@ -232,6 +256,7 @@ fn soak_a_night_of_mixed_failures() {
         "rss_end_bytes": end,
         "rss_peak_bytes": peak,
         "cpu_seconds": cpu_end,
+        "cpu_seconds_by_thread": threads,
         "cpu_seconds_per_million_events": cpu_per_million,
         "by_mode": summary["evidence"],
         "samples": samples,
