@@ -429,6 +429,14 @@ fn drain(
         drop(item);
         match decoded {
             Ok(d) => {
+                // Retransmits outside an OOM window are folded into a
+                // summary a minute: counted before any record is built.
+                if matches!(d.event, decode::KernelEvent::Retransmit(_))
+                    && symptoms.oom_window().is_none()
+                {
+                    symptoms.retransmits += 1;
+                    continue;
+                }
                 let mut rec = record::from_event(&d, clock.wall_ns(d.ts_ns), ksyms);
                 match &d.event {
                     decode::KernelEvent::Oom(o) => {
@@ -464,15 +472,8 @@ fn drain(
                             }
                             _ => true,
                         };
-                        match symptoms.oom_window().filter(|_| stall_symptom) {
-                            Some((pid, secs)) => record::attribute_to_oom(&mut rec, pid, secs),
-                            // Retransmits outside an OOM window are folded
-                            // into a summary a minute; errors are written.
-                            None if rec.kind == "retransmit" => {
-                                symptoms.retransmits += 1;
-                                continue;
-                            }
-                            None => {}
+                        if let Some((pid, secs)) = symptoms.oom_window().filter(|_| stall_symptom) {
+                            record::attribute_to_oom(&mut rec, pid, secs);
                         }
                     }
                     _ => {}
