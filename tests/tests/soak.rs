@@ -70,10 +70,17 @@ fn soak_a_night_of_mixed_failures() {
     if !require_root("soak_a_night_of_mixed_failures") {
         return;
     }
-    let secs: u64 = std::env::var("NETPROBE_SOAK_SECS")
+    // The kernel matrix runs ignored tests too; the soak is for this host,
+    // on the release build, through `cargo xtask soak`.
+    let Some(secs) = std::env::var("NETPROBE_SOAK_SECS")
         .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        eprintln!(
+            "SKIP soak_a_night_of_mixed_failures: NETPROBE_SOAK_SECS is not set; run it with `cargo xtask soak`"
+        );
+        return;
+    };
     let mut d = Daemon::start(&["--output", "json"], &[]);
     d.wait_ready();
     let pid = d.pid();
