@@ -52,14 +52,17 @@ fn sigterm_writes_a_summary_and_exits_within_a_second() {
         "{summary}"
     );
     assert_eq!(summary["evidence"]["lost"], 0, "{summary}");
-    if emulated() {
-        // Detaching kprobes waits for RCU grace periods, which TCG's
-        // emulation stretches (about 2 s on 6.1 there): only a bound ten
-        // times looser is checked, and the time is printed.
+    // Detaching kprobes patches kernel text (ftrace, stop_machine), which
+    // TCG's emulation stretches to seconds (2 to 12 s seen on 6.1 with its
+    // nine kprobes): there the time is printed and only a hang fails.
+    let bound = if emulated() {
         eprintln!("under TCG emulation: the 1 s contract is checked on the host and under KVM");
-    }
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(1)
+    };
     assert!(
-        took < patience(Duration::from_secs(1)),
+        took < bound,
         "netprobe took {took:?} to exit after SIGTERM (the contract is under a second)"
     );
 }
