@@ -1,0 +1,8 @@
+//! `/proc/net/softnet_stat` (hex columns per CPU, no header).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = netprobe::counters::softnet_dropped(&String::from_utf8_lossy(data));
+});
