@@ -2,6 +2,7 @@
 
 mod cmd;
 mod deploy;
+mod fuzz;
 mod setup;
 mod vm;
 
@@ -72,6 +73,15 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         minutes: u64,
     },
+    /// Fuzz netprobe's parsers with cargo-fuzz (nightly): every target, or
+    /// those named, N seconds each (fuzz/README.md).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+        /// Targets to run (default: all).
+        targets: Vec<String>,
+    },
     /// Run the integration tests on other kernels (Debian packages, booted in
     /// QEMU) and print a matrix of probes and tests per kernel.
     Vm {
@@ -110,6 +120,7 @@ impl Task {
                 setup::ensure()?;
                 deploy::check(&build_netprobe(false)?).map(|()| ExitCode::SUCCESS)
             }
+            Task::Fuzz { secs, targets } => fuzz::run(secs, &targets),
             Task::Vm { kernels, keep } => Ok(if vm::run(&kernels, keep, false)? {
                 ExitCode::SUCCESS
             } else {
