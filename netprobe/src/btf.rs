@@ -203,11 +203,23 @@ impl Btf {
             | kinds::FLOAT => Ok(h.size_or_type),
             kinds::PTR => Ok(8),
             kinds::ARRAY => {
-                let elem = u32_at(&self.data, h.extra)?;
-                let n = u32_at(&self.data, h.extra + 8)?;
-                self.size_of(elem)?
-                    .checked_mul(n)
-                    .ok_or(BtfError::Unsized(id))
+                // Arrays of arrays, a few deep; an array of itself has no size.
+                let (mut n, mut at) = (1u32, h.extra);
+                for _ in 0..8 {
+                    let elem = u32_at(&self.data, at)?;
+                    n = n
+                        .checked_mul(u32_at(&self.data, at + 8)?)
+                        .ok_or(BtfError::Unsized(id))?;
+                    let (elem, e) = self.resolve(elem)?;
+                    if e.kind != kinds::ARRAY {
+                        return self
+                            .size_of(elem)?
+                            .checked_mul(n)
+                            .ok_or(BtfError::Unsized(id));
+                    }
+                    at = e.extra;
+                }
+                Err(BtfError::Unsized(id))
             }
             _ => Err(BtfError::Unsized(id)),
         }
@@ -256,7 +268,8 @@ impl Btf {
             }
             if name.is_empty() {
                 if let Some((inner, t)) = self.find_member(ty, member, depth + 1)? {
-                    return Ok(Some((bit_off + inner, t)));
+                    let bits = bit_off.checked_add(inner).ok_or(BtfError::Malformed(at))?;
+                    return Ok(Some((bits, t)));
                 }
             }
         }
@@ -361,5 +374,69 @@ mod tests {
         for n in 0..small.len() {
             let _ = Btf::parse(small[..n].to_vec());
         }
+    }
+
+    /// A blob of `types` (records as little-endian words) and `strings`.
+    fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
+        let t: Vec<u8> = types.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut d = vec![0x9f, 0xeb, 1, 0];
+        for w in [24, 0, t.len() as u32, t.len() as u32, strings.len() as u32] {
+            d.extend_from_slice(&w.to_le_bytes());
+        }
+        d.extend(t);
+        d.extend_from_slice(strings);
+        d
+    }
+
+    const fn info(kind: u32, vlen: u32) -> u32 {
+        kind << 24 | vlen
+    }
+
+    /// Found by `cargo xtask fuzz btf`: an anonymous member's bit offset
+    /// plus its inner member's overflowed u32.
+    #[test]
+    fn anonymous_member_offsets_that_overflow_are_errors() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/fuzz/btf-anon-member-offset-overflow.btf"
+        );
+        let btf = Btf::parse(std::fs::read(path).unwrap()).unwrap();
+        for (s, m) in [
+            ("sk_buff", "head"),
+            ("sk_buff", "network_header"),
+            ("sk_buff", "transport_header"),
+            ("sk_buff", "dev"),
+            ("net_device", "nd_net.net"),
+            ("net", "ns.inum"),
+            ("sock_common", "skc_state"),
+            ("sock_common", "skc_v6_rcv_saddr"),
+            ("sock", "sk_backlog.rmem_alloc"),
+        ] {
+            let _ = btf.member(s, m);
+        }
+        // The same shape made by hand: `struct s { struct { int x; }; }`
+        // with the anonymous struct at bit 0xffff_fff0 and x at bit 32.
+        #[rustfmt::skip]
+        const TYPES: [u32; 16] = [
+            1, info(kinds::STRUCT, 1), 8, 0, 2, 0xffff_fff0,
+            0, info(kinds::STRUCT, 1), 8, 3, 3, 32,
+            0, info(kinds::INT, 0), 4, 32,
+        ];
+        let btf = Btf::parse(blob(&TYPES, b"\0s\0x\0")).unwrap();
+        assert!(matches!(btf.member("s", "x"), Err(BtfError::Malformed(_))));
+    }
+
+    /// An array whose element type is itself has no size (and must not
+    /// recurse for ever).
+    #[test]
+    fn self_referencing_arrays_are_errors() {
+        #[rustfmt::skip]
+        const TYPES: [u32; 16] = [
+            1, info(kinds::STRUCT, 1), 8, 3, 2, 0,
+            0, info(kinds::ARRAY, 0), 0, 2, 3, 1,
+            0, info(kinds::INT, 0), 4, 32,
+        ];
+        let btf = Btf::parse(blob(&TYPES, b"\0s\0x\0")).unwrap();
+        assert_eq!(btf.member("s", "x"), Err(BtfError::Unsized(2)));
     }
 }
