@@ -169,9 +169,10 @@ pub fn parse_diag(buf: &[u8]) -> Result<(Vec<DiagSock>, bool), String> {
                     .get(..4)
                     .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
                     .unwrap_or(0);
+                // A negative errno; i32::MIN has no positive counterpart.
                 return Err(format!(
                     "sock_diag: {}",
-                    io::Error::from_raw_os_error(-errno)
+                    io::Error::from_raw_os_error(errno.saturating_neg())
                 ));
             }
             SOCK_DIAG_BY_FAMILY if body.len() >= DIAG_MSG => {
@@ -412,6 +413,17 @@ mod tests {
         err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         err[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
         assert!(parse_diag(&err).unwrap_err().contains("not permitted"));
+    }
+
+    /// Found by `cargo xtask fuzz netns_diag`: an NLMSG_ERROR whose error
+    /// is i32::MIN (negating it overflowed).
+    #[test]
+    fn netlink_error_of_i32_min_is_an_error() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/fuzz/netns-diag-error-errno-i32-min.bin");
+        let buf = std::fs::read(path).unwrap();
+        let err = parse_diag(&buf).unwrap_err();
+        assert!(err.starts_with("sock_diag: "), "{err}");
     }
 
     #[test]
