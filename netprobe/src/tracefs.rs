@@ -140,11 +140,14 @@ fn parse_field(v: &str) -> Option<Field> {
     if name.is_empty() {
         return None;
     }
+    let (offset, size): (usize, usize) = (offset?, size?);
+    // The field's end (record lengths, decoding) must be a number too.
+    offset.checked_add(size)?;
     Some(Field {
         decl,
         name,
-        offset: offset?,
-        size: size?,
+        offset,
+        size,
         signed,
     })
 }
@@ -349,6 +352,19 @@ mod tests {
         let _ = parse_symbolic("__print_symbolic(REC->");
         let _ = parse_symbolic("__print_symbolic(REC->x, { 1, \"A\" ");
         let _ = parse_symbolic("__print_symbolic(REC->x { } }");
+    }
+
+    /// Found by `cargo xtask fuzz tracefs_format`: a field whose end is past
+    /// usize::MAX made `record_len` (and decoding) overflow.
+    #[test]
+    fn fields_ending_past_usize_max_are_malformed() {
+        let text = "ID:5\nfield:u;offset:18446744073709551615;size:2;";
+        assert!(matches!(
+            Format::parse(text),
+            Err(FormatError::BadField { line: 2, .. })
+        ));
+        let f = Format::parse("ID:5\nfield:u;offset:18446744073709551613;size:2;").unwrap();
+        assert_eq!(f.record_len(), usize::MAX);
     }
 
     #[test]
