@@ -105,7 +105,10 @@ pub fn add(s: &mut Summary, v: &Value, since: Option<&str>) {
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     match kind {
-        "lost" => s.lost += v.get("count").and_then(Value::as_u64).unwrap_or(0),
+        "lost" => {
+            let n = v.get("count").and_then(Value::as_u64).unwrap_or(0);
+            s.lost = s.lost.saturating_add(n);
+        }
         "probe" => {
             if text("status").as_deref() == Some("attached") {
                 s.probes_attached += 1;
@@ -149,16 +152,17 @@ pub fn add(s: &mut Summary, v: &Value, since: Option<&str>) {
         m.first = text("first").unwrap_or_else(|| ts.to_string());
         m.example = text("message").unwrap_or_default();
     }
-    m.events += events;
+    m.events = m.events.saturating_add(events);
     m.last = ts.to_string();
-    *m.by_target.entry(target(v)).or_default() += events;
+    let n = m.by_target.entry(target(v)).or_default();
+    *n = n.saturating_add(events);
     let counted = v
         .get("evidence")
         .and_then(|e| e.get("source"))
         .and_then(Value::as_str)
         == Some("counters");
     if counted {
-        m.from_counters += events;
+        m.from_counters = m.from_counters.saturating_add(events);
     }
     if let Some(a) = text("advice") {
         if m.advice.is_none() || v.get("addr").is_some() || v.get("daddr").is_some() {
@@ -166,7 +170,8 @@ pub fn add(s: &mut Summary, v: &Value, since: Option<&str>) {
         }
     }
     let hour = ts.get(..13).unwrap_or(ts).to_string();
-    *s.hours.entry(hour).or_default().entry(mode).or_default() += events;
+    let n = s.hours.entry(hour).or_default().entry(mode).or_default();
+    *n = n.saturating_add(events);
 }
 
 /// The summary as text, worst first.
@@ -469,6 +474,25 @@ not json at all
         let s = summarize(NIGHT.lines(), Some("2026-11-22T03"));
         assert_eq!(s.records, 6);
         assert!(!s.modes.contains_key("tw_recycle"));
+    }
+
+    /// Counts near u64::MAX (a hostile or corrupt log) saturate instead of
+    /// overflowing.
+    #[test]
+    fn huge_counts_saturate() {
+        let max = u64::MAX;
+        let lost = format!(r#"{{"ts":"t","kind":"lost","count":{max}}}"#);
+        let folded = format!(
+            r#"{{"ts":"t","kind":"retransmit","mode":"m","count":{max},"evidence":{{"source":"counters"}}}}"#
+        );
+        let lines = [&lost, &lost, &folded, &folded];
+        let s = summarize(lines.iter().map(|l| l.as_str()), None);
+        assert_eq!(s.lost, max);
+        let m = &s.modes["m"];
+        assert_eq!((m.events, m.from_counters), (max, max));
+        assert_eq!(m.by_target["host"], max);
+        assert_eq!(s.hours["t"]["m"], max);
+        assert!(render(&s).contains(&format!("m: {max} events")));
     }
 
     #[test]
