@@ -56,7 +56,7 @@ pub fn rfc3339(unix_ns: i128) -> String {
     let micros = unix_ns.rem_euclid(1_000_000_000) / 1_000;
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d) = civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
         sod / 3600,
@@ -66,8 +66,8 @@ pub fn rfc3339(unix_ns: i128) -> String {
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// (H. Hinnant's algorithm), in i128 so that any instant has a date.
+fn civil_from_days(z: i128) -> (i128, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -102,6 +102,24 @@ mod tests {
             "2024-02-29T23:59:59.500000Z"
         );
         assert_eq!(rfc3339(-1_000), "1969-12-31T23:59:59.999999Z");
+    }
+
+    /// Any instant formats, however far from now (`--since 99999...d`
+    /// goes back past year -500 billion; i128's ends go further).
+    #[test]
+    fn extreme_instants_format() {
+        for ns in [
+            i128::MIN,
+            i128::MAX,
+            (i64::MAX as i128 - 100) * 86_400_000_000_000,
+        ] {
+            let t = rfc3339(ns);
+            assert!(t.ends_with('Z'), "{t}");
+        }
+        assert_eq!(
+            rfc3339(-(u64::MAX as i128) * 1_000_000_000),
+            "-584554047284-02-23T16:59:45.000000Z"
+        );
     }
 
     #[test]
