@@ -39,7 +39,6 @@ pub fn now_unix_ns() -> i128 {
         .unwrap_or(0)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmmmmZ` (microseconds).
 /// A duration for people: `45 s`, `3 min 20 s`, `2 h 5 min`, `3 d 4 h`.
 pub fn span(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
@@ -51,6 +50,7 @@ pub fn span(secs: u64) -> String {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmmmmmZ` (microseconds).
 pub fn rfc3339(unix_ns: i128) -> String {
     let secs = unix_ns.div_euclid(1_000_000_000);
     let micros = unix_ns.rem_euclid(1_000_000_000) / 1_000;

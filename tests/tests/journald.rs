@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netprobe_tests::{connect_to_closed_port, require_root, Daemon, Netns};
+use netprobe_tests::{connect_to_closed_port, patience, require_root, Daemon, Netns};
 use serde_json::Value;
 
 const SOCKET: &str = "/run/systemd/journal/socket";
@@ -45,7 +45,7 @@ impl Journald {
             .stderr(log)
             .spawn()
             .expect("start systemd-journald");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patience(Duration::from_secs(10));
         while !alive() {
             assert!(
                 Instant::now() < deadline,
@@ -89,7 +89,7 @@ fn journal_diagnostics() -> String {
 
 /// Entries matching journalctl `matches`, polled until `pred` holds for one.
 fn journal_wait(matches: &[String], pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + patience(Duration::from_secs(15));
     loop {
         let out = Command::new("journalctl")
             .args(["-o", "json", "--no-pager", "--all"])
@@ -166,7 +166,7 @@ fn closed_port_records_reach_journald_with_fields() {
     assert_eq!(rst[0]["NETPROBE_DPORT"], client.port().to_string());
     let mut d = d;
     assert_eq!(
-        d.stop_with(libc::SIGTERM, Duration::from_secs(5)).code(),
+        d.stop_with(libc::SIGTERM, patience(Duration::from_secs(5))).code(),
         Some(0)
     );
     // The morning summary, read back from the journal.
@@ -237,7 +237,7 @@ impl NamespacedJournald {
                 .expect("start systemd-journald"),
         );
         // Up when its socket is a new one and takes a datagram.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patience(Duration::from_secs(10));
         loop {
             let fresh = std::fs::metadata(self.socket())
                 .and_then(|m| m.modified())
@@ -344,7 +344,7 @@ fn records_written_while_journald_restarts_are_delivered() {
         assert_eq!(e[0]["SYSLOG_IDENTIFIER"], "netprobe");
     }
     assert_eq!(
-        d.stop_with(libc::SIGTERM, Duration::from_secs(5)).code(),
+        d.stop_with(libc::SIGTERM, patience(Duration::from_secs(5))).code(),
         Some(0)
     );
     let summary = journal_wait(

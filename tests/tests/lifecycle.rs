@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netprobe_tests::{netprobe_bin, require_root, Daemon};
+use netprobe_tests::{netprobe_bin, patience, require_root, Daemon};
 
 const NOBODY: u32 = 65534;
 
@@ -21,7 +21,7 @@ fn sigint_and_sigterm_detach_and_exit_zero() {
         let mut d = Daemon::start(&["--output", "json"], &[]);
         d.wait_ready();
         let t = Instant::now();
-        let st = d.stop_with(sig, Duration::from_secs(5));
+        let st = d.stop_with(sig, patience(Duration::from_secs(5)));
         assert_eq!(st.code(), Some(0), "signal {sig}: {st}");
         eprintln!("signal {sig}: exited in {:?}", t.elapsed());
     }
@@ -97,7 +97,7 @@ fn missing_journald_socket_falls_back_to_json_with_one_error() {
         &[("NETPROBE_JOURNAL_SOCKET", "/nonexistent/journal/socket")],
     );
     d.wait_ready();
-    let st = d.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    let st = d.stop_with(libc::SIGTERM, patience(Duration::from_secs(5)));
     assert_eq!(st.code(), Some(0));
     std::thread::sleep(Duration::from_millis(100));
     let errs = d.stderr.lock().unwrap().clone();
