@@ -193,9 +193,13 @@ pub fn run(kernels: &[String], keep: bool, host: bool) -> Result<bool> {
             }
             let text = String::from_utf8_lossy(&fs::read(&log)?).into_owned();
             println!(
-                "kernel {}: {accel} did not reach /init within {}s; falling back to {} for the rest of the run. Console tail:",
+                "kernel {}: {accel} did not reach /init ({} after {:.1}s); falling back to {} for the rest of the run. Console tail:",
                 k.short,
-                ALIVE_WITHIN.as_secs(),
+                match boot.status {
+                    Some(st) => format!("QEMU exited: {st}"),
+                    None => format!("killed at the {}s limit", ALIVE_WITHIN.as_secs()),
+                },
+                boot.wall.as_secs_f64(),
                 accels[1]
             );
             for l in report::last_lines(&text, 5) {

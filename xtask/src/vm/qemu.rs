@@ -19,7 +19,9 @@ pub struct Boot {
     /// None when the guest was killed (timeout, or no sign of life).
     pub status: Option<ExitStatus>,
     pub wall: Duration,
-    /// Killed because /init had not started within the `alive_within` limit.
+    /// With an `alive_within` limit: /init never started, because QEMU was
+    /// killed at the limit or exited before (KVM can abort at once, e.g.
+    /// `failed to set MSR 0x10a` on nested hosts).
     pub stalled: bool,
 }
 
@@ -71,7 +73,8 @@ pub fn command(kernel: &Path, initrd: &Path, accel: &str) -> Command {
 }
 
 /// Boots, writing the console to `log`; kills QEMU after `timeout`, or after
-/// `alive_within` if /init has not printed `ALIVE_MARKER` by then. Lines
+/// `alive_within` if /init has not printed `ALIVE_MARKER` by then (an exit
+/// before the marker also counts as stalled when `alive_within` is given). Lines
 /// with `@@NETPROBE-` markers are echoed as they come, prefixed `[label]`.
 pub fn boot(
     mut qemu: Command,
@@ -105,6 +108,7 @@ pub fn boot(
         thread::sleep(Duration::from_millis(250));
     };
     tail.echo(label, start)?;
+    let stalled = stalled || (alive_within.is_some() && !tail.alive);
     Ok(Boot {
         status,
         wall: start.elapsed(),
