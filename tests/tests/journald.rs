@@ -166,7 +166,8 @@ fn closed_port_records_reach_journald_with_fields() {
     assert_eq!(rst[0]["NETPROBE_DPORT"], client.port().to_string());
     let mut d = d;
     assert_eq!(
-        d.stop_with(libc::SIGTERM, patience(Duration::from_secs(5))).code(),
+        d.stop_with(libc::SIGTERM, patience(Duration::from_secs(5)))
+            .code(),
         Some(0)
     );
     // The morning summary, read back from the journal.
@@ -344,7 +345,8 @@ fn records_written_while_journald_restarts_are_delivered() {
         assert_eq!(e[0]["SYSLOG_IDENTIFIER"], "netprobe");
     }
     assert_eq!(
-        d.stop_with(libc::SIGTERM, patience(Duration::from_secs(5))).code(),
+        d.stop_with(libc::SIGTERM, patience(Duration::from_secs(5)))
+            .code(),
         Some(0)
     );
     let summary = journal_wait(
