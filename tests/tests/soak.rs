@@ -14,7 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netprobe_tests::{nft, require_root, socket2_free as sock, Daemon, MemCgroup, Netns, Resident};
+use netprobe_tests::{
+    cannot_show, nft, require_root, socket2_free as sock, Daemon, MemCgroup, Netns, Resident,
+};
 
 /// (seconds since start, RSS bytes, CPU seconds) of a process.
 fn usage(pid: u32) -> (u64, f64) {
@@ -76,8 +78,10 @@ fn soak_a_night_of_mixed_failures() {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
     else {
-        eprintln!(
-            "SKIP soak_a_night_of_mixed_failures: NETPROBE_SOAK_SECS is not set; run it with `cargo xtask soak`"
+        // In the matrix a bare pass would claim a soak: the cell says n/a.
+        cannot_show(
+            "soak_a_night_of_mixed_failures",
+            "not run: the soak runs on the host's release build through `cargo xtask soak` (NETPROBE_SOAK_SECS unset)",
         );
         return;
     };
