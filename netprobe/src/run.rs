@@ -123,6 +123,7 @@ fn daemon(
     }
     let notifier = Notifier::from_env();
 
+    crate::sys::fix_malloc_thresholds();
     let mut tracer = probes::start_with(opts.ring_buffer);
     let ksyms = std::mem::take(&mut tracer.ksyms);
     for s in &tracer.statuses {
@@ -176,6 +177,7 @@ fn daemon(
             .push_str(&format!("; config: {}", config.describe()));
     }
     out.write(&ready)?;
+    crate::sys::trim_heap();
     let _ = notifier.send(&format!(
         "READY=1\nSTATUS=tracing: {attached} probes attached"
     ));

@@ -65,6 +65,28 @@ pub const SYSCTLS: [&str; 7] = [
     "net.netfilter.nf_conntrack_count",
 ];
 
+/// Start-up reads files of megabytes (/proc/kallsyms, BTF) and frees them.
+/// glibc raises its mmap threshold to the size of a freed mmap'd block, so
+/// later big blocks come from the heap, and freed heap above the (also
+/// raised) trim threshold stays resident: 15 MiB of a 33 MiB RSS. A fixed
+/// threshold keeps big blocks mmap'd (unmapped when freed).
+pub fn fix_malloc_thresholds() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's tuning.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
+/// Gives back to the kernel the heap that start-up freed.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
