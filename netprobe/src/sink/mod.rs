@@ -141,11 +141,13 @@ impl Output {
 
     /// Writes a record to the first healthy sink, then whatever that sink
     /// has to say about itself.
+    /// Metrics count a record before it is written: whoever reads the
+    /// record and then scrapes finds it counted.
     pub fn write(&mut self, rec: &Record) -> Result<(), AllSinksFailed> {
-        let mut i = self.write_one(rec)?;
         if let Some(m) = &self.metrics {
             m.observe(rec);
         }
+        let mut i = self.write_one(rec)?;
         let mut notes = 0;
         while let Some(note) = self.slots[i].sink.take_note() {
             if let Some(m) = &self.metrics {
