@@ -53,7 +53,7 @@ pub struct DropEvent {
 }
 
 /// What another probe saw happen to a dropped skb just before its drop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropMark {
     /// A RST was sent for it without a socket (kernels without reasons:
     /// the reset kprobe saw it, so this is the NO_SOCKET drop).
@@ -83,7 +83,7 @@ impl DropMark {
 }
 
 /// A socket as the programs read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sock {
     /// Local address and port.
     pub addr: IpAddr,

@@ -10,7 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::record::Record;
+use crate::{
+    decode::{DropEvent, DropMark, Sock},
+    packet::Flow,
+    record::Record,
+};
 
 /// What makes two events "the same": the kind and mode, the protocol, both
 /// addresses and the service port (the lower of the two ports: the
@@ -69,6 +73,43 @@ pub struct Folder {
     open: HashMap<Key, Open>,
     /// Beyond this many open incidents, new ones are written unfolded.
     max_open: usize,
+    /// Drops already folded, by everything their record is built from: an
+    /// identical drop is counted into its incident without building a
+    /// record (a flood of one flow costs a lookup per event).
+    shortcuts: HashMap<DropKey, Key>,
+}
+
+/// Everything a drop's record is made of, apart from when it happened and
+/// the task that happened to run (a repeat's time is counted; its task is
+/// not told, as in any incident).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    reason: Option<u64>,
+    location: u64,
+    flow: Option<Flow>,
+    mark: Option<DropMark>,
+    tcp_drop: bool,
+    sock: Option<Sock>,
+    netns: Option<u64>,
+}
+
+impl DropKey {
+    /// None for drops whose every copy matters: a TCP timestamp feeds the
+    /// per-address clock count (tw_recycle behind NAT).
+    pub fn of(e: &DropEvent, netns: Option<u64>) -> Option<DropKey> {
+        if e.tcp_ts.is_some() {
+            return None;
+        }
+        Some(DropKey {
+            reason: e.reason.as_ref().map(|r| r.value),
+            location: e.location,
+            flow: e.flow,
+            mark: e.mark,
+            tcp_drop: e.tcp_drop,
+            sock: e.sock,
+            netns,
+        })
+    }
 }
 
 impl Folder {
@@ -77,7 +118,45 @@ impl Folder {
             window,
             open: HashMap::new(),
             max_open: 4096,
+            shortcuts: HashMap::new(),
         }
+    }
+
+    /// Counts a drop identical to one already folded into an open incident;
+    /// false when there is none (build its record and `offer` it).
+    pub fn repeat(&mut self, raw: &DropKey, ts: impl FnOnce() -> String) -> bool {
+        let Some(key) = self.shortcuts.get(raw) else {
+            return false;
+        };
+        match self.open.get_mut(key) {
+            Some(o) => {
+                o.count += 1;
+                o.last_ts = ts();
+                true
+            }
+            None => {
+                self.shortcuts.remove(raw);
+                false
+            }
+        }
+    }
+
+    /// `offer`, remembering `raw` for `repeat` while the record's incident
+    /// is open.
+    pub fn offer_drop(&mut self, raw: Option<DropKey>, r: &Record, now: Instant) -> bool {
+        let write = self.offer(r, now);
+        if let (Some(raw), Some(key)) = (raw, Key::of(r)) {
+            if self.open.contains_key(&key) && self.shortcuts.len() < 4 * self.max_open {
+                self.shortcuts.insert(raw, key);
+            }
+        }
+        write
+    }
+
+    /// Forgets every shortcut (the filter changed: what was admitted may
+    /// not be now).
+    pub fn forget_shortcuts(&mut self) {
+        self.shortcuts.clear();
     }
 
     /// A new window, for incidents opened from now on (a config reload).
@@ -137,6 +216,8 @@ impl Folder {
             .filter(|o| o.count > 1)
             .map(|o| (o.opened, incident(o)))
             .collect();
+        let open = &self.open;
+        self.shortcuts.retain(|_, k| open.contains_key(k));
         out.sort_by_key(|(at, _)| *at);
         out.into_iter().map(|(_, r)| r).collect()
     }
@@ -220,6 +301,73 @@ mod tests {
         );
         // The window closed: the next one opens a new incident.
         assert!(f.offer(&drop_to(40003, 53, "t5"), t0 + Duration::from_secs(61)));
+    }
+
+    fn udp_drop(sport: u16, rmem_alloc: u32) -> DropEvent {
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        DropEvent {
+            reason: None,
+            location: 0xffff_ffff_8100_0000,
+            flow: Some(Flow {
+                proto: 17,
+                saddr: lo,
+                sport: Some(sport),
+                daddr: lo,
+                dport: Some(53),
+                tcp_flags: None,
+            }),
+            mark: None,
+            tcp_ts: None,
+            tcp_drop: false,
+            sock: Some(Sock {
+                addr: lo,
+                port: 53,
+                state: 7,
+                accept_queue: 0,
+                accept_queue_max: 0,
+                rmem_alloc,
+                rcvbuf: 2304,
+            }),
+        }
+    }
+
+    #[test]
+    fn identical_drops_are_counted_without_a_record_while_their_incident_is_open() {
+        let t0 = Instant::now();
+        let mut f = Folder::new(Duration::from_secs(60));
+        let key = |e: &DropEvent| DropKey::of(e, Some(4026531840));
+        let first = udp_drop(40000, 2304);
+        // Nothing folded yet: the record must be built.
+        assert!(!f.repeat(&key(&first).unwrap(), || "t0".into()));
+        assert!(f.offer_drop(key(&first), &drop_to(40000, 53, "t1"), t0));
+        assert!(f.repeat(&key(&first).unwrap(), || "t2".into()));
+        assert!(f.repeat(&key(&first).unwrap(), || "t3".into()));
+        // Anything else in the record differs (the queue's figure, the
+        // namespace): built, and folded by its record.
+        assert!(!f.repeat(&key(&udp_drop(40000, 1152)).unwrap(), || "x".into()));
+        assert!(!f.repeat(&DropKey::of(&first, None).unwrap(), || "x".into()));
+        assert!(!f.offer_drop(key(&udp_drop(40001, 1152)), &drop_to(40001, 53, "t4"), t0));
+        assert!(f.repeat(&key(&udp_drop(40001, 1152)).unwrap(), || "t5".into()));
+        let done = f.closed(t0 + Duration::from_secs(60));
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].count, Some(5));
+        assert_eq!(
+            (done[0].first.as_deref(), done[0].last.as_deref()),
+            (Some("t1"), Some("t5"))
+        );
+        // The incident closed: its shortcuts went with it.
+        assert!(!f.repeat(&key(&first).unwrap(), || "t6".into()));
+        assert!(f.shortcuts.is_empty());
+        // A new incident; a filter change forgets the shortcuts.
+        let later = t0 + Duration::from_secs(61);
+        assert!(f.offer_drop(key(&first), &drop_to(40000, 53, "t7"), later));
+        assert!(f.repeat(&key(&first).unwrap(), || "t8".into()));
+        f.forget_shortcuts();
+        assert!(!f.repeat(&key(&first).unwrap(), || "t9".into()));
+        // A segment's TCP timestamp feeds the NAT clock count: never skipped.
+        let mut paws = udp_drop(40000, 0);
+        paws.tcp_ts = Some((1, 2));
+        assert_eq!(DropKey::of(&paws, None), None);
     }
 
     #[test]

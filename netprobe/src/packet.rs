@@ -9,7 +9,7 @@ pub const IPPROTO_SCTP: u8 = 132;
 pub const IPPROTO_UDPLITE: u8 = 136;
 
 /// A packet's addresses and ports, in the direction the packet travelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Flow {
     pub proto: u8,
     pub saddr: IpAddr,

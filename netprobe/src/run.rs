@@ -19,7 +19,7 @@ use crate::{
     config::{Config, Filter},
     counters,
     decode::{self, DecodeError},
-    incident::Folder,
+    incident::{DropKey, Folder},
     kallsyms::Kallsyms,
     metrics::{self, Metrics},
     notify::Notifier,
@@ -220,6 +220,7 @@ fn daemon(
                     Ok(c) => {
                         config = c;
                         folder.set_window(window(&config));
+                        folder.forget_shortcuts();
                         out.write(&Record::new(
                             "config",
                             format!(
@@ -450,6 +451,19 @@ fn drain(
                     symptoms.retransmits += 1;
                     continue;
                 }
+                // A drop identical to one already folded is only counted.
+                let raw = match &d.event {
+                    decode::KernelEvent::Drop(e) if symptoms.oom_window().is_none() => {
+                        DropKey::of(e, d.netns)
+                    }
+                    _ => None,
+                };
+                if raw
+                    .as_ref()
+                    .is_some_and(|k| folder.repeat(k, || timefmt::rfc3339(clock.wall_ns(d.ts_ns))))
+                {
+                    continue;
+                }
                 let mut rec = record::from_event(&d, clock.wall_ns(d.ts_ns), ksyms);
                 match &d.event {
                     decode::KernelEvent::Oom(o) => {
@@ -502,7 +516,7 @@ fn drain(
                         stall.count(&rec);
                     }
                 }
-                if filter.admits(&rec) && folder.offer(&rec, Instant::now()) {
+                if filter.admits(&rec) && folder.offer_drop(raw, &rec, Instant::now()) {
                     out.write(&rec)?
                 }
             }
