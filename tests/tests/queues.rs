@@ -134,7 +134,7 @@ fn udp_receive_buffer_full() {
     }
     let mut d = Daemon::json_with_window(1);
     let ns = Netns::new();
-    let (port, _keep) = ns.run(|| {
+    let (port, _keep, kernel_drops) = ns.run(|| {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let r = sock::for_addr(&any, libc::SOCK_DGRAM);
         sock::set_int(&r, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
@@ -144,7 +144,10 @@ fn udp_receive_buffer_full() {
         for _ in 0..64 {
             sock::send_to(&s, &[0u8; 1000], at).expect("sendto");
         }
-        (at.port(), r)
+        // The kernel's own count, in this new namespace: every overflow.
+        let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
+        let drops = netprobe::netns::parse_pairs(&snmp)["Udp.RcvbufErrors"];
+        (at.port(), r, drops)
     });
     let drop = d.wait_for("receive buffer drop", Duration::from_secs(10), |v| {
         v["kind"] == "drop" && v["proto"] == "udp" && v["dport"] == port
@@ -174,6 +177,13 @@ fn udp_receive_buffer_full() {
     assert_eq!(incident["mode"], "rcvbuf_full", "{incident}");
     assert_eq!(incident["severity"], "warning", "{incident}");
     assert!(incident["count"].as_u64().unwrap() > 1, "{incident}");
+    // Every drop counted: the first event and its repeats, whether their
+    // records were built or only counted (identical drops).
+    assert_eq!(
+        incident["count"].as_u64(),
+        Some(kernel_drops),
+        "the kernel counted {kernel_drops} RcvbufErrors: {incident}"
+    );
     assert_eq!(incident["first"], drop["ts"], "{incident}");
     assert!(incident["last"].as_str().unwrap() >= incident["first"].as_str().unwrap());
     assert!(
