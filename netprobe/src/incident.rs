@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::{
-    decode::{DropEvent, DropMark, Sock},
+    decode::{Decoded, DropMark, KernelEvent, Sock},
     packet::Flow,
     record::Record,
 };
@@ -66,6 +66,9 @@ struct Open {
     opened: Instant,
     count: u64,
     last_ts: String,
+    /// A later repeat counted by `repeat`: its wall-clock time, formatted
+    /// only when the incident is written.
+    last_ns: Option<i128>,
 }
 
 pub struct Folder {
@@ -73,42 +76,92 @@ pub struct Folder {
     open: HashMap<Key, Open>,
     /// Beyond this many open incidents, new ones are written unfolded.
     max_open: usize,
-    /// Drops already folded, by everything their record is built from: an
-    /// identical drop is counted into its incident without building a
-    /// record (a flood of one flow costs a lookup per event).
-    shortcuts: HashMap<DropKey, Key>,
+    /// Events already folded, by everything their record is built from: an
+    /// identical event is counted into its incident without building a
+    /// record (a flood costs a lookup per event).
+    shortcuts: HashMap<RepeatKey, Key>,
 }
 
-/// Everything a drop's record is made of, apart from when it happened and
-/// the task that happened to run (a repeat's time is counted; its task is
-/// not told, as in any incident).
+/// Everything a drop's, reset's or socket error's record is made of, apart
+/// from when it happened, the task that happened to run and (unless ports
+/// are filtered) the client's ephemeral port: what the incident of the
+/// first such event would fold anyway (its key keeps the lower port).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DropKey {
+pub struct RepeatKey {
+    kind: u8,
     reason: Option<u64>,
     location: u64,
     flow: Option<Flow>,
     mark: Option<DropMark>,
     tcp_drop: bool,
     sock: Option<Sock>,
+    state: Option<i64>,
+    no_socket: bool,
+    errno: Option<i64>,
     netns: Option<u64>,
 }
 
-impl DropKey {
-    /// None for drops whose every copy matters: a TCP timestamp feeds the
-    /// per-address clock count (tw_recycle behind NAT).
-    pub fn of(e: &DropEvent, netns: Option<u64>) -> Option<DropKey> {
-        if e.tcp_ts.is_some() {
-            return None;
-        }
-        Some(DropKey {
-            reason: e.reason.as_ref().map(|r| r.value),
-            location: e.location,
-            flow: e.flow,
-            mark: e.mark,
-            tcp_drop: e.tcp_drop,
-            sock: e.sock,
-            netns,
+impl RepeatKey {
+    /// None for events whose every copy matters: a TCP timestamp feeds the
+    /// per-address clock count (tw_recycle behind NAT); retransmits, OOM
+    /// kills and listen overflows take other paths. `exact_ports` keeps
+    /// both ports (a port filter looks at either).
+    pub fn of(d: &Decoded, exact_ports: bool) -> Option<RepeatKey> {
+        let flow = |f: &Option<Flow>| f.map(|f| if exact_ports { f } else { service_side(f) });
+        let blank = RepeatKey {
+            kind: 0,
+            reason: None,
+            location: 0,
+            flow: None,
+            mark: None,
+            tcp_drop: false,
+            sock: None,
+            state: None,
+            no_socket: false,
+            errno: None,
+            netns: d.netns,
+        };
+        Some(match &d.event {
+            KernelEvent::Drop(e) if e.tcp_ts.is_none() => RepeatKey {
+                kind: 1,
+                reason: e.reason.as_ref().map(|r| r.value),
+                location: e.location,
+                flow: flow(&e.flow),
+                mark: e.mark,
+                tcp_drop: e.tcp_drop,
+                sock: e.sock,
+                ..blank
+            },
+            KernelEvent::ResetSent(e) | KernelEvent::ResetReceived(e) => RepeatKey {
+                kind: if matches!(d.event, KernelEvent::ResetSent(_)) {
+                    2
+                } else {
+                    3
+                },
+                reason: e.reason.as_ref().map(|r| r.value),
+                flow: flow(&e.flow),
+                state: e.state,
+                no_socket: e.no_socket,
+                ..blank
+            },
+            KernelEvent::SocketError(e) => RepeatKey {
+                kind: 4,
+                flow: flow(&e.flow),
+                state: e.state,
+                errno: e.errno,
+                ..blank
+            },
+            _ => return None,
         })
+    }
+}
+
+/// A flow without its higher port (the client's ephemeral one).
+fn service_side(f: Flow) -> Flow {
+    match (f.sport, f.dport) {
+        (Some(s), Some(d)) if s > d => Flow { sport: None, ..f },
+        (Some(s), Some(d)) if d > s => Flow { dport: None, ..f },
+        _ => f,
     }
 }
 
@@ -122,16 +175,16 @@ impl Folder {
         }
     }
 
-    /// Counts a drop identical to one already folded into an open incident;
+    /// Counts an event identical to one already folded into an open incident;
     /// false when there is none (build its record and `offer` it).
-    pub fn repeat(&mut self, raw: &DropKey, ts: impl FnOnce() -> String) -> bool {
+    pub fn repeat(&mut self, raw: &RepeatKey, wall_ns: i128) -> bool {
         let Some(key) = self.shortcuts.get(raw) else {
             return false;
         };
         match self.open.get_mut(key) {
             Some(o) => {
                 o.count += 1;
-                o.last_ts = ts();
+                o.last_ns = Some(wall_ns);
                 true
             }
             None => {
@@ -143,7 +196,7 @@ impl Folder {
 
     /// `offer`, remembering `raw` for `repeat` while the record's incident
     /// is open.
-    pub fn offer_drop(&mut self, raw: Option<DropKey>, r: &Record, now: Instant) -> bool {
+    pub fn offer_keyed(&mut self, raw: Option<RepeatKey>, r: &Record, now: Instant) -> bool {
         let write = self.offer(r, now);
         if let (Some(raw), Some(key)) = (raw, Key::of(r)) {
             if self.open.contains_key(&key) && self.shortcuts.len() < 4 * self.max_open {
@@ -173,6 +226,7 @@ impl Folder {
         if let Some(o) = self.open.get_mut(&key) {
             o.count += 1;
             o.last_ts.clone_from(&r.ts);
+            o.last_ns = None;
             // The incident shows the worst figure of each piece of evidence.
             if let (Some(first), Some(new)) = (o.first.evidence.as_mut(), &r.evidence) {
                 for (k, v) in new {
@@ -195,6 +249,7 @@ impl Folder {
                     opened: now,
                     count: 1,
                     last_ts: r.ts.clone(),
+                    last_ns: None,
                 },
             );
         }
@@ -230,16 +285,17 @@ impl Folder {
 
 fn incident(o: Open) -> Record {
     let f = o.first;
+    let last_ts = o.last_ns.map_or(o.last_ts, crate::timefmt::rfc3339);
     Record {
-        ts: o.last_ts.clone(),
+        ts: last_ts.clone(),
         kind: "incident",
         message: format!(
             "{} times between {} and {}: {}",
-            o.count, f.ts, o.last_ts, f.message
+            o.count, f.ts, last_ts, f.message
         ),
         count: Some(o.count),
         first: Some(f.ts.clone()),
-        last: Some(o.last_ts),
+        last: Some(last_ts),
         // The first event's diagnosis, flow and evidence.
         location: None,
         tcp_flags: None,
@@ -250,7 +306,10 @@ fn incident(o: Open) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify;
+    use crate::{
+        classify,
+        decode::{DropEvent, SocketEvent},
+    };
 
     fn drop_to(sport: u16, dport: u16, ts: &str) -> Record {
         let mut r = Record {
@@ -303,6 +362,16 @@ mod tests {
         assert!(f.offer(&drop_to(40003, 53, "t5"), t0 + Duration::from_secs(61)));
     }
 
+    fn decoded(e: &DropEvent, netns: Option<u64>) -> Decoded {
+        Decoded {
+            ts_ns: 1,
+            pid: 7,
+            comm: b"app".to_vec(),
+            netns,
+            event: KernelEvent::Drop(e.clone()),
+        }
+    }
+
     fn udp_drop(sport: u16, rmem_alloc: u32) -> DropEvent {
         let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
         DropEvent {
@@ -335,39 +404,56 @@ mod tests {
     fn identical_drops_are_counted_without_a_record_while_their_incident_is_open() {
         let t0 = Instant::now();
         let mut f = Folder::new(Duration::from_secs(60));
-        let key = |e: &DropEvent| DropKey::of(e, Some(4026531840));
+        let key = |e: &DropEvent| RepeatKey::of(&decoded(e, Some(4026531840)), false);
         let first = udp_drop(40000, 2304);
         // Nothing folded yet: the record must be built.
-        assert!(!f.repeat(&key(&first).unwrap(), || "t0".into()));
-        assert!(f.offer_drop(key(&first), &drop_to(40000, 53, "t1"), t0));
-        assert!(f.repeat(&key(&first).unwrap(), || "t2".into()));
-        assert!(f.repeat(&key(&first).unwrap(), || "t3".into()));
+        assert!(!f.repeat(&key(&first).unwrap(), 0));
+        assert!(f.offer_keyed(key(&first), &drop_to(40000, 53, "t1"), t0));
+        assert!(f.repeat(&key(&first).unwrap(), 2));
+        assert!(f.repeat(&key(&first).unwrap(), 3));
         // Anything else in the record differs (the queue's figure, the
         // namespace): built, and folded by its record.
-        assert!(!f.repeat(&key(&udp_drop(40000, 1152)).unwrap(), || "x".into()));
-        assert!(!f.repeat(&DropKey::of(&first, None).unwrap(), || "x".into()));
-        assert!(!f.offer_drop(key(&udp_drop(40001, 1152)), &drop_to(40001, 53, "t4"), t0));
-        assert!(f.repeat(&key(&udp_drop(40001, 1152)).unwrap(), || "t5".into()));
+        assert!(!f.repeat(&key(&udp_drop(40000, 1152)).unwrap(), 9));
+        assert!(!f.repeat(&RepeatKey::of(&decoded(&first, None), false).unwrap(), 9));
+        // Another client port is the same incident (its key keeps the
+        // lower port), unless ports are filtered.
+        assert!(!f.repeat(
+            &RepeatKey::of(&decoded(&udp_drop(40009, 2304), Some(4026531840)), true).unwrap(),
+            9
+        ));
+        assert!(!f.offer_keyed(key(&udp_drop(40001, 1152)), &drop_to(40001, 53, "t4"), t0));
+        assert!(f.repeat(&key(&udp_drop(40002, 1152)).unwrap(), 5));
         let done = f.closed(t0 + Duration::from_secs(60));
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].count, Some(5));
+        // The last was counted, not built: its time is formatted now.
         assert_eq!(
             (done[0].first.as_deref(), done[0].last.as_deref()),
-            (Some("t1"), Some("t5"))
+            (Some("t1"), Some(crate::timefmt::rfc3339(5).as_str()))
         );
         // The incident closed: its shortcuts went with it.
-        assert!(!f.repeat(&key(&first).unwrap(), || "t6".into()));
+        assert!(!f.repeat(&key(&first).unwrap(), 6));
         assert!(f.shortcuts.is_empty());
         // A new incident; a filter change forgets the shortcuts.
         let later = t0 + Duration::from_secs(61);
-        assert!(f.offer_drop(key(&first), &drop_to(40000, 53, "t7"), later));
-        assert!(f.repeat(&key(&first).unwrap(), || "t8".into()));
+        assert!(f.offer_keyed(key(&first), &drop_to(40000, 53, "t7"), later));
+        assert!(f.repeat(&key(&first).unwrap(), 8));
         f.forget_shortcuts();
-        assert!(!f.repeat(&key(&first).unwrap(), || "t9".into()));
+        assert!(!f.repeat(&key(&first).unwrap(), 9));
         // A segment's TCP timestamp feeds the NAT clock count: never skipped.
         let mut paws = udp_drop(40000, 0);
         paws.tcp_ts = Some((1, 2));
-        assert_eq!(DropKey::of(&paws, None), None);
+        assert_eq!(RepeatKey::of(&decoded(&paws, None), false), None);
+        // Retransmits are summed elsewhere.
+        let retransmit = Decoded {
+            event: KernelEvent::Retransmit(SocketEvent {
+                flow: first.flow,
+                state: Some(1),
+                errno: None,
+            }),
+            ..decoded(&first, None)
+        };
+        assert_eq!(RepeatKey::of(&retransmit, false), None);
     }
 
     #[test]

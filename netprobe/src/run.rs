@@ -19,7 +19,7 @@ use crate::{
     config::{Config, Filter},
     counters,
     decode::{self, DecodeError},
-    incident::{DropKey, Folder},
+    incident::{Folder, RepeatKey},
     kallsyms::Kallsyms,
     metrics::{self, Metrics},
     notify::Notifier,
@@ -451,16 +451,16 @@ fn drain(
                     symptoms.retransmits += 1;
                     continue;
                 }
-                // A drop identical to one already folded is only counted.
-                let raw = match &d.event {
-                    decode::KernelEvent::Drop(e) if symptoms.oom_window().is_none() => {
-                        DropKey::of(e, d.netns)
-                    }
-                    _ => None,
-                };
+                // An event identical to one already folded is only counted
+                // (in an OOM window every symptom is looked at).
+                let raw = symptoms
+                    .oom_window()
+                    .is_none()
+                    .then(|| RepeatKey::of(&d, !filter.ports.is_empty()))
+                    .flatten();
                 if raw
                     .as_ref()
-                    .is_some_and(|k| folder.repeat(k, || timefmt::rfc3339(clock.wall_ns(d.ts_ns))))
+                    .is_some_and(|k| folder.repeat(k, clock.wall_ns(d.ts_ns)))
                 {
                     continue;
                 }
@@ -516,7 +516,7 @@ fn drain(
                         stall.count(&rec);
                     }
                 }
-                if filter.admits(&rec) && folder.offer_drop(raw, &rec, Instant::now()) {
+                if filter.admits(&rec) && folder.offer_keyed(raw, &rec, Instant::now()) {
                     out.write(&rec)?
                 }
             }
