@@ -102,10 +102,10 @@ pub struct RepeatKey {
 }
 
 impl RepeatKey {
-    /// None for events whose every copy matters: a TCP timestamp feeds the
-    /// per-address clock count (tw_recycle behind NAT); retransmits, OOM
-    /// kills and listen overflows take other paths. `exact_ports` keeps
-    /// both ports (a port filter looks at either).
+    /// None for retransmits, OOM kills and listen overflows, which take
+    /// other paths. A segment's TCP timestamp is left out: only a tw_recycle
+    /// record shows it, and those never take the shortcut (`offer_keyed`).
+    /// `exact_ports` keeps both ports (a port filter looks at either).
     pub fn of(d: &Decoded, exact_ports: bool) -> Option<RepeatKey> {
         let flow = |f: &Option<Flow>| f.map(|f| if exact_ports { f } else { service_side(f) });
         let blank = RepeatKey {
@@ -122,7 +122,7 @@ impl RepeatKey {
             netns: d.netns,
         };
         Some(match &d.event {
-            KernelEvent::Drop(e) if e.tcp_ts.is_none() => RepeatKey {
+            KernelEvent::Drop(e) => RepeatKey {
                 kind: 1,
                 reason: e.reason.as_ref().map(|r| r.value),
                 location: e.location,
@@ -195,9 +195,11 @@ impl Folder {
     }
 
     /// `offer`, remembering `raw` for `repeat` while the record's incident
-    /// is open.
+    /// is open. Not for tw_recycle: each rejected segment's timestamp feeds
+    /// the count of clocks per address (clients behind NAT).
     pub fn offer_keyed(&mut self, raw: Option<RepeatKey>, r: &Record, now: Instant) -> bool {
         let write = self.offer(r, now);
+        let raw = raw.filter(|_| r.mode != Some(crate::classify::TW_RECYCLE.mode));
         if let (Some(raw), Some(key)) = (raw, Key::of(r)) {
             if self.open.contains_key(&key) && self.shortcuts.len() < 4 * self.max_open {
                 self.shortcuts.insert(raw, key);
@@ -440,10 +442,15 @@ mod tests {
         assert!(f.repeat(&key(&first).unwrap(), 8));
         f.forget_shortcuts();
         assert!(!f.repeat(&key(&first).unwrap(), 9));
-        // A segment's TCP timestamp feeds the NAT clock count: never skipped.
+        // A rejected segment's TCP timestamp feeds the NAT clock count: a
+        // tw_recycle record never takes the shortcut.
         let mut paws = udp_drop(40000, 0);
         paws.tcp_ts = Some((1, 2));
-        assert_eq!(RepeatKey::of(&decoded(&paws, None), false), None);
+        let paws_key = RepeatKey::of(&decoded(&paws, None), false);
+        let mut rejected = drop_to(40000, 80, "t10");
+        rejected.set_mode(classify::TW_RECYCLE);
+        assert!(f.offer_keyed(paws_key.clone(), &rejected, later));
+        assert!(!f.repeat(&paws_key.unwrap(), 11));
         // Retransmits are summed elsewhere.
         let retransmit = Decoded {
             event: KernelEvent::Retransmit(SocketEvent {
