@@ -1,5 +1,6 @@
-//! netprobe's task runner: `cargo xtask setup|build|run|test|lint|deploy-check|vm`.
+//! netprobe's task runner: `cargo xtask setup|build|run|test|lint|deploy-check|soak|fuzz|vm|bench`.
 
+mod bench;
 mod cmd;
 mod deploy;
 mod fuzz;
@@ -82,6 +83,24 @@ enum Task {
         /// Targets to run (default: all).
         targets: Vec<String>,
     },
+    /// What netprobe costs, side by side with no tracer and with bpftrace
+    /// (root): start-up, overhead on a healthy workload, a storm of drops
+    /// and resets, the kernel's BPF statistics; prints a table, writes
+    /// target/bench/results.json (BENCHMARKS.md).
+    Bench {
+        /// Seconds per overhead measurement.
+        #[arg(long, default_value_t = 3)]
+        secs: u64,
+        /// Rounds of the three configurations (no tracer, netprobe, bpftrace).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Seconds of each storm.
+        #[arg(long, default_value_t = 10)]
+        storm_secs: u64,
+        /// Start-ups timed.
+        #[arg(long, default_value_t = 5)]
+        starts: u32,
+    },
     /// Run the integration tests on other kernels (Debian packages, booted in
     /// QEMU) and print a matrix of probes and tests per kernel.
     Vm {
@@ -121,6 +140,17 @@ impl Task {
                 deploy::check(&build_netprobe(false)?).map(|()| ExitCode::SUCCESS)
             }
             Task::Fuzz { secs, targets } => fuzz::run(secs, &targets),
+            Task::Bench {
+                secs,
+                rounds,
+                storm_secs,
+                starts,
+            } => bench(bench::Options {
+                secs: secs.max(1),
+                rounds: rounds.max(1),
+                storm_secs: storm_secs.max(1),
+                starts: starts.max(1),
+            }),
             Task::Vm { kernels, keep } => Ok(if vm::run(&kernels, keep, false)? {
                 ExitCode::SUCCESS
             } else {
@@ -151,6 +181,22 @@ fn soak(minutes: u64) -> Result<ExitCode> {
         ]);
     let status = cmd::status(&mut test)?;
     Ok(ExitCode::from(cmd::exit_code(status)))
+}
+
+/// The bench against the release binary, with bpftrace installed.
+fn bench(opts: bench::Options) -> Result<ExitCode> {
+    if !cmd::is_root() {
+        bail!(
+            "cargo xtask bench needs root (euid {}): it loads eBPF programs, runs bpftrace, \
+             creates network namespaces and sets kernel.bpf_stats_enabled",
+            cmd::euid()
+        );
+    }
+    setup::ensure()?;
+    setup::ensure_all(bench::REQUIREMENTS)?;
+    let bin = build_netprobe(true)?;
+    bench::run(&bin, &opts)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `cargo build -p netprobe` with the eBPF object required; returns the binary.

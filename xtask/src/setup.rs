@@ -151,8 +151,13 @@ fn how(steps: &[Step]) -> String {
 
 /// Checks every requirement, installs what is missing, and checks again.
 pub fn ensure() -> Result<()> {
+    ensure_all(REQUIREMENTS)
+}
+
+/// [`ensure`] for another list (a task's own tools, such as the bench's).
+pub fn ensure_all(requirements: &[Requirement]) -> Result<()> {
     let mut missing = Vec::new();
-    for req in REQUIREMENTS {
+    for req in requirements {
         match (req.find)() {
             Some(found) => println!("ok: {}: {found}", req.what),
             None => missing.push(req),

@@ -1,0 +1,376 @@
+//! `cargo xtask bench`: what netprobe costs, measured side by side with no
+//! tracer and with bpftrace on the same tracepoints (issue 7; the method and
+//! the latest figures are in BENCHMARKS.md).
+//!
+//! - start-up: exec to the `ready` record, several runs;
+//! - overhead: a healthy loopback TCP workload (short connections, and
+//!   requests on one connection) in a namespace of its own, with no tracer,
+//!   with netprobe and with bpftrace, interleaved in rounds; medians and
+//!   their ratio to the run without a tracer;
+//! - storm: drops and resets as fast as two threads make them, once under
+//!   netprobe and once under bpftrace: the kernel's own counts (snmp
+//!   counter deltas), what netprobe accounted for (records written,
+//!   repeats folded into incidents, events lost) and what it did not, its
+//!   CPU per million events and its peak RSS; and, from the kernel's BPF
+//!   statistics (`kernel.bpf_stats_enabled`), the nanoseconds per event of
+//!   each program, netprobe's next to bpftrace's on the same tracepoint.
+//!
+//! The goals of the issue are reported as met or missed with their
+//! figures, never enforced. Everything it makes (namespaces, processes,
+//! the sysctl) is undone on exit, on error and on Ctrl-C.
+
+mod bpf;
+mod netns;
+mod procfs;
+mod report;
+mod tracer;
+mod workload;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+
+use crate::{cmd, setup};
+use netns::Netns;
+use report::{Kernel, Overhead, Results, StormRun, Workload};
+use tracer::{Bpftrace, Netprobe};
+
+/// What the bench needs beyond netprobe's own build.
+pub const REQUIREMENTS: &[setup::Requirement] = &[setup::Requirement {
+    what: "bpftrace (what netprobe is compared with)",
+    find: || cmd::which("bpftrace").map(|p| p.display().to_string()),
+    install: &[setup::Step::Apt(&["bpftrace"])],
+}];
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seconds per overhead measurement.
+    pub secs: u64,
+    /// Rounds of the three configurations.
+    pub rounds: u32,
+    /// Seconds of each storm.
+    pub storm_secs: u64,
+    /// Start-ups timed.
+    pub starts: u32,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// True once SIGINT or SIGTERM has come: every loop stops, and the
+/// namespaces, processes and sysctl are undone on the way out.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+fn check_interrupted() -> Result<()> {
+    if interrupted() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// The tracer of one measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Config {
+    None,
+    Netprobe,
+    Bpftrace,
+}
+
+pub const CONFIGS: [Config; 3] = [Config::None, Config::Netprobe, Config::Bpftrace];
+
+impl Config {
+    pub fn name(self) -> &'static str {
+        match self {
+            Config::None => "no tracer",
+            Config::Netprobe => "netprobe",
+            Config::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+/// Where everything is: the netprobe binary and target/bench.
+struct Bench {
+    bin: PathBuf,
+    out: PathBuf,
+    /// `category:name` of the tracepoints netprobe attaches here.
+    tracepoints: Vec<String>,
+    script: PathBuf,
+}
+
+/// A running tracer of either kind (or none).
+enum Running {
+    None,
+    Netprobe(Netprobe),
+    Bpftrace(Bpftrace),
+}
+
+impl Running {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Running::None => None,
+            Running::Netprobe(n) => Some(n.pid),
+            Running::Bpftrace(b) => Some(b.pid),
+        }
+    }
+
+    fn cpu_seconds(&self) -> Option<f64> {
+        procfs::cpu_seconds(self.pid()?)
+    }
+
+    fn stop(self) -> Result<Option<tracer::Tally>> {
+        match self {
+            Running::None => Ok(None),
+            Running::Netprobe(n) => n.stop().map(Some),
+            Running::Bpftrace(b) => b.stop().map(|()| None),
+        }
+    }
+}
+
+impl Bench {
+    /// `kfree_skb` for `skb:kfree_skb`, as the kernel names attachments.
+    fn bare_tracepoints(&self) -> Vec<String> {
+        self.tracepoints
+            .iter()
+            .map(|t| t.split_once(':').map_or(t.as_str(), |(_, n)| n).to_string())
+            .collect()
+    }
+
+    fn start(&self, config: Config) -> Result<Running> {
+        Ok(match config {
+            Config::None => Running::None,
+            Config::Netprobe => Running::Netprobe(Netprobe::start(
+                &self.bin,
+                &self.out.join("netprobe.stderr"),
+            )?),
+            Config::Bpftrace => Running::Bpftrace(Bpftrace::start(
+                &self.script,
+                self.tracepoints.len(),
+                &self.out.join("bpftrace.stderr"),
+            )?),
+        })
+    }
+}
+
+/// Runs the whole bench with the release netprobe `bin` (as root: the
+/// caller checks).
+pub fn run(bin: &Path, opts: &Options) -> Result<()> {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    netns::remove_stale();
+    let started = Instant::now();
+    let out = cmd::target_dir()?.join("bench");
+    std::fs::create_dir_all(&out)?;
+    let mut bench = Bench {
+        bin: bin.to_path_buf(),
+        script: out.join("netprobe-tracepoints.bt"),
+        out,
+        tracepoints: Vec::new(),
+    };
+
+    println!("xtask: bench: start-up, {} runs", opts.starts);
+    let (startup, tracepoints) = startup(&bench, opts.starts)?;
+    if tracepoints.is_empty() {
+        bail!("netprobe attached no tracepoint here: nothing to compare");
+    }
+    let script = tracer::bpftrace_script(&tracepoints, tracer::tracefs_format);
+    tracer::write_file(&bench.script, &script)?;
+    println!(
+        "xtask: bench: netprobe attaches {}; bpftrace runs {}",
+        tracepoints.join(", "),
+        bench.script.display()
+    );
+    bench.tracepoints = tracepoints;
+
+    println!(
+        "xtask: bench: overhead, {} rounds x 3 configurations x 2 workloads x {} s",
+        opts.rounds, opts.secs
+    );
+    let (overhead, healthy_events) = overhead(&bench, opts)?;
+
+    println!(
+        "xtask: bench: storm, {} s under netprobe, then {} s under bpftrace",
+        opts.storm_secs, opts.storm_secs
+    );
+    let stats = bpf::StatsEnabled::new()?;
+    let storm_secs = Duration::from_secs(opts.storm_secs);
+    let netprobe = storm(&bench, Config::Netprobe, storm_secs)?;
+    let bpftrace = storm(&bench, Config::Bpftrace, storm_secs)?;
+    drop(stats);
+
+    let results = Results {
+        machine: report::Machine::here(),
+        options: opts.clone(),
+        startup,
+        overhead,
+        storms: vec![netprobe, bpftrace],
+        tracepoints: bench.tracepoints.clone(),
+        healthy_events,
+        took: started.elapsed(),
+    };
+    print!("{}", results.table());
+    let json = bench.out.join("results.json");
+    tracer::write_file(&json, &serde_json::to_string_pretty(&results.json())?)?;
+    println!("xtask: bench: written to {}", json.display());
+    Ok(())
+}
+
+/// Exec to `ready`, `n` times (BTF parsing and program loading included);
+/// also the tracepoints the probes attached to.
+fn startup(bench: &Bench, n: u32) -> Result<(Vec<f64>, Vec<String>)> {
+    let mut times = Vec::new();
+    let mut tracepoints = Vec::new();
+    for _ in 0..n.max(1) {
+        check_interrupted()?;
+        let np = Netprobe::start(&bench.bin, &bench.out.join("netprobe.stderr"))?;
+        times.push(np.ready_after.as_secs_f64());
+        tracepoints = np.tracepoints.clone();
+        np.stop()?;
+    }
+    Ok((times, tracepoints))
+}
+
+/// The rates per workload, the tracers' CPU (percent of a core) and the
+/// events netprobe saw meanwhile.
+fn overhead(bench: &Bench, opts: &Options) -> Result<(Vec<Overhead>, u64)> {
+    let ns = Netns::create("overhead")?;
+    // Short connections leave TIME_WAIT behind: the whole port range.
+    ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
+    let secs = Duration::from_secs(opts.secs);
+    let mut results = vec![
+        Overhead::new(Workload::Connections),
+        Overhead::new(Workload::Requests),
+    ];
+    let mut events = 0;
+    let mut busy = Overhead::new(Workload::TracerCpu);
+    for round in 0..opts.rounds as usize {
+        // Each configuration goes first in turn.
+        for i in 0..CONFIGS.len() {
+            check_interrupted()?;
+            let config = CONFIGS[(round + i) % CONFIGS.len()];
+            let running = bench.start(config)?;
+            // Let the tracer's start-up work (namespace scan, first
+            // counter sample) pass.
+            thread::sleep(Duration::from_millis(500));
+            let (t0, cpu0) = (Instant::now(), running.cpu_seconds());
+            let measured = [
+                workload::connections(&ns, secs),
+                workload::requests(&ns, secs),
+            ];
+            if let (Some(a), Some(b)) = (cpu0, running.cpu_seconds()) {
+                busy.add(config, (b - a) / t0.elapsed().as_secs_f64() * 100.0);
+            }
+            if let Some(t) = running.stop()? {
+                events += t.processed() + t.lost;
+            }
+            for (r, rate) in results.iter_mut().zip(measured) {
+                let rate = rate?;
+                r.add(config, rate.per_sec());
+            }
+            println!(
+                "xtask: bench: round {}/{}, {}: {:.0} connections/s, {:.0} requests/s",
+                round + 1,
+                opts.rounds,
+                config.name(),
+                results[0].last(config),
+                results[1].last(config),
+            );
+        }
+    }
+    results.push(busy);
+    Ok((results, events))
+}
+
+/// What the storm's kernel counters say, and the tracepoints each count
+/// stands for (one hit of each per count; verified with the run counts).
+pub const KERNEL_COUNTS: &[(&str, &str, &[&str])] = &[
+    // The datagram dropped for a full receive buffer (SOCKET_RCVBUFF).
+    ("Udp", "RcvbufErrors", &["skb:kfree_skb"]),
+    // The SYN to the closed port dropped (NO_SOCKET), and the RST sent.
+    ("Tcp", "OutRsts", &["skb:kfree_skb", "tcp:tcp_send_reset"]),
+    // The RST received in SYN_SENT, and ECONNREFUSED reported.
+    (
+        "Tcp",
+        "AttemptFails",
+        &["tcp:tcp_receive_reset", "sock:inet_sk_error_report"],
+    ),
+];
+
+fn snmp_counts(text: &str) -> Result<Vec<u64>> {
+    KERNEL_COUNTS
+        .iter()
+        .map(|(proto, name, _)| {
+            procfs::snmp(text, proto, name)
+                .ok_or_else(|| anyhow::anyhow!("no {proto} {name} in /proc/net/snmp"))
+        })
+        .collect()
+}
+
+/// One storm under `config`: the counters before and after, the tracer's
+/// programs' statistics, its CPU and memory, and (netprobe) its tally.
+fn storm(bench: &Bench, config: Config, dur: Duration) -> Result<StormRun> {
+    check_interrupted()?;
+    let ns = Netns::create("storm")?;
+    let running = bench.start(config)?;
+    let pid = running.pid().expect("a storm runs under a tracer");
+    thread::sleep(Duration::from_millis(500));
+    let names = bench.bare_tracepoints();
+    let before = bpf::programs(pid, &names)?;
+    let snmp_before = snmp_counts(&ns.snmp()?)?;
+    let cpu_before = procfs::cpu_seconds(pid).unwrap_or(0.0);
+    let generated = workload::storm(&ns, dur);
+    let snmp_after = snmp_counts(&ns.snmp()?)?;
+    let after = bpf::programs(pid, &names)?;
+    let generated = generated?;
+    // Let netprobe drain what is queued: until its tally stops moving.
+    if let Running::Netprobe(np) = &running {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = np.tally().accounted();
+        while Instant::now() < deadline && !interrupted() {
+            thread::sleep(Duration::from_secs(1));
+            let now = np.tally().accounted();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+    }
+    let cpu = procfs::cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
+    let peak_rss = procfs::peak_rss(pid).unwrap_or(0);
+    let tally = running.stop()?;
+    let run = StormRun {
+        config,
+        generated,
+        kernel: Kernel {
+            counts: KERNEL_COUNTS
+                .iter()
+                .zip(snmp_before.iter().zip(&snmp_after))
+                .map(|((proto, name, tps), (b, a))| {
+                    (format!("{proto} {name}"), a.saturating_sub(*b), *tps)
+                })
+                .collect(),
+        },
+        programs: bpf::by_tracepoint(&bpf::since(&after, &before)),
+        cpu_seconds: cpu,
+        peak_rss,
+        tally,
+    };
+    println!(
+        "xtask: bench: storm under {}: {}",
+        config.name(),
+        run.brief()
+    );
+    Ok(run)
+}

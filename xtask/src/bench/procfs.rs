@@ -1,0 +1,109 @@
+//! The few procfs and BPF fdinfo fields the bench reads. netprobe has
+//! parsers of its own for /proc/net/snmp and /proc/PID/stat, but the xtask
+//! cannot depend on netprobe (its build script builds the eBPF programs, and
+//! `cargo xtask setup` must run before that can work), so these stay minimal.
+
+use std::fs;
+
+/// A counter of /proc/net/snmp: a `Proto: names...` line, then a
+/// `Proto: values...` line.
+pub fn snmp(text: &str, proto: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{proto}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let names = names[prefix.len()..].split_whitespace();
+        let mut values = values[prefix.len()..].split_whitespace();
+        if let Some(v) = names.zip(values.by_ref()).find(|(n, _)| *n == name) {
+            return v.1.parse().ok();
+        }
+    }
+    None
+}
+
+/// The first word of `key`'s value in `key:<tabs>value` lines (BPF fdinfo,
+/// /proc/PID/status).
+pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        if k.trim() == key {
+            v.split_whitespace().next()
+        } else {
+            None
+        }
+    })
+}
+
+pub fn field_u64(text: &str, key: &str) -> Option<u64> {
+    field(text, key)?.parse().ok()
+}
+
+/// utime + stime from /proc/PID/stat, in clock ticks (the fields after the
+/// command, which is in parentheses and may hold any character).
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    let f: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let ticks = cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Some(ticks as f64 / hz as f64)
+}
+
+/// A process's peak resident set (VmHWM), in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(field_u64(&status, "VmHWM")? * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captured on this project's machine (Linux 6.18).
+    const SNMP: &str = include_str!("../../../netprobe/testdata/procfs/6.18/snmp");
+    /// /proc/PID/fdinfo/FD of a netprobe program on Linux 6.18, with
+    /// kernel.bpf_stats_enabled=1.
+    const FDINFO: &str = include_str!("testdata/fdinfo_bpf_prog");
+    /// /proc/PID/status of a netprobe on Linux 6.18.
+    const STATUS: &str = include_str!("testdata/status");
+
+    #[test]
+    fn snmp_counters_by_protocol_and_name() {
+        assert_eq!(snmp(SNMP, "Tcp", "OutRsts"), Some(32));
+        assert_eq!(snmp(SNMP, "Tcp", "AttemptFails"), Some(2));
+        assert_eq!(snmp(SNMP, "Udp", "RcvbufErrors"), Some(0));
+        assert_eq!(snmp(SNMP, "Udp", "InDatagrams"), Some(133));
+        // UdpLite's line must not be read as Udp's.
+        assert_eq!(snmp(SNMP, "UdpLite", "InDatagrams"), Some(0));
+        // MaxConn is -1: not a counter.
+        assert_eq!(snmp(SNMP, "Tcp", "MaxConn"), None);
+        assert_eq!(snmp(SNMP, "Tcp", "NoSuchCounter"), None);
+        assert_eq!(snmp("Udp: InDatagrams\n", "Udp", "InDatagrams"), None);
+    }
+
+    #[test]
+    fn bpf_program_fdinfo() {
+        assert_eq!(field(FDINFO, "prog_type"), Some("5"));
+        assert!(field_u64(FDINFO, "prog_id").is_some());
+        assert!(field_u64(FDINFO, "run_cnt").is_some());
+        assert!(field_u64(FDINFO, "run_time_ns").is_some());
+        assert_eq!(field(FDINFO, "no_such_key"), None);
+    }
+
+    #[test]
+    fn peak_rss_from_status() {
+        assert!(field_u64(STATUS, "VmHWM").is_some_and(|kib| kib > 1000));
+        assert_eq!(field(STATUS, "Name"), Some("netprobe"));
+    }
+
+    #[test]
+    fn cpu_ticks_after_a_command_with_parentheses() {
+        let stat = "4242 (a b) c)) S 1 4242 4242 0 -1 4194560 300 0 0 0 250 50 0 0 20 0 3 0 100";
+        assert_eq!(cpu_ticks(stat), Some(300));
+        assert_eq!(cpu_ticks("garbage"), None);
+        assert!(cpu_seconds(std::process::id()).is_some());
+    }
+}

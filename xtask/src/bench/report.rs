@@ -1,0 +1,725 @@
+//! The bench's results: the table it prints (Markdown, so that
+//! BENCHMARKS.md can paste it), the goals of issue 7 as met or missed with
+//! their figures, and target/bench/results.json.
+
+use std::{collections::BTreeMap, fmt::Write as _, fs, process::Command, time::Duration};
+
+use serde_json::{json, Value};
+
+use super::{bpf::RunStats, tracer::Tally, workload, Config, Options, CONFIGS};
+
+/// Where the figures were taken.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub kernel: String,
+    pub memory_mib: u64,
+    /// /proc/loadavg's 1-minute figure when the bench started.
+    pub load: f64,
+    pub bpftrace: String,
+    pub commit: String,
+}
+
+fn first_line_of(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl Machine {
+    pub fn here() -> Machine {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        Machine {
+            cores: cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("processor"))
+                .count(),
+            cpu: cpuinfo
+                .lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map_or("unknown", |(_, v)| v.trim())
+                .to_string(),
+            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            memory_mib: super::procfs::field_u64(&meminfo, "MemTotal").unwrap_or(0) / 1024,
+            load: load
+                .split_whitespace()
+                .next()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(f64::NAN),
+            bpftrace: first_line_of("bpftrace", &["--version"]),
+            commit: first_line_of("git", &["rev-parse", "--short", "HEAD"]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Connections,
+    Requests,
+    /// Not a workload: the tracer's CPU meanwhile, in percent of a core.
+    TracerCpu,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Connections => "connections/s (connect, 1-byte request and response, close)",
+            Workload::Requests => "requests/s (1-byte request and response, one connection)",
+            Workload::TracerCpu => "the tracer's CPU meanwhile, % of one core",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Workload::Connections => "connections_per_sec",
+            Workload::Requests => "requests_per_sec",
+            Workload::TracerCpu => "tracer_cpu_pct",
+        }
+    }
+}
+
+/// One workload's rates per configuration, one per round.
+#[derive(Debug, Clone)]
+pub struct Overhead {
+    pub workload: Workload,
+    pub rates: Vec<(Config, Vec<f64>)>,
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    if s.len().is_multiple_of(2) {
+        (s[m - 1] + s[m]) / 2.0
+    } else {
+        s[m]
+    }
+}
+
+impl Overhead {
+    pub fn new(workload: Workload) -> Overhead {
+        Overhead {
+            workload,
+            rates: CONFIGS.iter().map(|c| (*c, Vec::new())).collect(),
+        }
+    }
+
+    fn of(&self, config: Config) -> &[f64] {
+        self.rates
+            .iter()
+            .find(|(c, _)| *c == config)
+            .map_or(&[], |(_, r)| r)
+    }
+
+    pub fn add(&mut self, config: Config, rate: f64) {
+        if let Some((_, r)) = self.rates.iter_mut().find(|(c, _)| *c == config) {
+            r.push(rate);
+        }
+    }
+
+    pub fn last(&self, config: Config) -> f64 {
+        self.of(config).last().copied().unwrap_or(f64::NAN)
+    }
+
+    pub fn median(&self, config: Config) -> f64 {
+        median(self.of(config))
+    }
+
+    /// Throughput lost to the tracer, in percent of the run without one.
+    pub fn overhead_pct(&self, config: Config) -> f64 {
+        (1.0 - self.median(config) / self.median(Config::None)) * 100.0
+    }
+
+    /// How far the rounds without a tracer lie apart, in percent of their
+    /// median: what a difference must exceed to mean anything.
+    pub fn spread_pct(&self) -> f64 {
+        let r = self.of(Config::None);
+        let (lo, hi) = r
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        (hi - lo) / self.median(Config::None) * 100.0
+    }
+}
+
+/// The storm's kernel counter deltas: (name, delta, the tracepoints each
+/// count stands for).
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub counts: Vec<(String, u64, &'static [&'static str])>,
+}
+
+/// One storm under one tracer.
+#[derive(Debug)]
+pub struct StormRun {
+    pub config: Config,
+    pub generated: workload::Storm,
+    pub kernel: Kernel,
+    /// Bare tracepoint name -> the tracer's programs' statistics.
+    pub programs: BTreeMap<String, RunStats>,
+    pub cpu_seconds: f64,
+    pub peak_rss: u64,
+    /// netprobe's records, tallied.
+    pub tally: Option<Tally>,
+}
+
+/// `kfree_skb` of `skb:kfree_skb`.
+fn bare(tp: &str) -> &str {
+    tp.split_once(':').map_or(tp, |(_, n)| n)
+}
+
+impl StormRun {
+    /// Events the kernel's counters say happened on the tracepoints in
+    /// `attached`, per tracepoint.
+    pub fn expected_by_tracepoint(&self, attached: &[String]) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (_, n, tps) in &self.kernel.counts {
+            for tp in tps.iter().filter(|tp| attached.iter().any(|a| a == *tp)) {
+                *out.entry(tp.to_string()).or_default() += n;
+            }
+        }
+        out
+    }
+
+    pub fn expected(&self, attached: &[String]) -> u64 {
+        self.expected_by_tracepoint(attached).values().sum()
+    }
+
+    /// Expected minus accounted (netprobe only).
+    pub fn unaccounted(&self, attached: &[String]) -> Option<i64> {
+        let t = self.tally.as_ref()?;
+        Some(self.expected(attached) as i64 - t.accounted() as i64)
+    }
+
+    /// Daemon CPU seconds per million events it processed.
+    pub fn cpu_per_million(&self) -> Option<f64> {
+        let processed = self.tally.as_ref()?.processed();
+        (processed > 0).then(|| self.cpu_seconds / (processed as f64 / 1e6))
+    }
+
+    pub fn brief(&self) -> String {
+        let runs: u64 = self.programs.values().map(|s| s.run_cnt).sum();
+        let counts: Vec<String> = self
+            .kernel
+            .counts
+            .iter()
+            .map(|(n, d, _)| format!("{n} +{d}"))
+            .collect();
+        let mut s = format!(
+            "{} datagrams, {} refused connections in {:.1} s; {}; {runs} program runs; CPU {:.2} s, peak RSS {:.1} MiB",
+            self.generated.datagrams,
+            self.generated.refused,
+            self.generated.secs,
+            counts.join(", "),
+            self.cpu_seconds,
+            mib(self.peak_rss)
+        );
+        if let Some(t) = &self.tally {
+            let _ = write!(
+                s,
+                "; {} written, {} folded, {} lost",
+                t.written_total(),
+                t.folded,
+                t.lost
+            );
+        }
+        s
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+fn ns_per_run(s: &RunStats) -> Option<f64> {
+    (s.run_cnt > 0).then(|| s.run_time_ns as f64 / s.run_cnt as f64)
+}
+
+pub struct Results {
+    pub machine: Machine,
+    pub options: Options,
+    pub startup: Vec<f64>,
+    pub overhead: Vec<Overhead>,
+    /// Under netprobe, then under bpftrace.
+    pub storms: Vec<StormRun>,
+    /// `category:name` of netprobe's tracepoints.
+    pub tracepoints: Vec<String>,
+    /// Events netprobe reported during the healthy workload (none expected).
+    pub healthy_events: u64,
+    pub took: Duration,
+}
+
+/// A tracer's ns per run on a tracepoint, and its runs.
+type Cost = Option<(f64, u64)>;
+
+/// A goal of issue 7 and how this run did.
+pub struct Goal {
+    pub goal: &'static str,
+    /// None: not measured.
+    pub met: Option<bool>,
+    pub figure: String,
+}
+
+impl Results {
+    /// The workloads' rates (not the tracers' CPU).
+    fn workloads(&self) -> impl Iterator<Item = &Overhead> {
+        self.overhead
+            .iter()
+            .filter(|o| o.workload != Workload::TracerCpu)
+    }
+
+    fn storm(&self, config: Config) -> Option<&StormRun> {
+        self.storms.iter().find(|s| s.config == config)
+    }
+
+    /// Per tracepoint: netprobe's and bpftrace's ns per run, and runs.
+    fn kernel_cost(&self) -> Vec<(String, Cost, Cost)> {
+        let of = |c: Config, tp: &str| {
+            let s = self.storm(c)?.programs.get(bare(tp))?;
+            Some((ns_per_run(s)?, s.run_cnt))
+        };
+        self.tracepoints
+            .iter()
+            .map(|tp| {
+                (
+                    tp.clone(),
+                    of(Config::Netprobe, tp),
+                    of(Config::Bpftrace, tp),
+                )
+            })
+            .collect()
+    }
+
+    pub fn goals(&self) -> Vec<Goal> {
+        let mut goals = Vec::new();
+        let mut met = true;
+        let mut figures = Vec::new();
+        for o in self.workloads() {
+            let (np, bt) = (
+                o.overhead_pct(Config::Netprobe),
+                o.overhead_pct(Config::Bpftrace),
+            );
+            met &= np <= 1.0 && np < bt;
+            figures.push(format!(
+                "{}: overhead {np:.1}% under netprobe, {bt:.1}% under bpftrace (rounds without a tracer spread {:.1}%)",
+                o.workload.key(),
+                o.spread_pct()
+            ));
+        }
+        goals.push(Goal {
+            goal: "overhead at most 1% on the healthy workload, and below bpftrace's",
+            met: (self.workloads().count() > 0).then_some(met),
+            figure: figures.join("; "),
+        });
+        let np = self.storm(Config::Netprobe);
+        let unaccounted = np.and_then(|s| s.unaccounted(&self.tracepoints));
+        goals.push(Goal {
+            goal: "zero unaccounted events at the highest storm rate",
+            met: unaccounted.map(|u| u == 0),
+            figure: match (np, unaccounted) {
+                (Some(s), Some(u)) => format!(
+                    "{u} unaccounted of {} the kernel counted",
+                    s.expected(&self.tracepoints)
+                ),
+                _ => "not measured".into(),
+            },
+        });
+        let cpu = np.and_then(StormRun::cpu_per_million);
+        goals.push(Goal {
+            goal: "at most 0.5 CPU-seconds per million events in the daemon",
+            met: cpu.map(|c| c <= 0.5),
+            figure: cpu.map_or("not measured".into(), |c| {
+                format!("{c:.2} CPU-s per million events ({:.1}x the goal)", c / 0.5)
+            }),
+        });
+        let cost = self.kernel_cost();
+        let compared: Vec<(String, f64)> = cost
+            .iter()
+            .filter_map(|(tp, n, b)| Some((tp.clone(), n.as_ref()?.0 / b.as_ref()?.0)))
+            .collect();
+        goals.push(Goal {
+            goal: "kernel cost per event at most half of bpftrace's on the same tracepoint",
+            met: (!compared.is_empty()).then(|| compared.iter().all(|(_, r)| *r <= 0.5)),
+            figure: if compared.is_empty() {
+                "no tracepoint ran under both".into()
+            } else {
+                compared
+                    .iter()
+                    .map(|(tp, r)| format!("{tp} {r:.2}x bpftrace's"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        });
+        let rss = np.map(|s| s.peak_rss);
+        goals.push(Goal {
+            goal: "RSS under 32 MiB",
+            met: rss.map(|r| r < 32 << 20),
+            figure: rss.map_or("not measured".into(), |r| {
+                format!("peak {:.1} MiB (VmHWM, through the storm)", mib(r))
+            }),
+        });
+        let ready = median(&self.startup);
+        goals.push(Goal {
+            goal: "`ready` in under a second",
+            met: (!self.startup.is_empty()).then_some(ready < 1.0),
+            figure: format!("median {ready:.3} s of {} starts", self.startup.len()),
+        });
+        goals
+    }
+
+    pub fn table(&self) -> String {
+        let m = &self.machine;
+        let o = &self.options;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\n## netprobe bench\n\n{} cores ({}), {} MiB, Linux {}, load {:.2} at start; {}; \
+             netprobe {}; {} rounds x {} s per measurement, storms of {} s; took {:.0} s\n",
+            m.cores,
+            m.cpu,
+            m.memory_mib,
+            m.kernel,
+            m.load,
+            m.bpftrace,
+            m.commit,
+            o.rounds,
+            o.secs,
+            o.storm_secs,
+            self.took.as_secs_f64()
+        );
+        let (lo, hi) = self
+            .startup
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        let _ = writeln!(
+            s,
+            "Start-up, exec to `ready` (BTF parsing and program loading included), {} runs: \
+             median {:.3} s (min {lo:.3}, max {hi:.3})\n",
+            self.startup.len(),
+            median(&self.startup)
+        );
+        let _ = writeln!(
+            s,
+            "### Overhead: loopback TCP, nothing dropped (median of {} rounds; change against no tracer)\n",
+            o.rounds
+        );
+        let _ = writeln!(
+            s,
+            "| workload | no tracer | netprobe | bpftrace | spread without a tracer |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        for w in self.workloads() {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.0} ({:+.1}%) | {:.0} ({:+.1}%) | {:.1}% |",
+                w.workload.name(),
+                w.median(Config::None),
+                w.median(Config::Netprobe),
+                -w.overhead_pct(Config::Netprobe),
+                w.median(Config::Bpftrace),
+                -w.overhead_pct(Config::Bpftrace),
+                w.spread_pct()
+            );
+        }
+        if let Some(c) = self
+            .overhead
+            .iter()
+            .find(|o| o.workload == Workload::TracerCpu)
+        {
+            let _ = writeln!(
+                s,
+                "| {} | - | {:.1}% | {:.1}% | |",
+                c.workload.name(),
+                c.median(Config::Netprobe),
+                c.median(Config::Bpftrace)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nEvents netprobe reported during the healthy workload (none expected): {}",
+            self.healthy_events
+        );
+        self.storm_table(&mut s);
+        self.cost_table(&mut s);
+        let _ = writeln!(s, "\n### Goals (issue 7)\n");
+        let _ = writeln!(s, "| goal | | figure |");
+        let _ = writeln!(s, "|---|---|---|");
+        for g in self.goals() {
+            let status = match g.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "not measured",
+            };
+            let _ = writeln!(s, "| {} | {status} | {} |", g.goal, g.figure);
+        }
+        s.push('\n');
+        s
+    }
+
+    fn storm_table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\n### Storm: UDP datagrams to a socket nobody reads + connections to a closed TCP port, two threads flat out\n"
+        );
+        let runs: Vec<&StormRun> = self.storms.iter().collect();
+        let header: Vec<&str> = runs.iter().map(|r| r.config.name()).collect();
+        let _ = writeln!(s, "| | under {} |", header.join(" | under "));
+        let _ = writeln!(s, "|---|{}", "---:|".repeat(runs.len()));
+        let row = |s: &mut String, name: &str, f: &dyn Fn(&StormRun) -> String| {
+            let cells: Vec<String> = runs.iter().map(|r| f(r)).collect();
+            let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+        };
+        row(s, "seconds", &|r| format!("{:.1}", r.generated.secs));
+        row(s, "datagrams sent / connections refused", &|r| {
+            format!("{} / {}", r.generated.datagrams, r.generated.refused)
+        });
+        for (i, (name, _, tps)) in runs[0].kernel.counts.iter().enumerate() {
+            row(
+                s,
+                &format!("kernel: {name} (one {} each)", tps.join(" + ")),
+                &|r| r.kernel.counts[i].1.to_string(),
+            );
+        }
+        let tps = &self.tracepoints;
+        row(
+            s,
+            "events on netprobe's tracepoints, by the counters (per s)",
+            &|r| {
+                let e = r.expected(tps);
+                format!("{e} ({:.0}/s)", e as f64 / r.generated.secs.max(1e-9))
+            },
+        );
+        row(s, "program runs (BPF run_cnt, whole host)", &|r| {
+            r.programs
+                .values()
+                .map(|p| p.run_cnt)
+                .sum::<u64>()
+                .to_string()
+        });
+        let tally = |f: fn(&Tally) -> u64| {
+            move |r: &StormRun| r.tally.as_ref().map_or("-".into(), |t| f(t).to_string())
+        };
+        row(
+            s,
+            "netprobe: records written in full",
+            &tally(Tally::written_total),
+        );
+        row(
+            s,
+            "netprobe: repeats folded into incidents",
+            &tally(|t| t.folded),
+        );
+        row(
+            s,
+            "netprobe: lost (counted, `lost` records)",
+            &tally(|t| t.lost),
+        );
+        row(
+            s,
+            "netprobe: accounted (written + folded + lost)",
+            &tally(Tally::accounted),
+        );
+        row(s, "netprobe: unaccounted (kernel - accounted)", &|r| {
+            r.unaccounted(tps).map_or("-".into(), |u| u.to_string())
+        });
+        row(s, "netprobe's own `summary` record: events + lost", &|r| {
+            let summary = r.tally.as_ref().and_then(|t| t.summary.as_ref());
+            summary.map_or("-".into(), |v| {
+                format!(
+                    "{} + {}",
+                    v["count"].as_u64().unwrap_or(0),
+                    v["evidence"]["lost"].as_u64().unwrap_or(0)
+                )
+            })
+        });
+        row(s, "tracer CPU s", &|r| format!("{:.2}", r.cpu_seconds));
+        row(s, "daemon CPU s per million events processed", &|r| {
+            r.cpu_per_million()
+                .map_or("-".into(), |c| format!("{c:.2}"))
+        });
+        row(s, "tracer peak RSS (VmHWM)", &|r| {
+            format!("{:.1} MiB", mib(r.peak_rss))
+        });
+    }
+
+    fn cost_table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\n### Kernel cost during the storms (kernel.bpf_stats_enabled: run_time_ns / run_cnt)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| tracepoint | netprobe ns/event (runs) | bpftrace ns/event (runs) | netprobe / bpftrace | hits by the counters (netprobe's storm) |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        let cell =
+            |c: &Option<(f64, u64)>| c.map_or("-".into(), |(ns, n)| format!("{ns:.0} ({n})"));
+        let expected = self
+            .storm(Config::Netprobe)
+            .map(|r| r.expected_by_tracepoint(&self.tracepoints))
+            .unwrap_or_default();
+        for (tp, np, bt) in self.kernel_cost() {
+            let ratio = match (np, bt) {
+                (Some(n), Some(b)) => format!("{:.2}", n.0 / b.0),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {tp} | {} | {} | {ratio} | {} |",
+                cell(&np),
+                cell(&bt),
+                expected.get(&tp).copied().unwrap_or(0)
+            );
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        let m = &self.machine;
+        let storms: Vec<Value> = self
+            .storms
+            .iter()
+            .map(|r| {
+                json!({
+                    "tracer": r.config.name(),
+                    "seconds": r.generated.secs,
+                    "datagrams_sent": r.generated.datagrams,
+                    "connections_refused": r.generated.refused,
+                    "kernel_counts": r.kernel.counts.iter().map(|(n, d, tps)| json!({"counter": n, "delta": d, "tracepoints": tps})).collect::<Vec<_>>(),
+                    "expected_events": r.expected(&self.tracepoints),
+                    "expected_by_tracepoint": r.expected_by_tracepoint(&self.tracepoints),
+                    "programs": r.programs.iter().map(|(tp, p)| (tp.clone(), json!({"run_cnt": p.run_cnt, "run_time_ns": p.run_time_ns, "ns_per_run": ns_per_run(p)}))).collect::<serde_json::Map<_, _>>(),
+                    "cpu_seconds": r.cpu_seconds,
+                    "peak_rss_bytes": r.peak_rss,
+                    "netprobe": r.tally.as_ref().map(|t| json!({
+                        "written": t.written,
+                        "written_total": t.written_total(),
+                        "folded": t.folded,
+                        "lost": t.lost,
+                        "accounted": t.accounted(),
+                        "from_counters": t.from_counters,
+                        "unaccounted": r.unaccounted(&self.tracepoints),
+                        "cpu_seconds_per_million_events": r.cpu_per_million(),
+                        "errors": t.errors,
+                        "summary": t.summary,
+                    })),
+                })
+            })
+            .collect();
+        let overhead: serde_json::Map<String, Value> = self
+            .overhead
+            .iter()
+            .map(|o| {
+                let by: serde_json::Map<String, Value> = o
+                    .rates
+                    .iter()
+                    .map(|(c, r)| {
+                        (
+                            c.name().to_string(),
+                            json!({"rates": r, "median": o.median(*c), "overhead_pct": o.overhead_pct(*c)}),
+                        )
+                    })
+                    .collect();
+                (
+                    o.workload.key().to_string(),
+                    json!({"by_tracer": by, "spread_without_tracer_pct": o.spread_pct()}),
+                )
+            })
+            .collect();
+        json!({
+            "machine": {
+                "cores": m.cores, "cpu": m.cpu, "kernel": m.kernel, "memory_mib": m.memory_mib,
+                "load_at_start": m.load, "bpftrace": m.bpftrace, "commit": m.commit,
+            },
+            "options": {
+                "secs": self.options.secs, "rounds": self.options.rounds,
+                "storm_secs": self.options.storm_secs, "starts": self.options.starts,
+            },
+            "took_seconds": self.took.as_secs_f64(),
+            "tracepoints": self.tracepoints,
+            "startup_seconds": {"runs": self.startup, "median": median(&self.startup)},
+            "healthy_workload_events": self.healthy_events,
+            "overhead": overhead,
+            "storms": storms,
+            "goals": self.goals().iter().map(|g| json!({"goal": g.goal, "met": g.met, "figure": g.figure})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn overhead_is_the_throughput_lost_against_no_tracer() {
+        let mut o = Overhead::new(Workload::Connections);
+        for (c, r) in [
+            (Config::None, 1000.0),
+            (Config::None, 1010.0),
+            (Config::None, 990.0),
+            (Config::Netprobe, 995.0),
+            (Config::Bpftrace, 900.0),
+        ] {
+            o.add(c, r);
+        }
+        assert!((o.overhead_pct(Config::Netprobe) - 0.5).abs() < 1e-9);
+        assert!((o.overhead_pct(Config::Bpftrace) - 10.0).abs() < 1e-9);
+        assert!((o.spread_pct() - 2.0).abs() < 1e-9);
+        assert_eq!(o.last(Config::Netprobe), 995.0);
+    }
+
+    #[test]
+    fn storm_expects_one_event_per_count_on_each_attached_tracepoint() {
+        let run = StormRun {
+            config: Config::Netprobe,
+            generated: workload::Storm {
+                datagrams: 1000,
+                refused: 10,
+                secs: 1.0,
+            },
+            kernel: Kernel {
+                counts: super::super::KERNEL_COUNTS
+                    .iter()
+                    .zip([990, 10, 10])
+                    .map(|((p, n, tps), d)| (format!("{p} {n}"), d, *tps))
+                    .collect(),
+            },
+            programs: BTreeMap::new(),
+            cpu_seconds: 2.0,
+            peak_rss: 0,
+            tally: Some(Tally {
+                written: BTreeMap::from([("drop".to_string(), 3)]),
+                folded: 997,
+                lost: 20,
+                ..Tally::default()
+            }),
+        };
+        let attached: Vec<String> = ["skb:kfree_skb", "tcp:tcp_send_reset", "oom:mark_victim"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // kfree_skb: 990 + 10, tcp_send_reset: 10; the received resets and
+        // errors are not on an attached tracepoint.
+        assert_eq!(run.expected(&attached), 1010);
+        assert_eq!(run.unaccounted(&attached), Some(1010 - 1020));
+        assert_eq!(run.cpu_per_million(), Some(2.0 / (1000.0 / 1e6)));
+    }
+}

@@ -1,0 +1,434 @@
+//! The tracers the bench compares: the release netprobe (`run --output
+//! json`, its records tallied as they come) and bpftrace on the same
+//! tracepoints, printing each event. Each is stopped on drop, killed if it
+//! does not exit in time.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use super::{bpf, interrupted};
+
+/// How long a tracer may take to start, and to stop.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `sig` and waits (bounded) for the exit; kills it after that.
+fn stop_child(child: &mut Child, sig: i32, what: &str) -> Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    // SAFETY: kill(2) on our own child, which has not been reaped.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!("{what} did not exit within {STOP_TIMEOUT:?} of signal {sig}; killed")
+}
+
+/// What netprobe wrote, counted the way its metrics count it: an event
+/// record written in full is one event; an `incident` record's `count`
+/// includes its first event, written before, so it adds `count - 1`
+/// (repeats folded); `lost` records say how many events never became
+/// records; counter records (procfs deltas, no probe) are kept apart.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// Event records by kind (`drop`, `reset_sent`, ...).
+    pub written: BTreeMap<String, u64>,
+    /// Repeats folded into incidents.
+    pub folded: u64,
+    pub lost: u64,
+    /// Records made from counters (`evidence.source = "counters"`).
+    pub from_counters: u64,
+    /// The final `summary` record.
+    pub summary: Option<Value>,
+    /// netprobe's own `error` records.
+    pub errors: Vec<String>,
+}
+
+/// Kinds that are netprobe's housekeeping, not kernel events.
+const HOUSEKEEPING: &[&str] = &["probe", "ready", "config", "error", "summary"];
+
+/// The `kind` of a JSON line as netprobe writes it, without parsing the
+/// rest: the storm's records come by the hundred thousand, and the tally
+/// runs beside the daemon on the same two cores.
+fn kind_of(line: &str) -> Option<&str> {
+    let at = line.find("\"kind\":\"")? + 8;
+    let len = line[at..].find('"')?;
+    Some(&line[at..at + len])
+}
+
+impl Tally {
+    pub fn written_total(&self) -> u64 {
+        self.written.values().sum()
+    }
+
+    /// Events that reached the daemon: written in full or folded.
+    pub fn processed(&self) -> u64 {
+        self.written_total() + self.folded
+    }
+
+    /// Events accounted for: processed or counted lost.
+    pub fn accounted(&self) -> u64 {
+        self.processed() + self.lost
+    }
+
+    pub fn add(&mut self, line: &str) -> Result<()> {
+        let Some(kind) = kind_of(line) else {
+            bail!("netprobe wrote a line without a kind: {line}");
+        };
+        let counted = line.contains("\"count\":");
+        if line.contains("\"source\":\"counters\"") {
+            self.from_counters += 1;
+            return Ok(());
+        }
+        if !counted && !HOUSEKEEPING.contains(&kind) {
+            *self.written.entry(kind.to_string()).or_default() += 1;
+            return Ok(());
+        }
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("netprobe wrote a line that is not JSON: {line}"))?;
+        let count = v["count"].as_u64().unwrap_or(1);
+        match kind {
+            "incident" => self.folded += count.saturating_sub(1),
+            "lost" => self.lost += count,
+            "summary" => self.summary = Some(v),
+            "error" => self.errors.push(v["message"].as_str().unwrap_or("").into()),
+            _ if HOUSEKEEPING.contains(&kind) => {}
+            // A record that sums events itself (the minute's retransmits).
+            _ => *self.written.entry(kind.to_string()).or_default() += count,
+        }
+        Ok(())
+    }
+}
+
+/// A running `netprobe run --output json`.
+pub struct Netprobe {
+    child: Child,
+    pub pid: u32,
+    /// From spawn to the `ready` record.
+    pub ready_after: Duration,
+    /// `category:name` of each tracepoint a probe attached to.
+    pub tracepoints: Vec<String>,
+    tally: Arc<Mutex<Tally>>,
+    reader: Option<thread::JoinHandle<Result<()>>>,
+    stderr: PathBuf,
+}
+
+/// The tracepoints of a `probe` record's `hook` (`tracepoint skb:kfree_skb`,
+/// or several joined by ` + `, kprobes among them).
+fn hook_tracepoints(hook: &str) -> Vec<String> {
+    hook.split(" + ")
+        .filter_map(|h| h.strip_prefix("tracepoint "))
+        .map(|t| t.trim().to_string())
+        .collect()
+}
+
+impl Netprobe {
+    /// Starts it and waits for `ready`. Its stderr goes to `stderr`.
+    pub fn start(bin: &Path, stderr: &Path) -> Result<Netprobe> {
+        let err =
+            File::create(stderr).with_context(|| format!("cannot create {}", stderr.display()))?;
+        let started = Instant::now();
+        let mut child = Command::new(bin)
+            .args(["run", "--output", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().context("netprobe's stdout")?;
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let (ready_tx, ready_rx) = mpsc::channel::<Vec<String>>();
+        let into = tally.clone();
+        let reader = thread::Builder::new()
+            .name("bench-netprobe-reader".into())
+            .spawn(move || -> Result<()> {
+                let mut lines = BufReader::new(stdout).lines();
+                let mut tracepoints = Vec::new();
+                for line in lines.by_ref() {
+                    let line = line?;
+                    let v: Value = serde_json::from_str(&line).with_context(|| {
+                        format!("netprobe wrote a line that is not JSON: {line}")
+                    })?;
+                    match v["kind"].as_str() {
+                        Some("probe") if v["status"] == "attached" => {
+                            tracepoints.extend(hook_tracepoints(v["hook"].as_str().unwrap_or("")))
+                        }
+                        Some("ready") => {
+                            let _ = ready_tx.send(std::mem::take(&mut tracepoints));
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                // Read to the end whatever happens, so that netprobe never
+                // blocks on a full pipe; the first bad line is the error.
+                let mut bad = None;
+                for line in lines {
+                    let line = line?;
+                    let mut t = into.lock().map_err(|_| anyhow!("tally poisoned"))?;
+                    if let Err(e) = t.add(&line) {
+                        bad.get_or_insert(e);
+                    }
+                }
+                bad.map_or(Ok(()), Err)
+            })?;
+        let mut np = Netprobe {
+            child,
+            pid,
+            ready_after: Duration::ZERO,
+            tracepoints: Vec::new(),
+            tally,
+            reader: Some(reader),
+            stderr: stderr.to_path_buf(),
+        };
+        loop {
+            match ready_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(tps) => {
+                    np.ready_after = started.elapsed();
+                    np.tracepoints = tps;
+                    return Ok(np);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if started.elapsed() < START_TIMEOUT
+                        && !interrupted()
+                        && np.child.try_wait()?.is_none() => {}
+                Err(_) => bail!(
+                    "netprobe (pid {pid}) wrote no `ready` record within {:.1} s{}; its stderr:\n{}",
+                    started.elapsed().as_secs_f64(),
+                    match np.child.try_wait()? {
+                        Some(st) => format!(" and exited ({st})"),
+                        None => String::new(),
+                    },
+                    fs::read_to_string(stderr).unwrap_or_default().trim()
+                ),
+            }
+        }
+    }
+
+    /// The tally so far.
+    pub fn tally(&self) -> Tally {
+        match self.tally.lock() {
+            Ok(t) => t.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// SIGTERM (netprobe flushes its incidents and writes its `summary`),
+    /// then the full tally.
+    pub fn stop(mut self) -> Result<Tally> {
+        stop_child(&mut self.child, libc::SIGTERM, "netprobe")?;
+        if let Some(r) = self.reader.take() {
+            super::netns::join(r)?;
+        }
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!(
+                "netprobe exited with {status}; its stderr:\n{}",
+                fs::read_to_string(&self.stderr).unwrap_or_default().trim()
+            );
+        }
+        Ok(self.tally())
+    }
+}
+
+impl Drop for Netprobe {
+    fn drop(&mut self) {
+        let _ = stop_child(&mut self.child, libc::SIGTERM, "netprobe");
+    }
+}
+
+/// A few fields of each tracepoint for bpftrace to print beside the probe,
+/// pid and command (only those this kernel's format has are used).
+fn bpftrace_fields(tracepoint: &str) -> &'static [&'static str] {
+    match tracepoint {
+        "skb:kfree_skb" => &["protocol", "reason"],
+        "tcp:tcp_send_reset" | "tcp:tcp_receive_reset" => &["sport", "dport"],
+        "tcp:tcp_retransmit_skb" => &["sport", "dport", "state"],
+        "sock:inet_sk_error_report" => &["sport", "dport", "error"],
+        "oom:mark_victim" => &["pid"],
+        _ => &[],
+    }
+}
+
+/// The bpftrace program: one probe per tracepoint, printing each event.
+pub fn bpftrace_script(tracepoints: &[String], format: impl Fn(&str) -> Option<String>) -> String {
+    let mut s = String::new();
+    for tp in tracepoints {
+        let fields: Vec<&str> = bpftrace_fields(tp)
+            .iter()
+            .copied()
+            .filter(|f| format(tp).is_none_or(|text| text.contains(&format!(" {f};"))))
+            .collect();
+        let fmt: String = fields.iter().map(|_| " %d").collect();
+        let args: String = fields.iter().map(|f| format!(", args->{f}")).collect();
+        s.push_str(&format!(
+            "tracepoint:{tp} {{ printf(\"%s %d %s{fmt}\\n\", probe, pid, comm{args}); }}\n"
+        ));
+    }
+    s
+}
+
+/// The tracefs `format` file of `category:name`, if readable.
+pub fn tracefs_format(tracepoint: &str) -> Option<String> {
+    let (cat, name) = tracepoint.split_once(':')?;
+    fs::read_to_string(format!("/sys/kernel/tracing/events/{cat}/{name}/format")).ok()
+}
+
+/// A running bpftrace, its output to /dev/null.
+pub struct Bpftrace {
+    child: Child,
+    pub pid: u32,
+}
+
+impl Bpftrace {
+    /// Starts `bpftrace SCRIPT` and waits until every tracepoint has its
+    /// program attached (bpftrace prints nothing when it has).
+    pub fn start(script: &Path, tracepoints: usize, stderr: &Path) -> Result<Bpftrace> {
+        let err =
+            File::create(stderr).with_context(|| format!("cannot create {}", stderr.display()))?;
+        let started = Instant::now();
+        let child = Command::new("bpftrace")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .context("cannot start bpftrace")?;
+        let pid = child.id();
+        let mut b = Bpftrace { child, pid };
+        loop {
+            // bpftrace's own attachments answer the query; its program
+            // names do not say which tracepoint they serve.
+            let mut attached: Vec<String> = bpf::programs(pid, &[])
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| p.tracepoint)
+                .collect();
+            attached.dedup();
+            let attached = attached.len();
+            if attached >= tracepoints {
+                return Ok(b);
+            }
+            if let Some(st) = b.child.try_wait()? {
+                bail!(
+                    "bpftrace exited ({st}) before attaching; its stderr:\n{}",
+                    fs::read_to_string(stderr).unwrap_or_default().trim()
+                );
+            }
+            if started.elapsed() > START_TIMEOUT || interrupted() {
+                bail!(
+                    "bpftrace attached {attached} of {tracepoints} tracepoints within {:.0} s; its stderr:\n{}",
+                    started.elapsed().as_secs_f64(),
+                    fs::read_to_string(stderr).unwrap_or_default().trim()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(mut self) -> Result<()> {
+        stop_child(&mut self.child, libc::SIGINT, "bpftrace")
+    }
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        let _ = stop_child(&mut self.child, libc::SIGINT, "bpftrace");
+    }
+}
+
+/// Writes `text` to `path`, creating its directory.
+pub fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    File::create(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records as netprobe wrote them (README.md's example, and others of
+    /// the shapes the storm makes).
+    const RECORDS: &str = include_str!("testdata/records.jsonl");
+
+    #[test]
+    fn tally_counts_written_folded_lost_and_counter_records() {
+        let mut t = Tally::default();
+        for line in RECORDS.lines() {
+            t.add(line).unwrap();
+        }
+        assert_eq!(t.written.get("reset_sent"), Some(&1));
+        assert_eq!(t.written.get("drop"), Some(&2));
+        assert_eq!(t.written.get("retransmit"), Some(&12));
+        assert_eq!(t.folded, 99_999 + 4);
+        assert_eq!(t.lost, 4096 + 17);
+        assert_eq!(t.from_counters, 1);
+        assert_eq!(t.errors.len(), 1);
+        assert_eq!(t.summary.as_ref().unwrap()["count"], 100_019);
+        assert_eq!(t.processed(), 15 + 100_003);
+        assert_eq!(t.accounted(), 15 + 100_003 + 4113);
+        assert!(t.add("{\"ts\":\"x\"}").is_err());
+        assert!(t.add("{\"kind\":\"incident\",\"count\":").is_err());
+    }
+
+    #[test]
+    fn kind_is_read_without_parsing() {
+        assert_eq!(
+            kind_of(r#"{"ts":"t","kind":"drop","message":"m"}"#),
+            Some("drop")
+        );
+        assert_eq!(kind_of(r#"{"ts":"t","kind":"#), None);
+    }
+
+    #[test]
+    fn hooks_name_their_tracepoints() {
+        assert_eq!(
+            hook_tracepoints("tracepoint skb:kfree_skb"),
+            ["skb:kfree_skb"]
+        );
+        assert_eq!(
+            hook_tracepoints(
+                "tracepoint tcp:tcp_send_reset + kprobe tcp_v4_send_reset, tcp_v6_send_reset"
+            ),
+            ["tcp:tcp_send_reset"]
+        );
+        assert!(hook_tracepoints("kprobe tcp_drop").is_empty());
+    }
+
+    #[test]
+    fn bpftrace_prints_each_event_with_the_fields_the_kernel_has() {
+        let tps = ["skb:kfree_skb".to_string(), "oom:mark_victim".to_string()];
+        // A 5.10 kfree_skb has no `reason`.
+        let script = bpftrace_script(&tps, |tp| {
+            (tp == "skb:kfree_skb").then(|| "\tfield:unsigned short protocol;\toffset:24;".into())
+        });
+        assert_eq!(
+            script,
+            "tracepoint:skb:kfree_skb { printf(\"%s %d %s %d\\n\", probe, pid, comm, args->protocol); }\n\
+             tracepoint:oom:mark_victim { printf(\"%s %d %s %d\\n\", probe, pid, comm, args->pid); }\n"
+        );
+    }
+}
