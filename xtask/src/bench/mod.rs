@@ -323,14 +323,19 @@ fn snmp_counts(text: &str) -> Result<Vec<u64>> {
 fn storm(bench: &Bench, config: Config, dur: Duration) -> Result<StormRun> {
     check_interrupted()?;
     let ns = Netns::create("storm")?;
+    let targets = workload::Targets::new(&ns)?;
     let running = bench.start(config)?;
+    if let Running::Netprobe(np) = &running {
+        np.count_only(&targets.ports()?);
+    }
     let pid = running.pid().expect("a storm runs under a tracer");
+    let rss_ready = procfs::rss(pid).unwrap_or(0);
     thread::sleep(Duration::from_millis(500));
     let names = bench.bare_tracepoints();
     let before = bpf::programs(pid, &names)?;
     let snmp_before = snmp_counts(&ns.snmp()?)?;
     let cpu_before = procfs::cpu_seconds(pid).unwrap_or(0.0);
-    let generated = workload::storm(&ns, dur);
+    let generated = workload::storm(&ns, &targets, dur);
     let snmp_after = snmp_counts(&ns.snmp()?)?;
     let after = bpf::programs(pid, &names)?;
     let generated = generated?;
@@ -349,6 +354,7 @@ fn storm(bench: &Bench, config: Config, dur: Duration) -> Result<StormRun> {
     }
     let cpu = procfs::cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
     let peak_rss = procfs::peak_rss(pid).unwrap_or(0);
+    let rss_end = procfs::rss(pid).unwrap_or(0);
     let tally = running.stop()?;
     let run = StormRun {
         config,
@@ -365,6 +371,8 @@ fn storm(bench: &Bench, config: Config, dur: Duration) -> Result<StormRun> {
         programs: bpf::by_tracepoint(&bpf::since(&after, &before)),
         cpu_seconds: cpu,
         peak_rss,
+        rss_ready,
+        rss_end,
         tally,
     };
     println!(

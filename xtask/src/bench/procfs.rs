@@ -52,10 +52,20 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / hz as f64)
 }
 
+/// A `kB` figure of /proc/PID/status, in bytes.
+fn status_bytes(pid: u32, key: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(field_u64(&status, key)? * 1024)
+}
+
 /// A process's peak resident set (VmHWM), in bytes.
 pub fn peak_rss(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some(field_u64(&status, "VmHWM")? * 1024)
+    status_bytes(pid, "VmHWM")
+}
+
+/// A process's resident set now (VmRSS), in bytes.
+pub fn rss(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS")
 }
 
 #[cfg(test)]
@@ -95,7 +105,8 @@ mod tests {
 
     #[test]
     fn peak_rss_from_status() {
-        assert!(field_u64(STATUS, "VmHWM").is_some_and(|kib| kib > 1000));
+        assert_eq!(field_u64(STATUS, "VmHWM"), Some(35144));
+        assert_eq!(field_u64(STATUS, "VmRSS"), Some(35144));
         assert_eq!(field(STATUS, "Name"), Some("netprobe"));
     }
 

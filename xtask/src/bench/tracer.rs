@@ -56,6 +56,11 @@ pub struct Tally {
     pub lost: u64,
     /// Records made from counters (`evidence.source = "counters"`).
     pub from_counters: u64,
+    /// Events about other flows than the storm's (written or folded), when
+    /// `count_only` named its ports: the rest of the host.
+    pub elsewhere: u64,
+    /// `"sport":PORT,` and the like, for each port of `count_only`.
+    pub(super) needles: Vec<String>,
     /// The final `summary` record.
     pub summary: Option<Value>,
     /// netprobe's own `error` records.
@@ -79,40 +84,78 @@ impl Tally {
         self.written.values().sum()
     }
 
-    /// Events that reached the daemon: written in full or folded.
+    /// Events that reached the daemon: written in full or folded, the
+    /// storm's and the rest of the host's.
     pub fn processed(&self) -> u64 {
-        self.written_total() + self.folded
+        self.written_total() + self.folded + self.elsewhere
     }
 
-    /// Events accounted for: processed or counted lost.
+    /// The storm's events accounted for: written, folded or counted lost
+    /// (losses name no flow: all of them count).
     pub fn accounted(&self) -> u64 {
-        self.processed() + self.lost
+        self.written_total() + self.folded + self.lost
+    }
+
+    /// From now on, event records that name none of `ports` (as either
+    /// port of the flow, or the listener's) are counted as `elsewhere`.
+    pub fn count_only(&mut self, ports: &[u16]) {
+        self.needles = ports
+            .iter()
+            .flat_map(|p| {
+                ["sport", "dport", "port"]
+                    .into_iter()
+                    .flat_map(move |f| [format!("\"{f}\":{p},"), format!("\"{f}\":{p}}}")])
+            })
+            .collect();
+    }
+
+    fn mine(&self, line: &str) -> bool {
+        self.needles.is_empty() || self.needles.iter().any(|n| line.contains(n.as_str()))
     }
 
     pub fn add(&mut self, line: &str) -> Result<()> {
         let Some(kind) = kind_of(line) else {
             bail!("netprobe wrote a line without a kind: {line}");
         };
-        let counted = line.contains("\"count\":");
         if line.contains("\"source\":\"counters\"") {
             self.from_counters += 1;
             return Ok(());
         }
-        if !counted && !HOUSEKEEPING.contains(&kind) {
-            *self.written.entry(kind.to_string()).or_default() += 1;
-            return Ok(());
-        }
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("netprobe wrote a line that is not JSON: {line}"))?;
-        let count = v["count"].as_u64().unwrap_or(1);
-        match kind {
-            "incident" => self.folded += count.saturating_sub(1),
-            "lost" => self.lost += count,
-            "summary" => self.summary = Some(v),
-            "error" => self.errors.push(v["message"].as_str().unwrap_or("").into()),
-            _ if HOUSEKEEPING.contains(&kind) => {}
-            // A record that sums events itself (the minute's retransmits).
-            _ => *self.written.entry(kind.to_string()).or_default() += count,
+        let (written, folded) = if !line.contains("\"count\":") {
+            if HOUSEKEEPING.contains(&kind) {
+                return Ok(());
+            }
+            (1, 0)
+        } else {
+            let v: Value = serde_json::from_str(line)
+                .with_context(|| format!("netprobe wrote a line that is not JSON: {line}"))?;
+            let count = v["count"].as_u64().unwrap_or(1);
+            match kind {
+                "incident" => (0, count.saturating_sub(1)),
+                "lost" => {
+                    self.lost += count;
+                    return Ok(());
+                }
+                "summary" => {
+                    self.summary = Some(v);
+                    return Ok(());
+                }
+                "error" => {
+                    self.errors.push(v["message"].as_str().unwrap_or("").into());
+                    return Ok(());
+                }
+                _ if HOUSEKEEPING.contains(&kind) => return Ok(()),
+                // A record that sums events itself (the minute's retransmits).
+                _ => (count, 0),
+            }
+        };
+        if !self.mine(line) {
+            self.elsewhere += written + folded;
+        } else {
+            self.folded += folded;
+            if written > 0 {
+                *self.written.entry(kind.to_string()).or_default() += written;
+            }
         }
         Ok(())
     }
@@ -221,6 +264,14 @@ impl Netprobe {
                     fs::read_to_string(stderr).unwrap_or_default().trim()
                 ),
             }
+        }
+    }
+
+    /// See [`Tally::count_only`].
+    pub fn count_only(&self, ports: &[u16]) {
+        match self.tally.lock() {
+            Ok(mut t) => t.count_only(ports),
+            Err(p) => p.into_inner().count_only(ports),
         }
     }
 
@@ -370,26 +421,47 @@ pub fn write_file(path: &Path, text: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// Records as netprobe wrote them (README.md's example, and others of
-    /// the shapes the storm makes).
+    /// Records netprobe wrote (its ring buffer shrunk to 64 KiB) while 2000
+    /// datagrams went to an unread UDP socket on port 42092 and a closed
+    /// TCP port 59109 refused connections: a few of each kind.
     const RECORDS: &str = include_str!("testdata/records.jsonl");
 
     #[test]
     fn tally_counts_written_folded_lost_and_counter_records() {
         let mut t = Tally::default();
+        t.count_only(&[42092, 59109]);
         for line in RECORDS.lines() {
             t.add(line).unwrap();
         }
-        assert_eq!(t.written.get("reset_sent"), Some(&1));
-        assert_eq!(t.written.get("drop"), Some(&2));
-        assert_eq!(t.written.get("retransmit"), Some(&12));
-        assert_eq!(t.folded, 99_999 + 4);
-        assert_eq!(t.lost, 4096 + 17);
+        // The first datagram dropped, and two refused connections (the SYN
+        // dropped, the RST sent and received, ECONNREFUSED).
+        assert_eq!(t.written.get("drop"), Some(&3));
+        assert_eq!(t.written.get("reset_sent"), Some(&2));
+        assert_eq!(t.written.get("reset_received"), Some(&2));
+        assert_eq!(t.written.get("socket_error"), Some(&2));
+        assert_eq!(t.written_total(), 9);
+        // The other 1291 drops of that flow, folded into its incident.
+        assert_eq!(t.folded, 1291);
+        assert_eq!(t.lost, 706);
         assert_eq!(t.from_counters, 1);
-        assert_eq!(t.errors.len(), 1);
-        assert_eq!(t.summary.as_ref().unwrap()["count"], 100_019);
-        assert_eq!(t.processed(), 15 + 100_003);
-        assert_eq!(t.accounted(), 15 + 100_003 + 4113);
+        assert_eq!(t.elsewhere, 0);
+        assert!(t.errors.is_empty());
+        assert_eq!(t.summary.as_ref().unwrap()["count"], 1313);
+        assert_eq!(t.processed(), 9 + 1291);
+        assert_eq!(t.accounted(), 9 + 1291 + 706);
+
+        // Counting only the UDP socket's flows: the TCP ones are elsewhere.
+        let mut udp = Tally::default();
+        udp.count_only(&[42092]);
+        for line in RECORDS.lines() {
+            udp.add(line).unwrap();
+        }
+        assert_eq!(udp.written_total(), 1);
+        assert_eq!(udp.folded, 1291);
+        assert_eq!(udp.elsewhere, 8);
+        assert_eq!(udp.lost, 706);
+        assert_eq!(udp.processed(), t.processed());
+
         assert!(t.add("{\"ts\":\"x\"}").is_err());
         assert!(t.add("{\"kind\":\"incident\",\"count\":").is_err());
     }

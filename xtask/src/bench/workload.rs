@@ -194,20 +194,45 @@ fn tiny_rcvbuf(s: &UdpSocket) -> Result<()> {
     Ok(())
 }
 
+/// The storm's closed port: nothing listens in the fresh namespace. A
+/// service's port, below the client ports, as when a service is down: its
+/// refused connections are one flow to netprobe (its incidents key on the
+/// lower port), and fold.
+const CLOSED_PORT: u16 = 8081;
+
+/// The storm's targets in its namespace: a UDP socket nobody reads and a
+/// closed TCP port. Made before the tracer starts, so that it can be told
+/// which records are the storm's (by these ports).
+pub struct Targets {
+    rx: UdpSocket,
+    closed: SocketAddr,
+}
+
+impl Targets {
+    pub fn new(ns: &Netns) -> Result<Targets> {
+        let rx = ns.run(|| {
+            let rx = UdpSocket::bind("127.0.0.1:0")?;
+            tiny_rcvbuf(&rx)?;
+            Ok(rx)
+        })?;
+        Ok(Targets {
+            rx,
+            closed: SocketAddr::from(([127, 0, 0, 1], CLOSED_PORT)),
+        })
+    }
+
+    pub fn ports(&self) -> Result<Vec<u16>> {
+        Ok(vec![self.rx.local_addr()?.port(), self.closed.port()])
+    }
+}
+
 /// Drops and resets as fast as two threads can make them, for `dur`:
 /// 1-byte datagrams to a UDP socket nobody reads (receive buffer full:
 /// `skb:kfree_skb` with SOCKET_RCVBUFF, Udp RcvbufErrors), and connections
 /// to a closed TCP port (the SYN dropped with NO_SOCKET and a RST sent, Tcp
 /// OutRsts; the RST received and ECONNREFUSED reported, Tcp AttemptFails).
-pub fn storm(ns: &Netns, dur: Duration) -> Result<Storm> {
-    let (rx, closed) = ns.run(|| {
-        let rx = UdpSocket::bind("127.0.0.1:0")?;
-        tiny_rcvbuf(&rx)?;
-        // A port certainly closed: bound, then released.
-        let closed = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        Ok((rx, closed))
-    })?;
-    let to = rx.local_addr()?;
+pub fn storm(ns: &Netns, targets: &Targets, dur: Duration) -> Result<Storm> {
+    let (to, closed) = (targets.rx.local_addr()?, targets.closed);
     let udp = ns.spawn("bench-storm-udp", move || -> Result<u64> {
         let tx = UdpSocket::bind("127.0.0.1:0")?;
         tx.connect(to)?;
@@ -237,7 +262,6 @@ pub fn storm(ns: &Netns, dur: Duration) -> Result<Storm> {
     let datagrams = join(udp);
     let refused = join(tcp);
     let secs = started.elapsed().as_secs_f64();
-    drop(rx);
     Ok(Storm {
         datagrams: datagrams?,
         refused: refused?,
