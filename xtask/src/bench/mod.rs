@@ -198,7 +198,7 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
         "xtask: bench: overhead, {} rounds x 3 configurations x 2 workloads x {} s",
         opts.rounds, opts.secs
     );
-    let (overhead, healthy_events) = overhead(&bench, opts)?;
+    let (overhead, healthy_events, healthy_connections) = overhead(&bench, opts)?;
 
     println!(
         "xtask: bench: storm, {} s under netprobe, then {} s under bpftrace",
@@ -218,6 +218,7 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
         storms: vec![netprobe, bpftrace],
         tracepoints: bench.tracepoints.clone(),
         healthy_events,
+        healthy_connections,
         took: started.elapsed(),
     };
     print!("{}", results.table());
@@ -242,9 +243,9 @@ fn startup(bench: &Bench, n: u32) -> Result<(Vec<f64>, Vec<String>)> {
     Ok((times, tracepoints))
 }
 
-/// The rates per workload, the tracers' CPU (percent of a core) and the
-/// events netprobe saw meanwhile.
-fn overhead(bench: &Bench, opts: &Options) -> Result<(Vec<Overhead>, u64)> {
+/// The rates per workload and the tracers' CPU (percent of a core); the
+/// events netprobe saw meanwhile, and the short connections made under it.
+fn overhead(bench: &Bench, opts: &Options) -> Result<(Vec<Overhead>, u64, u64)> {
     let ns = Netns::create("overhead")?;
     // Short connections leave TIME_WAIT behind: the whole port range.
     ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
@@ -253,7 +254,7 @@ fn overhead(bench: &Bench, opts: &Options) -> Result<(Vec<Overhead>, u64)> {
         Overhead::new(Workload::Connections),
         Overhead::new(Workload::Requests),
     ];
-    let mut events = 0;
+    let (mut events, mut connections) = (0, 0);
     let mut busy = Overhead::new(Workload::TracerCpu);
     for round in 0..opts.rounds as usize {
         // Each configuration goes first in turn.
@@ -274,6 +275,9 @@ fn overhead(bench: &Bench, opts: &Options) -> Result<(Vec<Overhead>, u64)> {
             }
             if let Some(t) = running.stop()? {
                 events += t.processed() + t.lost;
+                if let Ok(r) = &measured[0] {
+                    connections += r.ops;
+                }
             }
             for (r, rate) in results.iter_mut().zip(measured) {
                 let rate = rate?;
@@ -290,7 +294,7 @@ fn overhead(bench: &Bench, opts: &Options) -> Result<(Vec<Overhead>, u64)> {
         }
     }
     results.push(busy);
-    Ok((results, events))
+    Ok((results, events, connections))
 }
 
 /// What the storm's kernel counters say, and the tracepoints each count

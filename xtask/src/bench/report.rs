@@ -265,6 +265,8 @@ pub struct Results {
     /// (host-wide; Linux 6.18 fires skb:kfree_skb, reason QUEUE_PURGE, once
     /// per closed connection: BENCHMARKS.md).
     pub healthy_events: u64,
+    /// Short connections made under netprobe meanwhile.
+    pub healthy_connections: u64,
     pub took: Duration,
 }
 
@@ -466,8 +468,9 @@ impl Results {
         }
         let _ = writeln!(
             s,
-            "\nKernel events netprobe processed or lost during the healthy workload, host-wide: {}",
-            self.healthy_events
+            "\nKernel events netprobe processed or lost during the healthy workload, host-wide: {} \
+             (short connections made meanwhile: {})",
+            self.healthy_events, self.healthy_connections
         );
         self.storm_table(&mut s);
         self.cost_table(&mut s);
@@ -690,6 +693,7 @@ impl Results {
             "tracepoints": self.tracepoints,
             "startup_seconds": {"runs": self.startup, "median": median(&self.startup)},
             "healthy_workload_events": self.healthy_events,
+            "healthy_workload_connections_under_netprobe": self.healthy_connections,
             "overhead": overhead,
             "storms": storms,
             "goals": self.goals().iter().map(|g| json!({"goal": g.goal, "met": g.met, "figure": g.figure})).collect::<Vec<_>>(),
