@@ -156,6 +156,10 @@ pub struct Config {
     /// Drops with `reason <= kfree_skb_min_reason` are not reported
     /// (NOT_SPECIFIED and below: SKB_NOT_DROPPED_YET, SKB_CONSUMED).
     pub kfree_skb_min_reason: u32,
+    /// QUEUE_PURGE's value (6.4+), or `ABSENT`: the queues a socket still
+    /// holds when it is destroyed (the last FIN of every closed
+    /// connection), freed with a drop reason but no failure. Not reported.
+    pub kfree_skb_purge_reason: u32,
     /// Record size of `tcp:tcp_send_reset`.
     pub send_reset_len: u32,
     /// Record size of `tcp:tcp_receive_reset`.
@@ -215,6 +219,7 @@ impl Config {
         kfree_skb_skbaddr: Self::ABSENT,
         kfree_skb_reason: Self::ABSENT,
         kfree_skb_min_reason: 0,
+        kfree_skb_purge_reason: Self::ABSENT,
         send_reset_len: 0,
         receive_reset_len: 0,
         skb_head: Self::ABSENT,
@@ -305,6 +310,6 @@ mod tests {
         );
         assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);
-        assert_eq!(size_of::<Config>(), 28 * 4);
+        assert_eq!(size_of::<Config>(), 29 * 4);
     }
 }

@@ -1,8 +1,9 @@
 //! Drops: `skb:kfree_skb`, and `tcp_drop` where a kernel still has it.
 //!
 //! Record (from the format file): `skbaddr`, `location`, `protocol`, and from
-//! 5.17 `reason`, from 6.11 `rx_sk`. Drops at or below NOT_SPECIFIED are not
-//! reported where the kernel gives a reason. The packet's network and transport
+//! 5.17 `reason`, from 6.11 `rx_sk`. Drops at or below NOT_SPECIFIED, and
+//! QUEUE_PURGE (a destroyed socket's queues), are not reported where the
+//! kernel gives a reason. The packet's network and transport
 //! headers are copied through `skb->head` + `skb->{network,transport}_header`,
 //! offsets from BTF, so the daemon can name the flow.
 
@@ -32,7 +33,7 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
         let Ok(reason) = (unsafe { ctx.read_at::<u32>(cfg.kfree_skb_reason as usize) }) else {
             return 0;
         };
-        if reason <= cfg.kfree_skb_min_reason {
+        if reason <= cfg.kfree_skb_min_reason || reason == cfg.kfree_skb_purge_reason {
             return 0;
         }
     }

@@ -385,6 +385,10 @@ pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) ->
         if let Some(r) = f.field("reason").filter(|r| r.size == 4) {
             c.kfree_skb_reason = r.offset as u32;
             c.kfree_skb_min_reason = f.symbol_value("reason", "NOT_SPECIFIED").unwrap_or(0) as u32;
+            c.kfree_skb_purge_reason = f
+                .symbol_value("reason", "QUEUE_PURGE")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(Config::ABSENT);
         }
         if let Some(r) = f.field("rx_sk").filter(|r| r.size == 8) {
             c.kfree_skb_rx_sk = r.offset as u32;
@@ -975,6 +979,16 @@ mod tests {
             (36, 2, 40)
         );
         assert_eq!(c.kfree_skb_skbaddr, 8);
+        // QUEUE_PURGE (6.4+) from the format file: 104 on 6.18, 91 on 6.12.
+        assert_eq!(c.kfree_skb_purge_reason, 104);
+        assert_eq!(
+            build_config(&layouts("6.12"), &none(), false).kfree_skb_purge_reason,
+            91
+        );
+        assert_eq!(
+            build_config(&layouts("6.1"), &none(), false).kfree_skb_purge_reason,
+            Config::ABSENT
+        );
         assert_eq!(c.send_reset_len, 88);
         assert_eq!(c.skb_head, Config::ABSENT);
         assert_eq!(c.sk_error_error, 8);
