@@ -141,6 +141,7 @@ impl Output {
 
     /// Writes a record to the first healthy sink, then whatever that sink
     /// has to say about itself.
+    ///
     /// Metrics count a record before it is written: whoever reads the
     /// record and then scrapes finds it counted.
     pub fn write(&mut self, rec: &Record) -> Result<(), AllSinksFailed> {
