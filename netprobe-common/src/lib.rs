@@ -138,6 +138,121 @@ pub struct Event {
     pub netns: u32,
     /// Valid when `pkt::SOCK` is set.
     pub sock: SockInfo,
+    /// In-kernel aggregation (see [`agg`]): this record's generation in
+    /// its slot, 0 when the record was not aggregated (every repeat of it
+    /// comes as a record of its own).
+    pub agg_gen: u32,
+    /// The slot of its CPU's [`AggTable`] that counts its repeats.
+    pub agg_slot: u32,
+    /// What the slot held before, as [`AggTable::state`] had it: the
+    /// generation this record ended and its final repeat count (0: none).
+    pub agg_prev: u64,
+    /// When that aggregation's last repeat happened (`bpf_ktime_get_ns`).
+    pub agg_prev_last_ns: u64,
+}
+
+/// In-kernel aggregation: a program that sees the same event again on the
+/// same CPU (the same [`AggKey`]) within the window counts it in a slot of
+/// its CPU's [`AggTable`] instead of writing a record. The record that
+/// next takes the slot carries the final count (`Event::agg_prev`); the
+/// daemon also reads the tables once a second, so a count is never held
+/// back for long.
+pub mod agg {
+    /// Slots per CPU: `SETS` sets of `WAYS`; a key lives in the set its
+    /// hash names, and a new key takes the set's empty or least recently
+    /// used slot.
+    pub const SLOTS: usize = 512;
+    pub const WAYS: usize = 8;
+    pub const SETS: usize = SLOTS / WAYS;
+    /// Bits of `AggSlot::state` below the generation: the repeat count.
+    pub const COUNT_BITS: u32 = 40;
+    pub const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+    /// Generations wrap at 24 bits, skipping 0.
+    pub const GEN_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+    /// `AGG_SETTINGS` indexes (an array map the daemon writes at run time).
+    /// The window in nanoseconds; 0 turns aggregation off (every event is
+    /// a record).
+    pub const SETTING_WINDOW_NS: u32 = 0;
+    /// Non-zero: keep both ports in the key (a port filter looks at either);
+    /// otherwise only the lower, service port is.
+    pub const SETTING_KEEP_PORTS: u32 = 1;
+    pub const SETTINGS: u32 = 2;
+
+    /// The generation and count packed in `state` words.
+    pub const fn split(state: u64) -> (u64, u64) {
+        (state >> COUNT_BITS, state & COUNT_MASK)
+    }
+}
+
+/// Kinds are indexed 0..AGG_KINDS in [`AggConfig`]'s tables.
+pub const AGG_KINDS: usize = 10;
+/// `raw` in 8-byte words.
+pub const RAW_WORDS: usize = RAW_MAX / 8;
+/// Words of an [`AggKey`].
+pub const AGG_KEY_WORDS: usize = 29;
+
+/// What makes two events the same for in-kernel aggregation: everything
+/// the daemon builds a record from, apart from when it happened, the task,
+/// kernel object addresses, per-packet header fields (IP id, checksum,
+/// sequence numbers, TCP options) and, unless ports are kept, the client's
+/// ephemeral port. Word 0: kind and `pkt_flags`; 1: `sk_state` and
+/// `netns`; 2: the ports word; 3..19: `raw` under its kind's mask; 19..24:
+/// the network header's flow fields; 24..29: the socket.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AggKey {
+    pub w: [u64; AGG_KEY_WORDS],
+}
+
+/// One per CPU: the counts of its slots (their keys are in a map of
+/// their own, which the daemon never reads).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AggTable {
+    /// Generation << `agg::COUNT_BITS` | repeats counted since the
+    /// generation's record; 0: an empty slot. One word, so the daemon
+    /// reads it whole.
+    pub state: [u64; agg::SLOTS],
+    /// When the generation's record was written, and its last repeat.
+    pub first_ns: [u64; agg::SLOTS],
+    pub last_ns: [u64; agg::SLOTS],
+}
+
+/// Where the aggregation key's parts are, per event kind, on the running
+/// kernel: built by the daemon from the `format` files, like [`Config`],
+/// and written into the programs' read-only `AGG_CONFIG` global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AggConfig {
+    /// Bit `k` set: events of kind `k` may be aggregated.
+    pub kinds: u32,
+    /// Bit `k` set: kind `k`'s ports in `raw` are big-endian (inside a
+    /// sockaddr) rather than host order.
+    pub ports_be: u32,
+    /// The drop reason value of PAWS rejections (`TCP_RFC7323_PAWS`), or
+    /// `Config::ABSENT`: never aggregated, each segment's TCP timestamp
+    /// counts (the daemon counts clocks behind a NAT address).
+    pub paws_reason: u32,
+    pub _pad: u32,
+    /// Per kind: offsets in `raw` of the two ports (`Config::ABSENT`: none).
+    pub port_a: [u32; AGG_KINDS],
+    pub port_b: [u32; AGG_KINDS],
+    /// Per kind: a byte mask for each word of `raw` (the fields that are
+    /// part of the key; ports are masked out and keyed apart).
+    pub raw_mask: [[u64; RAW_WORDS]; AGG_KINDS],
+}
+
+impl AggConfig {
+    /// Nothing is aggregated.
+    pub const NONE: AggConfig = AggConfig {
+        kinds: 0,
+        ports_be: 0,
+        paws_reason: Config::ABSENT,
+        _pad: 0,
+        port_a: [Config::ABSENT; AGG_KINDS],
+        port_b: [Config::ABSENT; AGG_KINDS],
+        raw_mask: [[0; RAW_WORDS]; AGG_KINDS],
+    };
 }
 
 /// Where the fields the kernel programs need live on the running kernel.
@@ -280,6 +395,8 @@ mod user {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::AggConfig {}
+    unsafe impl aya::Pod for super::AggTable {}
 }
 
 #[cfg(test)]
@@ -307,7 +424,15 @@ mod tests {
                 + 4
                 + 4
                 + 40
+                + 24
         );
+        assert_eq!(size_of::<AggTable>(), 3 * 8 * agg::SLOTS);
+        assert_eq!(size_of::<AggKey>(), AGG_KEY_WORDS * 8);
+        assert_eq!(
+            size_of::<AggConfig>(),
+            16 + 2 * 4 * AGG_KINDS + 8 * RAW_WORDS * AGG_KINDS
+        );
+        assert_eq!(agg::split(5 << agg::COUNT_BITS | 7), (5, 7));
         assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);
         assert_eq!(size_of::<Config>(), 29 * 4);

@@ -9,6 +9,7 @@
 #![no_std]
 #![no_main]
 
+mod agg;
 mod conntrack;
 mod drop;
 mod listen;

@@ -26,12 +26,26 @@ fn count_lost(slot: u32) {
     }
 }
 
-/// Reserves a record, fills the common part and `raw_len` bytes copied from
-/// `raw` (a tracepoint record; null for kprobes, which fill `raw` themselves),
-/// lets `fill` add hook-specific data, and submits it. Counts a loss when the
-/// ring buffer is full.
+/// Writes one record: the common part, `raw_len` bytes copied from `raw`
+/// (a tracepoint record; null for kprobes, which fill `raw` themselves),
+/// and what `fill` adds. While the daemon has aggregation on and the kind
+/// takes part, the record is built in a per-CPU scratch copy and goes
+/// through `agg::offer` (a repeat is only counted); otherwise it is built
+/// in place in the ring buffer. Counts a loss when the ring buffer is full.
 #[inline(always)]
 pub fn emit(kind: u32, raw: *const u8, raw_len: u32, fill: impl FnOnce(&mut Event)) {
+    if let Some(window) = crate::agg::window(kind) {
+        let Some(e) = SCRATCH.get_ptr_mut(0) else {
+            count_lost(LOST_RINGBUF_FULL);
+            return;
+        };
+        // SAFETY: this CPU's scratch record; programs do not nest on a CPU.
+        let e = unsafe { &mut *e };
+        fill_common(e, kind, raw, raw_len);
+        fill(e);
+        crate::agg::offer(e, window);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost(LOST_RINGBUF_FULL);
         return;
@@ -39,6 +53,29 @@ pub fn emit(kind: u32, raw: *const u8, raw_len: u32, fill: impl FnOnce(&mut Even
     // SAFETY: the reservation is exactly one Event; every field the daemon
     // reads is written below (raw up to raw_len, net/transport per pkt_flags).
     let e = unsafe { &mut *entry.as_mut_ptr() };
+    fill_common(e, kind, raw, raw_len);
+    fill(e);
+    entry.submit(0);
+}
+
+/// Writes a record built elsewhere (the aggregation's scratch copy); false
+/// (and a loss counted) when the ring buffer is full.
+#[inline(always)]
+pub fn output(e: &Event) -> bool {
+    if EVENTS.output::<Event>(e, 0).is_ok() {
+        true
+    } else {
+        count_lost(LOST_RINGBUF_FULL);
+        false
+    }
+}
+
+/// One record per CPU, where aggregated records are built.
+#[map]
+static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn fill_common(e: &mut Event, kind: u32, raw: *const u8, raw_len: u32) {
     e.kind = kind;
     e.ts_ns = unsafe { bpf_ktime_get_ns() };
     e.pid_tgid = bpf_get_current_pid_tgid();
@@ -50,6 +87,10 @@ pub fn emit(kind: u32, raw: *const u8, raw_len: u32, fill: impl FnOnce(&mut Even
     e.sk_state = 0;
     e.netns = 0;
     e.sock = SockInfo::default();
+    e.agg_gen = 0;
+    e.agg_slot = 0;
+    e.agg_prev = 0;
+    e.agg_prev_last_ns = 0;
     e.raw_len = 0;
     if !raw.is_null() {
         let len = if raw_len as usize > RAW_MAX {
@@ -64,6 +105,4 @@ pub fn emit(kind: u32, raw: *const u8, raw_len: u32, fill: impl FnOnce(&mut Even
             e.raw_len = len as u32;
         }
     }
-    fill(e);
-    entry.submit(0);
 }

@@ -175,15 +175,15 @@ impl Folder {
         }
     }
 
-    /// Counts an event identical to one already folded into an open incident;
-    /// false when there is none (build its record and `offer` it).
-    pub fn repeat(&mut self, raw: &RepeatKey, wall_ns: i128) -> bool {
+    /// Counts `times` events identical to one already folded into an open
+    /// incident; false when there is none (build its record and `offer` it).
+    pub fn repeat(&mut self, raw: &RepeatKey, times: u64, wall_ns: i128) -> bool {
         let Some(key) = self.shortcuts.get(raw) else {
             return false;
         };
         match self.open.get_mut(key) {
             Some(o) => {
-                o.count += 1;
+                o.count += times;
                 o.last_ns = Some(wall_ns);
                 true
             }
@@ -194,11 +194,17 @@ impl Folder {
         }
     }
 
-    /// `offer`, remembering `raw` for `repeat` while the record's incident
-    /// is open. Not for tw_recycle: each rejected segment's timestamp feeds
-    /// the count of clocks per address (clients behind NAT).
-    pub fn offer_keyed(&mut self, raw: Option<RepeatKey>, r: &Record, now: Instant) -> bool {
-        let write = self.offer(r, now);
+    /// `offer_times`, remembering `raw` for `repeat` while the record's
+    /// incident is open. Not for tw_recycle: each rejected segment's
+    /// timestamp feeds the count of clocks per address (clients behind NAT).
+    pub fn offer_keyed(
+        &mut self,
+        raw: Option<RepeatKey>,
+        r: &Record,
+        now: Instant,
+        times: u64,
+    ) -> Option<u64> {
+        let write = self.offer_times(r, now, times);
         let raw = raw.filter(|_| r.mode != Some(crate::classify::TW_RECYCLE.mode));
         if let (Some(raw), Some(key)) = (raw, Key::of(r)) {
             if self.open.contains_key(&key) && self.shortcuts.len() < 4 * self.max_open {
@@ -206,6 +212,14 @@ impl Folder {
             }
         }
         write
+    }
+
+    /// No folding at all (`--every-event`): every record is written.
+    pub fn unfolded() -> Folder {
+        Folder {
+            max_open: 0,
+            ..Folder::new(Duration::from_secs(1))
+        }
     }
 
     /// Forgets every shortcut (the filter changed: what was admitted may
@@ -222,11 +236,18 @@ impl Folder {
     /// Whether `r` is to be written now: the first of its kind in a window
     /// (or one that does not fold); a repeat is counted instead.
     pub fn offer(&mut self, r: &Record, now: Instant) -> bool {
+        self.offer_times(r, now, 1).is_some()
+    }
+
+    /// `offer` for `r` and `times - 1` repeats of it (counted in the
+    /// kernel): `Some(n)` when `r` is to be written, standing for `n`
+    /// events (more than 1 only when it cannot fold), `None` when it folded.
+    pub fn offer_times(&mut self, r: &Record, now: Instant, times: u64) -> Option<u64> {
         let Some(key) = Key::of(r) else {
-            return true;
+            return Some(times);
         };
         if let Some(o) = self.open.get_mut(&key) {
-            o.count += 1;
+            o.count += times;
             o.last_ts.clone_from(&r.ts);
             o.last_ns = None;
             // The incident shows the worst figure of each piece of evidence.
@@ -241,7 +262,7 @@ impl Folder {
                     }
                 }
             }
-            return false;
+            return None;
         }
         if self.open.len() < self.max_open {
             self.open.insert(
@@ -249,13 +270,14 @@ impl Folder {
                 Open {
                     first: r.clone(),
                     opened: now,
-                    count: 1,
+                    count: times,
                     last_ts: r.ts.clone(),
                     last_ns: None,
                 },
             );
+            return Some(1);
         }
-        true
+        Some(times)
     }
 
     /// The incidents whose window has closed by `now` (those with repeats).
@@ -409,22 +431,33 @@ mod tests {
         let key = |e: &DropEvent| RepeatKey::of(&decoded(e, Some(4026531840)), false);
         let first = udp_drop(40000, 2304);
         // Nothing folded yet: the record must be built.
-        assert!(!f.repeat(&key(&first).unwrap(), 0));
-        assert!(f.offer_keyed(key(&first), &drop_to(40000, 53, "t1"), t0));
-        assert!(f.repeat(&key(&first).unwrap(), 2));
-        assert!(f.repeat(&key(&first).unwrap(), 3));
+        assert!(!f.repeat(&key(&first).unwrap(), 1, 0));
+        assert!(f
+            .offer_keyed(key(&first), &drop_to(40000, 53, "t1"), t0, 1)
+            .is_some());
+        assert!(f.repeat(&key(&first).unwrap(), 1, 2));
+        assert!(f.repeat(&key(&first).unwrap(), 1, 3));
         // Anything else in the record differs (the queue's figure, the
         // namespace): built, and folded by its record.
-        assert!(!f.repeat(&key(&udp_drop(40000, 1152)).unwrap(), 9));
-        assert!(!f.repeat(&RepeatKey::of(&decoded(&first, None), false).unwrap(), 9));
+        assert!(!f.repeat(&key(&udp_drop(40000, 1152)).unwrap(), 1, 9));
+        assert!(!f.repeat(&RepeatKey::of(&decoded(&first, None), false).unwrap(), 1, 9));
         // Another client port is the same incident (its key keeps the
         // lower port), unless ports are filtered.
         assert!(!f.repeat(
             &RepeatKey::of(&decoded(&udp_drop(40009, 2304), Some(4026531840)), true).unwrap(),
+            1,
             9
         ));
-        assert!(!f.offer_keyed(key(&udp_drop(40001, 1152)), &drop_to(40001, 53, "t4"), t0));
-        assert!(f.repeat(&key(&udp_drop(40002, 1152)).unwrap(), 5));
+        assert_eq!(
+            f.offer_keyed(
+                key(&udp_drop(40001, 1152)),
+                &drop_to(40001, 53, "t4"),
+                t0,
+                1
+            ),
+            None
+        );
+        assert!(f.repeat(&key(&udp_drop(40002, 1152)).unwrap(), 1, 5));
         let done = f.closed(t0 + Duration::from_secs(60));
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].count, Some(5));
@@ -434,14 +467,16 @@ mod tests {
             (Some("t1"), Some(crate::timefmt::rfc3339(5).as_str()))
         );
         // The incident closed: its shortcuts went with it.
-        assert!(!f.repeat(&key(&first).unwrap(), 6));
+        assert!(!f.repeat(&key(&first).unwrap(), 1, 6));
         assert!(f.shortcuts.is_empty());
         // A new incident; a filter change forgets the shortcuts.
         let later = t0 + Duration::from_secs(61);
-        assert!(f.offer_keyed(key(&first), &drop_to(40000, 53, "t7"), later));
-        assert!(f.repeat(&key(&first).unwrap(), 8));
+        assert!(f
+            .offer_keyed(key(&first), &drop_to(40000, 53, "t7"), later, 1)
+            .is_some());
+        assert!(f.repeat(&key(&first).unwrap(), 1, 8));
         f.forget_shortcuts();
-        assert!(!f.repeat(&key(&first).unwrap(), 9));
+        assert!(!f.repeat(&key(&first).unwrap(), 1, 9));
         // A rejected segment's TCP timestamp feeds the NAT clock count: a
         // tw_recycle record never takes the shortcut.
         let mut paws = udp_drop(40000, 0);
@@ -449,8 +484,10 @@ mod tests {
         let paws_key = RepeatKey::of(&decoded(&paws, None), false);
         let mut rejected = drop_to(40000, 80, "t10");
         rejected.set_mode(classify::TW_RECYCLE);
-        assert!(f.offer_keyed(paws_key.clone(), &rejected, later));
-        assert!(!f.repeat(&paws_key.unwrap(), 11));
+        assert!(f
+            .offer_keyed(paws_key.clone(), &rejected, later, 1)
+            .is_some());
+        assert!(!f.repeat(&paws_key.unwrap(), 1, 11));
         // Retransmits are summed elsewhere.
         let retransmit = Decoded {
             event: KernelEvent::Retransmit(SocketEvent {
@@ -479,5 +516,28 @@ mod tests {
         assert!(f.offer(&drop_to(40000, 54, "t3"), t0));
         assert!(!f.offer(&drop_to(40001, 53, "t4"), t0));
         assert_eq!(f.flush().len(), 1);
+    }
+
+    #[test]
+    fn repeats_counted_in_the_kernel_fold_like_repeats_seen_one_by_one() {
+        let t0 = Instant::now();
+        let mut f = Folder::new(Duration::from_secs(60));
+        let key = |e: &DropEvent| RepeatKey::of(&decoded(e, Some(4026531840)), false);
+        let first = udp_drop(40000, 2304);
+        // A record and 4 repeats of it: written once, an incident of 5.
+        assert_eq!(
+            f.offer_keyed(key(&first), &drop_to(40000, 53, "t1"), t0, 5),
+            Some(1)
+        );
+        // 10 more later, by the shortcut; 2 more by their record.
+        assert!(f.repeat(&key(&first).unwrap(), 10, 7));
+        assert_eq!(f.offer_times(&drop_to(40001, 53, "t2"), t0, 2), None);
+        let done = f.flush();
+        assert_eq!(done[0].count, Some(17));
+        // Without folding, the record stands for all of them.
+        let mut every = Folder::unfolded();
+        assert_eq!(every.offer_times(&drop_to(40000, 53, "t1"), t0, 3), Some(3));
+        assert_eq!(every.offer_times(&drop_to(40000, 53, "t1"), t0, 1), Some(1));
+        assert!(every.flush().is_empty());
     }
 }

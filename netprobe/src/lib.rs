@@ -37,6 +37,7 @@ pub mod counters;
 pub mod decode;
 pub mod demo;
 pub mod incident;
+pub mod kagg;
 pub mod kallsyms;
 pub mod metrics;
 pub mod netns;

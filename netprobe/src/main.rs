@@ -38,6 +38,11 @@ enum Command {
         /// two: 4M, 256K); when it is full, events are counted as lost.
         #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = netprobe::probes::parse_ring_buffer)]
         ring_buffer: u32,
+        /// Every kernel event as its own record: no counting of repeats in
+        /// the kernel, no incidents, no retransmission summary. A flood
+        /// then fills the ring buffer (what does not fit is counted lost).
+        #[arg(long)]
+        every_event: bool,
     },
     /// Preflight: kernel, BTF, tracefs, privileges, and each probe.
     Check,
@@ -73,12 +78,14 @@ fn main() {
             metrics,
             config,
             ring_buffer,
+            every_event,
         } => run::run(RunOptions {
             output,
             incident_window: incident_window.map(std::time::Duration::from_secs),
             metrics,
             config,
             ring_buffer,
+            every_event,
         }),
         Command::Demo => netprobe::demo::run(),
         Command::Report { file, since } => netprobe::report::run(file.as_deref(), since.as_deref()),

@@ -98,8 +98,9 @@ impl Metrics {
             // An OOM window's incident sums events counted as they came.
             ("incident", _) if mode == "oom_stall" => 0,
             ("incident", Some(c)) => c.saturating_sub(1),
-            // Counter deltas, and the minute's retransmissions, are sums.
-            (_, Some(c)) if counters || r.kind == "retransmit" => c,
+            // Counter deltas, the minute's retransmissions and a record
+            // standing for repeats counted in the kernel are sums.
+            (_, Some(c)) => c,
             _ => 1,
         };
         if n == 0 {

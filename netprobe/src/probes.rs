@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{kprobe::KProbeLinkId, KProbe, TracePoint},
     Ebpf, EbpfLoader,
 };
-use netprobe_common::{Config, RAW_MAX};
+use netprobe_common::{agg, AggTable, Config, RAW_MAX};
 
 use crate::{
     btf::Btf,
@@ -642,6 +642,9 @@ pub struct Tracer {
     pub statuses: Vec<ProbeStatus>,
     pub events: Option<RingBuf<MapData>>,
     pub lost: Option<PerCpuArray<MapData, u64>>,
+    /// In-kernel aggregation: each CPU's slot, and the settings.
+    pub agg: Option<PerCpuArray<MapData, AggTable>>,
+    pub agg_settings: Option<Array<MapData, u64>>,
     /// /proc/kallsyms, for attach plans and drop locations.
     pub ksyms: Kallsyms,
 }
@@ -649,6 +652,28 @@ pub struct Tracer {
 impl Tracer {
     pub fn attached(&self) -> usize {
         self.statuses.iter().filter(|s| s.result.is_ok()).count()
+    }
+
+    /// Turns in-kernel aggregation on (a window in nanoseconds) or off
+    /// (0), keeping both ports in its key or only the service port.
+    pub fn set_aggregation(&mut self, window_ns: u64, keep_ports: bool) -> Result<(), String> {
+        let settings = self
+            .agg_settings
+            .as_mut()
+            .ok_or("the AGG_SETTINGS map could not be opened")?;
+        settings
+            .set(agg::SETTING_KEEP_PORTS, u64::from(keep_ports), 0)
+            .and_then(|()| settings.set(agg::SETTING_WINDOW_NS, window_ns, 0))
+            .map_err(|e| format!("cannot write AGG_SETTINGS: {}", error_text(&e)))
+    }
+
+    /// Each CPU's aggregation table, by CPU number.
+    pub fn agg_tables(&self) -> Vec<AggTable> {
+        self.agg
+            .as_ref()
+            .and_then(|m| m.get(&0, 0).ok())
+            .map(|per_cpu| per_cpu.iter().copied().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -731,6 +756,8 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
         statuses: Vec::new(),
         events: None,
         lost: None,
+        agg: None,
+        agg_settings: None,
         ksyms: Kallsyms::load(),
     };
     if EBPF_OBJECT.is_empty() {
@@ -789,8 +816,10 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
         .zip(&plans)
         .any(|(spec, p)| spec.name == RESET_SENT.name && !p.kprobes.is_empty());
     let config = build_config(&tracer.layouts, &offers.btf, reset_kprobes);
+    let agg_config = crate::kagg::build_config(&tracer.layouts);
     let mut ebpf = match EbpfLoader::new()
         .override_global("CONFIG", &config, true)
+        .override_global("AGG_CONFIG", &agg_config, true)
         .map_max_entries("EVENTS", ring_bytes)
         .load(EBPF_OBJECT)
     {
@@ -813,6 +842,12 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
     tracer.lost = ebpf
         .take_map("LOST")
         .and_then(|m| PerCpuArray::try_from(m).ok());
+    tracer.agg = ebpf
+        .take_map("AGG")
+        .and_then(|m| PerCpuArray::try_from(m).ok());
+    tracer.agg_settings = ebpf
+        .take_map("AGG_SETTINGS")
+        .and_then(|m| Array::try_from(m).ok());
     if tracer.events.is_none() {
         for s in &mut tracer.statuses {
             s.result = Err("the EVENTS ring buffer could not be opened".into());

@@ -403,13 +403,14 @@ pub struct OomStall {
 impl OomStall {
     /// Counts a record written (or folded) inside the window.
     pub fn count(&mut self, r: &Record) {
+        let n = r.count.unwrap_or(1);
         match r.kind {
-            "retransmit" => self.retransmits += r.count.unwrap_or(1),
+            "retransmit" => self.retransmits += n,
             "socket_error" => {
                 let name = r.reason.clone().unwrap_or_else(|| "error".into());
-                *self.errors.entry(name).or_default() += 1;
+                *self.errors.entry(name).or_default() += n;
             }
-            "drop" => self.drops += 1,
+            "drop" => self.drops += n,
             _ => {}
         }
     }

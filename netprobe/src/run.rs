@@ -17,9 +17,9 @@ use netprobe_common::LOST_RINGBUF_FULL;
 use crate::{
     caps,
     config::{Config, Filter},
-    counters,
-    decode::{self, DecodeError},
+    counters, decode,
     incident::{Folder, RepeatKey},
+    kagg,
     kallsyms::Kallsyms,
     metrics::{self, Metrics},
     notify::Notifier,
@@ -41,6 +41,10 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     /// `--ring-buffer`: bytes.
     pub ring_buffer: u32,
+    /// `--every-event`: every kernel event crosses the ring buffer and is
+    /// written as its own record (no aggregation in the kernel, no
+    /// incidents, no retransmission summary).
+    pub every_event: bool,
 }
 
 const DEFAULT_INCIDENT_WINDOW: Duration = Duration::from_secs(60);
@@ -54,6 +58,13 @@ struct Losses {
     reported_ringbuf: u64,
     undecodable: u64,
     last_decode_error: Option<String>,
+}
+
+impl Losses {
+    fn count_undecodable(&mut self, n: u64, why: &dyn std::fmt::Display) {
+        self.undecodable += n;
+        self.last_decode_error = Some(why.to_string());
+    }
 }
 
 pub fn run(opts: RunOptions) -> i32 {
@@ -171,6 +182,13 @@ fn daemon(
     let attached = tracer.attached() as u32;
     let mut ready = Record::ready(attached, tracer.statuses.len() as u32 - attached);
     ready.message.push_str(&privileges);
+    if opts.every_event {
+        ready
+            .message
+            .push_str("; every event: each kernel event is a record, nothing is folded");
+    } else if attached > 0 {
+        aggregate(&mut tracer, &config, out)?;
+    }
     if config != Config::default() {
         ready
             .message
@@ -188,22 +206,32 @@ fn daemon(
         ))?;
     }
 
-    let mut losses = Losses::default();
-    let mut symptoms = Symptoms {
-        stall: None,
-        retransmits: 0,
-        last_summary: Instant::now(),
-        owners: crate::containers::Attributor::new(Path::new("/proc"), Path::new("/var/log/pods")),
-        clocks: record::NatClocks::default(),
-    };
-    let mut clock = timefmt::Clock::now();
-    let mut last_tick = Instant::now();
     let window = |c: &Config| {
         opts.incident_window
             .or(c.incident_window.map(Duration::from_secs))
             .unwrap_or(DEFAULT_INCIDENT_WINDOW)
     };
-    let mut folder = Folder::new(window(&config));
+    let mut p = Pipeline {
+        symptoms: Symptoms {
+            stall: None,
+            retransmits: 0,
+            last_summary: Instant::now(),
+            owners: crate::containers::Attributor::new(
+                Path::new("/proc"),
+                Path::new("/var/log/pods"),
+            ),
+            clocks: record::NatClocks::default(),
+        },
+        folder: if opts.every_event {
+            Folder::unfolded()
+        } else {
+            Folder::new(window(&config))
+        },
+        losses: Losses::default(),
+        credits: kagg::Credits::default(),
+    };
+    let mut clock = timefmt::Clock::now();
+    let mut last_tick = Instant::now();
     let mut last_ping = Instant::now();
     let oom_probe = tracer
         .statuses
@@ -219,8 +247,11 @@ fn daemon(
                 match Config::load(path) {
                     Ok(c) => {
                         config = c;
-                        folder.set_window(window(&config));
-                        folder.forget_shortcuts();
+                        if !opts.every_event {
+                            p.folder.set_window(window(&config));
+                            aggregate(&mut tracer, &config, out)?;
+                        }
+                        p.folder.forget_shortcuts();
                         out.write(&Record::new(
                             "config",
                             format!(
@@ -248,16 +279,13 @@ fn daemon(
             last_ping = Instant::now();
             let _ = notifier.send("WATCHDOG=1");
         }
-        let drained = drain(
-            &mut symptoms,
-            &mut folder,
-            &config.filter,
-            &mut tracer,
-            &ksyms,
-            &clock,
-            &mut losses,
-            out,
-        )?;
+        let ctx = Ctx {
+            filter: &config.filter,
+            ksyms: &ksyms,
+            clock: &clock,
+            every_event: opts.every_event,
+        };
+        let drained = drain(&mut p, &ctx, &mut tracer, out)?;
         // Events came and the buffer is empty: let the next ones gather
         // instead of waking for each (a wakeup costs more than an event).
         // 10 ms fills well under a tenth of the default buffer at this
@@ -279,16 +307,23 @@ fn daemon(
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
+            let ctx = Ctx {
+                filter: &config.filter,
+                ksyms: &ksyms,
+                clock: &clock,
+                every_event: opts.every_event,
+            };
+            read_kernel_counts(&mut p, &ctx, &tracer, out)?;
             clock = timefmt::Clock::now();
-            report_losses(&tracer, &mut losses, out)?;
+            report_losses(&tracer, &mut p.losses, out)?;
             out.tick();
-            if let Some(r) = symptoms.summary(false) {
+            if let Some(r) = p.symptoms.summary(false) {
                 out.write(&r)?;
             }
-            if let Some(r) = symptoms.stall_closed(false) {
+            if let Some(r) = p.symptoms.stall_closed(false) {
                 out.write(&r)?;
             }
-            for r in folder.closed(Instant::now()) {
+            for r in p.folder.closed(Instant::now()) {
                 out.write(&r)?;
             }
             if follows_modules {
@@ -302,21 +337,24 @@ fn daemon(
     }
     sampler_stop.store(true, Ordering::Relaxed);
     let _ = notifier.send("STOPPING=1");
+    // From now on every event is a record: nothing more is counted in the
+    // kernel, and what was counted is credited after the drain.
+    if !opts.every_event && tracer.agg_settings.is_some() {
+        if let Err(why) = tracer.set_aggregation(0, false) {
+            out.write(&Record::error(format!("at exit, {why}")))?;
+        }
+    }
     // What the kernel wrote before the programs detach, for a moment.
     let deadline = Instant::now() + SHUTDOWN_DRAIN;
-    while drain(
-        &mut symptoms,
-        &mut folder,
-        &config.filter,
-        &mut tracer,
-        &ksyms,
-        &clock,
-        &mut losses,
-        out,
-    )? > 0
-        && Instant::now() < deadline
-    {}
-    report_losses(&tracer, &mut losses, out)?;
+    let ctx = Ctx {
+        filter: &config.filter,
+        ksyms: &ksyms,
+        clock: &clock,
+        every_event: opts.every_event,
+    };
+    while drain(&mut p, &ctx, &mut tracer, out)? > 0 && Instant::now() < deadline {}
+    read_kernel_counts(&mut p, &ctx, &tracer, out)?;
+    report_losses(&tracer, &mut p.losses, out)?;
     // Whatever is still queued is not written, but counted.
     if let Some(rb) = tracer.events.as_mut() {
         // Bounded: the programs are still attached and may keep writing.
@@ -331,20 +369,35 @@ fn daemon(
             ))?;
         }
     }
-    if let Some(r) = symptoms.summary(true) {
+    if let Some(r) = p.symptoms.summary(true) {
         out.write(&r)?;
     }
-    if let Some(r) = symptoms.stall_closed(true) {
+    if let Some(r) = p.symptoms.stall_closed(true) {
         out.write(&r)?;
     }
-    for r in folder.flush() {
+    for r in p.folder.flush() {
         out.write(&r)?;
     }
     out.finish()?;
-    out.write(&final_summary(&metrics, started.elapsed()))?;
+    let mut summary = final_summary(&metrics, started.elapsed());
+    summary.evidence("kernel_repeats", p.credits.total);
+    out.write(&summary)?;
     // Dropping the tracer detaches every program.
     drop(tracer);
     Ok(0)
+}
+
+/// Turns in-kernel aggregation on, keeping both ports in its key when the
+/// filter looks at ports; if the kernel's settings cannot be written,
+/// says so (every event then crosses the ring buffer, as with
+/// `--every-event`).
+fn aggregate(tracer: &mut Tracer, config: &Config, out: &mut Output) -> Result<(), AllSinksFailed> {
+    if let Err(why) = tracer.set_aggregation(kagg::WINDOW_NS, !config.filter.ports.is_empty()) {
+        out.write(&Record::error(format!(
+            "in-kernel aggregation is off ({why}): every event crosses the ring buffer"
+        )))?;
+    }
+    Ok(())
 }
 
 fn wait_readable(tracer: &Tracer, timeout: Duration) {
@@ -415,15 +468,27 @@ const DRAIN_BATCH: usize = 4096;
 const GATHER_PAUSE: Duration = Duration::from_millis(10);
 const DRAIN_TIME: Duration = Duration::from_millis(100);
 
-#[allow(clippy::too_many_arguments)]
+/// What handling an event needs besides the state it changes.
+struct Ctx<'a> {
+    filter: &'a Filter,
+    ksyms: &'a Kallsyms,
+    clock: &'a timefmt::Clock,
+    /// `--every-event`: no folding anywhere.
+    every_event: bool,
+}
+
+/// The state the main loop keeps between events.
+struct Pipeline {
+    symptoms: Symptoms,
+    folder: Folder,
+    losses: Losses,
+    credits: kagg::Credits,
+}
+
 fn drain(
-    symptoms: &mut Symptoms,
-    folder: &mut Folder,
-    filter: &Filter,
+    p: &mut Pipeline,
+    ctx: &Ctx,
     tracer: &mut Tracer,
-    ksyms: &Kallsyms,
-    clock: &timefmt::Clock,
-    losses: &mut Losses,
     out: &mut Output,
 ) -> Result<usize, AllSinksFailed> {
     let Tracer {
@@ -438,94 +503,166 @@ fn drain(
     while n < DRAIN_BATCH && (n % 64 != 0 || started.elapsed() < DRAIN_TIME) {
         let Some(item) = rb.next() else { break };
         n += 1;
-        let decoded = decode::read_event(&item).and_then(|e| decode::decode(&e, layouts));
+        let event = decode::read_event(&item);
         drop(item);
-        match decoded {
-            Ok(d) => {
-                // Retransmits outside an OOM window are folded into a
-                // summary a minute: counted before any record is built.
-                if matches!(d.event, decode::KernelEvent::Retransmit(_))
-                    && symptoms.oom_window().is_none()
-                {
-                    symptoms.retransmits += 1;
-                    continue;
-                }
-                // An event identical to one already folded is only counted
-                // (in an OOM window every symptom is looked at).
-                let raw = symptoms
-                    .oom_window()
-                    .is_none()
-                    .then(|| RepeatKey::of(&d, !filter.ports.is_empty()))
-                    .flatten();
-                if raw
-                    .as_ref()
-                    .is_some_and(|k| folder.repeat(k, clock.wall_ns(d.ts_ns)))
-                {
-                    continue;
-                }
-                let mut rec = record::from_event(&d, clock.wall_ns(d.ts_ns), ksyms);
-                match &d.event {
-                    decode::KernelEvent::Oom(o) => {
-                        // The victim's cgroup (and, before about 6.9, its
-                        // name), while /proc still has them.
-                        let (comm, cgroup) = procinfo::process(Path::new("/proc"), o.pid);
-                        if let Some(cg) = &cgroup {
-                            (rec.container, rec.pod) = symptoms.owners.of_cgroup(cg);
-                        }
-                        record::add_process(&mut rec, comm.as_deref(), cgroup);
-                        // A new kill closes the previous window.
-                        if let Some(r) = symptoms.stall_closed(true) {
-                            out.write(&r)?;
-                        }
-                        let stall = record::OomStall {
-                            pid: o.pid,
-                            comm: rec.comm.clone(),
-                            cgroup: rec.cgroup.clone(),
-                            container: rec.container.clone(),
-                            pod: rec.pod.clone(),
-                            ts: rec.ts.clone(),
-                            ..Default::default()
-                        };
-                        symptoms.stall = Some((Instant::now(), stall));
-                    }
-                    decode::KernelEvent::Retransmit(_) | decode::KernelEvent::SocketError(_) => {
-                        // A stall shows as retransmissions and timeouts; a
-                        // refused or reset connection in the window has a
-                        // cause of its own.
-                        let stall_symptom = match &d.event {
-                            decode::KernelEvent::SocketError(e) => {
-                                e.errno == Some(i64::from(libc::ETIMEDOUT))
-                            }
-                            _ => true,
-                        };
-                        if let Some((pid, secs)) = symptoms.oom_window().filter(|_| stall_symptom) {
-                            record::attribute_to_oom(&mut rec, pid, secs);
-                        }
-                    }
-                    _ => {}
-                }
-                if let (Some(ns), None) = (rec.netns, &rec.container) {
-                    (rec.container, rec.pod) = symptoms.owners.of_netns(ns);
-                }
-                symptoms
-                    .clocks
-                    .annotate(&mut rec, (clock.wall_ns(d.ts_ns) / 1_000_000) as i64);
-                if symptoms.oom_window().is_some() {
-                    if let Some((_, stall)) = symptoms.stall.as_mut() {
-                        stall.count(&rec);
-                    }
-                }
-                if filter.admits(&rec) && folder.offer_keyed(raw, &rec, Instant::now()) {
-                    out.write(&rec)?
-                }
+        let e = match event {
+            Ok(e) => e,
+            Err(why) => {
+                p.losses.count_undecodable(1, &why);
+                continue;
             }
-            Err(e) => {
-                losses.undecodable += 1;
-                losses.last_decode_error = Some(DecodeError::to_string(&e));
+        };
+        // The repeats the kernel counted of this CPU's previous record.
+        if let Some(c) = p.credits.ended_by(&e) {
+            credit(&mut p.symptoms, &mut p.folder, &mut p.losses, ctx, c, out)?;
+        }
+        match decode::decode(&e, layouts) {
+            Ok(d) => {
+                handle(&mut p.symptoms, &mut p.folder, ctx, &d, 1, d.ts_ns, out)?;
+                p.credits.started_by(&e, Some(d));
+            }
+            Err(why) => {
+                p.losses.count_undecodable(1, &why);
+                p.credits.started_by(&e, None);
             }
         }
     }
     Ok(n)
+}
+
+/// Credits what each CPU's aggregation table has counted so far.
+fn read_kernel_counts(
+    p: &mut Pipeline,
+    ctx: &Ctx,
+    tracer: &Tracer,
+    out: &mut Output,
+) -> Result<(), AllSinksFailed> {
+    let tables = tracer.agg_tables();
+    let now = timefmt::monotonic_ns();
+    let mut failed = None;
+    let Pipeline {
+        symptoms,
+        folder,
+        losses,
+        credits,
+    } = p;
+    for (cpu, t) in tables.iter().enumerate() {
+        credits.read_table(cpu as u32, t, now, |c| {
+            if failed.is_none() {
+                failed = credit(symptoms, folder, losses, ctx, c, out).err();
+            }
+        });
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// Handles repeats the kernel counted as repeats of the record they follow.
+fn credit(
+    symptoms: &mut Symptoms,
+    folder: &mut Folder,
+    losses: &mut Losses,
+    ctx: &Ctx,
+    c: kagg::Credit<'_>,
+    out: &mut Output,
+) -> Result<(), AllSinksFailed> {
+    match c.of {
+        Some(d) => handle(symptoms, folder, ctx, d, c.times, c.last_ns, out),
+        None => {
+            losses.count_undecodable(c.times, &"repeats of a record that could not be decoded");
+            Ok(())
+        }
+    }
+}
+
+/// Turns `times` occurrences of `d` (the last at `ts_ns`) into a record,
+/// or counts them into what they repeat.
+fn handle(
+    symptoms: &mut Symptoms,
+    folder: &mut Folder,
+    ctx: &Ctx,
+    d: &decode::Decoded,
+    times: u64,
+    ts_ns: u64,
+    out: &mut Output,
+) -> Result<(), AllSinksFailed> {
+    let wall_ns = ctx.clock.wall_ns(ts_ns);
+    let in_oom_window = symptoms.oom_window().is_some();
+    // Retransmits outside an OOM window are folded into a summary a
+    // minute: counted before any record is built.
+    if matches!(d.event, decode::KernelEvent::Retransmit(_)) && !in_oom_window && !ctx.every_event {
+        symptoms.retransmits += times;
+        return Ok(());
+    }
+    // An event identical to one already folded is only counted (in an OOM
+    // window every symptom is looked at).
+    let raw = (!in_oom_window)
+        .then(|| RepeatKey::of(d, !ctx.filter.ports.is_empty()))
+        .flatten();
+    if raw
+        .as_ref()
+        .is_some_and(|k| folder.repeat(k, times, wall_ns))
+    {
+        return Ok(());
+    }
+    let mut rec = record::from_event(d, wall_ns, ctx.ksyms);
+    match &d.event {
+        decode::KernelEvent::Oom(o) => {
+            // The victim's cgroup (and, before about 6.9, its name), while
+            // /proc still has them.
+            let (comm, cgroup) = procinfo::process(Path::new("/proc"), o.pid);
+            if let Some(cg) = &cgroup {
+                (rec.container, rec.pod) = symptoms.owners.of_cgroup(cg);
+            }
+            record::add_process(&mut rec, comm.as_deref(), cgroup);
+            // A new kill closes the previous window.
+            if let Some(r) = symptoms.stall_closed(true) {
+                out.write(&r)?;
+            }
+            let stall = record::OomStall {
+                pid: o.pid,
+                comm: rec.comm.clone(),
+                cgroup: rec.cgroup.clone(),
+                container: rec.container.clone(),
+                pod: rec.pod.clone(),
+                ts: rec.ts.clone(),
+                ..Default::default()
+            };
+            symptoms.stall = Some((Instant::now(), stall));
+        }
+        decode::KernelEvent::Retransmit(_) | decode::KernelEvent::SocketError(_) => {
+            // A stall shows as retransmissions and timeouts; a refused or
+            // reset connection in the window has a cause of its own.
+            let stall_symptom = match &d.event {
+                decode::KernelEvent::SocketError(e) => e.errno == Some(i64::from(libc::ETIMEDOUT)),
+                _ => true,
+            };
+            if let Some((pid, secs)) = symptoms.oom_window().filter(|_| stall_symptom) {
+                record::attribute_to_oom(&mut rec, pid, secs);
+            }
+        }
+        _ => {}
+    }
+    if let (Some(ns), None) = (rec.netns, &rec.container) {
+        (rec.container, rec.pod) = symptoms.owners.of_netns(ns);
+    }
+    symptoms
+        .clocks
+        .annotate(&mut rec, (wall_ns / 1_000_000) as i64);
+    if times > 1 {
+        rec.count = Some(times);
+    }
+    if symptoms.oom_window().is_some() {
+        if let Some((_, stall)) = symptoms.stall.as_mut() {
+            stall.count(&rec);
+        }
+    }
+    if ctx.filter.admits(&rec) {
+        if let Some(n) = folder.offer_keyed(raw, &rec, Instant::now(), times) {
+            rec.count = (n > 1).then_some(n);
+            out.write(&rec)?;
+        }
+    }
+    Ok(())
 }
 
 fn report_losses(

@@ -32,6 +32,11 @@ impl Clock {
     }
 }
 
+/// CLOCK_MONOTONIC now, the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
 pub fn now_unix_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -125,7 +130,7 @@ mod tests {
     #[test]
     fn monotonic_maps_near_now() {
         let c = Clock::now();
-        let mono = clock_ns(libc::CLOCK_MONOTONIC) as u64;
+        let mono = monotonic_ns();
         let diff = (c.wall_ns(mono) - now_unix_ns()).abs();
         assert!(diff < 5_000_000_000, "clock mapping off by {diff} ns");
     }

@@ -1,0 +1,307 @@
+//! In-kernel aggregation (`netprobe_common::agg`): a flood of one failure
+//! (the same drop, reset or error of one flow) is counted per CPU instead
+//! of each repeat crossing the ring buffer.
+//!
+//! Per CPU, a table of `agg::SLOTS` slots in sets of `agg::WAYS` holds the
+//! keys of recent records and how often each has been seen since. A
+//! repeat within the window only counts. Anything else is written as a
+//! record; it takes its set's slot for the same key (whose window has
+//! passed), else an empty slot, else the least recently used one, and
+//! carries what that slot had counted (`Event::agg_prev`). If the ring
+//! buffer is full, the record is counted lost and the slot is left as it
+//! was, so no count is dropped. Programs do not nest on a CPU (the
+//! kernel's bpf_prog_active guard), so the table needs no lock; the daemon
+//! reads each `state` as one word.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
+use netprobe_common::{
+    agg, kind, pkt, AggConfig, AggKey, AggTable, Config, Event, AGG_KEY_WORDS, AGG_KINDS, RAW_MAX,
+    RAW_WORDS,
+};
+
+use crate::{config, ringbuf::output};
+
+/// Overwritten by the daemon at load, like `CONFIG`.
+#[no_mangle]
+static AGG_CONFIG: AggConfig = AggConfig::NONE;
+
+/// `agg::SETTING_*`, written by the daemon while it runs.
+#[map]
+static AGG_SETTINGS: Array<u64> = Array::with_max_entries(agg::SETTINGS, 0);
+
+/// Index 0: each CPU's counts, which the daemon reads.
+#[map]
+static AGG: PerCpuArray<AggTable> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each CPU's slot keys, by slot.
+#[map]
+static AGG_KEYS: PerCpuArray<AggKey> = PerCpuArray::with_max_entries(agg::SLOTS as u32, 0);
+
+/// Index 0: each CPU's key under construction.
+#[map]
+static AGG_KEY: PerCpuArray<AggKey> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn setting(at: u32) -> u64 {
+    AGG_SETTINGS.get(at).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn agg_config() -> &'static AggConfig {
+    // SAFETY: a read-only global; read through a volatile pointer read so the
+    // placeholder is not folded in (its tables are read word by word).
+    unsafe { &*core::ptr::read_volatile(&(&AGG_CONFIG as *const AggConfig)) }
+}
+
+/// The window, when events of `kind` are aggregated now.
+#[inline(always)]
+pub fn window(kind: u32) -> Option<u64> {
+    if kind as usize >= AGG_KINDS || agg_config().kinds & (1 << kind) == 0 {
+        return None;
+    }
+    let w = setting(agg::SETTING_WINDOW_NS);
+    (w != 0).then_some(w)
+}
+
+/// Writes `e` unless it repeats a key this CPU counts, within `window`.
+/// Not inlined: one copy serves every program.
+#[inline(never)]
+pub fn offer(e: &mut Event, window: u64) {
+    let (Some(key), Some(t)) = (AGG_KEY.get_ptr_mut(0), AGG.get_ptr_mut(0)) else {
+        output(e);
+        return;
+    };
+    // SAFETY: this CPU's entries; programs do not nest on a CPU.
+    let (key, t) = unsafe { (&mut *key, &mut *t) };
+    if !key_of(e, setting(agg::SETTING_KEEP_PORTS) != 0, key) {
+        // Not aggregated: written as it is, no slot touched.
+        output(e);
+        return;
+    }
+    let now = e.ts_ns;
+    let base = (hash(key) as usize & (agg::SETS - 1)) * agg::WAYS;
+    let mut take = base;
+    let mut oldest = u64::MAX;
+    let mut w = 0;
+    while w < agg::WAYS {
+        let i = (base + w) & (agg::SLOTS - 1);
+        let st = t.state[i];
+        if st == 0 {
+            if oldest != 0 {
+                (take, oldest) = (i, 0);
+            }
+        } else if AGG_KEYS.get(i as u32).is_some_and(|k| same(k, key)) {
+            if now.wrapping_sub(t.first_ns[i]) < window {
+                t.state[i] = st + 1;
+                t.last_ns[i] = now;
+                return;
+            }
+            // Its window has passed: a record again, in the same slot.
+            take = i;
+            break;
+        } else if t.last_ns[i] < oldest {
+            (take, oldest) = (i, t.last_ns[i]);
+        }
+        w += 1;
+    }
+    let i = take & (agg::SLOTS - 1);
+    let (last_gen, _) = agg::split(t.state[i]);
+    let mut gen = (last_gen + 1) & agg::GEN_MASK;
+    if gen == 0 {
+        gen = 1;
+    }
+    e.agg_gen = gen as u32;
+    e.agg_slot = i as u32;
+    e.agg_prev = t.state[i];
+    e.agg_prev_last_ns = t.last_ns[i];
+    if !output(e) {
+        return;
+    }
+    let Some(slot_key) = AGG_KEYS.get_ptr_mut(i as u32) else {
+        return;
+    };
+    // SAFETY: this CPU's entry.
+    let slot_key = unsafe { &mut *slot_key };
+    let mut j = 0;
+    while j < AGG_KEY_WORDS {
+        slot_key.w[j] = key.w[j];
+        j += 1;
+    }
+    t.state[i] = gen << agg::COUNT_BITS;
+    t.first_ns[i] = now;
+    t.last_ns[i] = now;
+}
+
+/// Spreads keys over the sets (not a fingerprint: keys are compared whole).
+#[inline(always)]
+fn hash(key: &AggKey) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut i = 0;
+    while i < AGG_KEY_WORDS {
+        h = (h ^ key.w[i]).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 29;
+        i += 1;
+    }
+    h ^ (h >> 32)
+}
+
+#[inline(always)]
+fn same(a: &AggKey, b: &AggKey) -> bool {
+    let mut i = 0;
+    while i < AGG_KEY_WORDS {
+        if a.w[i] != b.w[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    let mut i = 0;
+    while i < 8 {
+        if at + i < bytes.len() {
+            b[i] = bytes[at + i];
+        }
+        i += 1;
+    }
+    u64::from_ne_bytes(b)
+}
+
+#[inline(always)]
+fn port_at(raw: &[u8; RAW_MAX], off: u32, big_endian: bool) -> Option<u16> {
+    let off = off as usize;
+    if off + 1 >= RAW_MAX {
+        return None;
+    }
+    let b = [raw[off], raw[off + 1]];
+    Some(if big_endian {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_ne_bytes(b)
+    })
+}
+
+/// The ports word: the lower (service) port and which side it was on, or
+/// both ports when `keep` (a port filter is set).
+#[inline(always)]
+fn ports_word(a: u16, b: u16, keep: bool) -> u64 {
+    let (a, b) = (a as u64, b as u64);
+    if keep {
+        (1 << 40) | (a << 16) | b
+    } else if a < b {
+        (2 << 40) | a
+    } else if b < a {
+        (3 << 40) | b
+    } else {
+        (4 << 40) | a
+    }
+}
+
+/// Fills `key` from `e`; false when `e` is not to be aggregated (a PAWS
+/// rejection, a packet whose flow the key cannot be sure of).
+#[inline(always)]
+fn key_of(e: &Event, keep_ports: bool, key: &mut AggKey) -> bool {
+    let ac = agg_config();
+    let k = e.kind as usize;
+    if k >= AGG_KINDS {
+        return false;
+    }
+    let cfg = config();
+    // A PAWS rejection's TCP timestamp is the evidence: every one counts.
+    if e.kind == kind::KFREE_SKB && cfg.kfree_skb_reason != Config::ABSENT {
+        let off = cfg.kfree_skb_reason as usize;
+        if off + 4 <= RAW_MAX {
+            let r =
+                u32::from_ne_bytes([e.raw[off], e.raw[off + 1], e.raw[off + 2], e.raw[off + 3]]);
+            if r == ac.paws_reason {
+                return false;
+            }
+        }
+    } else if (e.kind == kind::KFREE_SKB || e.kind == kind::KPROBE_TCP_DROP)
+        && e.pkt_flags & pkt::TCP_OPTIONS != 0
+    {
+        // Without drop reasons a PAWS drop cannot be told apart here.
+        return false;
+    }
+    let mut i = 0;
+    while i < AGG_KEY_WORDS {
+        key.w[i] = 0;
+        i += 1;
+    }
+    key.w[0] = e.kind as u64 | (e.pkt_flags as u64) << 32;
+    key.w[1] = e.sk_state as u64 | (e.netns as u64) << 32;
+    // The record's fields, under the kind's mask.
+    let mut any_raw = false;
+    let mut i = 0;
+    while i < RAW_WORDS {
+        let m = ac.raw_mask[k][i];
+        if m != 0 {
+            any_raw = true;
+            key.w[3 + i] = word(&e.raw, i * 8) & m;
+        }
+        i += 1;
+    }
+    if any_raw && e.raw_len == 0 {
+        return false;
+    }
+    let (pa, pb) = (ac.port_a[k], ac.port_b[k]);
+    if pa != Config::ABSENT && pb != Config::ABSENT {
+        let be = ac.ports_be & (1 << k) != 0;
+        let (Some(a), Some(b)) = (port_at(&e.raw, pa, be), port_at(&e.raw, pb, be)) else {
+            return false;
+        };
+        key.w[2] = ports_word(a, b, keep_ports);
+    }
+    // The packet's flow: what the daemon's packet parser reads.
+    if e.pkt_flags & pkt::NET != 0 {
+        let version = e.net[0] >> 4;
+        let (proto, hdr_len) = if version == 4 {
+            // Version and header length, protocol, both addresses.
+            // (Bytes 0, 9, 12..20; words are little-endian here.)
+            key.w[19] = word(&e.net, 0) & 0xff;
+            key.w[20] = word(&e.net, 8) & 0xffff_ffff_0000_ff00;
+            key.w[21] = word(&e.net, 16) & 0x0000_0000_ffff_ffff;
+            (e.net[9], (e.net[0] & 0x0f) as u16 * 4)
+        } else if version == 6 {
+            // The first byte, next header (6), both addresses (8..40).
+            key.w[19] = word(&e.net, 0) & 0x00ff_0000_0000_00ff;
+            key.w[20] = word(&e.net, 8);
+            key.w[21] = word(&e.net, 16);
+            key.w[22] = word(&e.net, 24);
+            key.w[23] = word(&e.net, 32);
+            (e.net[6], 40)
+        } else {
+            return false;
+        };
+        if matches!(proto, 6 | 17 | 132 | 136) {
+            // Only when the transport header copy is the one the daemon
+            // reads the ports from.
+            let (nh, th) = (e.network_header, e.transport_header);
+            if e.pkt_flags & pkt::TRANSPORT == 0
+                || nh == 0xffff
+                || th == 0xffff
+                || (th as u32) < nh as u32 + hdr_len as u32
+            {
+                return false;
+            }
+            let t = &e.transport;
+            let a = u16::from_be_bytes([t[0], t[1]]);
+            let b = u16::from_be_bytes([t[2], t[3]]);
+            let flags = if proto == 6 { t[13] as u64 } else { 0 };
+            key.w[2] = ports_word(a, b, keep_ports) | flags << 48;
+        }
+    }
+    let s = &e.sock;
+    key.w[24] = s.family as u64 | (s.port as u64) << 16 | (s.state as u64) << 32;
+    key.w[25] = word(&s.addr, 0);
+    key.w[26] = word(&s.addr, 8);
+    key.w[27] = s.ack_backlog as u64 | (s.max_ack_backlog as u64) << 32;
+    key.w[28] = s.rcvbuf as u64 | (s.rmem_alloc as u64) << 32;
+    true
+}
