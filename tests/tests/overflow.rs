@@ -1,9 +1,10 @@
 //! A ring buffer driven past its capacity: every event the kernel made is
-//! either written (at once, or folded into an incident) or counted as lost.
+//! either written (at once, or folded into an incident, or counted in the
+//! kernel as a repeat) or counted as lost.
 //! Alone in its test executable, so no other test's events mix in.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -45,17 +46,28 @@ fn lost(seen: &[Value]) -> u64 {
         .sum()
 }
 
-/// Runs the daemon with `args`, makes `n` refused connections, stops it;
-/// returns (events about the port, all events by the daemon's own summary,
-/// events lost, seconds the burst took).
-fn burst(ns: &Netns, args: &[&str], n: u32) -> (u64, u64, u64, f64) {
-    let port = ns.run(|| {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    });
+/// The closed port the bursts connect to.
+const CLOSED_PORT: u16 = 2000;
+
+/// What one burst under the daemon showed.
+struct Burst {
+    /// Events about the port: written, or folded into incidents.
+    delivered: u64,
+    /// Records written about the port (incidents excluded).
+    records: u64,
+    /// All events, by the daemon's own summary.
+    total: u64,
+    lost: u64,
+    /// Repeats counted in the kernel (the summary's).
+    kernel_repeats: u64,
+    secs: f64,
+}
+
+/// Runs the daemon with `args`, makes `n` refused connections, stops it.
+fn burst(ns: &Netns, args: &[&str], n: u32) -> Burst {
+    // Nothing listens in the fresh namespace. A service's port, below the
+    // clients' ephemeral ones: their refusals are one flow (the lower port).
+    let port = CLOSED_PORT;
     let mut all = vec!["--output", "json", "--incident-window", "3600"];
     all.extend_from_slice(args);
     let mut d = Daemon::start(&all, &[]);
@@ -74,12 +86,20 @@ fn burst(ns: &Netns, args: &[&str], n: u32) -> (u64, u64, u64, f64) {
         lost_records,
         "the summary counts the lost records: {summary}"
     );
-    (
-        events_about(&d.seen, port),
-        summary["count"].as_u64().unwrap(),
-        lost_records,
-        took.as_secs_f64(),
-    )
+    let about = |v: &&Value| v["mode"].is_string() && (v["dport"] == port || v["sport"] == port);
+    Burst {
+        delivered: events_about(&d.seen, port),
+        records: d
+            .seen
+            .iter()
+            .filter(about)
+            .filter(|v| v["kind"] != "incident")
+            .count() as u64,
+        total: summary["count"].as_u64().unwrap(),
+        lost: lost_records,
+        kernel_repeats: summary["evidence"]["kernel_repeats"].as_u64().unwrap(),
+        secs: took.as_secs_f64(),
+    }
 }
 
 #[test]
@@ -89,36 +109,80 @@ fn a_ring_buffer_past_capacity_counts_every_lost_event() {
     }
     let ns = Netns::new();
     // How many events one refused connection makes on this kernel (drop,
-    // RST sent, RST received, socket error: which exist depends on it).
+    // RST sent, RST received, socket error: which exist depends on it),
+    // each a record of its own.
     const CAL: u32 = 50;
-    let (events, _, lost_cal, _) = burst(&ns, &[], CAL);
-    assert_eq!(lost_cal, 0, "no loss with the default ring buffer");
+    let cal = burst(&ns, &["--every-event"], CAL);
+    assert_eq!(cal.lost, 0, "no loss with the default ring buffer");
     assert_eq!(
-        events % u64::from(CAL),
-        0,
-        "{events} events for {CAL} connections"
+        cal.kernel_repeats, 0,
+        "--every-event counts nothing in the kernel"
     );
-    let per = events / u64::from(CAL);
+    assert_eq!(cal.records, cal.delivered, "--every-event folds nothing");
+    assert_eq!(
+        cal.delivered % u64::from(CAL),
+        0,
+        "{} events for {CAL} connections",
+        cal.delivered
+    );
+    let per = cal.delivered / u64::from(CAL);
     assert!(per >= 1, "no event for a refused connection");
 
-    // The smallest ring buffer (a page), and a burst.
+    // Every event through the smallest ring buffer (a page), in a burst.
     const N: u32 = 4000;
-    let (delivered, total, lost, secs) = burst(&ns, &["--ring-buffer", "4096"], N);
     let made = u64::from(N) * per;
+    let b = burst(&ns, &["--ring-buffer", "4096", "--every-event"], N);
     eprintln!(
-        "{N} refused connections in {secs:.2} s, {per} event(s) each: {made} events; \
-         {delivered} written or folded ({total} events of any kind), {lost} counted lost"
+        "every event: {N} refused connections in {:.2} s, {per} event(s) each: {made} events; \
+         {} written ({} events of any kind), {} counted lost",
+        b.secs, b.delivered, b.total, b.lost
     );
-    assert!(lost > 0, "a page-sized ring buffer did not overflow");
-    assert!(delivered <= made, "{delivered} > {made}");
+    assert!(b.lost > 0, "a page-sized ring buffer did not overflow");
+    accounted(&b, made);
+
+    // The same burst and buffer with repeats counted in the kernel: only
+    // the first of each and a record a second per CPU and kind cross it.
+    let b = burst(&ns, &["--ring-buffer", "4096"], N);
+    eprintln!(
+        "aggregated: {N} refused connections in {:.2} s: {} records, {} written or folded, \
+         {} counted in the kernel, {} lost",
+        b.secs, b.records, b.delivered, b.kernel_repeats, b.lost
+    );
+    assert!(b.kernel_repeats > 0, "no repeat was counted in the kernel");
+    accounted(&b, made);
+
+    // With the default buffer nothing is lost, and the kernel's counts
+    // make up the rest exactly.
+    let b = burst(&ns, &[], N);
+    eprintln!(
+        "aggregated, default buffer: {} records, {} written or folded, {} counted in the kernel",
+        b.records, b.delivered, b.kernel_repeats
+    );
+    assert_eq!(
+        (b.lost, b.delivered),
+        (0, made),
+        "every event accounted for"
+    );
+    assert!(
+        b.records * 10 < made,
+        "{} of {made} events crossed the ring buffer as records",
+        b.records
+    );
+}
+
+/// Every event of the burst is written, folded or counted lost.
+fn accounted(b: &Burst, made: u64) {
+    assert!(b.delivered <= made, "{} > {made}", b.delivered);
     // Every event not written is counted (a few more lost may be other
     // processes' events on this host in the same moments).
     assert!(
-        delivered + lost >= made,
-        "{} event(s) vanished: made {made}, written {delivered}, lost {lost}",
-        made - delivered - lost
+        b.delivered + b.lost >= made,
+        "{} event(s) vanished: made {made}, written {}, lost {}",
+        made - b.delivered - b.lost,
+        b.delivered,
+        b.lost
     );
-    let extra = total + lost - made;
+    let extra = b.total + b.lost - made;
     assert!(
         extra <= made / 100 + 50,
         "{extra} more events counted lost than the burst could make"
