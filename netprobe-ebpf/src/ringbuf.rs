@@ -18,6 +18,25 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
 
+/// Index 0: per CPU, the most bytes the ring buffer held unread just after
+/// this CPU wrote a record (the daemon reports the maximum: the buffer's
+/// size is chosen by it).
+#[map]
+static RB_PEAK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn note_fill() {
+    let held = EVENTS.query(0); // BPF_RB_AVAIL_DATA
+    if let Some(p) = RB_PEAK.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe {
+            if held > *p {
+                *p = held;
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn count_lost(slot: u32) {
     if let Some(p) = LOST.get_ptr_mut(slot) {
@@ -56,6 +75,7 @@ pub fn emit(kind: u32, raw: *const u8, raw_len: u32, fill: impl FnOnce(&mut Even
     fill_common(e, kind, raw, raw_len);
     fill(e);
     entry.submit(0);
+    note_fill();
 }
 
 /// Writes a record built elsewhere (the aggregation's scratch copy); false
@@ -63,6 +83,7 @@ pub fn emit(kind: u32, raw: *const u8, raw_len: u32, fill: impl FnOnce(&mut Even
 #[inline(always)]
 pub fn output(e: &Event) -> bool {
     if EVENTS.output::<Event>(e, 0).is_ok() {
+        note_fill();
         true
     } else {
         count_lost(LOST_RINGBUF_FULL);

@@ -645,6 +645,8 @@ pub struct Tracer {
     /// In-kernel aggregation: each CPU's slot, and the settings.
     pub agg: Option<PerCpuArray<MapData, AggTable>>,
     pub agg_settings: Option<Array<MapData, u64>>,
+    /// Per CPU, the most bytes the ring buffer held unread after a write.
+    pub rb_peak: Option<PerCpuArray<MapData, u64>>,
     /// /proc/kallsyms, for attach plans and drop locations.
     pub ksyms: Kallsyms,
 }
@@ -665,6 +667,13 @@ impl Tracer {
             .set(agg::SETTING_KEEP_PORTS, u64::from(keep_ports), 0)
             .and_then(|()| settings.set(agg::SETTING_WINDOW_NS, window_ns, 0))
             .map_err(|e| format!("cannot write AGG_SETTINGS: {}", error_text(&e)))
+    }
+
+    /// The most bytes the ring buffer has held unread (sampled as records
+    /// are written), if it can be read.
+    pub fn ring_buffer_peak(&self) -> Option<u64> {
+        let per_cpu = self.rb_peak.as_ref()?.get(&0, 0).ok()?;
+        per_cpu.iter().copied().max()
     }
 
     /// Each CPU's aggregation table, by CPU number.
@@ -758,6 +767,7 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
         lost: None,
         agg: None,
         agg_settings: None,
+        rb_peak: None,
         ksyms: Kallsyms::load(),
     };
     if EBPF_OBJECT.is_empty() {
@@ -848,6 +858,9 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
     tracer.agg_settings = ebpf
         .take_map("AGG_SETTINGS")
         .and_then(|m| Array::try_from(m).ok());
+    tracer.rb_peak = ebpf
+        .take_map("RB_PEAK")
+        .and_then(|m| PerCpuArray::try_from(m).ok());
     if tracer.events.is_none() {
         for s in &mut tracer.statuses {
             s.result = Err("the EVENTS ring buffer could not be opened".into());

@@ -381,6 +381,10 @@ fn daemon(
     out.finish()?;
     let mut summary = final_summary(&metrics, started.elapsed());
     summary.evidence("kernel_repeats", p.credits.total);
+    if let Some(peak) = tracer.ring_buffer_peak() {
+        summary.evidence("ring_buffer_peak_bytes", peak);
+        summary.evidence("ring_buffer_bytes", u64::from(opts.ring_buffer));
+    }
     out.write(&summary)?;
     // Dropping the tracer detaches every program.
     drop(tracer);

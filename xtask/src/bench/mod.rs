@@ -84,6 +84,9 @@ pub enum Config {
     None,
     Netprobe,
     Bpftrace,
+    /// netprobe with `--every-event` (storms only): no aggregation, for
+    /// the side-by-side measure of what it saves.
+    NetprobeEveryEvent,
 }
 
 pub const CONFIGS: [Config; 3] = [Config::None, Config::Netprobe, Config::Bpftrace];
@@ -94,6 +97,7 @@ impl Config {
             Config::None => "no tracer",
             Config::Netprobe => "netprobe",
             Config::Bpftrace => "bpftrace",
+            Config::NetprobeEveryEvent => "netprobe --every-event",
         }
     }
 }
@@ -151,6 +155,12 @@ impl Bench {
             Config::Netprobe => Running::Netprobe(Netprobe::start(
                 &self.bin,
                 &self.out.join("netprobe.stderr"),
+                &[],
+            )?),
+            Config::NetprobeEveryEvent => Running::Netprobe(Netprobe::start(
+                &self.bin,
+                &self.out.join("netprobe.stderr"),
+                &["--every-event"],
             )?),
             Config::Bpftrace => Running::Bpftrace(Bpftrace::start(
                 &self.script,
@@ -201,12 +211,13 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
     let (overhead, healthy_events, healthy_connections) = overhead(&bench, opts)?;
 
     println!(
-        "xtask: bench: storm, {} s under netprobe, then {} s under bpftrace",
-        opts.storm_secs, opts.storm_secs
+        "xtask: bench: storm, {} s each under netprobe, netprobe --every-event and bpftrace",
+        opts.storm_secs
     );
     let stats = bpf::StatsEnabled::new()?;
     let storm_secs = Duration::from_secs(opts.storm_secs);
     let netprobe = storm(&bench, Config::Netprobe, storm_secs)?;
+    let every = storm(&bench, Config::NetprobeEveryEvent, storm_secs)?;
     let bpftrace = storm(&bench, Config::Bpftrace, storm_secs)?;
     drop(stats);
 
@@ -215,7 +226,7 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
         options: opts.clone(),
         startup,
         overhead,
-        storms: vec![netprobe, bpftrace],
+        storms: vec![netprobe, every, bpftrace],
         tracepoints: bench.tracepoints.clone(),
         healthy_events,
         healthy_connections,
@@ -235,7 +246,7 @@ fn startup(bench: &Bench, n: u32) -> Result<(Vec<f64>, Vec<String>)> {
     let mut tracepoints = Vec::new();
     for _ in 0..n.max(1) {
         check_interrupted()?;
-        let np = Netprobe::start(&bench.bin, &bench.out.join("netprobe.stderr"))?;
+        let np = Netprobe::start(&bench.bin, &bench.out.join("netprobe.stderr"), &[])?;
         times.push(np.ready_after.as_secs_f64());
         tracepoints = np.tracepoints.clone();
         np.stop()?;

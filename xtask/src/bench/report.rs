@@ -293,8 +293,9 @@ impl Results {
         self.storms.iter().find(|s| s.config == config)
     }
 
-    /// Per tracepoint: netprobe's and bpftrace's ns per run, and runs.
-    fn kernel_cost(&self) -> Vec<(String, Cost, Cost)> {
+    /// Per tracepoint: netprobe's (aggregating, and with
+    /// `--every-event`) and bpftrace's ns per run, and runs.
+    fn kernel_cost(&self) -> Vec<(String, Cost, Cost, Cost)> {
         let of = |c: Config, tp: &str| {
             let s = self.storm(c)?.programs.get(bare(tp))?;
             Some((ns_per_run(s)?, s.run_cnt))
@@ -305,6 +306,7 @@ impl Results {
                 (
                     tp.clone(),
                     of(Config::Netprobe, tp),
+                    of(Config::NetprobeEveryEvent, tp),
                     of(Config::Bpftrace, tp),
                 )
             })
@@ -363,7 +365,7 @@ impl Results {
         let cost = self.kernel_cost();
         let compared: Vec<(String, f64)> = cost
             .iter()
-            .filter_map(|(tp, n, b)| Some((tp.clone(), n.as_ref()?.0 / b.as_ref()?.0)))
+            .filter_map(|(tp, n, _, b)| Some((tp.clone(), n.as_ref()?.0 / b.as_ref()?.0)))
             .collect();
         goals.push(Goal {
             goal: "kernel cost per event at most half of bpftrace's on the same tracepoint",
@@ -570,6 +572,35 @@ impl Results {
                 )
             })
         });
+        let evidence = |name: &'static str| {
+            move |r: &StormRun| {
+                let summary = r.tally.as_ref().and_then(|t| t.summary.as_ref());
+                summary
+                    .and_then(|v| v["evidence"][name].as_u64())
+                    .map_or("-".into(), |n| n.to_string())
+            }
+        };
+        row(
+            s,
+            "netprobe: repeats counted in the kernel (its summary, whole host)",
+            &evidence("kernel_repeats"),
+        );
+        row(
+            s,
+            "netprobe: most bytes the ring buffer held unread, of its size",
+            &|r| {
+                let summary = r.tally.as_ref().and_then(|t| t.summary.as_ref());
+                summary.map_or("-".into(), |v| {
+                    format!(
+                        "{} of {}",
+                        v["evidence"]["ring_buffer_peak_bytes"]
+                            .as_u64()
+                            .unwrap_or(0),
+                        v["evidence"]["ring_buffer_bytes"].as_u64().unwrap_or(0)
+                    )
+                })
+            },
+        );
         row(s, "tracer CPU s", &|r| format!("{:.2}", r.cpu_seconds));
         row(
             s,
@@ -600,24 +631,25 @@ impl Results {
         );
         let _ = writeln!(
             s,
-            "| tracepoint | netprobe ns/event (runs) | bpftrace ns/event (runs) | netprobe / bpftrace | hits by the counters (netprobe's storm) |"
+            "| tracepoint | netprobe ns/event (runs) | netprobe --every-event | bpftrace ns/event (runs) | netprobe / bpftrace | hits by the counters (netprobe's storm) |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
         let cell =
             |c: &Option<(f64, u64)>| c.map_or("-".into(), |(ns, n)| format!("{ns:.0} ({n})"));
         let expected = self
             .storm(Config::Netprobe)
             .map(|r| r.expected_by_tracepoint(&self.tracepoints))
             .unwrap_or_default();
-        for (tp, np, bt) in self.kernel_cost() {
+        for (tp, np, every, bt) in self.kernel_cost() {
             let ratio = match (np, bt) {
                 (Some(n), Some(b)) => format!("{:.2}", n.0 / b.0),
                 _ => "-".into(),
             };
             let _ = writeln!(
                 s,
-                "| {tp} | {} | {} | {ratio} | {} |",
+                "| {tp} | {} | {} | {} | {ratio} | {} |",
                 cell(&np),
+                cell(&every),
                 cell(&bt),
                 expected.get(&tp).copied().unwrap_or(0)
             );

@@ -184,13 +184,15 @@ fn hook_tracepoints(hook: &str) -> Vec<String> {
 }
 
 impl Netprobe {
-    /// Starts it and waits for `ready`. Its stderr goes to `stderr`.
-    pub fn start(bin: &Path, stderr: &Path) -> Result<Netprobe> {
+    /// Starts it (with `extra` arguments) and waits for `ready`. Its
+    /// stderr goes to `stderr`.
+    pub fn start(bin: &Path, stderr: &Path, extra: &[&str]) -> Result<Netprobe> {
         let err =
             File::create(stderr).with_context(|| format!("cannot create {}", stderr.display()))?;
         let started = Instant::now();
         let mut child = Command::new(bin)
             .args(["run", "--output", "json"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(err)
