@@ -103,8 +103,9 @@ fn keyed(f: &Field) -> bool {
 /// Repeats owed to an earlier record.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Credit<'a> {
-    /// The record they repeat; `None` when it could not be decoded (the
-    /// repeats are then lost in the same way, and counted so).
+    /// The record they repeat; `None` when it was not handled (it could
+    /// not be decoded, or was still queued at exit): the repeats are then
+    /// lost with it, and counted so.
     pub of: Option<&'a Decoded>,
     pub times: u64,
     /// When the last of them happened (`bpf_ktime_get_ns`).

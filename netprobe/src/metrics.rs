@@ -369,6 +369,16 @@ mod tests {
         ctr.evidence("source", "counters");
         m.observe(&ctr);
         m.observe(&Record::lost(3, "the ring buffer was full"));
+        // A record that could not fold stands for the repeats the kernel
+        // counted of it.
+        let mut many = drop.clone();
+        many.kind = "reset_sent";
+        many.count = Some(6);
+        m.observe(&many);
+        m.observe(&Record::lost(
+            2,
+            "records could not be decoded or handled (x)",
+        ));
         m.observe(&Record::probe(
             "drops",
             "tracepoint/skb/kfree_skb",
@@ -381,7 +391,8 @@ mod tests {
             "netprobe_events_total{kind=\"incident\",family=\"reset\",mode=\"no_listener\",reason=\"NO_SOCKET\",source=\"probe\"} 4\n",
             "netprobe_events_total{kind=\"listen_overflow\",family=\"queue_full\",mode=\"accept_queue_full\",reason=\"\",source=\"counters\"} 7\n",
             "netprobe_lost_events_total{cause=\"ringbuf_full\"} 3\n",
-            "netprobe_lost_events_total{cause=\"undecodable\"} 0\n",
+            "netprobe_lost_events_total{cause=\"undecodable\"} 2\n",
+            "netprobe_events_total{kind=\"reset_sent\",family=\"reset\",mode=\"no_listener\",reason=\"NO_SOCKET\",source=\"probe\"} 6\n",
             "netprobe_probe_attached{probe=\"drops\",hook=\"tracepoint/skb/kfree_skb\"} 1\n",
             "netprobe_probe_attached{probe=\"oom\",hook=\"x\\\"y\\n\"} 0\n",
             "netprobe_records_total{kind=\"drop\"} 1\n",

@@ -354,20 +354,32 @@ fn daemon(
     };
     while drain(&mut p, &ctx, &mut tracer, out)? > 0 && Instant::now() < deadline {}
     read_kernel_counts(&mut p, &ctx, &tracer, out)?;
-    report_losses(&tracer, &mut p.losses, out)?;
-    // Whatever is still queued is not written, but counted.
+    // Whatever is still queued is not written, but counted; the repeats the
+    // kernel counted of an earlier record that one ends are still handled.
+    let mut left = 0u64;
     if let Some(rb) = tracer.events.as_mut() {
         // Bounded: the programs are still attached and may keep writing.
-        let mut left = 0u64;
-        while left < 1 << 20 && rb.next().is_some() {
+        while left < 1 << 20 {
+            let Some(item) = rb.next() else { break };
+            let event = decode::read_event(&item);
+            drop(item);
             left += 1;
+            if let Ok(e) = event {
+                if let Some(c) = p.credits.ended_by(&e) {
+                    credit(&mut p.symptoms, &mut p.folder, &mut p.losses, &ctx, c, out)?;
+                }
+                p.credits.started_by(&e, None);
+            }
         }
-        if left > 0 {
-            out.write(&Record::lost(
-                left,
-                "still queued when netprobe stopped (not written within 0.4 s)",
-            ))?;
-        }
+    }
+    // The repeats of those records: lost with them.
+    read_kernel_counts(&mut p, &ctx, &tracer, out)?;
+    report_losses(&tracer, &mut p.losses, out)?;
+    if left > 0 {
+        out.write(&Record::lost(
+            left,
+            "still queued when netprobe stopped (not written within 0.4 s)",
+        ))?;
     }
     if let Some(r) = p.symptoms.summary(true) {
         out.write(&r)?;
@@ -572,7 +584,10 @@ fn credit(
     match c.of {
         Some(d) => handle(symptoms, folder, ctx, d, c.times, c.last_ns, out),
         None => {
-            losses.count_undecodable(c.times, &"repeats of a record that could not be decoded");
+            losses.count_undecodable(
+                c.times,
+                &"repeats of a record that was not handled (undecodable, or still queued at exit)",
+            );
             Ok(())
         }
     }
@@ -686,7 +701,7 @@ fn report_losses(
     }
     if losses.undecodable > 0 {
         let why = format!(
-            "records could not be decoded ({})",
+            "records could not be decoded or handled ({})",
             losses.last_decode_error.take().unwrap_or_default()
         );
         out.write(&Record::lost(losses.undecodable, &why))?;
