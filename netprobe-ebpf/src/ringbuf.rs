@@ -10,9 +10,10 @@ use aya_ebpf::{
 };
 use netprobe_common::{Event, SockInfo, LOST_RINGBUF_FULL, LOST_SLOTS, RAW_MAX};
 
-/// 4 MiB: about 16,000 records of 248 bytes before the daemon must drain.
+/// Sized by the daemon at load (`--ring-buffer`, default 8 MiB: about
+/// 23,000 records of 360 bytes).
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 
 /// Per-CPU counts of records that could not be written (see `LOST_*`).
 #[map]

@@ -35,8 +35,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
         /// Size of the ring buffer the kernel writes events to (a power of
-        /// two: 4M, 256K); when it is full, events are counted as lost.
-        #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = netprobe::probes::parse_ring_buffer)]
+        /// two: 8M, 256K); when it is full, events are counted as lost.
+        #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = netprobe::probes::parse_ring_buffer)]
         ring_buffer: u32,
         /// Every kernel event as its own record: no counting of repeats in
         /// the kernel, no incidents, no retransmission summary. A flood
