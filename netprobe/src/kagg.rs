@@ -20,9 +20,12 @@ use crate::{
 };
 
 /// How long a CPU counts repeats of one record before the next repeat is
-/// written as a record again (with the count so far): a flood shows a
-/// fresh record, with its task and time, once a second per CPU.
-pub const WINDOW_NS: u64 = 1_000_000_000;
+/// written as a record again (carrying the count so far). The counts reach
+/// the daemon each second anyway (it reads the tables), so the window only
+/// sets how often a flood sends a fresh record: each record that crosses
+/// costs the daemon a wakeup. Measured in the 10-minute soak: with 1 s,
+/// 154,583 of 3,639,290 events crossed and the main thread used 1.91 s.
+pub const WINDOW_NS: u64 = 10_000_000_000;
 
 /// The kernel programs' `AGG_CONFIG` for the running kernel's formats.
 ///

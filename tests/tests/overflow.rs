@@ -141,7 +141,7 @@ fn a_ring_buffer_past_capacity_counts_every_lost_event() {
     accounted(&b, made);
 
     // The same burst and buffer with repeats counted in the kernel: only
-    // the first of each and a record a second per CPU and kind cross it.
+    // the first of each per CPU and kind crosses it (then one each 10 s).
     let b = burst(&ns, &["--ring-buffer", "4096"], N);
     eprintln!(
         "aggregated: {N} refused connections in {:.2} s: {} records, {} written or folded, \
