@@ -323,6 +323,14 @@ pub struct Config {
     pub skb_dev: u32,
     pub dev_nd_net: u32,
     pub net_ns_inum: u32,
+    /// Offset of `location` in the `kfree_skb` record, or `ABSENT`.
+    pub kfree_skb_location: u32,
+    /// Before drop reasons (5.17): the text addresses `[start, end)` of
+    /// `sk_stream_kill_queues` (from kallsyms), whose frees are a
+    /// destroyed socket's queues, what QUEUE_PURGE names from 6.4; not
+    /// reported. 0 and 0 when unknown or when the kernel gives reasons.
+    pub purge_start: u64,
+    pub purge_end: u64,
 }
 
 impl Config {
@@ -359,6 +367,9 @@ impl Config {
         skb_dev: Self::ABSENT,
         dev_nd_net: Self::ABSENT,
         net_ns_inum: Self::ABSENT,
+        kfree_skb_location: Self::ABSENT,
+        purge_start: 0,
+        purge_end: 0,
     };
 }
 
@@ -435,6 +446,6 @@ mod tests {
         assert_eq!(agg::split(5 << agg::COUNT_BITS | 7), (5, 7));
         assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);
-        assert_eq!(size_of::<Config>(), 29 * 4);
+        assert_eq!(size_of::<Config>(), 30 * 4 + 2 * 8);
     }
 }

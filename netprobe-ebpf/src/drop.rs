@@ -3,7 +3,8 @@
 //! Record (from the format file): `skbaddr`, `location`, `protocol`, and from
 //! 5.17 `reason`, from 6.11 `rx_sk`. Drops at or below NOT_SPECIFIED, and
 //! QUEUE_PURGE (a destroyed socket's queues), are not reported where the
-//! kernel gives a reason. The packet's network and transport
+//! kernel gives a reason; without reasons, frees inside
+//! `sk_stream_kill_queues` (the same purge) are not. The packet's network and transport
 //! headers are copied through `skb->head` + `skb->{network,transport}_header`,
 //! offsets from BTF, so the daemon can name the flow.
 
@@ -34,6 +35,12 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
             return 0;
         };
         if reason <= cfg.kfree_skb_min_reason || reason == cfg.kfree_skb_purge_reason {
+            return 0;
+        }
+    } else if cfg.purge_start != 0 {
+        // No reasons: a free inside sk_stream_kill_queues is the purge.
+        let at = record_u64(&ctx, cfg.kfree_skb_location);
+        if at >= cfg.purge_start && at < cfg.purge_end {
             return 0;
         }
     }

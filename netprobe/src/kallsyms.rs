@@ -58,11 +58,32 @@ impl Kallsyms {
         Some((name, addr - start))
     }
 
-    /// True if the kernel has a text symbol of this exact name.
-    pub fn has(&self, name: &str) -> bool {
-        self.syms.iter().any(|&(_, at, len)| {
+    /// The index of the first text symbol of this exact name.
+    fn position(&self, name: &str) -> Option<usize> {
+        self.syms.iter().position(|&(_, at, len)| {
             self.names.get(at as usize..at as usize + len as usize) == Some(name)
         })
+    }
+
+    /// True if the kernel has a text symbol of this exact name.
+    pub fn has(&self, name: &str) -> bool {
+        self.position(name).is_some()
+    }
+
+    /// The addresses of the function `name`: from its symbol to the next
+    /// symbol above it. None when unknown, or when the name is not unique
+    /// (static functions of the same name in several files).
+    pub fn range(&self, name: &str) -> Option<(u64, u64)> {
+        let i = self.position(name)?;
+        let start = self.syms[i].0;
+        let rest = &self.syms[i + 1..];
+        if rest.iter().any(|&(_, at, len)| {
+            self.names.get(at as usize..at as usize + len as usize) == Some(name)
+        }) {
+            return None;
+        }
+        let end = rest.iter().map(|s| s.0).find(|&a| a > start)?;
+        Some((start, end))
     }
 
     /// `name+0xoff`, or the bare address when unknown.
@@ -105,6 +126,16 @@ ffffffffc0001000 t nf_conntrack_in\t[nf_conntrack]
         assert!(k.has("nf_hook_slow"));
         assert!(!k.has("broken"));
         assert!(!k.has("some_data"));
+        // A function's addresses run to the next text symbol.
+        assert_eq!(
+            k.range("tcp_v4_send_reset"),
+            Some((0xffffffff81a00800, 0xffffffff81a02000))
+        );
+        assert_eq!(k.range("nope"), None);
+        let twice = Kallsyms::parse(
+            "ffffffff81000000 t dup\nffffffff81000100 T x\nffffffff81000200 t dup\n",
+        );
+        assert_eq!(twice.range("dup"), None, "not unique");
     }
 
     #[test]

@@ -393,6 +393,9 @@ pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) ->
         if let Some(r) = f.field("rx_sk").filter(|r| r.size == 8) {
             c.kfree_skb_rx_sk = r.offset as u32;
         }
+        if let Some(l) = f.field("location").filter(|l| l.size == 8) {
+            c.kfree_skb_location = l.offset as u32;
+        }
     }
     c.send_reset_len = record_len(&layouts.send_reset);
     if reset_kprobes {
@@ -448,6 +451,24 @@ pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) ->
         c.sk_error_error = e.offset as u32;
     }
     c
+}
+
+/// The function whose frees are a destroyed socket's queues (6.4+ names
+/// them QUEUE_PURGE).
+const PURGE_FUNCTION: &str = "sk_stream_kill_queues";
+
+/// On a kernel without drop reasons, the text addresses of
+/// `PURGE_FUNCTION`, whose frees the drop program skips: the last FIN of
+/// every cleanly closed connection, not a failure. (0, 0) where the kernel
+/// gives reasons (QUEUE_PURGE says it) or kallsyms does not know it.
+pub fn purge_range(layouts: &Layouts, ksyms: &Kallsyms) -> (u64, u64) {
+    let Some(f) = &layouts.kfree_skb else {
+        return (0, 0);
+    };
+    if f.field("reason").is_some() || f.field("location").is_none_or(|l| l.size != 8) {
+        return (0, 0);
+    }
+    ksyms.range(PURGE_FUNCTION).unwrap_or((0, 0))
 }
 
 /// What the running kernel offers beyond tracepoint formats.
@@ -831,7 +852,8 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
         .iter()
         .zip(&plans)
         .any(|(spec, p)| spec.name == RESET_SENT.name && !p.kprobes.is_empty());
-    let config = build_config(&tracer.layouts, &offers.btf, reset_kprobes);
+    let mut config = build_config(&tracer.layouts, &offers.btf, reset_kprobes);
+    (config.purge_start, config.purge_end) = purge_range(&tracer.layouts, &tracer.ksyms);
     let agg_config = crate::kagg::build_config(&tracer.layouts);
     let mut ebpf = match EbpfLoader::new()
         .override_global("CONFIG", &config, true)
@@ -1097,6 +1119,25 @@ mod tests {
         assert_eq!((c.receive_reset_skaddr, c.sk_state), (8, state));
         assert_eq!(c.skb_head, s.head);
         assert!(s.head > s.network_header);
+    }
+
+    #[test]
+    fn the_purge_is_found_by_location_only_without_reasons() {
+        // The 6.18 kallsyms lines stand in for a kernel without reasons:
+        // the function's range is the same lookup.
+        let k = ksyms("6.18");
+        assert_eq!(
+            purge_range(&layouts("5.10"), &k),
+            (0xffff_ffff_81e4_d970, 0xffff_ffff_81e4_da60)
+        );
+        assert_eq!(
+            purge_range(&layouts("6.18"), &k),
+            (0, 0),
+            "QUEUE_PURGE says it"
+        );
+        assert_eq!(purge_range(&layouts("5.10"), &Kallsyms::default()), (0, 0));
+        let c = build_config(&layouts("5.10"), &none(), false);
+        assert_eq!(c.kfree_skb_location, 16);
     }
 
     fn ksyms(kernel: &str) -> Kallsyms {

@@ -1,8 +1,9 @@
 //! A healthy workload makes no records. Short connections that close
-//! cleanly are the commonest traffic there is; from 6.4 each destroyed
-//! socket frees what its queues still hold (the last FIN) with drop reason
-//! QUEUE_PURGE, which is not a failure and must not be reported. Before
-//! 5.17 (no drop reasons) such frees cannot be told from drops.
+//! cleanly are the commonest traffic there is; each destroyed socket frees
+//! what its queues still hold (the last FIN) in `sk_stream_kill_queues`,
+//! with drop reason QUEUE_PURGE from 6.4, which is not a failure and must
+//! not be reported. Before 5.17 (no drop reasons) the drop program knows
+//! the purge by its location (the function's addresses, from kallsyms).
 
 use std::{
     io::{Read, Write},
@@ -11,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use netprobe_tests::{cannot_show, connect_to_closed_port, patience, require_root, Daemon, Netns};
+use netprobe_tests::{connect_to_closed_port, patience, require_root, Daemon, Netns};
 
 #[test]
 fn clean_short_connections_make_no_records() {
@@ -58,23 +59,6 @@ fn clean_short_connections_make_no_records() {
                 .any(|p| **p == port)
         })
         .collect();
-    if !d.drop_reasons() {
-        // Before 5.17 a destroyed socket's queue purge is a kfree_skb like
-        // any drop: nothing tells it apart, so it shows (mode other).
-        assert!(
-            about
-                .iter()
-                .all(|v| v["kind"] == "drop" && v["mode"] == "other"),
-            "{about:?}"
-        );
-        cannot_show(
-            "clean_short_connections_make_no_records",
-            "no drop reasons before 5.17: the queues a closed socket still holds are freed by \
-             kfree_skb like a drop, seen as drops of mode other (folded per service port)",
-        );
-        d.stop_cleanly();
-        return;
-    }
     assert!(
         about.is_empty(),
         "100 clean connections to port {port} made records: {about:?}"
