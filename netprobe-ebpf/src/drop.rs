@@ -51,8 +51,8 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
         ctx.as_ptr() as *const u8,
         cfg.kfree_skb_len,
         |e| {
-            copy_headers(&cfg, skb, e);
-            read_sock(&cfg, rx_sk, e);
+            copy_headers(cfg, skb, e);
+            read_sock(cfg, rx_sk, e);
             // Without reasons, a drop of the skb a RST was just sent for, with no
             // socket, is the kernel's NO_SOCKET drop.
             if slots::take(slot::RESET_NO_SOCKET, skb) {
@@ -88,8 +88,8 @@ pub fn tcp_drop(ctx: ProbeContext) -> u32 {
     emit(kind::KPROBE_TCP_DROP, core::ptr::null(), 0, |e| {
         e.raw[..8].copy_from_slice(&caller.to_ne_bytes());
         e.raw_len = 8;
-        e.sk_state = sk_state(&cfg, sk);
-        copy_headers(&cfg, skb, e);
+        e.sk_state = sk_state(cfg, sk);
+        copy_headers(cfg, skb, e);
     });
     0
 }

@@ -17,14 +17,14 @@ use crate::{
 #[inline(always)]
 fn report(sk: u64, skb: u64, at: u8) {
     let cfg = config();
-    if !accept_queue_full(&cfg, sk) {
+    if !accept_queue_full(cfg, sk) {
         return;
     }
     emit(kind::KPROBE_LISTEN_OVERFLOW, core::ptr::null(), 0, |e| {
         e.raw[0] = at;
         e.raw_len = 1;
-        read_sock(&cfg, sk, e);
-        copy_headers(&cfg, skb, e);
+        read_sock(cfg, sk, e);
+        copy_headers(cfg, skb, e);
     });
 }
 

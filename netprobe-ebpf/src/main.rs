@@ -27,11 +27,14 @@ use netprobe_common::Config;
 #[no_mangle]
 static CONFIG: Config = Config::DISABLED;
 
+/// The configuration, read in place: a copy would take 136 bytes of the
+/// program's 512-byte stack (5.10's verifier counts the aggregation
+/// subprogram's frame on top of it).
 #[inline(always)]
-pub(crate) fn config() -> Config {
-    // SAFETY: a plain read of a global; volatile so the compiler does not fold
-    // the placeholder value in.
-    unsafe { core::ptr::read_volatile(&CONFIG) }
+pub(crate) fn config() -> &'static Config {
+    // SAFETY: a read-only global. The pointer is read through a volatile
+    // load, so the compiler cannot fold the placeholder's values in.
+    unsafe { &*core::ptr::read_volatile(&(&CONFIG as *const Config)) }
 }
 
 /// The pointer-sized field at `offset` (from the format file) of a

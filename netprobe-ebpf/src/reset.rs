@@ -53,7 +53,7 @@ pub fn send_reset(ctx: ProbeContext) -> u32 {
         return 0;
     };
     // The kernel never answers a RST with a RST (it returns at once).
-    if tcp_flags(&cfg, skb).is_some_and(|f| f & TCP_RST != 0) {
+    if tcp_flags(cfg, skb).is_some_and(|f| f & TCP_RST != 0) {
         return 0;
     }
     slots::put(slot::RESET_ANY, skb);
@@ -61,11 +61,11 @@ pub fn send_reset(ctx: ProbeContext) -> u32 {
         slots::put(slot::RESET_NO_SOCKET, skb);
     }
     emit(kind::KPROBE_SEND_RESET, core::ptr::null(), 0, |e| {
-        copy_headers(&cfg, skb, e);
+        copy_headers(cfg, skb, e);
         if sk == 0 {
             e.pkt_flags |= pkt::NO_SOCKET;
         } else {
-            e.sk_state = sk_state(&cfg, sk);
+            e.sk_state = sk_state(cfg, sk);
         }
     });
     0
@@ -85,7 +85,7 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
         ctx.as_ptr() as *const u8,
         cfg.receive_reset_len,
         |e| {
-            e.sk_state = sk_state(&cfg, sk);
+            e.sk_state = sk_state(cfg, sk);
         },
     );
     0
