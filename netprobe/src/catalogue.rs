@@ -317,7 +317,7 @@ pub const ENTRIES: &[Entry] = &[
         title: "other drop",
         meaning: "A drop whose reason or location netprobe does not map to a failure mode; the \
                   kernel's own reason name is kept in the record.",
-        detection: "Every kfree_skb drop above NOT_SPECIFIED, except QUEUE_PURGE (the queues a destroyed socket still held: the last FIN of every closed connection).",
+        detection: "Every kfree_skb drop above NOT_SPECIFIED, except QUEUE_PURGE (the queues a destroyed socket still held: the last FIN of every closed connection); before drop reasons (5.17), every kfree_skb except those inside sk_stream_kill_queues (the same purge, known by its addresses in kallsyms).",
         advice: "Look the reason up in the kernel's include/net/dropreason-core.h.",
         reasons: &[],
         locations: &[],
