@@ -58,11 +58,15 @@ impl Kallsyms {
         Some((name, addr - start))
     }
 
+    /// Whether symbol `sym` is called `name`.
+    fn named(&self, sym: &(u64, u32, u16), name: &str) -> bool {
+        let (_, at, len) = *sym;
+        self.names.get(at as usize..at as usize + len as usize) == Some(name)
+    }
+
     /// The index of the first text symbol of this exact name.
     fn position(&self, name: &str) -> Option<usize> {
-        self.syms.iter().position(|&(_, at, len)| {
-            self.names.get(at as usize..at as usize + len as usize) == Some(name)
-        })
+        self.syms.iter().position(|s| self.named(s, name))
     }
 
     /// True if the kernel has a text symbol of this exact name.
@@ -77,9 +81,7 @@ impl Kallsyms {
         let i = self.position(name)?;
         let start = self.syms[i].0;
         let rest = &self.syms[i + 1..];
-        if rest.iter().any(|&(_, at, len)| {
-            self.names.get(at as usize..at as usize + len as usize) == Some(name)
-        }) {
+        if rest.iter().any(|s| self.named(s, name)) {
             return None;
         }
         let end = rest.iter().map(|s| s.0).find(|&a| a > start)?;

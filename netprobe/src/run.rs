@@ -279,12 +279,7 @@ fn daemon(
             last_ping = Instant::now();
             let _ = notifier.send("WATCHDOG=1");
         }
-        let ctx = Ctx {
-            filter: &config.filter,
-            ksyms: &ksyms,
-            clock: &clock,
-            every_event: opts.every_event,
-        };
+        let ctx = Ctx::new(&config, &ksyms, &clock, opts);
         let drained = drain(&mut p, &ctx, &mut tracer, out)?;
         // Events came and the buffer is empty: let the next ones gather
         // instead of waking for each (a wakeup costs more than an event).
@@ -307,12 +302,7 @@ fn daemon(
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
-            let ctx = Ctx {
-                filter: &config.filter,
-                ksyms: &ksyms,
-                clock: &clock,
-                every_event: opts.every_event,
-            };
+            let ctx = Ctx::new(&config, &ksyms, &clock, opts);
             read_kernel_counts(&mut p, &ctx, &tracer, out)?;
             clock = timefmt::Clock::now();
             report_losses(&tracer, &mut p.losses, out)?;
@@ -346,12 +336,7 @@ fn daemon(
     }
     // What the kernel wrote before the programs detach, for a moment.
     let deadline = Instant::now() + SHUTDOWN_DRAIN;
-    let ctx = Ctx {
-        filter: &config.filter,
-        ksyms: &ksyms,
-        clock: &clock,
-        every_event: opts.every_event,
-    };
+    let ctx = Ctx::new(&config, &ksyms, &clock, opts);
     while drain(&mut p, &ctx, &mut tracer, out)? > 0 && Instant::now() < deadline {}
     read_kernel_counts(&mut p, &ctx, &tracer, out)?;
     // Whatever is still queued is not written, but counted; the repeats the
@@ -491,6 +476,22 @@ struct Ctx<'a> {
     clock: &'a timefmt::Clock,
     /// `--every-event`: no folding anywhere.
     every_event: bool,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        config: &'a Config,
+        ksyms: &'a Kallsyms,
+        clock: &'a timefmt::Clock,
+        opts: &RunOptions,
+    ) -> Ctx<'a> {
+        Ctx {
+            filter: &config.filter,
+            ksyms,
+            clock,
+            every_event: opts.every_event,
+        }
+    }
 }
 
 /// The state the main loop keeps between events.

@@ -208,6 +208,18 @@ impl StormRun {
         Some(self.expected(attached) as i64 - t.accounted() as i64)
     }
 
+    /// netprobe's final `summary` record, if it wrote one.
+    fn summary(&self) -> Option<&Value> {
+        self.tally.as_ref()?.summary.as_ref()
+    }
+
+    /// A number from the summary's evidence, as a cell.
+    fn summary_figure(&self, name: &str) -> String {
+        self.summary()
+            .and_then(|v| v["evidence"][name].as_u64())
+            .map_or("-".into(), |n| n.to_string())
+    }
+
     /// Daemon CPU seconds per million events it processed.
     pub fn cpu_per_million(&self) -> Option<f64> {
         let processed = self.tally.as_ref()?.processed();
@@ -257,7 +269,7 @@ pub struct Results {
     pub options: Options,
     pub startup: Vec<f64>,
     pub overhead: Vec<Overhead>,
-    /// Under netprobe, then under bpftrace.
+    /// Under netprobe, netprobe --every-event, then bpftrace.
     pub storms: Vec<StormRun>,
     /// `category:name` of netprobe's tracepoints.
     pub tracepoints: Vec<String>,
@@ -563,42 +575,28 @@ impl Results {
             r.unaccounted(tps).map_or("-".into(), |u| u.to_string())
         });
         row(s, "netprobe's own `summary` record: events + lost", &|r| {
-            let summary = r.tally.as_ref().and_then(|t| t.summary.as_ref());
-            summary.map_or("-".into(), |v| {
+            r.summary().map_or("-".into(), |v| {
                 format!(
                     "{} + {}",
                     v["count"].as_u64().unwrap_or(0),
-                    v["evidence"]["lost"].as_u64().unwrap_or(0)
+                    r.summary_figure("lost")
                 )
             })
         });
-        let evidence = |name: &'static str| {
-            move |r: &StormRun| {
-                let summary = r.tally.as_ref().and_then(|t| t.summary.as_ref());
-                summary
-                    .and_then(|v| v["evidence"][name].as_u64())
-                    .map_or("-".into(), |n| n.to_string())
-            }
-        };
         row(
             s,
             "netprobe: repeats counted in the kernel (its summary, whole host)",
-            &evidence("kernel_repeats"),
+            &|r| r.summary_figure("kernel_repeats"),
         );
         row(
             s,
             "netprobe: most bytes the ring buffer held unread, of its size",
             &|r| {
-                let summary = r.tally.as_ref().and_then(|t| t.summary.as_ref());
-                summary.map_or("-".into(), |v| {
-                    format!(
-                        "{} of {}",
-                        v["evidence"]["ring_buffer_peak_bytes"]
-                            .as_u64()
-                            .unwrap_or(0),
-                        v["evidence"]["ring_buffer_bytes"].as_u64().unwrap_or(0)
-                    )
-                })
+                format!(
+                    "{} of {}",
+                    r.summary_figure("ring_buffer_peak_bytes"),
+                    r.summary_figure("ring_buffer_bytes")
+                )
             },
         );
         row(s, "tracer CPU s", &|r| format!("{:.2}", r.cpu_seconds));
