@@ -874,21 +874,11 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
         let status = attach_plan(&mut ebpf, spec, plan);
         tracer.statuses.push(status);
     }
-    tracer.events = ebpf
-        .take_map("EVENTS")
-        .and_then(|m| RingBuf::try_from(m).ok());
-    tracer.lost = ebpf
-        .take_map("LOST")
-        .and_then(|m| PerCpuArray::try_from(m).ok());
-    tracer.agg = ebpf
-        .take_map("AGG")
-        .and_then(|m| PerCpuArray::try_from(m).ok());
-    tracer.agg_settings = ebpf
-        .take_map("AGG_SETTINGS")
-        .and_then(|m| Array::try_from(m).ok());
-    tracer.rb_peak = ebpf
-        .take_map("RB_PEAK")
-        .and_then(|m| PerCpuArray::try_from(m).ok());
+    tracer.events = take_map(&mut ebpf, "EVENTS");
+    tracer.lost = take_map(&mut ebpf, "LOST");
+    tracer.agg = take_map(&mut ebpf, "AGG");
+    tracer.agg_settings = take_map(&mut ebpf, "AGG_SETTINGS");
+    tracer.rb_peak = take_map(&mut ebpf, "RB_PEAK");
     if tracer.events.is_none() {
         for s in &mut tracer.statuses {
             s.result = Err("the EVENTS ring buffer could not be opened".into());
@@ -896,6 +886,12 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
     }
     tracer.ebpf = Some(ebpf);
     tracer
+}
+
+/// The map `name` of the loaded object, as the type the daemon reads it
+/// as; None when it is missing or of another type.
+fn take_map<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Option<T> {
+    ebpf.take_map(name).and_then(|m| T::try_from(m).ok())
 }
 
 /// Attaches what `plan` says; the probe is attached when any hook is.
