@@ -375,8 +375,15 @@ impl Config {
 
 /// Index into the per-CPU `LOST` counter array: ring buffer reservations that failed.
 pub const LOST_RINGBUF_FULL: u32 = 0;
+/// Index into `LOST`: drops skipped in the kernel by design, never lost:
+/// a reason at or below NOT_SPECIFIED (5.17+; a free that is no failure).
+pub const SKIPPED_NOT_SPECIFIED: u32 = 1;
+/// Index into `LOST`: drops skipped in the kernel by design: a destroyed
+/// socket's queue purge (reason QUEUE_PURGE, or a free inside
+/// `sk_stream_kill_queues` before 5.17).
+pub const SKIPPED_QUEUE_PURGE: u32 = 2;
 /// Number of slots in `LOST`.
-pub const LOST_SLOTS: u32 = 1;
+pub const LOST_SLOTS: u32 = 3;
 
 /// Indexes into the per-CPU `SKB_SLOT` array: skbs one program leaves for
 /// another running after it on the same CPU.

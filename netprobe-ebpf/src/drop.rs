@@ -4,7 +4,8 @@
 //! 5.17 `reason`, from 6.11 `rx_sk`. Drops at or below NOT_SPECIFIED, and
 //! QUEUE_PURGE (a destroyed socket's queues), are not reported where the
 //! kernel gives a reason; without reasons, frees inside
-//! `sk_stream_kill_queues` (the same purge) are not. The packet's network and transport
+//! `sk_stream_kill_queues` (the same purge) are not. Each skip is counted
+//! (per CPU, in `LOST`'s SKIPPED_* slots) for the summary. The packet's network and transport
 //! headers are copied through `skb->head` + `skb->{network,transport}_header`,
 //! offsets from BTF, so the daemon can name the flow.
 
@@ -14,11 +15,11 @@ use aya_ebpf::{
     programs::{ProbeContext, TracePointContext},
     EbpfContext,
 };
-use netprobe_common::{kind, pkt, slot, Config};
+use netprobe_common::{kind, pkt, slot, Config, SKIPPED_NOT_SPECIFIED, SKIPPED_QUEUE_PURGE};
 
 use crate::{
     config, record_u64,
-    ringbuf::emit,
+    ringbuf::{count_lost, emit},
     skb::{copy_headers, read_sock, sk_state},
     slots,
 };
@@ -34,13 +35,19 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
         let Ok(reason) = (unsafe { ctx.read_at::<u32>(cfg.kfree_skb_reason as usize) }) else {
             return 0;
         };
-        if reason <= cfg.kfree_skb_min_reason || reason == cfg.kfree_skb_purge_reason {
+        if reason <= cfg.kfree_skb_min_reason {
+            count_lost(SKIPPED_NOT_SPECIFIED);
+            return 0;
+        }
+        if reason == cfg.kfree_skb_purge_reason {
+            count_lost(SKIPPED_QUEUE_PURGE);
             return 0;
         }
     } else if cfg.purge_start != 0 {
         // No reasons: a free inside sk_stream_kill_queues is the purge.
         let at = record_u64(&ctx, cfg.kfree_skb_location);
         if at >= cfg.purge_start && at < cfg.purge_end {
+            count_lost(SKIPPED_QUEUE_PURGE);
             return 0;
         }
     }

@@ -38,8 +38,10 @@ fn note_fill() {
     }
 }
 
+/// Adds one to a per-CPU count of `LOST` (a loss, or a drop skipped by
+/// design: `netprobe_common::SKIPPED_*`).
 #[inline(always)]
-fn count_lost(slot: u32) {
+pub fn count_lost(slot: u32) {
     if let Some(p) = LOST.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };

@@ -318,6 +318,7 @@ fn incident(o: Open) -> Record {
             o.count, f.ts, last_ts, f.message
         ),
         count: Some(o.count),
+        event: Some(f.kind),
         first: Some(f.ts.clone()),
         last: Some(last_ts),
         // The first event's diagnosis, flow and evidence.
@@ -366,9 +367,10 @@ mod tests {
         // The one with repeats; the single event was written already.
         assert_eq!(done.len(), 1);
         let i = &done[0];
+        // It names the kind it folds; its count includes the first.
         assert_eq!(
-            (i.kind, i.mode, i.count),
-            ("incident", Some("rcvbuf_full"), Some(3))
+            (i.kind, i.event, i.mode, i.count),
+            ("incident", Some("drop"), Some("rcvbuf_full"), Some(3))
         );
         assert_eq!(
             (i.first.as_deref(), i.last.as_deref()),

@@ -1,7 +1,7 @@
 //! What /proc says about a process, for records about it (an OOM victim):
 //! read once, when its record is written; the process may already be gone.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The memory cgroup of a process from its `/proc/PID/cgroup` text: the
 /// cgroup v2 path (`0::/path`), else the v1 memory controller's.
@@ -57,6 +57,128 @@ pub fn process(proc_root: &Path, pid: u32) -> (Option<Vec<u8>>, Option<String>) 
     (comm, cgroup)
 }
 
+/// The OOM kill count in a memory cgroup's `memory.events` (v2) or
+/// `memory.oom_control` (v1): its `oom_kill N` line (4.13+).
+pub fn oom_kill_count(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The memory hierarchies in a `/proc/self/mountinfo` text: (mount point,
+/// the file holding `oom_kill`). cgroup v2 counts only where the memory
+/// controller is enabled at its root (`has_memory` is asked).
+pub fn memory_hierarchies(
+    mountinfo: &str,
+    has_memory: impl Fn(&str) -> bool,
+) -> Vec<(PathBuf, &'static str)> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let mut r = right.split(' ');
+        let fstype = r.next().unwrap_or("");
+        let opts = r.nth(1).unwrap_or("");
+        if fstype == "cgroup2" && has_memory(mount) {
+            out.push((PathBuf::from(mount), "memory.events"));
+        } else if fstype == "cgroup" && opts.split(',').any(|o| o == "memory") {
+            out.push((PathBuf::from(mount), "memory.oom_control"));
+        }
+    }
+    out
+}
+
+/// The OOM kill counts of every memory cgroup, to name the cgroup of an
+/// OOM victim that /proc no longer shows: the kernel counts a kill in the
+/// victim's cgroup (and, on v2, its ancestors), so after a kill the deepest
+/// cgroup whose count went up is the victim's. A walk of the hierarchy at
+/// start and after each kill; kills are rare, so nothing runs between.
+#[derive(Debug, Default)]
+pub struct OomKills {
+    hierarchies: Vec<(PathBuf, &'static str)>,
+    counts: std::collections::HashMap<PathBuf, u64>,
+}
+
+/// Bounds on a walk: cgroups read, and depth.
+const MAX_CGROUPS: usize = 100_000;
+const MAX_DEPTH: usize = 32;
+
+impl OomKills {
+    /// Finds the memory hierarchies and reads their counts.
+    pub fn new() -> OomKills {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let hierarchies = memory_hierarchies(&mountinfo, |mount| {
+            std::fs::read_to_string(Path::new(mount).join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+        });
+        let mut k = OomKills {
+            hierarchies,
+            counts: Default::default(),
+        };
+        k.counts = k.walk();
+        k
+    }
+
+    fn walk(&self) -> std::collections::HashMap<PathBuf, u64> {
+        let mut counts = std::collections::HashMap::new();
+        for (root, file) in &self.hierarchies {
+            let mut stack = vec![(root.clone(), 0usize)];
+            while let Some((dir, depth)) = stack.pop() {
+                if counts.len() >= MAX_CGROUPS {
+                    break;
+                }
+                if let Some(n) = std::fs::read_to_string(dir.join(file))
+                    .ok()
+                    .and_then(|t| oom_kill_count(&t))
+                {
+                    counts.insert(dir.clone(), n);
+                }
+                if depth >= MAX_DEPTH {
+                    continue;
+                }
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push((e.path(), depth + 1));
+                    }
+                }
+            }
+        }
+        counts
+    }
+
+    /// After a kill: the cgroup (path under its hierarchy, `/a/b`) whose
+    /// count went up, the deepest of them; `None` when none did (no memory
+    /// hierarchy, or the cgroup is already removed) or two unrelated
+    /// cgroups did (two kills at once: no guess).
+    pub fn victim_cgroup(&mut self) -> Option<String> {
+        let now = self.walk();
+        let grew: Vec<&PathBuf> = now
+            .iter()
+            .filter(|(p, n)| **n > self.counts.get(*p).copied().unwrap_or(0))
+            .map(|(p, _)| p)
+            .collect();
+        let deepest = grew
+            .iter()
+            .copied()
+            .max_by_key(|p| p.components().count())
+            .cloned();
+        let found = deepest.filter(|d| grew.iter().all(|g| d.starts_with(g)));
+        self.counts = now;
+        let found = found?;
+        self.hierarchies.iter().find_map(|(root, _)| {
+            let rel = found.strip_prefix(root).ok()?;
+            Some(format!("/{}", rel.display()))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +214,78 @@ mod tests {
         let odd = live.replacen('(', "(a) R 1 2 3 4 5 4 (", 1);
         assert!(!exiting(&odd));
         assert!(exiting("garbage"));
+    }
+
+    #[test]
+    fn oom_kill_counts_of_v1_and_v2() {
+        // The files' layout as 6.18 (v1, the project's machine) and 6.12
+        // (v2) write them, with one kill counted.
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n";
+        let v2 = "low 0\nhigh 0\nmax 41\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(oom_kill_count(v1), Some(1));
+        assert_eq!(oom_kill_count(v2), Some(1));
+        assert_eq!(oom_kill_count("oom_kill_disable 0\n"), None);
+        assert_eq!(oom_kill_count("oom_kill x\n"), None);
+    }
+
+    #[test]
+    fn memory_hierarchies_from_mountinfo() {
+        // Real lines of this project's machine (hybrid: v1 memory, and a
+        // v2 hierarchy without the memory controller) and of a v2 guest.
+        let hybrid = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                      35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                      41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        let found = memory_hierarchies(hybrid, |_| false);
+        assert_eq!(
+            found,
+            [(PathBuf::from("/sys/fs/cgroup/memory"), "memory.oom_control")]
+        );
+        let v2 = "30 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            memory_hierarchies(v2, |m| m == "/sys/fs/cgroup"),
+            [(PathBuf::from("/sys/fs/cgroup"), "memory.events")]
+        );
+        assert!(memory_hierarchies(v2, |_| false).is_empty());
+        assert!(memory_hierarchies("garbage\n - \n", |_| true).is_empty());
+    }
+
+    #[test]
+    fn the_victim_is_the_deepest_cgroup_whose_count_grew() {
+        let root = std::env::temp_dir().join(format!("netprobe-oomkills-{}", std::process::id()));
+        let leaf = root.join("kubepods/pod1/ctr");
+        std::fs::create_dir_all(&leaf).unwrap();
+        let write = |dir: &Path, n: u64| {
+            std::fs::write(dir.join("memory.events"), format!("oom 0\noom_kill {n}\n")).unwrap()
+        };
+        for d in [
+            &root,
+            &root.join("kubepods"),
+            &root.join("kubepods/pod1"),
+            &leaf,
+        ] {
+            write(d, 0);
+        }
+        let mut k = OomKills {
+            hierarchies: vec![(root.clone(), "memory.events")],
+            counts: Default::default(),
+        };
+        k.counts = k.walk();
+        assert_eq!(k.victim_cgroup(), None);
+        // v2 counts the kill up the hierarchy.
+        for d in [&root.join("kubepods"), &root.join("kubepods/pod1"), &leaf] {
+            write(d, 1);
+        }
+        assert_eq!(k.victim_cgroup().as_deref(), Some("/kubepods/pod1/ctr"));
+        assert_eq!(k.victim_cgroup(), None, "counted once");
+        // Two unrelated cgroups at once: no guess.
+        let other = root.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        write(&other, 0);
+        k.counts = k.walk();
+        write(&other, 1);
+        write(&leaf, 2);
+        assert_eq!(k.victim_cgroup(), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

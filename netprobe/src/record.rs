@@ -62,8 +62,15 @@ pub struct Record {
     /// The task current when the hook fired; escaped, untrusted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
+    /// How many events a record stands for: an `incident`'s count includes
+    /// its first event, which was written in full before it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// `incident` records: the kind of event they fold (`drop`,
+    /// `reset_sent`, ...), so that records reconcile with kernel counters
+    /// without reading messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<&'static str>,
     /// `incident` records: when its first and last event happened.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first: Option<String>,

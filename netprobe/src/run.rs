@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netprobe_common::LOST_RINGBUF_FULL;
+use netprobe_common::{LOST_RINGBUF_FULL, SKIPPED_NOT_SPECIFIED, SKIPPED_QUEUE_PURGE};
 
 use crate::{
     caps,
@@ -221,6 +221,7 @@ fn daemon(
                 Path::new("/var/log/pods"),
             ),
             clocks: record::NatClocks::default(),
+            oom_kills: procinfo::OomKills::new(),
         },
         folder: if opts.every_event {
             Folder::unfolded()
@@ -378,6 +379,15 @@ fn daemon(
     out.finish()?;
     let mut summary = final_summary(&metrics, started.elapsed());
     summary.evidence("kernel_repeats", p.credits.total);
+    // Drops skipped in the kernel by design: not failures, never lost.
+    for (slot, name) in [
+        (SKIPPED_NOT_SPECIFIED, "skipped_not_specified"),
+        (SKIPPED_QUEUE_PURGE, "skipped_queue_purge"),
+    ] {
+        if let Some(n) = tracer.lost.as_ref().and_then(|m| m.get(&slot, 0).ok()) {
+            summary.evidence(name, n.iter().sum::<u64>());
+        }
+    }
     if let Some(peak) = tracer.ring_buffer_peak() {
         summary.evidence("ring_buffer_peak_bytes", peak);
         summary.evidence("ring_buffer_bytes", u64::from(opts.ring_buffer));
@@ -426,6 +436,9 @@ struct Symptoms {
     owners: crate::containers::Attributor,
     /// Timestamp clocks per source address among PAWS rejections.
     clocks: record::NatClocks,
+    /// The memory cgroups' OOM kill counts: the victim's cgroup when /proc
+    /// no longer has it.
+    oom_kills: procinfo::OomKills,
 }
 
 impl Symptoms {
@@ -628,8 +641,11 @@ fn handle(
     match &d.event {
         decode::KernelEvent::Oom(o) => {
             // The victim's cgroup (and, before about 6.9, its name), while
-            // /proc still has them.
+            // /proc still has them; else the cgroup whose OOM kill count
+            // went up (the victim is usually gone by now).
             let (comm, cgroup) = procinfo::process(Path::new("/proc"), o.pid);
+            let counted = symptoms.oom_kills.victim_cgroup();
+            let cgroup = cgroup.or(counted);
             if let Some(cg) = &cgroup {
                 (rec.container, rec.pod) = symptoms.owners.of_cgroup(cg);
             }

@@ -23,20 +23,53 @@ pub fn netprobe_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netprobe")
 }
 
-/// True when the test may go on. Root tests are never skipped in CI: there,
-/// running without root is a failure. Elsewhere the skip is printed with why.
+/// The variable that lets an unprivileged run skip the root tests: the
+/// one explicit opt-in. Without it, a test run without root fails.
+pub const SKIP_WITHOUT_ROOT: &str = "NETPROBE_TESTS_SKIP_WITHOUT_ROOT";
+
+static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn print_skipped() {
+    let n = SKIPPED.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "netprobe-tests: {n} test(s) SKIPPED, not run: not root, and {SKIP_WITHOUT_ROOT}=1 was set"
+    );
+}
+
+/// True when the test may go on (root). Without root the test fails with
+/// why, unless `NETPROBE_TESTS_SKIP_WITHOUT_ROOT=1` asks to skip: then it
+/// says so, and the executable prints how many it skipped when it exits.
+/// In CI (`CI` set) running without root always fails.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
         return true;
     }
+    let opted_in = std::env::var(SKIP_WITHOUT_ROOT).is_ok_and(|v| v == "1");
     assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: needs root (eBPF, network namespaces), and CI must run as root"
+        opted_in && std::env::var_os("CI").is_none(),
+        "{test}: needs root (euid is {euid}): it loads eBPF programs and creates network \
+         namespaces. Run it as root (`cargo xtask test`), or set {SKIP_WITHOUT_ROOT}=1 to skip \
+         it explicitly{}",
+        if std::env::var_os("CI").is_some() {
+            " (never in CI, which must run it)"
+        } else {
+            ""
+        }
     );
-    eprintln!("SKIP {test}: needs root to load eBPF programs and create network namespaces");
+    if SKIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+        // SAFETY: registering a plain extern "C" function; libtest's exit
+        // runs it once, after every test.
+        unsafe { libc::atexit(print_skipped) };
+    }
+    eprintln!("SKIP {test}: not root ({SKIP_WITHOUT_ROOT}=1)");
     false
 }
+
+pub mod kernel;
+pub mod provoke;
+pub mod seccomp;
 
 /// A throwaway network namespace with loopback up. It lives as long as this
 /// handle holds its descriptor, so it disappears on drop, even if the test
@@ -334,6 +367,23 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(Daemon::command(args, env))
+    }
+
+    /// `netprobe run ARGS` on a kernel that refuses `bpf()`: a seccomp
+    /// filter makes the call fail with EPERM in the daemon (as a locked-down
+    /// kernel or a container's profile does), so no probe can load and it
+    /// must run in counters-only mode.
+    pub fn start_without_bpf(args: &[&str]) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Daemon::command(args, &[]);
+        // SAFETY: the closure makes two prctl calls on data it owns, which
+        // is allowed between fork and exec.
+        unsafe { cmd.pre_exec(seccomp::deny_bpf) };
+        Daemon::spawn(cmd)
+    }
+
+    fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(netprobe_bin());
         cmd.arg("run")
             .args(args)
@@ -342,6 +392,10 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    fn spawn(mut cmd: Command) -> Daemon {
         let started = Instant::now();
         let mut child = cmd
             .spawn()
@@ -430,16 +484,23 @@ impl Daemon {
         self.seen.iter().filter(|v| pred(v)).cloned().collect()
     }
 
-    /// Waits for `ready`; returns the time it took from spawn.
+    /// Waits for `ready` with at least one probe attached; returns the
+    /// time it took from spawn.
     pub fn wait_ready(&mut self) -> Duration {
-        let ready = self.wait_for("ready", Duration::from_secs(30), |v| v["kind"] == "ready");
-        let took = self.started.elapsed();
+        let ready = self.wait_ready_any();
         assert!(
             ready["attached"].as_u64().unwrap() > 0,
             "no probe attached: {:?}",
             self.seen
         );
-        took
+        self.started.elapsed()
+    }
+
+    /// Waits for `ready`, however many probes attached; returns it.
+    pub fn wait_ready_any(&mut self) -> Value {
+        self.wait_for("ready", patience(Duration::from_secs(30)), |v| {
+            v["kind"] == "ready"
+        })
     }
 
     pub fn signal(&self, sig: i32) {
@@ -568,14 +629,35 @@ pub fn has_flow(v: &Value, saddr: &SocketAddr, daddr: &SocketAddr) -> bool {
 pub use netprobe::rawtcp;
 pub use netprobe::sandbox::MemCgroup;
 
-/// Says that this kernel cannot show `test`'s failure (a libtest name), and
-/// why: on stderr, and for the kernel matrix as a line in the file
-/// `NETPROBE_CANNOT_SHOW` names, which the matrix turns into an `n/a` cell
-/// with `why` as its footnote.
+/// Says that this kernel cannot show `test`'s failure, or one of its
+/// checks (a libtest name), and why: on stderr, and for the kernel matrix as
+/// a line in the file `NETPROBE_CANNOT_SHOW` names, which the matrix turns
+/// into an `n/a` cell with `why` as its footnote. `why` must state a kernel
+/// fact the test checked itself (see [`kernel`]), not what netprobe said.
 pub fn cannot_show(test: &str, why: &str) {
+    mark("CANNOT-SHOW", test, why);
+}
+
+/// Runs `check` when `excuse` is `None`; otherwise says that this kernel
+/// cannot show `what` (the matrix's `n/a`), with the fact: `excuse` comes
+/// from [`kernel`], checked by the test, never assumed.
+pub fn check_unless(test: &str, what: &str, excuse: Option<String>, check: impl FnOnce()) {
+    match excuse {
+        None => check(),
+        Some(fact) => cannot_show(test, &format!("{what} not checked: {fact}")),
+    }
+}
+
+/// Says that `test` did not run here by design (not a kernel's limit), and
+/// why: the matrix shows `skip` with `why`.
+pub fn not_run_here(test: &str, why: &str) {
+    mark("SKIP", test, why);
+}
+
+fn mark(marker: &str, test: &str, why: &str) {
     use std::io::Write;
     let why = why.replace('\n', " ");
-    eprintln!("{test}: this kernel cannot show it: {why}");
+    eprintln!("{test}: {marker}: {why}");
     let Some(path) = std::env::var_os("NETPROBE_CANNOT_SHOW") else {
         return;
     };
@@ -583,7 +665,7 @@ pub fn cannot_show(test: &str, why: &str) {
         .create(true)
         .append(true)
         .open(&path)
-        .and_then(|mut f| writeln!(f, "@@NETPROBE-CANNOT-SHOW {test} {why}"));
+        .and_then(|mut f| writeln!(f, "@@NETPROBE-{marker} {test} {why}"));
     if let Err(e) = written {
         panic!("{test}: cannot record why it cannot run in {path:?}: {e}");
     }

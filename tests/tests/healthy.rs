@@ -12,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use netprobe_tests::{connect_to_closed_port, patience, require_root, Daemon, Netns};
+use netprobe_tests::{
+    cannot_show, connect_to_closed_port, kernel, patience, require_root, Daemon, Netns,
+};
 
 #[test]
 fn clean_short_connections_make_no_records() {
@@ -50,18 +52,63 @@ fn clean_short_connections_make_no_records() {
         patience(Duration::from_secs(10)),
         |v| v["kind"] == "drop" && v["dport"] == closed.port(),
     );
-    let about: Vec<_> = d
-        .collect(Duration::from_millis(500), |_| true)
-        .into_iter()
+    // Everything it wrote, to the end: the stop flushes open incidents.
+    d.stop_cleanly();
+    let all = d.collect(Duration::from_secs(5), |_| true);
+    let about: Vec<_> = all
+        .iter()
         .filter(|v| {
             [&v["sport"], &v["dport"], &v["port"]]
                 .iter()
                 .any(|p| **p == port)
         })
         .collect();
+    match kernel::lacks_drop_reasons() {
+        None => assert!(
+            about.is_empty(),
+            "100 clean connections to port {port} made records: {about:?}"
+        ),
+        Some(fact) => {
+            // Without reasons, tcp_v4_rcv frees some FINs of a clean close
+            // (those a socket already in TIME_WAIT answers) where it frees
+            // real drops: nothing else may show.
+            for v in &about {
+                assert!(
+                    v["kind"] == "drop"
+                        && v["mode"] == "other"
+                        && v["tcp_flags"].as_str().is_some_and(|f| f.contains("FIN"))
+                        && v["location"].as_str().is_some_and(
+                            |l| l.starts_with("tcp_v4_rcv+") || l.starts_with("tcp_v6_rcv+")
+                        ),
+                    "{v}"
+                );
+            }
+            if !about.is_empty() {
+                cannot_show(
+                    "clean_short_connections_make_no_records",
+                    &format!(
+                        "no records from clean closes not checked: {fact}, and {} of 100 clean \
+                         closes showed as drops of a FIN, mode other, at {} (netprobe cannot tell \
+                         them from real drops there)",
+                        about.len(),
+                        about[0]["location"].as_str().unwrap_or("?")
+                    ),
+                );
+            }
+        }
+    }
+    // The purges were seen and counted as skipped, not lost (QUEUE_PURGE,
+    // or before it NOT_SPECIFIED on 5.17+; their location before 5.17).
+    let summary = all
+        .iter()
+        .find(|v| v["kind"] == "summary")
+        .expect("a summary record at the stop");
+    let e = &summary["evidence"];
+    let skipped =
+        e["skipped_queue_purge"].as_u64().unwrap() + e["skipped_not_specified"].as_u64().unwrap();
     assert!(
-        about.is_empty(),
-        "100 clean connections to port {port} made records: {about:?}"
+        skipped >= 100,
+        "100 clean closes, {skipped} skipped drops: {summary}"
     );
-    d.stop_cleanly();
+    assert_eq!(e["lost"], 0, "{summary}");
 }

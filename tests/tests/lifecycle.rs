@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netprobe_tests::{netprobe_bin, patience, require_root, Daemon};
+use netprobe_tests::{kernel, netprobe_bin, patience, require_root, Daemon};
 
 const NOBODY: u32 = 65534;
 
@@ -20,10 +20,34 @@ fn sigint_and_sigterm_detach_and_exit_zero() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let mut d = Daemon::start(&["--output", "json"], &[]);
         d.wait_ready();
+        // The programs it attached, as the kernel lists its descriptors.
+        let programs = kernel::bpf_programs_of(d.pid());
+        let attached = d
+            .seen
+            .iter()
+            .filter(|v| v["kind"] == "probe" && v["status"] == "attached")
+            .count();
+        assert!(
+            programs.len() >= attached,
+            "{attached} probes attached but the daemon holds {programs:?}"
+        );
+        assert!(programs.iter().all(|&id| kernel::bpf_program_exists(id)));
         let t = Instant::now();
         let st = d.stop_with(sig, patience(Duration::from_secs(5)));
         assert_eq!(st.code(), Some(0), "signal {sig}: {st}");
         eprintln!("signal {sig}: exited in {:?}", t.elapsed());
+        // Detached: the kernel frees a program once nothing holds it (no
+        // link, no descriptor), after an RCU grace period.
+        let deadline = Instant::now() + patience(Duration::from_secs(2));
+        let mut left: Vec<u32> = programs.clone();
+        while !left.is_empty() && Instant::now() < deadline {
+            left.retain(|&id| kernel::bpf_program_exists(id));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            left.is_empty(),
+            "signal {sig}: programs {left:?} of {programs:?} still loaded after exit"
+        );
     }
 }
 
@@ -73,15 +97,20 @@ fn check_reports_probes_as_root() {
     let out = Command::new(netprobe_bin()).arg("check").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    for probe in ["drop", "reset_sent", "reset_received"] {
+    // Their tracepoints exist on every kernel netprobe supports (4.15+).
+    for (probe, tracepoint) in [
+        ("drop", "skb:kfree_skb"),
+        ("reset_sent", "tcp:tcp_send_reset"),
+        ("reset_received", "tcp:tcp_receive_reset"),
+    ] {
         let line = text
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("probe       {probe} ")))
             .unwrap_or_else(|| panic!("no line for probe {probe}: {text}"));
-        assert!(
-            line.contains("attached") || line.contains("skipped:"),
-            "{line}"
-        );
+        assert_eq!(kernel::lacks_tracepoint(tracepoint), None);
+        let status = line.split_whitespace().nth(2);
+        assert_eq!(status, Some("attached"), "{line}");
+        assert!(line.contains(&format!("tracepoint {tracepoint}")), "{line}");
     }
     assert!(text.contains("privileges  ok"));
     assert!(text.contains("net.ipv4.tcp_timestamps"));

@@ -11,7 +11,8 @@ use std::{
 };
 
 use netprobe_tests::{
-    connect_to_closed_port, emulated, netprobe_bin, patience, require_root, Daemon, Netns,
+    cannot_show, connect_to_closed_port, emulated, netprobe_bin, patience, require_root, Daemon,
+    Netns,
 };
 use serde_json::Value;
 
@@ -54,15 +55,20 @@ fn sigterm_writes_a_summary_and_exits_within_a_second() {
     assert_eq!(summary["evidence"]["lost"], 0, "{summary}");
     // Detaching kprobes patches kernel text (ftrace, stop_machine), which
     // TCG's emulation stretches to seconds (2 to 12 s seen on 6.1 with its
-    // nine kprobes): there the time is printed and only a hang fails.
-    let bound = if emulated() {
-        eprintln!("under TCG emulation: the 1 s contract is checked on the host and under KVM");
-        Duration::from_secs(30)
-    } else {
-        Duration::from_secs(1)
-    };
+    // nine kprobes): there the 1 s contract cannot be judged, and only a
+    // hang (the stop's own bound above) fails.
+    if emulated() {
+        cannot_show(
+            "sigterm_writes_a_summary_and_exits_within_a_second",
+            &format!(
+                "the 1 s exit bound not checked: this guest runs under TCG emulation \
+                 (netprobe.accel=tcg in /proc/cmdline), where it took {took:.1?}"
+            ),
+        );
+        return;
+    }
     assert!(
-        took < bound,
+        took < Duration::from_secs(1),
         "netprobe took {took:?} to exit after SIGTERM (the contract is under a second)"
     );
 }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use netprobe_tests::{
-    cannot_show, nft, require_root, socket2_free as sock, Daemon, MemCgroup, Netns, Resident,
+    nft, not_run_here, require_root, socket2_free as sock, Daemon, MemCgroup, Netns, Resident,
 };
 
 /// (seconds since start, RSS bytes, CPU seconds) of a process.
@@ -78,8 +78,8 @@ fn soak_a_night_of_mixed_failures() {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
     else {
-        // In the matrix a bare pass would claim a soak: the cell says n/a.
-        cannot_show(
+        // In the matrix a bare pass would claim a soak: the cell says skip.
+        not_run_here(
             "soak_a_night_of_mixed_failures",
             "not run: the soak runs on the host's release build through `cargo xtask soak` (NETPROBE_SOAK_SECS unset)",
         );

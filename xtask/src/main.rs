@@ -329,8 +329,17 @@ fn check_test_privileges() -> Result<()> {
     if std::env::var_os("CI").is_some() {
         bail!("{why}; CI must run them as root");
     }
-    println!("xtask: note: {why}, so they will be skipped or fail");
-    Ok(())
+    if std::env::var("NETPROBE_TESTS_SKIP_WITHOUT_ROOT").is_ok_and(|v| v == "1") {
+        println!(
+            "xtask: note: {why}; NETPROBE_TESTS_SKIP_WITHOUT_ROOT=1: they will be skipped, and each \
+             test executable prints how many it skipped"
+        );
+        return Ok(());
+    }
+    bail!(
+        "{why}. Run as root, or set NETPROBE_TESTS_SKIP_WITHOUT_ROOT=1 to skip them explicitly \
+         (`--kernels none -- --workspace --exclude netprobe-tests` runs the unit tests alone)"
+    )
 }
 
 fn lint() -> Result<()> {

@@ -37,7 +37,7 @@ use anyhow::{bail, Result};
 
 use crate::{cmd, setup};
 use netns::Netns;
-use report::{Kernel, Overhead, Results, StormRun, Workload};
+use report::{Kernel, Overhead, Results, StormKind, StormRun, Workload};
 use tracer::{Bpftrace, Netprobe};
 
 /// What the bench needs beyond netprobe's own build.
@@ -211,14 +211,21 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
     let (overhead, healthy_events, healthy_connections) = overhead(&bench, opts)?;
 
     println!(
-        "xtask: bench: storm, {} s each under netprobe, netprobe --every-event and bpftrace",
+        "xtask: bench: storm, {} s each under netprobe, netprobe --every-event and bpftrace; \
+         then a storm of distinct flows under netprobe",
         opts.storm_secs
     );
     let stats = bpf::StatsEnabled::new()?;
     let storm_secs = Duration::from_secs(opts.storm_secs);
-    let netprobe = storm(&bench, Config::Netprobe, storm_secs)?;
-    let every = storm(&bench, Config::NetprobeEveryEvent, storm_secs)?;
-    let bpftrace = storm(&bench, Config::Bpftrace, storm_secs)?;
+    let netprobe = storm(&bench, Config::Netprobe, StormKind::Folded, storm_secs)?;
+    let every = storm(
+        &bench,
+        Config::NetprobeEveryEvent,
+        StormKind::Folded,
+        storm_secs,
+    )?;
+    let bpftrace = storm(&bench, Config::Bpftrace, StormKind::Folded, storm_secs)?;
+    let distinct = storm(&bench, Config::Netprobe, StormKind::Distinct, storm_secs)?;
     drop(stats);
 
     let results = Results {
@@ -226,7 +233,7 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
         options: opts.clone(),
         startup,
         overhead,
-        storms: vec![netprobe, every, bpftrace],
+        storms: vec![netprobe, every, bpftrace, distinct],
         tracepoints: bench.tracepoints.clone(),
         healthy_events,
         healthy_connections,
@@ -335,13 +342,24 @@ fn snmp_counts(text: &str) -> Result<Vec<u64>> {
 
 /// One storm under `config`: the counters before and after, the tracer's
 /// programs' statistics, its CPU and memory, and (netprobe) its tally.
-fn storm(bench: &Bench, config: Config, dur: Duration) -> Result<StormRun> {
+fn storm(bench: &Bench, config: Config, kind: StormKind, dur: Duration) -> Result<StormRun> {
     check_interrupted()?;
     let ns = Netns::create("storm")?;
     let targets = workload::Targets::new(&ns)?;
+    if kind == StormKind::Distinct {
+        // The clients' ports above every target port.
+        ns.sysctl(
+            "net.ipv4.ip_local_port_range",
+            &format!("{} 65000", workload::DISTINCT_PORTS.end),
+        )?;
+    }
     let running = bench.start(config)?;
     if let Running::Netprobe(np) = &running {
-        np.count_only(&targets.ports()?);
+        // The distinct storm's ports are thousands: all records count as
+        // the storm's (the quiet host adds next to nothing).
+        if kind == StormKind::Folded {
+            np.count_only(&targets.ports()?);
+        }
     }
     let pid = running.pid().expect("a storm runs under a tracer");
     let rss_ready = procfs::rss(pid).unwrap_or(0);
@@ -350,7 +368,10 @@ fn storm(bench: &Bench, config: Config, dur: Duration) -> Result<StormRun> {
     let before = bpf::programs(pid, &names)?;
     let snmp_before = snmp_counts(&ns.snmp()?)?;
     let cpu_before = procfs::cpu_seconds(pid).unwrap_or(0.0);
-    let generated = workload::storm(&ns, &targets, dur);
+    let generated = match kind {
+        StormKind::Folded => workload::storm(&ns, &targets, dur),
+        StormKind::Distinct => workload::distinct_storm(&ns, dur),
+    };
     let snmp_after = snmp_counts(&ns.snmp()?)?;
     let after = bpf::programs(pid, &names)?;
     let generated = generated?;
@@ -373,6 +394,7 @@ fn storm(bench: &Bench, config: Config, dur: Duration) -> Result<StormRun> {
     let tally = running.stop()?;
     let run = StormRun {
         config,
+        kind,
         generated,
         kernel: Kernel {
             counts: KERNEL_COUNTS
@@ -391,7 +413,8 @@ fn storm(bench: &Bench, config: Config, dur: Duration) -> Result<StormRun> {
         tally,
     };
     println!(
-        "xtask: bench: storm under {}: {}",
+        "xtask: bench: {} storm under {}: {}",
+        kind.name(),
         config.name(),
         run.brief()
     );

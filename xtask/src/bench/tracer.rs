@@ -309,32 +309,61 @@ impl Drop for Netprobe {
     }
 }
 
-/// A few fields of each tracepoint for bpftrace to print beside the probe,
-/// pid and command (only those this kernel's format has are used).
-fn bpftrace_fields(tracepoint: &str) -> &'static [&'static str] {
-    match tracepoint {
-        "skb:kfree_skb" => &["protocol", "reason"],
-        "tcp:tcp_send_reset" | "tcp:tcp_receive_reset" => &["sport", "dport"],
-        "tcp:tcp_retransmit_skb" => &["sport", "dport", "state"],
-        "sock:inet_sk_error_report" => &["sport", "dport", "error"],
-        "oom:mark_victim" => &["pid"],
-        _ => &[],
-    }
+/// The scalar fields of a tracepoint's format (not `common_*`, not arrays):
+/// what bpftrace prints of each event.
+fn scalar_fields(format: &str) -> Vec<String> {
+    format
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("field:"))
+        .filter_map(|decl| decl.split(';').next())
+        .filter(|decl| !decl.contains('[') && !decl.contains("__data_loc"))
+        .filter_map(|decl| decl.rsplit([' ', '*']).next())
+        .filter(|name| !name.is_empty() && !name.starts_with("common_"))
+        .map(str::to_string)
+        .collect()
 }
 
-/// The bpftrace program: one probe per tracepoint, printing each event.
+/// The value of drop reason `name` in a kfree_skb format (`{ 2, "NAME" }`).
+pub fn reason_value(format: &str, name: &str) -> Option<u64> {
+    let at = format.find(&format!(", \"{name}\" }}"))?;
+    let open = format[..at].rfind('{')?;
+    format[open + 1..at].trim().parse().ok()
+}
+
+/// The bpftrace program: one probe per tracepoint. Like netprobe, it
+/// skips drops at or below NOT_SPECIFIED and QUEUE_PURGE in the kernel (the
+/// values read from the kfree_skb format), and writes each other event as
+/// a JSON line: the kind, the time, the task and every scalar field of the
+/// record (netprobe also reads the packet's headers, which bpftrace's
+/// tracepoint arguments do not give).
 pub fn bpftrace_script(tracepoints: &[String], format: impl Fn(&str) -> Option<String>) -> String {
     let mut s = String::new();
     for tp in tracepoints {
-        let fields: Vec<&str> = bpftrace_fields(tp)
+        let text = format(tp).unwrap_or_default();
+        let fields = scalar_fields(&text);
+        let mut filter = String::new();
+        if tp == "skb:kfree_skb" && fields.iter().any(|f| f == "reason") {
+            let mut conds = Vec::new();
+            if let Some(min) = reason_value(&text, "NOT_SPECIFIED") {
+                conds.push(format!("args->reason > {min}"));
+            }
+            if let Some(purge) = reason_value(&text, "QUEUE_PURGE") {
+                conds.push(format!("args->reason != {purge}"));
+            }
+            if !conds.is_empty() {
+                filter = format!(" /{}/", conds.join(" && "));
+            }
+        }
+        let fmt: String = fields
             .iter()
-            .copied()
-            .filter(|f| format(tp).is_none_or(|text| text.contains(&format!(" {f};"))))
+            .map(|f| format!(",\\\"{f}\\\":%llu"))
             .collect();
-        let fmt: String = fields.iter().map(|_| " %d").collect();
-        let args: String = fields.iter().map(|f| format!(", args->{f}")).collect();
+        let args: String = fields
+            .iter()
+            .map(|f| format!(", (uint64)args->{f}"))
+            .collect();
         s.push_str(&format!(
-            "tracepoint:{tp} {{ printf(\"%s %d %s{fmt}\\n\", probe, pid, comm{args}); }}\n"
+            "tracepoint:{tp}{filter} {{ printf(\"{{\\\"kind\\\":\\\"%s\\\",\\\"ns\\\":%llu,\\\"pid\\\":%d,\\\"comm\\\":\\\"%s\\\"{fmt}}}\\n\", probe, nsecs, pid, comm{args}); }}\n"
         ));
     }
     s
@@ -493,16 +522,46 @@ mod tests {
     }
 
     #[test]
-    fn bpftrace_prints_each_event_with_the_fields_the_kernel_has() {
-        let tps = ["skb:kfree_skb".to_string(), "oom:mark_victim".to_string()];
-        // A 5.10 kfree_skb has no `reason`.
-        let script = bpftrace_script(&tps, |tp| {
-            (tp == "skb:kfree_skb").then(|| "\tfield:unsigned short protocol;\toffset:24;".into())
-        });
-        assert_eq!(
-            script,
-            "tracepoint:skb:kfree_skb { printf(\"%s %d %s %d\\n\", probe, pid, comm, args->protocol); }\n\
-             tracepoint:oom:mark_victim { printf(\"%s %d %s %d\\n\", probe, pid, comm, args->pid); }\n"
+    fn bpftrace_filters_like_netprobe_and_prints_every_scalar_field() {
+        let tps = [
+            "skb:kfree_skb".to_string(),
+            "tcp:tcp_send_reset".to_string(),
+        ];
+        // The real formats of the project's kernel (6.18).
+        let root = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../netprobe/testdata/kernels/6.18/events"
         );
+        let script = bpftrace_script(&tps, |tp| {
+            let (cat, name) = tp.split_once(':').unwrap();
+            std::fs::read_to_string(format!("{root}/{cat}/{name}/format")).ok()
+        });
+        let lines: Vec<&str> = script.lines().collect();
+        assert!(
+            lines[0].starts_with(
+                "tracepoint:skb:kfree_skb /args->reason > 2 && args->reason != 104/ { printf(\"{\\\"kind\\\":\\\"%s\\\",\\\"ns\\\":%llu,"
+            ),
+            "{script}"
+        );
+        for f in ["skbaddr", "location", "rx_sk", "protocol", "reason"] {
+            assert!(
+                lines[0].contains(&format!("(uint64)args->{f}")),
+                "{f}: {script}"
+            );
+        }
+        // Arrays (the addresses) are not scalars; no filter on resets.
+        assert!(
+            lines[1].starts_with("tracepoint:tcp:tcp_send_reset { printf("),
+            "{script}"
+        );
+        assert!(lines[1].contains("(uint64)args->reason") && !lines[1].contains("saddr"));
+    }
+
+    #[test]
+    fn drop_reason_values_come_from_the_format() {
+        let f = include_str!("../../../netprobe/testdata/kernels/6.1/events/skb/kfree_skb/format");
+        assert_eq!(reason_value(f, "NOT_SPECIFIED"), Some(1));
+        assert_eq!(reason_value(f, "NO_SOCKET"), Some(2));
+        assert_eq!(reason_value(f, "QUEUE_PURGE"), None);
     }
 }

@@ -246,18 +246,7 @@ pub fn storm(ns: &Netns, targets: &Targets, dur: Duration) -> Result<Storm> {
         }
         Ok(n)
     })?;
-    let tcp = ns.spawn("bench-storm-tcp", move || -> Result<u64> {
-        let started = Instant::now();
-        let mut n = 0u64;
-        while started.elapsed() < dur && !interrupted() {
-            match TcpStream::connect_timeout(&closed, IO_TIMEOUT) {
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => n += 1,
-                Err(e) => bail!("connect to the closed port {closed}: {e}"),
-                Ok(_) => bail!("the closed port {closed} accepted a connection"),
-            }
-        }
-        Ok(n)
-    })?;
+    let tcp = ns.spawn("bench-storm-tcp", move || refuse_for(dur, |_| closed))?;
     let started = Instant::now();
     let datagrams = join(udp);
     let refused = join(tcp);
@@ -267,4 +256,50 @@ pub fn storm(ns: &Netns, targets: &Targets, dur: Duration) -> Result<Storm> {
         refused: refused?,
         secs,
     })
+}
+
+/// The distinct-flow storm's closed ports: each connection goes to the next
+/// (the clients' ports lie above them).
+pub const DISTINCT_PORTS: std::ops::Range<u16> = 2000..40000;
+
+/// Connections as fast as two threads can make them, each to a closed port
+/// of its own in turn (`DISTINCT_PORTS`, round and round): every event is a
+/// new flow, so nothing folds, in the kernel or the daemon, within a
+/// 10-second window while the ports last. Each is a SYN dropped (NO_SOCKET),
+/// a RST sent, a RST received and ECONNREFUSED.
+pub fn distinct_storm(ns: &Netns, dur: Duration) -> Result<Storm> {
+    let span = u64::from(DISTINCT_PORTS.end - DISTINCT_PORTS.start);
+    // Two threads, on the even and the odd ports.
+    let thread = |first: u64| {
+        ns.spawn("bench-storm-distinct", move || {
+            refuse_for(dur, |n| {
+                let port = DISTINCT_PORTS.start + ((first + 2 * n) % span) as u16;
+                SocketAddr::from(([127, 0, 0, 1], port))
+            })
+        })
+    };
+    let (a, b) = (thread(0)?, thread(1)?);
+    let started = Instant::now();
+    let (a, b) = (join(a), join(b));
+    Ok(Storm {
+        datagrams: 0,
+        refused: a? + b?,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Connects for `dur` to `target(n)` (n: connections so far), each of which
+/// must be refused; returns how many were.
+fn refuse_for(dur: Duration, target: impl Fn(u64) -> SocketAddr) -> Result<u64> {
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < dur && !interrupted() {
+        let to = target(n);
+        match TcpStream::connect_timeout(&to, IO_TIMEOUT) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => n += 1,
+            Err(e) => bail!("connect to the closed port {to}: {e}"),
+            Ok(_) => bail!("the closed port {to} accepted a connection"),
+        }
+    }
+    Ok(n)
 }

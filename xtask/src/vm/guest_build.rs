@@ -92,6 +92,36 @@ pub fn build() -> Result<Built> {
     Ok(Built { netprobe, tests })
 }
 
+/// The tests each executable holds, from its own `--list` (run here: the
+/// executables are static and listing runs no test); an executable that
+/// holds none is an error, since the matrix could then show nothing of it.
+pub fn list_tests(tests: &[TestBin]) -> Result<super::report::Expected> {
+    let mut out = super::report::Expected::new();
+    for t in tests {
+        let o = Command::new(&t.path)
+            .args(["--list", "--format", "terse"])
+            .output()
+            .with_context(|| format!("cannot run {} --list", t.path.display()))?;
+        if !o.status.success() {
+            bail!("{} --list failed ({})", t.path.display(), o.status);
+        }
+        let names = listed(&String::from_utf8_lossy(&o.stdout));
+        if names.is_empty() {
+            bail!("test executable {} holds no test", t.name);
+        }
+        out.insert(t.name.clone(), names);
+    }
+    Ok(out)
+}
+
+/// The test names in libtest's `--list --format terse` output (`NAME: test`).
+pub fn listed(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Fails unless `path` is an executable that needs no dynamic loader.
 pub fn ensure_static(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -163,6 +193,22 @@ mod tests {
         // The rlib has no executable; nothing non-test has one either.
         assert!(artifacts(CARGO_TEST_JSON, false).is_empty());
         assert!(artifacts("not json\n", true).is_empty());
+    }
+
+    #[test]
+    fn listed_tests_are_the_terse_list_lines() {
+        // Real: `conntrack --list --format terse` (benchmarks would end in
+        // `: benchmark`).
+        let text = "conntrack_insert_failed: test\nconntrack_probe_waits_for_the_module: test\nconntrack_table_full: test\n";
+        assert_eq!(
+            listed(text),
+            [
+                "conntrack_insert_failed",
+                "conntrack_probe_waits_for_the_module",
+                "conntrack_table_full"
+            ]
+        );
+        assert!(listed("x: benchmark\n\n").is_empty());
     }
 
     #[test]

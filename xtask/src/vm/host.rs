@@ -80,6 +80,7 @@ pub fn run(built: &Built, out_dir: &Path) -> Result<KernelResult> {
         wall: start.elapsed(),
         ending: Ending::Exited,
         run: report::parse(&text),
+        expected: Default::default(),
     })
 }
 
@@ -105,6 +106,7 @@ mod tests {
             wall: Duration::from_secs(3),
             ending: Ending::Exited,
             run: report::parse(&text),
+            expected: Default::default(),
         };
         assert!(r.problems().is_empty(), "{:?}", r.problems());
         assert_eq!(r.run.release.as_deref(), Some("6.18.44"));

@@ -13,13 +13,28 @@ use anyhow::{bail, Context, Result};
 
 use super::{cpio, guest_build::TestBin, modules::Selection};
 
-/// Seconds one test executable may run in the guest before it is killed
-/// (the host's per-kernel timeout still bounds the whole boot).
+/// Seconds one test executable may run on the host row before it is killed
+/// (native speed; the guests' limits come from `budget`).
 pub const TEST_TIMEOUT_SECS: u32 = 300;
 
-/// What /init does, given the test executables (by name, under /tests) and
-/// the modules (under /lib/modules, in load order).
-pub fn init_script(tests: &[String], modules: &Selection) -> String {
+/// Shell: `$boot` (seconds, two decimals, from /proc/uptime) to `$boot_cs`
+/// (centiseconds, no leading zeros: the shell would read them as octal).
+const SPEED_CS: &str = r#"boot_cs=${boot%.*}${boot#*.}
+while [ "${boot_cs#0}" != "$boot_cs" ]; do boot_cs=${boot_cs#0}; done
+[ -z "$boot_cs" ] && boot_cs=0
+"#;
+
+/// Shell: the guest's speed factor in percent, never below 100, from
+/// `$boot_cs` and the reference boot.
+const SPEED_FACTOR: &str = r#"factor=$((boot_cs * 100 / {reference_boot_cs}))
+[ "$factor" -lt 100 ] && factor=100
+"#;
+
+/// What /init does, given the test executables (by name, under /tests,
+/// with their budgets in seconds at the reference speed), the reference
+/// boot time of this kernel (centiseconds) and the modules (under
+/// /lib/modules, in load order).
+pub fn init_script(tests: &[(String, u32)], reference_boot_cs: u32, modules: &Selection) -> String {
     let mut s = String::from(
         r#"#!/bin/sh
 # Written by `cargo xtask vm`: set up, run netprobe's tests, power off.
@@ -31,7 +46,14 @@ mount -t sysfs sysfs /sys
 # Keep kernel messages (but emergencies) off the console the host parses.
 echo 1 > /proc/sys/kernel/printk
 up() { read u rest < /proc/uptime; echo "$u"; }
-mount -t tracefs tracefs /sys/kernel/tracing || echo "@@NETPROBE-VM note: cannot mount tracefs"
+# This guest's speed: its boot (kernel start to here) against the reference
+# boot of this kernel on the project's machine; every limit scales with it.
+boot=$(up)
+"#,
+    );
+    s.push_str(SPEED_CS);
+    s.push_str(
+        r#"mount -t tracefs tracefs /sys/kernel/tracing || echo "@@NETPROBE-VM note: cannot mount tracefs"
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 # cgroup2: journald needs it, and the OOM scenarios use memory cgroups.
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "@@NETPROBE-VM note: cannot mount cgroup2"
@@ -56,21 +78,25 @@ load() {
     for name in &modules.absent {
         s.push_str(&format!("echo \"@@NETPROBE-MODULE {name} absent\"\n"));
     }
+    let total: u32 = tests.iter().map(|(_, b)| b).sum();
+    s.push_str(&SPEED_FACTOR.replace("{reference_boot_cs}", &reference_boot_cs.to_string()));
     s.push_str(&format!(
-        r#"echo "@@NETPROBE-CHECK BEGIN"
+        r#"echo "@@NETPROBE-VM speed boot={{boot}} reference_cs={reference_boot_cs} factor_pct=$factor total=$(({total} * factor / 100))"
+echo "@@NETPROBE-CHECK BEGIN"
 /bin/netprobe check
 echo "@@NETPROBE-CHECK END rc=$?"
 run_test() {{
-  echo "@@NETPROBE-TEST $1 BEGIN up=$(up)"
-  NETPROBE_BIN=/bin/netprobe NETPROBE_GUEST=1 NETPROBE_GUEST_MODULES=/lib/modules NETPROBE_CANNOT_SHOW=/tmp/cannot-show CI=true timeout -s KILL {TEST_TIMEOUT_SECS} "/tests/$1" --test-threads=1 --include-ignored
+  limit=$(($2 * factor / 100))
+  echo "@@NETPROBE-TEST $1 BEGIN up=$(up) limit=$limit"
+  NETPROBE_BIN=/bin/netprobe NETPROBE_GUEST=1 NETPROBE_GUEST_MODULES=/lib/modules NETPROBE_CANNOT_SHOW=/tmp/cannot-show CI=true timeout -s KILL "$limit" "/tests/$1" --test-threads=1 --include-ignored
   rc=$?
   cat /tmp/cannot-show 2>/dev/null; rm -f /tmp/cannot-show
   echo "@@NETPROBE-TEST $1 END rc=$rc up=$(up)"
 }}
 "#
-    ));
-    for t in tests {
-        s.push_str(&format!("run_test {t}\n"));
+    ).replace("{boot}", "$boot"));
+    for (t, budget) in tests {
+        s.push_str(&format!("run_test {t} {budget}\n"));
     }
     s.push_str("echo \"@@NETPROBE-VM DONE up=$(up)\"\npoweroff -f\n");
     s
@@ -217,6 +243,7 @@ pub fn write(
     tests: &[TestBin],
     modules: &Selection,
     programs: &[HostProgram],
+    reference_boot_cs: u32,
 ) -> Result<()> {
     let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut w = cpio::Writer::new(BufWriter::new(file));
@@ -265,7 +292,10 @@ pub fn write(
         }
     }
     w.file_from("bin/netprobe", 0o755, netprobe)?;
-    let names: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();
+    let names: Vec<(String, u32)> = tests
+        .iter()
+        .map(|t| (t.name.clone(), super::budget::budget(&t.name)))
+        .collect();
     for t in tests {
         if !t
             .name
@@ -282,7 +312,11 @@ pub fn write(
     for (name, ko) in &modules.load {
         w.file(&format!("lib/modules/{name}.ko"), 0o644, ko)?;
     }
-    w.file("init", 0o755, init_script(&names, modules).as_bytes())?;
+    w.file(
+        "init",
+        0o755,
+        init_script(&names, reference_boot_cs, modules).as_bytes(),
+    )?;
     w.finish()?;
     Ok(())
 }
@@ -301,7 +335,11 @@ mod tests {
             builtin: vec!["veth".into()],
             absent: vec![],
         };
-        let s = init_script(&["reset".into(), "lifecycle".into()], &modules);
+        let s = init_script(
+            &[("reset".into(), 80), ("lifecycle".into(), 90)],
+            330,
+            &modules,
+        );
         assert!(s.starts_with("#!/bin/sh\n"));
         let pos = |needle: &str| {
             s.find(needle)
@@ -320,16 +358,45 @@ mod tests {
         }
         assert!(pos("load nf_defrag_ipv4\n") < pos("load nf_conntrack\n"));
         assert!(s.contains("echo \"@@NETPROBE-MODULE veth builtin\"\n"));
-        assert!(pos("/bin/netprobe check\n") < pos("run_test reset\n"));
-        assert!(pos("run_test reset\n") < pos("run_test lifecycle\n"));
+        assert!(pos("/bin/netprobe check\n") < pos("run_test reset 80\n"));
+        assert!(pos("run_test reset 80\n") < pos("run_test lifecycle 90\n"));
+        // The speed is measured before anything else runs, and said with
+        // the guest's total limit.
+        assert!(pos("boot=$(up)") < pos("load nf_defrag_ipv4\n"));
+        assert!(s.contains("factor=$((boot_cs * 100 / 330))\n"));
+        assert!(s.contains("reference_cs=330 factor_pct=$factor total=$((170 * factor / 100))\""));
         assert!(s.contains(
-            "NETPROBE_BIN=/bin/netprobe NETPROBE_GUEST=1 NETPROBE_GUEST_MODULES=/lib/modules NETPROBE_CANNOT_SHOW=/tmp/cannot-show CI=true timeout -s KILL 300 \"/tests/$1\" --test-threads=1 --include-ignored\n"
+            "NETPROBE_BIN=/bin/netprobe NETPROBE_GUEST=1 NETPROBE_GUEST_MODULES=/lib/modules NETPROBE_CANNOT_SHOW=/tmp/cannot-show CI=true timeout -s KILL \"$limit\" \"/tests/$1\" --test-threads=1 --include-ignored\n"
         ));
         // The tests' "cannot show" lines reach the log inside the markers.
         assert!(
             pos("cat /tmp/cannot-show") < pos("echo \"@@NETPROBE-TEST $1 END rc=$rc up=$(up)\"")
         );
         assert!(s.ends_with("echo \"@@NETPROBE-VM DONE up=$(up)\"\npoweroff -f\n"));
+    }
+
+    /// The factor /init computes for a boot of `boot` seconds, by the same
+    /// shell text (POSIX sh here; busybox's ash in the guest).
+    fn factor_of(boot: &str, reference_cs: u32) -> u32 {
+        let script = format!(
+            "boot={boot}\n{SPEED_CS}{}echo \"$factor\"\n",
+            SPEED_FACTOR.replace("{reference_boot_cs}", &reference_cs.to_string())
+        );
+        let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "{script}");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    #[test]
+    fn a_slower_guest_gets_longer_limits_never_shorter() {
+        assert_eq!(factor_of("3.30", 330), 100);
+        // Twice as slow: twice the time.
+        assert_eq!(factor_of("6.60", 330), 200);
+        assert_eq!(factor_of("12.34", 330), 373);
+        // Faster (KVM): the budgets stand; a leading zero is not octal.
+        assert_eq!(factor_of("0.98", 330), 100);
+        assert_eq!(factor_of("0.09", 330), 100);
+        assert_eq!(factor_of("0.00", 330), 100);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
+use super::budget;
 use crate::cmd;
 
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct Boot {
     /// None when the guest was killed (timeout, or no sign of life).
     pub status: Option<ExitStatus>,
     pub wall: Duration,
+    /// The limit the guest was killed at, when it was.
+    pub limit: Duration,
     /// With an `alive_within` limit: /init never started, because QEMU was
     /// killed at the limit or exited before (KVM can abort at once, e.g.
     /// `failed to set MSR 0x10a` on nested hosts).
@@ -27,6 +30,9 @@ pub struct Boot {
 
 /// The line /init prints first; its absence means the kernel never got there.
 pub const ALIVE_MARKER: &str = "@@NETPROBE-VM kernel ";
+
+/// The line where /init says its speed and its total limit.
+pub const SPEED_MARKER: &str = "@@NETPROBE-VM speed ";
 
 /// The accelerators to use: `NETPROBE_VM_ACCEL=kvm|tcg` forces one;
 /// otherwise KVM first when /dev/kvm can be opened, then TCG as the
@@ -72,16 +78,21 @@ pub fn command(kernel: &Path, initrd: &Path, accel: &str) -> Command {
     c
 }
 
-/// Boots, writing the console to `log`; kills QEMU after `timeout`, or after
-/// `alive_within` if /init has not printed `ALIVE_MARKER` by then (an exit
-/// before the marker also counts as stalled when `alive_within` is given). Lines
-/// with `@@NETPROBE-` markers are echoed as they come, prefixed `[label]`.
+/// Boots, writing the console to `log`. QEMU is killed when /init has not
+/// said its speed within `budget::BOOT_LIMIT_SECS`, then when the guest's
+/// own total limit (scaled by its speed) and `budget::HOST_SLACK_SECS`
+/// have passed; `fixed` (NETPROBE_VM_TIMEOUT) replaces both with one limit.
+/// With `alive_within`, QEMU is also killed if /init has not printed
+/// `ALIVE_MARKER` by then (an exit before the marker also counts as
+/// stalled). Lines with `@@NETPROBE-` markers are echoed as they come,
+/// prefixed `[label]`.
 pub fn boot(
     mut qemu: Command,
     log: &Path,
-    timeout: Duration,
+    fixed: Option<Duration>,
     alive_within: Option<Duration>,
     label: &str,
+    on_alive: &dyn Fn(),
 ) -> Result<Boot> {
     let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     eprintln!("xtask: $ {} > {}", cmd::describe(&qemu), log.display());
@@ -94,17 +105,25 @@ pub fn boot(
         .context("cannot start qemu-system-x86_64")?;
     let mut tail = Tail::new(log)?;
     let mut stalled = false;
+    let mut limit = fixed.unwrap_or(Duration::from_secs(budget::BOOT_LIMIT_SECS));
     let status = loop {
         if let Some(st) = child.try_wait()? {
             break Some(st);
         }
         stalled = alive_within.is_some_and(|a| start.elapsed() > a) && !tail.alive;
-        if start.elapsed() > timeout || stalled {
+        if let (None, Some((at, total))) = (fixed, tail.total) {
+            limit = at + Duration::from_secs(u64::from(total) + budget::HOST_SLACK_SECS);
+        }
+        if start.elapsed() > limit || stalled {
             let _ = child.kill();
             let _ = child.wait();
             break None;
         }
+        let was_alive = tail.alive;
         tail.echo(label, start)?;
+        if tail.alive && !was_alive {
+            on_alive();
+        }
         thread::sleep(Duration::from_millis(250));
     };
     tail.echo(label, start)?;
@@ -112,6 +131,7 @@ pub fn boot(
     Ok(Boot {
         status,
         wall: start.elapsed(),
+        limit,
         stalled,
     })
 }
@@ -123,6 +143,8 @@ struct Tail {
     partial: Vec<u8>,
     /// `ALIVE_MARKER` seen.
     alive: bool,
+    /// When /init said its speed, and its total limit (seconds).
+    total: Option<(Duration, u32)>,
 }
 
 impl Tail {
@@ -132,6 +154,7 @@ impl Tail {
             pos: 0,
             partial: Vec::new(),
             alive: false,
+            total: None,
         })
     }
 
@@ -144,6 +167,15 @@ impl Tail {
             let line: Vec<u8> = self.partial.drain(..=nl).collect();
             let line = String::from_utf8_lossy(&line);
             self.alive |= line.contains(ALIVE_MARKER);
+            if let Some(at) = line.find(SPEED_MARKER) {
+                let total = line[at..]
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("total="))
+                    .and_then(|t| t.trim().parse().ok());
+                if let Some(total) = total {
+                    self.total = Some((start.elapsed(), total));
+                }
+            }
             if let Some(at) = line.find("@@NETPROBE-") {
                 println!(
                     "[{label} {:5.1}s] {}",

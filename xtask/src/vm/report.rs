@@ -44,9 +44,19 @@ pub struct BinaryRun {
     pub up: (Option<f64>, Option<f64>),
     /// Each failed test's captured output (`---- NAME stdout ----`).
     pub failures: BTreeMap<String, Vec<String>>,
-    /// Tests that passed without showing their failure: this kernel cannot
-    /// (`@@NETPROBE-CANNOT-SHOW NAME WHY`).
+    /// Tests that passed without showing their failure, or one of their
+    /// checks: this kernel cannot (`@@NETPROBE-CANNOT-SHOW NAME WHY`; a
+    /// test may say it of several checks).
     pub cannot_show: BTreeMap<String, String>,
+    /// Tests that did not run here by design (`@@NETPROBE-SKIP NAME WHY`).
+    pub not_run: BTreeMap<String, String>,
+    /// libtest's reasons for ignored tests (`ignored, REASON`).
+    pub ignored_why: BTreeMap<String, String>,
+    /// Its time limit in the guest, seconds (`limit=` at BEGIN).
+    pub limit: Option<u32>,
+    /// libtest's own count of the tests it ran (`test result: ... N
+    /// passed; M failed; K ignored`), when it got to print it.
+    pub summary: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -59,6 +69,9 @@ pub struct GuestRun {
     pub binaries: Vec<BinaryRun>,
     /// /init got to the end.
     pub done: bool,
+    /// The guest's speed as /init measured it: (boot, factor in percent,
+    /// its total limit in seconds).
+    pub speed: Option<(String, u32, u32)>,
 }
 
 enum Section {
@@ -93,9 +106,29 @@ pub fn parse(log: &str) -> GuestRun {
                     run.modules.push((name.to_string(), status.to_string()))
                 }
                 ["@@NETPROBE-CHECK", "BEGIN", ..] => section = Section::Check,
+                ["@@NETPROBE-VM", "speed", rest @ ..] => {
+                    run.speed = Some((
+                        field(rest, "boot").unwrap_or("?").to_string(),
+                        field(rest, "factor_pct")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(100),
+                        field(rest, "total")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0),
+                    ))
+                }
                 ["@@NETPROBE-CANNOT-SHOW", name, why @ ..] => {
                     if let Some(b) = run.binaries.last_mut() {
-                        b.cannot_show.insert(name.to_string(), why.join(" "));
+                        let all = b.cannot_show.entry(name.to_string()).or_default();
+                        if !all.is_empty() {
+                            all.push_str("; ");
+                        }
+                        all.push_str(&why.join(" "));
+                    }
+                }
+                ["@@NETPROBE-SKIP", name, why @ ..] => {
+                    if let Some(b) = run.binaries.last_mut() {
+                        b.not_run.insert(name.to_string(), why.join(" "));
                     }
                 }
                 ["@@NETPROBE-CHECK", "END", rest @ ..] => {
@@ -106,6 +139,7 @@ pub fn parse(log: &str) -> GuestRun {
                     run.binaries.push(BinaryRun {
                         name: name.to_string(),
                         up: (field(rest, "up").and_then(|v| v.parse().ok()), None),
+                        limit: field(rest, "limit").and_then(|v| v.parse().ok()),
                         ..BinaryRun::default()
                     });
                     section = Section::Test;
@@ -133,6 +167,9 @@ pub fn parse(log: &str) -> GuestRun {
                     continue;
                 };
                 if let Some((name, outcome)) = libtest_line(line) {
+                    if let Some(why) = line.split_once(" ... ignored, ").map(|(_, w)| w.trim()) {
+                        bin.ignored_why.insert(name.clone(), why.to_string());
+                    }
                     bin.tests.push((name, outcome));
                 } else if let Some(name) = line
                     .strip_prefix("---- ")
@@ -140,6 +177,9 @@ pub fn parse(log: &str) -> GuestRun {
                 {
                     section = Section::Failure(name.to_string());
                 } else if line == "failures:" || line.starts_with("test result: ") {
+                    if let Some(n) = libtest_summary(line) {
+                        bin.summary = Some(n);
+                    }
                     section = Section::Test;
                 } else if let Section::Failure(name) = &section {
                     bin.failures
@@ -174,6 +214,22 @@ pub fn libtest_line(line: &str) -> Option<(String, Outcome)> {
         return None;
     };
     Some((name.to_string(), outcome))
+}
+
+/// The number of tests libtest ran by its `test result:` line (passed +
+/// failed + ignored).
+pub fn libtest_summary(line: &str) -> Option<u32> {
+    let rest = line.strip_prefix("test result: ")?;
+    let mut n = 0;
+    for part in rest.split(';') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        if let [.., count, what] = words.as_slice() {
+            if matches!(*what, "passed" | "failed" | "ignored") {
+                n += count.parse::<u32>().ok()?;
+            }
+        }
+    }
+    Some(n)
 }
 
 /// `  probe       NAME  attached|skipped  HOOK[: why][ (degraded: what)]`
@@ -232,6 +288,66 @@ pub struct KernelResult {
     pub wall: Duration,
     pub ending: Ending,
     pub run: GuestRun,
+    /// The tests each executable holds (`--list`), every one of which must
+    /// have a result in this row; empty: not known, not checked.
+    pub expected: Expected,
+}
+
+/// Test executable -> the tests it holds, from `--list` on the host.
+pub type Expected = BTreeMap<String, Vec<String>>;
+
+/// The verdict of one test in one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    Pass,
+    /// Passed what this kernel allows; why the rest cannot be shown.
+    NotApplicable(String),
+    /// Not run here, by design; why.
+    Skip(String),
+    Fail,
+    Died,
+    /// No result at all.
+    Missing,
+}
+
+impl Cell {
+    fn name(&self) -> &'static str {
+        match self {
+            Cell::Pass => "pass",
+            Cell::NotApplicable(_) => "n/a",
+            Cell::Skip(_) => "skip",
+            Cell::Fail => "FAIL",
+            Cell::Died => "DIED",
+            Cell::Missing => "MISSING",
+        }
+    }
+}
+
+impl BinaryRun {
+    /// The cell of `test`, from its libtest verdict and the markers.
+    pub fn cell(&self, test: &str) -> Cell {
+        let outcome = self.tests.iter().find(|(t, _)| t == test).map(|(_, o)| *o);
+        match outcome {
+            None => Cell::Missing,
+            Some(Outcome::Fail) => Cell::Fail,
+            Some(Outcome::NoResult) => Cell::Died,
+            Some(Outcome::Ignored) => Cell::Skip(
+                self.ignored_why
+                    .get(test)
+                    .cloned()
+                    .unwrap_or_else(|| "ignored".into()),
+            ),
+            Some(Outcome::Pass) => {
+                if let Some(why) = self.not_run.get(test) {
+                    Cell::Skip(why.clone())
+                } else if let Some(why) = self.cannot_show.get(test) {
+                    Cell::NotApplicable(why.clone())
+                } else {
+                    Cell::Pass
+                }
+            }
+        }
+    }
 }
 
 impl KernelResult {
@@ -254,13 +370,107 @@ impl KernelResult {
             None => {}
         }
         for b in &self.run.binaries {
-            match b.rc {
-                Some(0) => {}
-                Some(rc) => p.push(format!("{} exited {rc}{}", b.name, rc_meaning(rc))),
-                None => p.push(format!("{} did not finish", b.name)),
+            let died = b
+                .tests
+                .iter()
+                .find(|(_, o)| *o == Outcome::NoResult)
+                .map(|(t, _)| t.as_str());
+            match (b.rc, b.limit) {
+                (Some(0), _) => {}
+                (Some(137), Some(limit)) => p.push(format!(
+                    "{} killed at its {limit} s limit{}",
+                    b.name,
+                    died.map(|t| format!(", in {t}")).unwrap_or_default()
+                )),
+                (Some(rc), _) => p.push(format!("{} exited {rc}{}", b.name, rc_meaning(rc))),
+                (None, _) => p.push(format!(
+                    "{} did not finish{}",
+                    b.name,
+                    died.map(|t| format!(" (it was in {t})"))
+                        .unwrap_or_default()
+                )),
+            }
+            if b.rc.is_some() && b.summary != Some(b.tests.len() as u32) {
+                p.push(format!(
+                    "{}: libtest's summary counts {} tests, the log shows {}",
+                    b.name,
+                    b.summary.map_or("no".into(), |n| n.to_string()),
+                    b.tests.len()
+                ));
+            }
+        }
+        for (bin, tests) in &self.expected {
+            let runs: Vec<&BinaryRun> = self
+                .run
+                .binaries
+                .iter()
+                .filter(|b| b.name == *bin)
+                .collect();
+            if runs.is_empty() {
+                if self.run.done {
+                    p.push(format!("{bin} never ran"));
+                }
+                continue;
+            }
+            if tests.is_empty() {
+                p.push(format!("{bin} holds no test"));
+            }
+            for t in tests {
+                if runs.iter().all(|b| b.cell(t) == Cell::Missing) {
+                    p.push(format!("{bin}::{t} has no result"));
+                }
             }
         }
         p
+    }
+
+    /// How many cells of this row are pass, n/a, skip, FAIL, DIED, MISSING
+    /// (over the expected tests, else over those seen).
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut c = BTreeMap::new();
+        for (bin, test) in self.all_tests() {
+            let cell = self
+                .run
+                .binaries
+                .iter()
+                .filter(|b| b.name == bin)
+                .map(|b| b.cell(&test))
+                .find(|c| *c != Cell::Missing)
+                .unwrap_or(Cell::Missing);
+            *c.entry(cell.name()).or_default() += 1;
+        }
+        c
+    }
+
+    fn all_tests(&self) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = self
+            .expected
+            .iter()
+            .flat_map(|(b, ts)| ts.iter().map(|t| (b.clone(), t.clone())))
+            .collect();
+        for b in &self.run.binaries {
+            for (t, _) in &b.tests {
+                let key = (b.name.clone(), t.clone());
+                if !all.contains(&key) {
+                    all.push(key);
+                }
+            }
+        }
+        all
+    }
+
+    /// `33 pass, 5 n/a, 1 skip` (zero counts left out).
+    pub fn counts_text(&self) -> String {
+        let c = self.counts();
+        let parts: Vec<String> = ["pass", "n/a", "skip", "FAIL", "DIED", "MISSING"]
+            .iter()
+            .filter_map(|k| c.get(k).map(|n| format!("{n} {k}")))
+            .collect();
+        if parts.is_empty() {
+            "no tests".into()
+        } else {
+            parts.join(", ")
+        }
     }
 }
 
@@ -288,12 +498,9 @@ pub fn render(results: &[KernelResult]) -> String {
                 probes.push(p.name.clone());
             }
         }
-        for b in &r.run.binaries {
-            for (t, _) in &b.tests {
-                let key = (b.name.clone(), t.clone());
-                if !tests.contains(&key) {
-                    tests.push(key);
-                }
+        for key in r.all_tests() {
+            if !tests.contains(&key) {
+                tests.push(key);
             }
         }
     }
@@ -307,7 +514,7 @@ pub fn render(results: &[KernelResult]) -> String {
             }
         }
     };
-    let mut header: Vec<String> = ["kernel", "release", "wall", "result"]
+    let mut header: Vec<String> = ["kernel", "release", "wall", "result", "pass", "n/a", "skip"]
         .map(String::from)
         .to_vec();
     header.extend(probes.iter().cloned());
@@ -325,6 +532,10 @@ pub fn render(results: &[KernelResult]) -> String {
                 (_, false) => "FAILED".into(),
             },
         ];
+        let counts = r.counts();
+        for k in ["pass", "n/a", "skip"] {
+            row.push(counts.get(k).copied().unwrap_or(0).to_string());
+        }
         for name in &probes {
             row.push(match r.run.probes.iter().find(|p| p.name == *name) {
                 None => "-".into(),
@@ -344,20 +555,24 @@ pub fn render(results: &[KernelResult]) -> String {
             });
         }
         for (bin, test) in &tests {
-            let b = r.run.binaries.iter().filter(|b| b.name == *bin);
-            let outcome = b
-                .clone()
-                .flat_map(|b| &b.tests)
-                .find(|(t, _)| t == test)
-                .map(|(_, o)| *o);
-            let why = b.filter_map(|b| b.cannot_show.get(test)).next();
-            row.push(match (outcome, why) {
-                (Some(Outcome::Pass), Some(why)) => format!(
+            let cell = r
+                .run
+                .binaries
+                .iter()
+                .filter(|b| b.name == *bin)
+                .map(|b| b.cell(test))
+                .find(|c| *c != Cell::Missing)
+                .unwrap_or(Cell::Missing);
+            row.push(match &cell {
+                Cell::NotApplicable(why) => format!(
                     "n/a[{}]",
                     note(format!("{bin}::{test} cannot show here: {why}"))
                 ),
-                (Some(o), _) => o.cell().into(),
-                (None, _) => "-".into(),
+                Cell::Skip(why) => {
+                    format!("skip[{}]", note(format!("{bin}::{test} not run: {why}")))
+                }
+                Cell::Missing if !r.expected.contains_key(bin) && !r.run.done => "-".into(),
+                other => other.name().into(),
             });
         }
         rows.push(row);
@@ -406,7 +621,13 @@ pub fn render(results: &[KernelResult]) -> String {
             .run
             .binaries
             .iter()
-            .filter_map(|b| Some(format!("{} {:.1}s", b.name, b.up.1? - b.up.0?)))
+            .filter_map(|b| {
+                let took = b.up.1? - b.up.0?;
+                Some(match b.limit {
+                    Some(limit) => format!("{} {took:.1}s of {limit}s", b.name),
+                    None => format!("{} {took:.1}s", b.name),
+                })
+            })
             .collect();
         let _ = write!(
             s,
@@ -420,6 +641,15 @@ pub fn render(results: &[KernelResult]) -> String {
         );
         if !times.is_empty() {
             let _ = write!(s, "; test executables: {}", times.join(", "));
+        }
+        s.push('\n');
+        let _ = write!(s, "{}: tests: {}", r.short, r.counts_text());
+        if let Some((boot, factor, total)) = &r.run.speed {
+            let _ = write!(
+                s,
+                "; booted in {boot} s, limits x{:.2} (this guest's speed), {total} s in all",
+                *factor as f64 / 100.0
+            );
         }
         s.push('\n');
         let hooks: Vec<String> = r
@@ -693,6 +923,7 @@ mod tests {
             wall: Duration::from_millis(wall),
             ending,
             run: parse(log),
+            expected: Default::default(),
         }
     }
 
@@ -717,13 +948,26 @@ mod tests {
         );
         assert_eq!(
             r.problems(),
-            ["guest hung: killed after 600s", "reset did not finish"]
+            [
+                "guest hung: killed after 600s",
+                "reset did not finish (it was in closed_port_ipv6)"
+            ]
         );
         let m = render(&[r]);
         let row = m.lines().nth(1).unwrap();
         assert_eq!(
-            row.split_whitespace().collect::<Vec<_>>()[..6],
-            ["6.1", "6.1.0-56-cloud-amd64", "600.0s", "HUNG", "tp", "tp"]
+            row.split_whitespace().collect::<Vec<_>>()[..9],
+            [
+                "6.1",
+                "6.1.0-56-cloud-amd64",
+                "600.0s",
+                "HUNG",
+                "0",
+                "0",
+                "0",
+                "tp",
+                "tp"
+            ]
         );
         assert!(m.contains("\n6.1: reset::closed_port_ipv6 DIED\n"), "{m}");
     }
@@ -746,7 +990,9 @@ mod tests {
         assert_eq!(last_lines(LOG_PANIC, 2).len(), 2);
         let m = render(&[r]);
         assert!(
-            m.starts_with("kernel  release  wall  result\n6.1     ?        3.9s  CRASHED\n"),
+            m.starts_with(
+                "kernel  release  wall  result   pass  n/a  skip\n6.1     ?        3.9s  CRASHED  0     0    0\n"
+            ),
             "{m}"
         );
     }
@@ -774,9 +1020,9 @@ mod tests {
         assert_eq!(
             lines[..3],
             [
-                "kernel  release                wall   result  drop   reset_sent  reset_received  T1    T2    T3    T4    T5    T6    T7    T8",
-                "5.10    5.10.0-32-cloud-amd64  62.8s  FAILED  tp[1]  tp+kprobe   tp              FAIL  pass  FAIL  pass  pass  pass  pass  pass",
-                "6.1     6.1.0-56-cloud-amd64   73.6s  FAILED  tp     tp          tp              FAIL  FAIL  FAIL  pass  pass  pass  pass  pass",
+                "kernel  release                wall   result  pass  n/a  skip  drop   reset_sent  reset_received  T1    T2    T3    T4    T5    T6    T7    T8",
+                "5.10    5.10.0-32-cloud-amd64  62.8s  FAILED  6     0    0     tp[1]  tp+kprobe   tp              FAIL  pass  FAIL  pass  pass  pass  pass  pass",
+                "6.1     6.1.0-56-cloud-amd64   73.6s  FAILED  5     0    0     tp     tp          tp              FAIL  FAIL  FAIL  pass  pass  pass  pass  pass",
             ]
         );
         assert!(m.contains("\nT1   reset::closed_port_ipv4\nT2   reset::closed_port_ipv6\nT3   journald::closed_port_records_reach_journald_with_fields\n"));
@@ -822,5 +1068,139 @@ mod tests {
         let r = result("6.1", &clean, 1_000, Ending::Exited);
         assert!(r.problems().is_empty());
         assert!(render(&[r]).lines().nth(1).unwrap().contains(" ok  "));
+    }
+
+    /// A real run's log: 5.10 under TCG beside the other guests, with its
+    /// speed, every executable's limit, failures, n/a and skip markers.
+    const LOG_5_10_RUN: &str = include_str!("testdata/5.10-run.log");
+    /// The host row of the same run (`ignored` tests with their reasons).
+    const LOG_HOST_RUN: &str = include_str!("testdata/host-run.log");
+
+    fn expected_of(run: &GuestRun) -> Expected {
+        run.binaries
+            .iter()
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    b.tests.iter().map(|(t, _)| t.clone()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_calibrated_guest_says_its_speed_and_each_limit() {
+        let run = parse(LOG_5_10_RUN);
+        assert_eq!(run.speed, Some(("6.45".to_string(), 195, 2320)));
+        let demo = run.binaries.iter().find(|b| b.name == "demo").unwrap();
+        assert_eq!(demo.limit, Some(156));
+        assert_eq!(demo.summary, Some(1));
+        let r = result("5.10", LOG_5_10_RUN, 309_100, Ending::Exited);
+        let m = render(&[r]);
+        assert!(m.contains("5.10: tests: 32 pass, 6 n/a, 1 skip, 3 FAIL; booted in 6.45 s, limits x1.95 (this guest's speed), 2320 s in all\n"), "{m}");
+        assert!(m.contains("demo 21.7s of 156s"), "{m}");
+    }
+
+    #[test]
+    fn cells_are_pass_fail_n_a_or_skip_with_why() {
+        let run = parse(LOG_5_10_RUN);
+        let bin = |n: &str| run.binaries.iter().find(|b| b.name == n).unwrap();
+        assert_eq!(bin("reset").cell("closed_port_ipv4"), Cell::Pass);
+        assert_eq!(
+            bin("countersonly")
+                .cell("without_bpf_counters_name_paws_accept_queue_and_receive_buffer"),
+            Cell::Fail
+        );
+        match bin("paws").cell("old_timestamp_is_rejected_as_paws") {
+            Cell::NotApplicable(why) => assert!(why.contains("has no `reason` field"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match bin("soak").cell("soak_a_night_of_mixed_failures") {
+            Cell::Skip(why) => assert!(why.contains("NETPROBE_SOAK_SECS unset"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(bin("reset").cell("no_such_test"), Cell::Missing);
+        // On the host, the conntrack tests are ignored with their reason.
+        let host = parse(LOG_HOST_RUN);
+        let ct = host
+            .binaries
+            .iter()
+            .find(|b| b.name == "conntrack")
+            .unwrap();
+        match ct.cell("conntrack_table_full") {
+            Cell::Skip(why) => assert!(
+                why.starts_with("changes global conntrack settings"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_row_is_ok_only_when_every_expected_test_has_a_verdict() {
+        let clean = LOG_5_10_RUN
+            .replace(
+                "test result: FAILED. 0 passed; 1 failed",
+                "test result: ok. 1 passed; 0 failed",
+            )
+            .replace(" ... FAILED", " ... ok")
+            .replace("rc=101", "rc=0");
+        let mut r = result("5.10", &clean, 300_000, Ending::Exited);
+        r.expected = expected_of(&r.run);
+        assert!(r.problems().is_empty(), "{:?}", r.problems());
+        // A test the executable holds but the log never shows.
+        r.expected
+            .get_mut("reset")
+            .unwrap()
+            .push("a_new_test".into());
+        // An executable that never ran.
+        r.expected.insert("newbin".into(), vec!["t".into()]);
+        assert_eq!(
+            r.problems(),
+            ["newbin never ran", "reset::a_new_test has no result"]
+        );
+        assert_eq!(r.counts().get("MISSING"), Some(&2));
+    }
+
+    #[test]
+    fn a_limit_that_is_hit_names_the_test_it_was_in() {
+        // The log as it would read had resilience been killed at its limit
+        // inside its first test.
+        let at = LOG_5_10_RUN
+            .find("test sigterm_writes_a_summary_and_exits_within_a_second ... ")
+            .unwrap()
+            + "test sigterm_writes_a_summary_and_exits_within_a_second ... ".len();
+        let begin = LOG_5_10_RUN
+            .find("@@NETPROBE-TEST resilience BEGIN")
+            .unwrap();
+        let resilience_start = LOG_5_10_RUN[begin..].find("test ").unwrap() + begin;
+        let cut = format!(
+            "{}{}\r\n@@NETPROBE-TEST resilience END rc=137 up=400.00\r\n@@NETPROBE-VM DONE up=400.1\r\n",
+            &LOG_5_10_RUN[..resilience_start],
+            &LOG_5_10_RUN[at - "test sigterm_writes_a_summary_and_exits_within_a_second ... ".len()..at]
+        );
+        let r = result("5.10", &cut, 400_000, Ending::Exited);
+        let problems = r.problems();
+        assert!(
+            problems.contains(&"resilience killed at its 351 s limit, in sigterm_writes_a_summary_and_exits_within_a_second".to_string()),
+            "{problems:?}"
+        );
+        // libtest never printed its summary: that is said too.
+        assert!(
+            problems.contains(
+                &"resilience: libtest's summary counts no tests, the log shows 1".to_string()
+            ),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn libtest_summaries_count_every_verdict() {
+        assert_eq!(
+            libtest_summary("test result: ok. 4 passed; 1 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.00s"),
+            Some(8)
+        );
+        assert_eq!(libtest_summary("test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.38s"), Some(1));
+        assert_eq!(libtest_summary("nothing"), None);
     }
 }
