@@ -91,8 +91,9 @@ enum Task {
         /// Seconds per overhead measurement.
         #[arg(long, default_value_t = 3)]
         secs: u64,
-        /// Rounds of the three configurations (no tracer, netprobe, bpftrace).
-        #[arg(long, default_value_t = 5)]
+        /// Rounds of the three configurations (no tracer, netprobe, bpftrace):
+        /// the overhead's interval is over the rounds' paired ratios.
+        #[arg(long, default_value_t = 8)]
         rounds: u32,
         /// Seconds of each storm.
         #[arg(long, default_value_t = 10)]

@@ -629,24 +629,32 @@ impl Results {
         );
         let _ = writeln!(
             s,
-            "### Overhead: healthy loopback TCP, nothing lost or refused (median of {} rounds; change against no tracer)\n",
+            "### Overhead: healthy loopback TCP, nothing lost or refused (median of {} rounds; change against no tracer; \
+             the ratio to no tracer paired by round, mean [95% interval])\n",
             o.rounds
         );
         let _ = writeln!(
             s,
-            "| workload | no tracer | netprobe | bpftrace | spread without a tracer |"
+            "| workload | no tracer | netprobe | bpftrace | netprobe / no tracer | bpftrace / no tracer | spread without a tracer |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        let ratio = |i: Option<Interval>| {
+            i.map_or("-".into(), |i| {
+                format!("{:.3} [{:.3}, {:.3}]", i.mean, i.lo, i.hi)
+            })
+        };
         for w in self.workloads() {
             let _ = writeln!(
                 s,
-                "| {} | {:.0} | {:.0} ({:+.1}%) | {:.0} ({:+.1}%) | {:.1}% |",
+                "| {} | {:.0} | {:.0} ({:+.1}%) | {:.0} ({:+.1}%) | {} | {} | {:.1}% |",
                 w.workload.name(),
                 w.median(Config::None),
                 w.median(Config::Netprobe),
                 -w.overhead_pct(Config::Netprobe),
                 w.median(Config::Bpftrace),
                 -w.overhead_pct(Config::Bpftrace),
+                ratio(w.ratio_interval(Config::Netprobe)),
+                ratio(w.ratio_interval(Config::Bpftrace)),
                 w.spread_pct()
             );
         }
@@ -657,7 +665,7 @@ impl Results {
         {
             let _ = writeln!(
                 s,
-                "| {} | - | {:.1}% | {:.1}% | |",
+                "| {} | - | {:.1}% | {:.1}% | | | |",
                 c.workload.name(),
                 c.median(Config::Netprobe),
                 c.median(Config::Bpftrace)
