@@ -13,7 +13,7 @@ use std::{
 };
 
 use netprobe_tests::{
-    cannot_show, connect_to_closed_port, kernel, patience, require_root, Daemon, Netns,
+    cannot_show, connect_to_closed_port, kernel, patience, require_root, Daemon, Netns, Resident,
 };
 
 #[test]
@@ -23,6 +23,9 @@ fn clean_short_connections_make_no_records() {
     }
     let mut d = Daemon::json();
     let ns = Netns::new();
+    // A process in the namespace, as a pod has: netprobe samples its
+    // counters too, so a record made from them would show here.
+    let _resident = ns.run(Resident::here);
     let port = ns.run(|| {
         let l = TcpListener::bind("127.0.0.1:0").expect("listen");
         let port = l.local_addr().unwrap().port();
