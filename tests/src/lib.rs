@@ -562,6 +562,18 @@ impl Daemon {
         self.probe(name)["status"] == "attached"
     }
 
+    /// Fails unless probe `name` attached exactly when the kernel fact
+    /// `excuse` (from [`kernel`]) does not hold: netprobe's own claim
+    /// must agree with what the test read from the kernel.
+    pub fn assert_attached_unless(&self, name: &str, excuse: &Option<String>) {
+        assert_eq!(
+            self.attached(name),
+            excuse.is_none(),
+            "probe {name} and the kernel disagree ({excuse:?}): {}",
+            self.probe(name)
+        );
+    }
+
     /// Whether this kernel names drop reasons (5.17+), as the drop probe said.
     pub fn drop_reasons(&self) -> bool {
         !self.probe("drop")["detail"]

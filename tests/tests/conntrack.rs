@@ -76,12 +76,7 @@ fn conntrack_table_full() {
     // probe's kprobes can attach; elsewhere it is a netfilter drop, and the
     // conntrack diagnosis of the packet cannot be shown.
     let excuse = kernel::lacks_kprobe_on("__nf_conntrack_confirm");
-    assert_eq!(
-        d.attached("conntrack"),
-        excuse.is_none(),
-        "{}",
-        d.probe("conntrack")
-    );
+    d.assert_attached_unless("conntrack", &excuse);
     let (kind, mode) = match &excuse {
         None => ("conntrack", "conntrack_table_full"),
         Some(fact) => {
@@ -225,12 +220,7 @@ fn conntrack_insert_failed() {
         "{counted}"
     );
     let excuse = kernel::lacks_kprobe_on("__nf_conntrack_confirm");
-    assert_eq!(
-        d.attached("conntrack"),
-        excuse.is_none(),
-        "{}",
-        d.probe("conntrack")
-    );
+    d.assert_attached_unless("conntrack", &excuse);
     if let Some(fact) = excuse {
         cannot_show(
             "conntrack_insert_failed",

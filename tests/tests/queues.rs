@@ -22,12 +22,7 @@ fn accept_queue(test: &str, ip: &'static str) {
     // The SYN dropped at a full accept queue shows only through the
     // conn_request kprobe.
     let syn_stage = kernel::lacks_kprobe_on("tcp_conn_request");
-    assert_eq!(
-        d.attached("listen_overflow"),
-        syn_stage.is_none(),
-        "{:?}",
-        d.probe("listen_overflow")
-    );
+    d.assert_attached_unless("listen_overflow", &syn_stage);
     let ns = Netns::new();
     let (listener, port, _resident, _keep) = ns.run(move || provoke::accept_queue_overflow(ip));
     let over = d.wait_for("accept queue overflow", Duration::from_secs(10), |v| {

@@ -543,7 +543,7 @@ impl Results {
                 },
                 match folded {
                     Some(f) => format!(
-                        "{} CPU-s per million events processed ({} CPU-s, {} records crossed)",
+                        "{} CPU-s per million events processed ({:.2} CPU-s, {} records crossed)",
                         f.cpu_per_million()
                             .map_or("-".into(), |c| format!("{c:.2}")),
                         f.cpu_seconds,
@@ -949,7 +949,7 @@ impl Results {
             "healthy_workload_connections_under_netprobe": self.healthy_connections,
             "overhead": overhead,
             "storms": storms,
-            "goals": self.goals().iter().map(|g| json!({"goal": g.goal, "verdict": g.verdict.name(), "figure": g.figure})).collect::<Vec<_>>(),
+            "goals": self.goals().iter().map(|g| json!({"goal": g.goal, "verdict": g.verdict.name().to_lowercase(), "figure": g.figure})).collect::<Vec<_>>(),
         })
     }
 }
@@ -1112,27 +1112,20 @@ mod tests {
         assert!((i.mean - 2.0).abs() < 1e-12);
         assert!((i.hi - 2.0 - 4.303 / 3f64.sqrt()).abs() < 1e-9);
         assert!(interval(&[1.0]).is_none());
-        let narrow = Interval {
-            mean: 1.0,
-            lo: 0.995,
-            hi: 1.005,
-            n: 5,
-        };
-        assert_eq!(Verdict::at_least(&narrow, 0.99), Verdict::Met);
-        let straddles = Interval {
-            mean: 0.99,
-            lo: 0.95,
-            hi: 1.03,
-            n: 5,
-        };
-        assert_eq!(Verdict::at_least(&straddles, 0.99), Verdict::NotSettled);
-        let below = Interval {
-            mean: 0.9,
-            lo: 0.88,
-            hi: 0.92,
-            n: 5,
-        };
-        assert_eq!(Verdict::at_least(&below, 0.99), Verdict::Missed);
+        // Inside the goal, straddling it, below it.
+        for (lo, hi, want) in [
+            (0.995, 1.005, Verdict::Met),
+            (0.95, 1.03, Verdict::NotSettled),
+            (0.88, 0.92, Verdict::Missed),
+        ] {
+            let i = Interval {
+                mean: (lo + hi) / 2.0,
+                lo,
+                hi,
+                n: 5,
+            };
+            assert_eq!(Verdict::at_least(&i, 0.99), want, "{i:?}");
+        }
     }
 
     #[test]
