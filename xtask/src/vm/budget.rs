@@ -10,22 +10,23 @@
 
 /// Seconds each test executable may take in a guest at the reference
 /// speed: twice the slowest time measured (`cargo xtask test`, three guests
-/// side by side under TCG on the project's 2-core machine, 2026-12-01).
+/// side by side under TCG on the project's 2-core machine, four runs on
+/// 2026-12-01, two of them from a clean clone), and at least 10 s.
 pub const BUDGETS: &[(&str, u32)] = &[
-    ("conntrack", 60),
-    ("countersonly", 40),
+    ("conntrack", 70),
+    ("countersonly", 30),
     ("demo", 50),
     ("healthy", 30),
-    ("journald", 50),
-    ("lifecycle", 80),
-    ("netfilter", 30),
+    ("journald", 60),
+    ("lifecycle", 90),
+    ("netfilter", 40),
     ("netprobe_tests", 10),
     ("oom", 30),
-    ("overflow", 80),
+    ("overflow", 100),
     ("paws", 30),
-    ("queues", 140),
-    ("reset", 60),
-    ("resilience", 110),
+    ("queues", 160),
+    ("reset", 70),
+    ("resilience", 130),
     ("soak", 10),
 ];
 
@@ -35,7 +36,7 @@ pub const DEFAULT_BUDGET: u32 = 180;
 
 /// Boot time (guest uptime when /init starts, centiseconds) of each kernel
 /// on the project's machine with the guests side by side: the reference
-/// speed the budgets were measured at.
+/// speed the budgets were measured at (seen: 5.9 to 6.8 s).
 pub const REFERENCE_BOOT_CS: &[(&str, u32)] = &[("5.10", 645), ("6.1", 639), ("6.12", 606)];
 
 /// Reference boot of a kernel not in the table.
