@@ -226,20 +226,43 @@ pub const ENTRIES: &[Entry] = &[
         mode: m("oom_stall", "oom_stall"),
         severity: Severity::Critical,
         title: "OOM kill stalling the network",
-        meaning: "The kernel ran out of memory (in a memory cgroup or on the whole node) and \
-                  killed a process. While it reclaims and kills, packet processing and \
-                  applications stall: retransmits, timeouts and drops in that window are the \
+        meaning: "The kernel ran out of memory and killed a process, and the node stalled: \
+                  while it reclaims and kills, packet processing and applications stall, so \
+                  retransmits and timeouts in that window with no cause of their own are the \
                   OOM's, not the network's.",
         detection: "Tracepoint oom:mark_victim (the victim's pid; name and memory from about \
-                    6.9; its memory cgroup read from /proc); retransmits \
-                    (tcp:tcp_retransmit_skb) and socket errors such as ETIMEDOUT \
-                    (sock:inet_sk_error_report) within 60 s of a kill are attributed to it.",
+                    6.9; its memory cgroup from /proc, else from the cgroup whose oom_kill count \
+                    went up). A stall needs evidence, named in the record's stall_evidence: a \
+                    global kill (no memory cgroup reached its own limit), or retransmits \
+                    (tcp:tcp_retransmit_skb) and timeouts (sock:inet_sk_error_report) without a \
+                    cause of their own within 60 s of the kill clearly above the rate of the \
+                    minutes before. A symptom whose flow shows a cause (a netfilter drop, a \
+                    reset, a full queue) keeps that cause.",
         advice: "Fix the memory pressure first: raise the limit of the victim's cgroup or reduce \
                  its use. Timeouts and retransmits around the kill are likely its symptoms; tune \
                  the network only if they persist without OOM kills.",
         reasons: &[],
         locations: &[],
         counters: &["oom_kill"],
+    },
+    Entry {
+        mode: m("oom_stall", "oom_kill"),
+        severity: Severity::Warning,
+        title: "OOM kill, no network stall seen",
+        meaning: "The OOM killer killed a process, but nothing shows that the node stalled: the \
+                  kill was confined to a memory cgroup that reached its own limit, and the \
+                  network symptoms after it were no more than before (or each had a cause of \
+                  its own on its flow). The victim's application lost its process; other \
+                  connections on the node are not its victims.",
+        detection: "Tracepoint oom:mark_victim; the victim's cgroup from /proc, else from the \
+                    cgroup whose oom_kill count went up; confined when a cgroup's `oom` count \
+                    (memory.events, cgroup v2) went up with it, or, on v1, when the victim's \
+                    cgroup has a memory limit.",
+        advice: "Raise the memory limit of the victim's container or cgroup, or find what grew \
+                 in it (its memory.stat); the kill alone did not stall the network.",
+        reasons: &[],
+        locations: &[],
+        counters: &[],
     },
     Entry {
         mode: m("conntrack", "conntrack_insert_failed"),
@@ -308,6 +331,36 @@ pub const ENTRIES: &[Entry] = &[
                     tcp:tcp_receive_reset.",
         advice: "Look at the reason and at the application on the side that sent the RST.",
         reasons: &[],
+        locations: &[],
+        counters: &[],
+    },
+    Entry {
+        mode: m("unreachable", "unreachable"),
+        severity: Severity::Warning,
+        title: "host or network unreachable",
+        meaning: "A connection failed because its peer could not be reached: the application \
+                  saw EHOSTUNREACH (\"No route to host\"), ENETUNREACH or EHOSTDOWN. The cause \
+                  netprobe saw on the same flow is named: a netfilter rule that rejected the \
+                  packet (REJECT with an ICMP unreachable), a neighbour (the next hop) that \
+                  never answered ARP or neighbour discovery, or, with no drop on this host, no \
+                  route or an ICMP unreachable from the network.",
+        detection: "Tracepoint sock:inet_sk_error_report (5.14+) for the error, and the drops \
+                    of the same flow: reason NETFILTER_DROP for a rule; NEIGH_FAILED, \
+                    NEIGH_QUEUEFULL, NEIGH_CREATEFAIL or NEIGH_DEAD for the neighbour; \
+                    IP_OUTNOROUTES or IP_INNOROUTES for the route (5.17+).",
+        advice: "If a netfilter rule rejected it, find the REJECT rule matching this flow \
+                 (`nft list ruleset`, `iptables-save | grep REJECT`). If the neighbour never \
+                 answered, check that the peer (or the gateway) is up and on that link \
+                 (`ip neigh show` shows it FAILED). Otherwise check the route to the peer \
+                 (`ip route get ADDRESS`) and the network in between.",
+        reasons: &[
+            "NEIGH_FAILED",
+            "NEIGH_QUEUEFULL",
+            "NEIGH_CREATEFAIL",
+            "NEIGH_DEAD",
+            "IP_OUTNOROUTES",
+            "IP_INNOROUTES",
+        ],
         locations: &[],
         counters: &[],
     },
@@ -426,7 +479,7 @@ mod tests {
     use crate::classify;
 
     /// Every mode design.md names, with its family.
-    const DESIGN: [(&str, &str); 15] = [
+    const DESIGN: [(&str, &str); 17] = [
         ("tw_recycle", "tw_recycle"),
         ("queue_full", "accept_queue_full"),
         ("queue_full", "syn_queue_full"),
@@ -437,10 +490,12 @@ mod tests {
         ("queue_full", "cpu_backlog_full"),
         ("queue_full", "nic_ring_full"),
         ("oom_stall", "oom_stall"),
+        ("oom_stall", "oom_kill"),
         ("conntrack", "conntrack_insert_failed"),
         ("netfilter", "netfilter_drop"),
         ("reset", "no_listener"),
         ("reset", "reset_other"),
+        ("unreachable", "unreachable"),
         ("other", "other"),
     ];
 

@@ -31,6 +31,9 @@ pub const CONNTRACK_TABLE_FULL: Mode = m("queue_full", "conntrack_table_full");
 pub const CONNTRACK_INSERT_FAILED: Mode = m("conntrack", "conntrack_insert_failed");
 pub const NETFILTER_DROP: Mode = m("netfilter", "netfilter_drop");
 pub const OOM_STALL: Mode = m("oom_stall", "oom_stall");
+/// An OOM kill with no stall seen: a memory cgroup at its own limit.
+pub const OOM_KILL: Mode = m("oom_stall", "oom_kill");
+pub const UNREACHABLE: Mode = m("unreachable", "unreachable");
 pub const OTHER: Mode = m("other", "other");
 
 /// The mode of a drop whose kernel gave a reason name (the catalogue's
@@ -68,6 +71,20 @@ pub fn reset_received(state: Option<i64>) -> Mode {
     }
 }
 
+/// The mode of a socket error, by the errno the application saw: a
+/// refused connection is a closed port's, a reset the reset family's, and
+/// an unreachable host or network its own mode; the rest (ETIMEDOUT above
+/// all) are `other` until a cause on their flow, or an OOM stall, claims
+/// them.
+pub fn socket_error(errno: i64) -> Mode {
+    match errno {
+        111 => NO_LISTENER,             // ECONNREFUSED
+        104 => RESET_OTHER,             // ECONNRESET
+        101 | 112 | 113 => UNREACHABLE, // ENETUNREACH, EHOSTDOWN, EHOSTUNREACH
+        _ => OTHER,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +106,13 @@ mod tests {
         assert_eq!(reset_received(Some(TCP_SYN_SENT)), NO_LISTENER);
         assert_eq!(reset_received(Some(1)), RESET_OTHER);
         assert_eq!(reset_received(None), RESET_OTHER);
+        assert_eq!(drop_reason("NEIGH_FAILED"), UNREACHABLE);
+        assert_eq!(drop_reason("IP_OUTNOROUTES"), UNREACHABLE);
+        assert_eq!(socket_error(111), NO_LISTENER);
+        assert_eq!(socket_error(104), RESET_OTHER);
+        assert_eq!(socket_error(113), UNREACHABLE);
+        assert_eq!(socket_error(101), UNREACHABLE);
+        assert_eq!(socket_error(112), UNREACHABLE);
+        assert_eq!(socket_error(110), OTHER);
     }
 }

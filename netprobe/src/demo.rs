@@ -89,9 +89,9 @@ const SCENARIOS: &[Scenario] = &[
     },
     // Last: the OOM kill opens a window that counts what follows it.
     Scenario {
-        mode: "oom_stall",
-        what: "a process in a throwaway memory cgroup (32 MiB) allocates until the OOM killer \
-               kills it",
+        mode: "oom_kill",
+        what: "a process (memory-hog) in a throwaway memory cgroup (32 MiB) allocates until the \
+               OOM killer kills it: confined to its cgroup, no network stall",
         needs: None,
         provoke: oom_kill,
     },

@@ -176,22 +176,18 @@ impl Folder {
     }
 
     /// Counts `times` events identical to one already folded into an open
-    /// incident; false when there is none (build its record and `offer` it).
-    pub fn repeat(&mut self, raw: &RepeatKey, times: u64, wall_ns: i128) -> bool {
-        let Some(key) = self.shortcuts.get(raw) else {
-            return false;
-        };
-        match self.open.get_mut(key) {
-            Some(o) => {
-                o.count += times;
-                o.last_ns = Some(wall_ns);
-                true
-            }
-            None => {
-                self.shortcuts.remove(raw);
-                false
-            }
+    /// incident, and returns that incident's first record; `None` when
+    /// there is none (build its record and `offer` it).
+    pub fn repeat(&mut self, raw: &RepeatKey, times: u64, wall_ns: i128) -> Option<&Record> {
+        let key = self.shortcuts.get(raw)?;
+        if !self.open.contains_key(key) {
+            self.shortcuts.remove(raw);
+            return None;
         }
+        let o = self.open.get_mut(key)?;
+        o.count += times;
+        o.last_ns = Some(wall_ns);
+        Some(&o.first)
     }
 
     /// `offer_times`, remembering `raw` for `repeat` while the record's
@@ -433,23 +429,29 @@ mod tests {
         let key = |e: &DropEvent| RepeatKey::of(&decoded(e, Some(4026531840)), false);
         let first = udp_drop(40000, 2304);
         // Nothing folded yet: the record must be built.
-        assert!(!f.repeat(&key(&first).unwrap(), 1, 0));
+        assert!(f.repeat(&key(&first).unwrap(), 1, 0).is_none());
         assert!(f
             .offer_keyed(key(&first), &drop_to(40000, 53, "t1"), t0, 1)
             .is_some());
-        assert!(f.repeat(&key(&first).unwrap(), 1, 2));
-        assert!(f.repeat(&key(&first).unwrap(), 1, 3));
+        assert!(f.repeat(&key(&first).unwrap(), 1, 2).is_some());
+        assert!(f.repeat(&key(&first).unwrap(), 1, 3).is_some());
         // Anything else in the record differs (the queue's figure, the
         // namespace): built, and folded by its record.
-        assert!(!f.repeat(&key(&udp_drop(40000, 1152)).unwrap(), 1, 9));
-        assert!(!f.repeat(&RepeatKey::of(&decoded(&first, None), false).unwrap(), 1, 9));
+        assert!(f
+            .repeat(&key(&udp_drop(40000, 1152)).unwrap(), 1, 9)
+            .is_none());
+        assert!(f
+            .repeat(&RepeatKey::of(&decoded(&first, None), false).unwrap(), 1, 9)
+            .is_none());
         // Another client port is the same incident (its key keeps the
         // lower port), unless ports are filtered.
-        assert!(!f.repeat(
-            &RepeatKey::of(&decoded(&udp_drop(40009, 2304), Some(4026531840)), true).unwrap(),
-            1,
-            9
-        ));
+        assert!(f
+            .repeat(
+                &RepeatKey::of(&decoded(&udp_drop(40009, 2304), Some(4026531840)), true).unwrap(),
+                1,
+                9
+            )
+            .is_none());
         assert_eq!(
             f.offer_keyed(
                 key(&udp_drop(40001, 1152)),
@@ -459,7 +461,9 @@ mod tests {
             ),
             None
         );
-        assert!(f.repeat(&key(&udp_drop(40002, 1152)).unwrap(), 1, 5));
+        assert!(f
+            .repeat(&key(&udp_drop(40002, 1152)).unwrap(), 1, 5)
+            .is_some());
         let done = f.closed(t0 + Duration::from_secs(60));
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].count, Some(5));
@@ -469,16 +473,16 @@ mod tests {
             (Some("t1"), Some(crate::timefmt::rfc3339(5).as_str()))
         );
         // The incident closed: its shortcuts went with it.
-        assert!(!f.repeat(&key(&first).unwrap(), 1, 6));
+        assert!(f.repeat(&key(&first).unwrap(), 1, 6).is_none());
         assert!(f.shortcuts.is_empty());
         // A new incident; a filter change forgets the shortcuts.
         let later = t0 + Duration::from_secs(61);
         assert!(f
             .offer_keyed(key(&first), &drop_to(40000, 53, "t7"), later, 1)
             .is_some());
-        assert!(f.repeat(&key(&first).unwrap(), 1, 8));
+        assert!(f.repeat(&key(&first).unwrap(), 1, 8).is_some());
         f.forget_shortcuts();
-        assert!(!f.repeat(&key(&first).unwrap(), 1, 9));
+        assert!(f.repeat(&key(&first).unwrap(), 1, 9).is_none());
         // A rejected segment's TCP timestamp feeds the NAT clock count: a
         // tw_recycle record never takes the shortcut.
         let mut paws = udp_drop(40000, 0);
@@ -489,7 +493,7 @@ mod tests {
         assert!(f
             .offer_keyed(paws_key.clone(), &rejected, later, 1)
             .is_some());
-        assert!(!f.repeat(&paws_key.unwrap(), 1, 11));
+        assert!(f.repeat(&paws_key.unwrap(), 1, 11).is_none());
         // Retransmits are summed elsewhere.
         let retransmit = Decoded {
             event: KernelEvent::Retransmit(SocketEvent {
@@ -532,7 +536,7 @@ mod tests {
             Some(1)
         );
         // 10 more later, by the shortcut; 2 more by their record.
-        assert!(f.repeat(&key(&first).unwrap(), 10, 7));
+        assert!(f.repeat(&key(&first).unwrap(), 10, 7).is_some());
         assert_eq!(f.offer_times(&drop_to(40001, 53, "t2"), t0, 2), None);
         let done = f.flush();
         assert_eq!(done[0].count, Some(17));

@@ -29,6 +29,7 @@ pub fn print_out(text: &str) -> i32 {
 pub mod btf;
 pub mod caps;
 pub mod catalogue;
+pub mod causes;
 pub mod check;
 pub mod classify;
 pub mod config;

@@ -96,7 +96,7 @@ impl Metrics {
         // The first event of an incident was counted when it was written.
         let n = match (r.kind, r.count) {
             // An OOM window's incident sums events counted as they came.
-            ("incident", _) if mode == "oom_stall" => 0,
+            ("incident", _) if r.event == Some("oom") || mode == "oom_stall" => 0,
             ("incident", Some(c)) => c.saturating_sub(1),
             // Counter deltas, the minute's retransmissions and a record
             // standing for repeats counted in the kernel are sums.

@@ -60,9 +60,26 @@ pub fn process(proc_root: &Path, pid: u32) -> (Option<Vec<u8>>, Option<String>) 
 /// The OOM kill count in a memory cgroup's `memory.events` (v2) or
 /// `memory.oom_control` (v1): its `oom_kill N` line (4.13+).
 pub fn oom_kill_count(text: &str) -> Option<u64> {
+    event_count(text, "oom_kill")
+}
+
+/// A `NAME N` line's count.
+fn event_count(text: &str, name: &str) -> Option<u64> {
     text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// What the memory cgroups say of one OOM kill.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KillFacts {
+    /// The victim's cgroup: the deepest whose `oom_kill` count went up.
+    pub cgroup: Option<String>,
+    /// Whether the kill was confined to a memory cgroup that reached its
+    /// own limit (v2: a cgroup's `oom` count went up with it; v1: the
+    /// victim's cgroup or one above it has a limit), or global (the node
+    /// ran out of memory). `None`: cannot tell.
+    pub confined: Option<bool>,
 }
 
 /// The memory hierarchies in a `/proc/self/mountinfo` text: (mount point,
@@ -100,8 +117,13 @@ pub fn memory_hierarchies(
 #[derive(Debug, Default)]
 pub struct OomKills {
     hierarchies: Vec<(PathBuf, &'static str)>,
-    counts: std::collections::HashMap<PathBuf, u64>,
+    /// Per cgroup: (oom_kill, oom) counts; `oom` only on v2.
+    counts: std::collections::HashMap<PathBuf, (u64, u64)>,
 }
+
+/// A v1 `memory.limit_in_bytes` this large is no limit (the page counter's
+/// maximum, rounded down to a page).
+const V1_NO_LIMIT: u64 = 1 << 60;
 
 /// Bounds on a walk: cgroups read, and depth.
 const MAX_CGROUPS: usize = 100_000;
@@ -123,7 +145,7 @@ impl OomKills {
         k
     }
 
-    fn walk(&self) -> std::collections::HashMap<PathBuf, u64> {
+    fn walk(&self) -> std::collections::HashMap<PathBuf, (u64, u64)> {
         let mut counts = std::collections::HashMap::new();
         for (root, file) in &self.hierarchies {
             let mut stack = vec![(root.clone(), 0usize)];
@@ -131,11 +153,11 @@ impl OomKills {
                 if counts.len() >= MAX_CGROUPS {
                     break;
                 }
-                if let Some(n) = std::fs::read_to_string(dir.join(file))
-                    .ok()
-                    .and_then(|t| oom_kill_count(&t))
-                {
-                    counts.insert(dir.clone(), n);
+                if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
+                    if let Some(n) = oom_kill_count(&text) {
+                        let oom = event_count(&text, "oom").unwrap_or(0);
+                        counts.insert(dir.clone(), (n, oom));
+                    }
                 }
                 if depth >= MAX_DEPTH {
                     continue;
@@ -153,17 +175,19 @@ impl OomKills {
         counts
     }
 
-    /// After a kill: the cgroup (path under its hierarchy, `/a/b`) whose
-    /// count went up, the deepest of them; `None` when none did (no memory
-    /// hierarchy, or the cgroup is already removed) or two unrelated
-    /// cgroups did (two kills at once: no guess).
-    pub fn victim_cgroup(&mut self) -> Option<String> {
+    /// After a kill: the victim's cgroup (path under its hierarchy, `/a/b`),
+    /// the deepest whose kill count went up (`None` when none did, or two
+    /// unrelated cgroups did: two kills at once, no guess), and whether
+    /// the kill was confined to a cgroup's limit.
+    pub fn after_kill(&mut self) -> KillFacts {
         let now = self.walk();
+        let before = |p: &PathBuf| self.counts.get(p).copied().unwrap_or((0, 0));
         let grew: Vec<&PathBuf> = now
             .iter()
-            .filter(|(p, n)| **n > self.counts.get(*p).copied().unwrap_or(0))
+            .filter(|(p, n)| n.0 > before(p).0)
             .map(|(p, _)| p)
             .collect();
+        let limited = now.iter().any(|(p, n)| n.1 > before(p).1);
         let deepest = grew
             .iter()
             .copied()
@@ -171,11 +195,45 @@ impl OomKills {
             .cloned();
         let found = deepest.filter(|d| grew.iter().all(|g| d.starts_with(g)));
         self.counts = now;
-        let found = found?;
-        self.hierarchies.iter().find_map(|(root, _)| {
-            let rel = found.strip_prefix(root).ok()?;
-            Some(format!("/{}", rel.display()))
-        })
+        // On v2 a kill confined to a limit shows as a cgroup's `oom` count,
+        // whether or not the victim's own cgroup is known (the root has
+        // no memory.events).
+        let v2 = self.hierarchies.iter().any(|(_, f)| *f == "memory.events");
+        let Some(found) = found else {
+            return KillFacts {
+                cgroup: None,
+                confined: v2.then_some(limited),
+            };
+        };
+        let Some((root, file)) = self
+            .hierarchies
+            .iter()
+            .find(|(root, _)| found.starts_with(root))
+        else {
+            return KillFacts::default();
+        };
+        let confined = if *file == "memory.events" {
+            limited
+        } else {
+            // v1 counts no limit events: a limit on the victim's cgroup or
+            // one above it (below the root) is what confines it.
+            found
+                .ancestors()
+                .take_while(|a| a.starts_with(root) && *a != root.as_path())
+                .any(|a| {
+                    std::fs::read_to_string(a.join("memory.limit_in_bytes"))
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                        .is_some_and(|l| l < V1_NO_LIMIT)
+                })
+        };
+        KillFacts {
+            cgroup: Some(format!(
+                "/{}",
+                found.strip_prefix(root).unwrap_or(&found).display()
+            )),
+            confined: Some(confined),
+        }
     }
 }
 
@@ -255,7 +313,11 @@ mod tests {
         let leaf = root.join("kubepods/pod1/ctr");
         std::fs::create_dir_all(&leaf).unwrap();
         let write = |dir: &Path, n: u64| {
-            std::fs::write(dir.join("memory.events"), format!("oom 0\noom_kill {n}\n")).unwrap()
+            std::fs::write(
+                dir.join("memory.events"),
+                format!("oom {n}\noom_kill {n}\n"),
+            )
+            .unwrap()
         };
         for d in [
             &root,
@@ -270,21 +332,81 @@ mod tests {
             counts: Default::default(),
         };
         k.counts = k.walk();
-        assert_eq!(k.victim_cgroup(), None);
-        // v2 counts the kill up the hierarchy.
+        // Nothing moved: no victim found, and no limit reached (v2 counts
+        // one wherever it is).
+        assert_eq!(
+            k.after_kill(),
+            KillFacts {
+                cgroup: None,
+                confined: Some(false)
+            }
+        );
+        // v2 counts the kill up the hierarchy; the pod's limit was hit
+        // (its `oom` went up with it): confined.
         for d in [&root.join("kubepods"), &root.join("kubepods/pod1"), &leaf] {
             write(d, 1);
         }
-        assert_eq!(k.victim_cgroup().as_deref(), Some("/kubepods/pod1/ctr"));
-        assert_eq!(k.victim_cgroup(), None, "counted once");
+        assert_eq!(
+            k.after_kill(),
+            KillFacts {
+                cgroup: Some("/kubepods/pod1/ctr".into()),
+                confined: Some(true)
+            }
+        );
+        assert_eq!(k.after_kill().cgroup, None, "counted once");
+        // A kill with no limit reached anywhere: the node ran out (global).
+        std::fs::write(leaf.join("memory.events"), "oom 1\noom_kill 2\n").unwrap();
+        assert_eq!(k.after_kill().confined, Some(false));
         // Two unrelated cgroups at once: no guess.
         let other = root.join("other");
         std::fs::create_dir_all(&other).unwrap();
         write(&other, 0);
         k.counts = k.walk();
         write(&other, 1);
-        write(&leaf, 2);
-        assert_eq!(k.victim_cgroup(), None);
+        write(&leaf, 3);
+        assert_eq!(k.after_kill().cgroup, None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn on_v1_a_limit_above_the_victim_confines_the_kill() {
+        let root = std::env::temp_dir().join(format!("netprobe-oomv1-{}", std::process::id()));
+        let (limited, free) = (root.join("limited/job"), root.join("free/job"));
+        for d in [&root, &limited, &free] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let kills = |d: &Path, n: u64| {
+            std::fs::write(
+                d.join("memory.oom_control"),
+                format!("oom_kill_disable 0\nunder_oom 0\noom_kill {n}\n"),
+            )
+            .unwrap()
+        };
+        for d in [&root, &limited, &free] {
+            kills(d, 0);
+        }
+        // Debian's v1 "no limit": 9223372036854771712.
+        std::fs::write(root.join("limited/memory.limit_in_bytes"), "33554432\n").unwrap();
+        std::fs::write(
+            root.join("free/memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .unwrap();
+        let mut k = OomKills {
+            hierarchies: vec![(root.clone(), "memory.oom_control")],
+            counts: Default::default(),
+        };
+        k.counts = k.walk();
+        kills(&limited, 1);
+        assert_eq!(
+            k.after_kill(),
+            KillFacts {
+                cgroup: Some("/limited/job".into()),
+                confined: Some(true)
+            }
+        );
+        kills(&free, 1);
+        assert_eq!(k.after_kill().confined, Some(false));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -124,8 +124,10 @@ pub fn add(s: &mut Summary, v: &Value, since: Option<&str>) {
     // An OOM window's incident counts symptoms, not repeats of its kill
     // (which has its own record): it is told, not added.
     let window = kind == "incident"
-        && v.get("evidence")
-            .is_some_and(|e| e.get("oom_victim_pid").is_some() && e.get("socket_errors").is_some());
+        && (text("event").as_deref() == Some("oom")
+            || v.get("evidence").is_some_and(|e| {
+                e.get("oom_victim_pid").is_some() && e.get("socket_errors").is_some()
+            }));
     if window {
         let m = s.modes.entry(mode).or_default();
         if m.windows.len() < 5 {

@@ -15,7 +15,7 @@ use std::{
 use netprobe_common::{LOST_RINGBUF_FULL, SKIPPED_NOT_SPECIFIED, SKIPPED_QUEUE_PURGE};
 
 use crate::{
-    caps,
+    caps, causes, classify,
     config::{Config, Filter},
     counters, decode,
     incident::{Folder, RepeatKey},
@@ -222,6 +222,8 @@ fn daemon(
             ),
             clocks: record::NatClocks::default(),
             oom_kills: procinfo::OomKills::new(),
+            causes: causes::Causes::default(),
+            minutes: record::MinuteCounts::default(),
         },
         folder: if opts.every_event {
             Folder::unfolded()
@@ -439,9 +441,19 @@ struct Symptoms {
     /// The memory cgroups' OOM kill counts: the victim's cgroup when /proc
     /// no longer has it.
     oom_kills: procinfo::OomKills,
+    /// What went wrong last on each flow: a symptom's own cause.
+    causes: causes::Causes,
+    /// Retransmits and timeouts without a cause, a minute at a time: the
+    /// rate an OOM window's symptoms are held against.
+    minutes: record::MinuteCounts,
 }
 
 impl Symptoms {
+    /// Retransmits and timeouts a minute, before now.
+    fn baseline_per_min(&mut self) -> f64 {
+        self.minutes.per_minute(Instant::now())
+    }
+
     /// The victim and seconds since the kill, inside the window.
     fn oom_window(&self) -> Option<(u32, u64)> {
         let (at, stall) = self.stall.as_ref()?;
@@ -457,7 +469,7 @@ impl Symptoms {
             return None;
         }
         let (_, stall) = self.stall.take()?;
-        Some(stall.record(secs.min(record::OOM_WINDOW_SECS)))
+        stall.record(secs.min(record::OOM_WINDOW_SECS))
     }
 
     /// The summary of folded retransmissions, once a minute (or `now`).
@@ -624,6 +636,7 @@ fn handle(
     // minute: counted before any record is built.
     if matches!(d.event, decode::KernelEvent::Retransmit(_)) && !in_oom_window && !ctx.every_event {
         symptoms.retransmits += times;
+        symptoms.minutes.add(times);
         return Ok(());
     }
     // An event identical to one already folded is only counted (in an OOM
@@ -631,10 +644,19 @@ fn handle(
     let raw = (!in_oom_window)
         .then(|| RepeatKey::of(d, !ctx.filter.ports.is_empty()))
         .flatten();
-    if raw
-        .as_ref()
-        .is_some_and(|k| folder.repeat(k, times, wall_ns))
-    {
+    // The packet's own flow, for the causes of symptoms on it.
+    let flow = match &d.event {
+        decode::KernelEvent::Drop(e) => e.flow.as_ref(),
+        decode::KernelEvent::ResetSent(e) | decode::KernelEvent::ResetReceived(e) => {
+            e.flow.as_ref()
+        }
+        _ => None,
+    }
+    .and_then(causes::FlowKey::of_flow);
+    if let Some(first) = raw.as_ref().and_then(|k| folder.repeat(k, times, wall_ns)) {
+        if let Some(key) = flow {
+            symptoms.causes.note_as(key, first, times, Instant::now());
+        }
         return Ok(());
     }
     let mut rec = record::from_event(d, wall_ns, ctx.ksyms);
@@ -644,12 +666,37 @@ fn handle(
             // /proc still has them; else the cgroup whose OOM kill count
             // went up (the victim is usually gone by now).
             let (comm, cgroup) = procinfo::process(Path::new("/proc"), o.pid);
-            let counted = symptoms.oom_kills.victim_cgroup();
-            let cgroup = cgroup.or(counted);
+            let facts = symptoms.oom_kills.after_kill();
+            let cgroup = cgroup.or(facts.cgroup);
             if let Some(cg) = &cgroup {
                 (rec.container, rec.pod) = symptoms.owners.of_cgroup(cg);
             }
             record::add_process(&mut rec, comm.as_deref(), cgroup);
+            // A global kill is a stall by itself; a kill confined to a
+            // cgroup's limit (or one that cannot be told) is one only if
+            // the symptoms after it say so.
+            // A kill inside the window of one that stalled the node is part
+            // of the same shortage.
+            let inherited = symptoms
+                .oom_window()
+                .and(symptoms.stall.as_ref())
+                .and_then(|(_, s)| s.evidence);
+            let evidence = (facts.confined == Some(false))
+                .then_some("global_kill")
+                .or(inherited);
+            match evidence {
+                Some(e) => {
+                    rec.evidence("stall_evidence", e);
+                    rec.message
+                        .push_str(&format!(": {}", record::stall_evidence_text(e)));
+                }
+                None => {
+                    rec.set_mode(classify::OOM_KILL);
+                    if let Some(c) = facts.confined {
+                        rec.evidence("confined_to_cgroup", c);
+                    }
+                }
+            }
             // A new kill closes the previous window.
             if let Some(r) = symptoms.stall_closed(true) {
                 out.write(&r)?;
@@ -661,22 +708,46 @@ fn handle(
                 container: rec.container.clone(),
                 pod: rec.pod.clone(),
                 ts: rec.ts.clone(),
+                confined: facts.confined,
+                evidence,
+                baseline_per_min: symptoms.baseline_per_min(),
                 ..Default::default()
             };
             symptoms.stall = Some((Instant::now(), stall));
         }
         decode::KernelEvent::Retransmit(_) | decode::KernelEvent::SocketError(_) => {
-            // A stall shows as retransmissions and timeouts; a refused or
-            // reset connection in the window has a cause of its own.
-            let stall_symptom = match &d.event {
-                decode::KernelEvent::SocketError(e) => e.errno == Some(i64::from(libc::ETIMEDOUT)),
-                _ => true,
-            };
-            if let Some((pid, secs)) = symptoms.oom_window().filter(|_| stall_symptom) {
-                record::attribute_to_oom(&mut rec, pid, secs);
+            // A cause seen on the symptom's own flow wins; without one, a
+            // stall shows as retransmissions and timeouts (a refused or
+            // reset connection has a cause of its own).
+            let window = symptoms.oom_window();
+            match symptoms.causes.of(&rec, Instant::now()).cloned() {
+                Some(cause) => {
+                    causes::attribute(&mut rec, &cause);
+                    if let (Some(_), Some((_, stall))) = (window, symptoms.stall.as_mut()) {
+                        stall.with_cause += times;
+                    }
+                }
+                None => {
+                    causes::unreachable_uncaused(&mut rec);
+                    let stall_symptom = match &d.event {
+                        decode::KernelEvent::SocketError(e) => {
+                            e.errno == Some(i64::from(libc::ETIMEDOUT))
+                        }
+                        _ => true,
+                    };
+                    match (window, symptoms.stall.as_mut()) {
+                        (Some((pid, secs)), Some((_, stall))) if stall_symptom => {
+                            if let Some(e) = stall.symptom(&rec, times, secs) {
+                                record::attribute_to_oom(&mut rec, pid, secs, e);
+                            }
+                        }
+                        (None, _) if stall_symptom => symptoms.minutes.add(times),
+                        _ => {}
+                    }
+                }
             }
         }
-        _ => {}
+        _ => symptoms.causes.note(&rec, times, Instant::now()),
     }
     if let (Some(ns), None) = (rec.netns, &rec.container) {
         (rec.container, rec.pod) = symptoms.owners.of_netns(ns);
@@ -686,11 +757,6 @@ fn handle(
         .annotate(&mut rec, (wall_ns / 1_000_000) as i64);
     if times > 1 {
         rec.count = Some(times);
-    }
-    if symptoms.oom_window().is_some() {
-        if let Some((_, stall)) = symptoms.stall.as_mut() {
-            stall.count(&rec);
-        }
     }
     if ctx.filter.admits(&rec) {
         if let Some(n) = folder.offer_keyed(raw, &rec, Instant::now(), times) {

@@ -233,6 +233,9 @@ impl MemCgroup {
         }
         if pid == 0 {
             unsafe {
+                // Named for what it is: the OOM killer's victim should not
+                // read as a forked netprobe (or test).
+                libc::prctl(libc::PR_SET_NAME, c"memory-hog".as_ptr(), 0, 0, 0);
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
                 let mut buf = [0u8; 16];
                 let mut n = libc::getpid() as u32;

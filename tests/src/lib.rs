@@ -598,6 +598,12 @@ impl Resident {
     }
 }
 
+impl Resident {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Resident {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -33,7 +33,7 @@ fn demo_diagnoses_what_it_provokes() {
         ("accept_queue_full", "accept queue full"),
         ("syn_queue_full", "SYN queue full"),
         ("netfilter_drop", "by netfilter"),
-        ("oom_stall", "the OOM killer chose pid"),
+        ("oom_kill", "the OOM killer chose pid"),
     ] {
         let b = block(&text, mode);
         assert!(

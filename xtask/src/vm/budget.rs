@@ -21,13 +21,14 @@ pub const BUDGETS: &[(&str, u32)] = &[
     ("lifecycle", 90),
     ("netfilter", 40),
     ("netprobe_tests", 10),
-    ("oom", 30),
+    ("oom", 120),
     ("overflow", 100),
     ("paws", 30),
     ("queues", 160),
     ("reset", 70),
     ("resilience", 130),
     ("soak", 10),
+    ("unreachable", 40),
 ];
 
 /// The budget of an executable this table does not name yet (a new test

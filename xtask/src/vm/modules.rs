@@ -25,6 +25,8 @@ pub const WANTED: &[&str] = &[
     "tcp_diag",
     "sch_tbf",
     "dummy",
+    // `reject with icmp type host-unreachable` (the unreachable tests).
+    "nft_reject_ipv4",
 ];
 
 /// The modules to put in the initramfs, and what happened to the rest.
