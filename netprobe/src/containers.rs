@@ -4,7 +4,8 @@
 //!   runtimes and the kubelet name them (systemd and cgroupfs drivers:
 //!   `.../kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope`,
 //!   `/kubepods/burstable/pod<uid>/<id>`, `/system.slice/docker-<id>.scope`,
-//!   `/docker/<id>`, `crio-<id>.scope`);
+//!   `/docker/<id>`, `crio-<id>.scope`, podman's `/libpod_parent/libpod-<id>`
+//!   and `machine.slice/libpod-<id>.scope`);
 //! - the pod's namespace and name from the kubelet's log directories,
 //!   `/var/log/pods/<namespace>_<name>_<uid>/`.
 //!
@@ -46,11 +47,12 @@ pub fn from_cgroup(path: &str) -> Owner {
         if let Some(uid) = pod_uid(component) {
             owner.pod_uid = Some(uid);
         }
-        let id = component
-            .strip_suffix(".scope")
-            .map(|c| c.rsplit('-').next().unwrap_or(c))
-            .unwrap_or(component);
-        if is_container_id(id) {
+        // `<runtime>-<id>[.scope]` (cri-containerd-, docker-, crio-,
+        // libpod-) or a bare id; a runtime's monitor (`libpod-conmon-<id>`,
+        // `crio-conmon-<id>`) is not the container.
+        let base = component.strip_suffix(".scope").unwrap_or(component);
+        let id = base.rsplit('-').next().unwrap_or(base);
+        if is_container_id(id) && !base.contains("conmon") {
             owner.container = Some(id.to_string());
         }
     }
@@ -192,11 +194,24 @@ mod tests {
                 }
             );
         }
+        for other in [
+            format!("/machine.slice/crio-{ID}.scope"),
+            // podman with runc: cgroupfs (this project's machine, seen) and
+            // systemd managers.
+            format!("/libpod_parent/libpod-{ID}"),
+            format!("/machine.slice/libpod-{ID}.scope"),
+            format!("/machine.slice/libpod-{ID}.scope/container"),
+        ] {
+            assert_eq!(
+                from_cgroup(&other).container.as_deref(),
+                Some(ID),
+                "{other}"
+            );
+        }
+        // The runtime's monitor process is not the container.
         assert_eq!(
-            from_cgroup(&format!("/machine.slice/crio-{ID}.scope"))
-                .container
-                .as_deref(),
-            Some(ID)
+            from_cgroup(&format!("/machine.slice/libpod-conmon-{ID}.scope")).container,
+            None
         );
         // Not containers: the host, a user session, a test's own cgroup.
         for plain in [

@@ -68,6 +68,25 @@ fn listing(moved: &[(&'static str, u64)]) -> (u64, String) {
     (total, what)
 }
 
+/// Whether a counter record's evidence figure is a delta (what moved
+/// since the last sample, to be summed when records fold) rather than a
+/// level (a queue, a limit, a sysctl, kept at its worst). The kernel's
+/// SNMP and netstat counters are named in CamelCase (TCPRcvQDrop,
+/// ListenOverflows, PAWSEstab, UdpRcvbufErrors); the rest are listed.
+pub fn is_delta(key: &str) -> bool {
+    key.starts_with(|c: char| c.is_ascii_uppercase())
+        || matches!(
+            key,
+            "drop"
+                | "insert_failed"
+                | "early_drop"
+                | "clashres"
+                | "chainlength"
+                | "dropped"
+                | "oom_kill"
+        )
+}
+
 fn evidence(r: &mut Record, items: &[(&'static str, Value)]) {
     let e = r.evidence.get_or_insert_with(BTreeMap::new);
     for (k, v) in items {
@@ -413,15 +432,16 @@ pub fn oom_kill_record(kills: u64) -> Record {
         kind: "oom",
         ..Record::default()
     };
-    r.set_mode(classify::OOM_STALL);
+    // Counters alone cannot tell whether the kill stalled the node.
+    r.set_mode(classify::OOM_KILL);
     evidence(
         &mut r,
         &[("source", "counters".into()), ("oom_kill", kills.into())],
     );
     add_memory_pressure(&mut r);
     r.message = format!(
-        "the kernel's OOM killer killed {kills} process(es) (vmstat oom_kill); timeouts and \
-         retransmits around now are likely its"
+        "the kernel's OOM killer killed {kills} process(es) (vmstat oom_kill); counters alone \
+         cannot tell whether the node stalled"
     );
     r
 }
@@ -657,12 +677,42 @@ mod softnet_tests {
         let r = oom_kill_record(2);
         assert_eq!(
             (r.kind, r.mode, r.severity),
-            ("oom", Some("oom_stall"), Some("critical"))
+            ("oom", Some("oom_kill"), Some("warning"))
         );
         assert_eq!(r.evidence_source(), Some("counters"));
         assert!(r
             .message
             .starts_with("the kernel's OOM killer killed 2 process(es)"));
+    }
+
+    #[test]
+    fn deltas_are_told_from_levels() {
+        for delta in [
+            "TCPRcvQDrop",
+            "ListenOverflows",
+            "PAWSEstab",
+            "UdpRcvbufErrors",
+            "TCPReqQFullDrop",
+            "drop",
+            "insert_failed",
+            "oom_kill",
+        ] {
+            assert!(is_delta(delta), "{delta}");
+        }
+        for level in [
+            "accept_queue",
+            "accept_queue_max",
+            "syn_queue",
+            "somaxconn",
+            "tcp_timestamps",
+            "nf_conntrack_max",
+            "nf_conntrack_count",
+            "netdev_max_backlog",
+            "memory_pressure_full_avg10",
+            "source",
+        ] {
+            assert!(!is_delta(level), "{level}");
+        }
     }
 
     #[test]

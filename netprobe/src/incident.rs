@@ -21,6 +21,8 @@ use crate::{
 /// client's ephemeral port changes with every connection), or the listener.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
+    /// Made from counters (their records fold among themselves).
+    counters: bool,
     kind: &'static str,
     mode: &'static str,
     proto: Option<String>,
@@ -31,11 +33,12 @@ struct Key {
 }
 
 impl Key {
-    /// Records about kernel events with a mode fold; counter records (their
-    /// own sums), probe and housekeeping records do not.
+    /// Records with a mode fold: about kernel events, and made from
+    /// counters (apart from the events'); probe and housekeeping records,
+    /// and OOM kills (each is a victim), do not.
     fn of(r: &Record) -> Option<Key> {
         let mode = r.mode?;
-        if r.kind == "incident" || r.evidence_source() == Some("counters") {
+        if r.kind == "incident" || r.kind == "oom" {
             return None;
         }
         let (a, b, port) = match (&r.addr, r.port) {
@@ -50,6 +53,7 @@ impl Key {
             ),
         };
         Some(Key {
+            counters: r.evidence_source() == Some("counters"),
             kind: r.kind,
             mode,
             proto: r.proto.clone(),
@@ -246,15 +250,23 @@ impl Folder {
             o.count += times;
             o.last_ts.clone_from(&r.ts);
             o.last_ns = None;
-            // The incident shows the worst figure of each piece of evidence.
+            // The incident shows the worst figure of each piece of
+            // evidence, and the sum of each counter's deltas.
+            let counters = key.counters;
             if let (Some(first), Some(new)) = (o.first.evidence.as_mut(), &r.evidence) {
                 for (k, v) in new {
-                    let worse = match (first.get(k).and_then(|x| x.as_u64()), v.as_u64()) {
-                        (Some(old), Some(n)) => n > old,
-                        _ => false,
-                    };
-                    if worse {
-                        first.insert(k, v.clone());
+                    let (old, n) = (first.get(k).and_then(|x| x.as_u64()), v.as_u64());
+                    match (old, n) {
+                        (Some(old), Some(n)) if counters && crate::counters::is_delta(k) => {
+                            first.insert(k, old.saturating_add(n).into());
+                        }
+                        (Some(old), Some(n)) if n > old => {
+                            first.insert(k, v.clone());
+                        }
+                        (None, Some(_)) if counters => {
+                            first.insert(k, v.clone());
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -507,14 +519,57 @@ mod tests {
     }
 
     #[test]
-    fn counters_probes_and_overflowing_keys_are_written() {
+    fn counter_records_fold_apart_from_events_and_sum_their_deltas() {
+        let t0 = Instant::now();
+        let mut f = Folder::new(Duration::from_secs(60));
+        // The same listener overflowing sample after sample.
+        let sample = |overflows: u64, queue: u64, ts: &str| {
+            let mut r = Record {
+                ts: ts.into(),
+                kind: "listen_overflow",
+                addr: Some("127.0.0.1".into()),
+                port: Some(8080),
+                netns: Some(7),
+                ..Record::default()
+            };
+            r.set_mode(classify::ACCEPT_QUEUE_FULL);
+            r.evidence("source", "counters");
+            r.evidence("ListenOverflows", overflows);
+            r.evidence("accept_queue", queue);
+            r
+        };
+        assert!(f.offer(&sample(3, 2, "t1"), t0));
+        assert!(!f.offer(&sample(4, 5, "t2"), t0));
+        assert!(!f.offer(&sample(1, 1, "t3"), t0));
+        // An event record of the same listener is not the counters'.
+        let mut event = sample(0, 0, "t4");
+        event.evidence = None;
+        assert!(f.offer(&event, t0));
+        let done = f.flush();
+        assert_eq!(done.len(), 1);
+        let i = &done[0];
+        assert_eq!(
+            (i.kind, i.event, i.count),
+            ("incident", Some("listen_overflow"), Some(3))
+        );
+        let e = i.evidence.as_ref().unwrap();
+        // Deltas summed (3 + 4 + 1), levels at their worst.
+        assert_eq!(
+            (&e["ListenOverflows"], &e["accept_queue"]),
+            (&8.into(), &5.into())
+        );
+        assert_eq!(
+            (i.first.as_deref(), i.last.as_deref()),
+            (Some("t1"), Some("t3"))
+        );
+    }
+
+    #[test]
+    fn probes_and_overflowing_keys_are_written() {
         let t0 = Instant::now();
         let mut f = Folder::new(Duration::from_secs(60));
         let probe = Record::new("probe", "probe drop attached".into());
         assert!(f.offer(&probe, t0) && f.offer(&probe, t0));
-        let mut counted = drop_to(1, 2, "t");
-        counted.evidence("source", "counters");
-        assert!(f.offer(&counted, t0) && f.offer(&counted, t0));
         f.max_open = 1;
         assert!(f.offer(&drop_to(40000, 53, "t1"), t0));
         // No room to track another: written in full, never lost.

@@ -299,7 +299,9 @@ fn daemon(
             if r.ts.is_empty() {
                 r.ts = timefmt::rfc3339(timefmt::now_unix_ns());
             }
-            if config.filter.admits(&r) {
+            // The same counters moving sample after sample fold into one
+            // incident, as events do.
+            if config.filter.admits(&r) && p.folder.offer_times(&r, Instant::now(), 1).is_some() {
                 out.write(&r)?;
             }
         }

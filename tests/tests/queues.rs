@@ -382,3 +382,79 @@ fn tcp_receiver_never_reads() {
     });
     d.stop_cleanly();
 }
+
+/// The same listener overflowing sample after sample: its counter records
+/// fold into one incident, whose count is the samples folded and whose
+/// ListenOverflows is their sum, the namespace's whole count.
+#[test]
+fn counter_records_of_one_listener_fold_into_one_incident() {
+    if !require_root("counter_records_of_one_listener_fold_into_one_incident") {
+        return;
+    }
+    let mut d = Daemon::json_with_window(30);
+    let ns = Netns::new();
+    let (port, total, _keep) = ns.run(|| {
+        let resident = Resident::here();
+        let (l, at) = sock::deferred_listener("127.0.0.1:0".parse().unwrap(), 1);
+        let mut keep = vec![l];
+        // Three rounds, each in a sample of its own (the counters are read
+        // once a second): clients whose data overflows the queue again.
+        for round in 0..3 {
+            let before = provoke::counter("TcpExt.ListenOverflows");
+            for _ in 0..3 {
+                let c = sock::for_addr(&at, libc::SOCK_STREAM);
+                sock::set_nonblocking(&c);
+                let _ = sock::connect(&c, at);
+                if sock::wait_connected(&c, 1000) {
+                    let _ = sock::send(&c, b"hello");
+                }
+                keep.push(c);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while provoke::counter("TcpExt.ListenOverflows") == before
+                && std::time::Instant::now() < deadline
+            {
+                thread::sleep(Duration::from_millis(10));
+            }
+            assert!(
+                provoke::counter("TcpExt.ListenOverflows") > before,
+                "round {round}: no overflow"
+            );
+            thread::sleep(Duration::from_millis(1300));
+        }
+        (
+            at.port(),
+            provoke::counter("TcpExt.ListenOverflows"),
+            (resident, keep),
+        )
+    });
+    let counted = |v: &Value| {
+        v["kind"] == "listen_overflow" && v["evidence"]["source"] == "counters" && v["port"] == port
+    };
+    d.wait_for("the first counter record", Duration::from_secs(10), counted);
+    d.stop_cleanly();
+    let all = d.collect(Duration::from_secs(5), |_| true);
+    let written: Vec<&Value> = all.iter().filter(|v| counted(v)).collect();
+    assert_eq!(written.len(), 1, "one record, the rest folded: {written:?}");
+    // Kprobe events of the same listener fold apart from the counters'.
+    let incident = all
+        .iter()
+        .find(|v| {
+            v["kind"] == "incident"
+                && v["event"] == "listen_overflow"
+                && v["port"] == port
+                && v["evidence"]["source"] == "counters"
+        })
+        .unwrap_or_else(|| panic!("no incident of the listener's counters: {all:?}"));
+    eprintln!("first: {}\nincident: {incident}", written[0]);
+    assert!(incident["count"].as_u64().unwrap() >= 2, "{incident}");
+    // The deltas summed: more than the first sample's, and no more than
+    // the namespace counted in all (the first sample may start after the
+    // first overflows, and the last ones may come after the last sample).
+    let summed = incident["evidence"]["ListenOverflows"].as_u64().unwrap();
+    let first = written[0]["evidence"]["ListenOverflows"].as_u64().unwrap();
+    assert!(
+        summed > first && summed <= total,
+        "first {first}, summed {summed}, the namespace counted {total}"
+    );
+}
