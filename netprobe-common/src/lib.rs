@@ -325,6 +325,15 @@ pub struct Config {
     pub net_ns_inum: u32,
     /// Offset of `location` in the `kfree_skb` record, or `ABSENT`.
     pub kfree_skb_location: u32,
+    /// `offsetof(struct sock_common, skc_net.net)`: a socket's namespace
+    /// (with `net_ns_inum`), or `ABSENT`.
+    pub sk_net: u32,
+    /// Offsets of `skaddr` and `skbaddr` in the `tcp_send_reset` record,
+    /// and of `skaddr` in `tcp_retransmit_skb`, for their namespace; or
+    /// `ABSENT`.
+    pub send_reset_sk: u32,
+    pub send_reset_skb: u32,
+    pub retransmit_skaddr: u32,
     /// Before drop reasons (5.17): the text addresses `[start, end)` of
     /// `sk_stream_kill_queues` (from kallsyms), whose frees are a
     /// destroyed socket's queues, what QUEUE_PURGE names from 6.4; not
@@ -368,6 +377,10 @@ impl Config {
         dev_nd_net: Self::ABSENT,
         net_ns_inum: Self::ABSENT,
         kfree_skb_location: Self::ABSENT,
+        sk_net: Self::ABSENT,
+        send_reset_sk: Self::ABSENT,
+        send_reset_skb: Self::ABSENT,
+        retransmit_skaddr: Self::ABSENT,
         purge_start: 0,
         purge_end: 0,
     };
@@ -453,6 +466,6 @@ mod tests {
         assert_eq!(agg::split(5 << agg::COUNT_BITS | 7), (5, 7));
         assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);
-        assert_eq!(size_of::<Config>(), 30 * 4 + 2 * 8);
+        assert_eq!(size_of::<Config>(), 34 * 4 + 2 * 8);
     }
 }

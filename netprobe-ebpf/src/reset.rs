@@ -17,7 +17,7 @@ use netprobe_common::{kind, pkt, slot};
 use crate::{
     config, record_u64,
     ringbuf::emit,
-    skb::{copy_headers, sk_state, tcp_flags},
+    skb::{copy_headers, sk_netns, sk_state, skb_netns, tcp_flags},
     slots,
 };
 
@@ -35,11 +35,21 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     if skb != 0 && slots::get(slot::RESET_ANY) == skb {
         return 0;
     }
+    // Its namespace: the answered segment's device's, else the socket's.
+    let (skb, sk) = (
+        record_u64(&ctx, cfg.send_reset_skb),
+        record_u64(&ctx, cfg.send_reset_sk),
+    );
     emit(
         kind::TCP_SEND_RESET,
         ctx.as_ptr() as *const u8,
         cfg.send_reset_len,
-        |_| {},
+        |e| {
+            e.netns = skb_netns(cfg, skb);
+            if e.netns == 0 {
+                e.netns = sk_netns(cfg, sk);
+            }
+        },
     );
     0
 }
@@ -86,6 +96,7 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
         cfg.receive_reset_len,
         |e| {
             e.sk_state = sk_state(cfg, sk);
+            e.netns = sk_netns(cfg, sk);
         },
     );
     0

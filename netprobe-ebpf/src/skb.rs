@@ -19,21 +19,7 @@ pub fn copy_headers(cfg: &Config, skb: u64, e: &mut Event) {
             return;
         }
         // The namespace the packet is in: its device's.
-        if cfg.skb_dev != Config::ABSENT {
-            if let Ok(dev) = bpf_probe_read_kernel((skb + cfg.skb_dev as u64) as *const u64) {
-                if dev != 0 {
-                    if let Ok(net) =
-                        bpf_probe_read_kernel((dev + cfg.dev_nd_net as u64) as *const u64)
-                    {
-                        if net != 0 {
-                            e.netns =
-                                bpf_probe_read_kernel((net + cfg.net_ns_inum as u64) as *const u32)
-                                    .unwrap_or(0);
-                        }
-                    }
-                }
-            }
-        }
+        e.netns = skb_netns(cfg, skb);
         if let Ok(nh) = bpf_probe_read_kernel((skb + cfg.skb_network_header as u64) as *const u16) {
             e.network_header = nh;
             if nh != 0xffff
@@ -65,6 +51,46 @@ pub fn copy_headers(cfg: &Config, skb: u64, e: &mut Event) {
             }
         }
     }
+}
+
+/// The inode of `struct net` at `net`, 0 when unknown.
+#[inline(always)]
+fn net_inum(cfg: &Config, net: u64) -> u32 {
+    if net == 0 || cfg.net_ns_inum == Config::ABSENT {
+        return 0;
+    }
+    // SAFETY: a faulting read returns an error; the offset is BTF's.
+    unsafe { bpf_probe_read_kernel((net + cfg.net_ns_inum as u64) as *const u32) }.unwrap_or(0)
+}
+
+/// The namespace a packet is in (its device's), 0 when unknown.
+#[inline(always)]
+pub fn skb_netns(cfg: &Config, skb: u64) -> u32 {
+    if skb == 0 || cfg.skb_dev == Config::ABSENT || cfg.dev_nd_net == Config::ABSENT {
+        return 0;
+    }
+    // SAFETY: faulting reads return errors; offsets come from BTF.
+    unsafe {
+        let Ok(dev) = bpf_probe_read_kernel((skb + cfg.skb_dev as u64) as *const u64) else {
+            return 0;
+        };
+        if dev == 0 {
+            return 0;
+        }
+        let net = bpf_probe_read_kernel((dev + cfg.dev_nd_net as u64) as *const u64).unwrap_or(0);
+        net_inum(cfg, net)
+    }
+}
+
+/// A socket's namespace (`sk->__sk_common.skc_net.net`), 0 when unknown.
+#[inline(always)]
+pub fn sk_netns(cfg: &Config, sk: u64) -> u32 {
+    if sk == 0 || cfg.sk_net == Config::ABSENT {
+        return 0;
+    }
+    // SAFETY: a faulting read returns an error; the offset is BTF's.
+    let net = unsafe { bpf_probe_read_kernel((sk + cfg.sk_net as u64) as *const u64) }.unwrap_or(0);
+    net_inum(cfg, net)
 }
 
 /// The socket's TCP state (`sk->__sk_common.skc_state`), 0 when unknown.

@@ -1,18 +1,25 @@
 //! What an application sees when the network fails it: retransmitted
 //! segments (`tcp:tcp_retransmit_skb`) and socket errors such as ETIMEDOUT
 //! (`sock:inet_sk_error_report`). Both records carry the socket's addresses
-//! themselves; the programs only copy them.
+//! themselves; the programs copy them, and the retransmission's socket's
+//! namespace (the error report's record names no socket: the daemon takes
+//! its namespace from its flow's other records).
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
 use netprobe_common::kind;
 
-use crate::{config, ringbuf::emit};
+use crate::{config, record_u64, ringbuf::emit, skb::sk_netns};
 
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    let len = config().retransmit_len;
+    let cfg = config();
+    let len = cfg.retransmit_len;
     if len != 0 {
-        emit(kind::TCP_RETRANSMIT, ctx.as_ptr() as *const u8, len, |_| {});
+        // The socket's namespace.
+        let sk = record_u64(&ctx, cfg.retransmit_skaddr);
+        emit(kind::TCP_RETRANSMIT, ctx.as_ptr() as *const u8, len, |e| {
+            e.netns = sk_netns(cfg, sk);
+        });
     }
     0
 }

@@ -72,6 +72,10 @@ pub struct Cause {
 pub struct Causes {
     by_flow: HashMap<FlowKey, Cause>,
     order: VecDeque<FlowKey>,
+    /// The network namespace each flow's records were seen in: a socket
+    /// error's record names no socket, so it takes its flow's.
+    netns: HashMap<FlowKey, u64>,
+    netns_order: VecDeque<FlowKey>,
 }
 
 /// Whether records of this mode are a cause a symptom can have.
@@ -138,6 +142,29 @@ impl Causes {
                     },
                 );
             }
+        }
+    }
+
+    /// Remembers `r`'s namespace for its flow, or gives `r` the one its
+    /// flow was seen in when it has none.
+    pub fn netns(&mut self, r: &mut Record) {
+        let Some(key) = FlowKey::of(r) else {
+            return;
+        };
+        match r.netns {
+            Some(ns) => {
+                if self.netns.insert(key.clone(), ns).is_none() {
+                    self.netns_order.push_back(key);
+                    if self.netns.len() > MAX_FLOWS {
+                        while let Some(old) = self.netns_order.pop_front() {
+                            if self.netns.remove(&old).is_some() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            None => r.netns = self.netns.get(&key).copied(),
         }
     }
 
@@ -324,6 +351,26 @@ mod tests {
         let mut alone = rec("socket_error", f.0, f.1, classify::UNREACHABLE);
         unreachable_uncaused(&mut alone);
         assert_eq!(alone.evidence.unwrap()["cause"], "none_seen");
+    }
+
+    #[test]
+    fn a_record_without_a_namespace_takes_its_flows() {
+        let mut c = Causes::default();
+        let f = (("10.0.0.1", 40000), ("10.0.0.2", 80));
+        let mut rst = rec("reset_received", f.1, f.0, classify::NO_LISTENER);
+        rst.netns = Some(4026532177);
+        c.netns(&mut rst);
+        let mut err = rec("socket_error", f.0, f.1, classify::NO_LISTENER);
+        c.netns(&mut err);
+        assert_eq!(err.netns, Some(4026532177));
+        let mut other = rec(
+            "socket_error",
+            ("10.0.0.1", 40001),
+            f.1,
+            classify::NO_LISTENER,
+        );
+        c.netns(&mut other);
+        assert_eq!(other.netns, None);
     }
 
     #[test]

@@ -301,6 +301,8 @@ pub struct SockOffsets {
     pub max_ack_backlog: u32,
     pub rcvbuf: u32,
     pub rmem_alloc: u32,
+    /// `skc_net.net`, where the kernel has network namespaces.
+    pub net: Option<u32>,
 }
 
 impl SockOffsets {
@@ -314,6 +316,7 @@ impl SockOffsets {
             max_ack_backlog: sized(btf, "sock", "sk_max_ack_backlog", 4)?,
             rcvbuf: sized(btf, "sock", "sk_rcvbuf", 4)?,
             rmem_alloc: sized(btf, "sock", "sk_backlog.rmem_alloc", 4)?,
+            net: sized(btf, "sock_common", "skc_net.net", 8).ok(),
         })
     }
 }
@@ -436,11 +439,25 @@ pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) ->
         c.sk_max_ack_backlog = s.max_ack_backlog;
         c.sk_rcvbuf = s.rcvbuf;
         c.sk_rmem_alloc = s.rmem_alloc;
+        // A socket's namespace needs struct net's inode offset too.
+        if c.net_ns_inum != Config::ABSENT {
+            c.sk_net = s.net.unwrap_or(Config::ABSENT);
+        }
     }
     if layouts.oom.is_some() {
         c.oom_len = (record_len(&layouts.oom) + DATA_LOC_SLACK).min(RAW_MAX as u32);
     }
     c.retransmit_len = record_len(&layouts.retransmit);
+    // Pointers in the records the programs follow to a namespace.
+    let pointer = |f: &Option<crate::tracefs::Format>, name: &str| {
+        f.as_ref()
+            .and_then(|f| f.field(name))
+            .filter(|x| x.size == 8)
+            .map_or(Config::ABSENT, |x| x.offset as u32)
+    };
+    c.retransmit_skaddr = pointer(&layouts.retransmit, "skaddr");
+    c.send_reset_sk = pointer(&layouts.send_reset, "skaddr");
+    c.send_reset_skb = pointer(&layouts.send_reset, "skbaddr");
     c.sk_error_len = record_len(&layouts.sk_error);
     if let Some(e) = layouts
         .sk_error
@@ -1113,6 +1130,12 @@ mod tests {
             Config::ABSENT
         );
         assert_eq!((c.receive_reset_skaddr, c.sk_state), (8, state));
+        // A socket's namespace: skc_net.net inside sock_common, and the
+        // records' socket and skb pointers (6.18's formats).
+        assert!(sock.net.is_some_and(|n| n < 136), "{:?}", sock.net);
+        assert_eq!(c.sk_net, sock.net.unwrap());
+        assert_eq!((c.send_reset_skb, c.send_reset_sk), (8, 16));
+        assert_ne!(c.retransmit_skaddr, Config::ABSENT);
         assert_eq!(c.skb_head, s.head);
         assert!(s.head > s.network_header);
     }

@@ -751,6 +751,7 @@ fn handle(
         }
         _ => symptoms.causes.note(&rec, times, Instant::now()),
     }
+    symptoms.causes.netns(&mut rec);
     if let (Some(ns), None) = (rec.netns, &rec.container) {
         (rec.container, rec.pod) = symptoms.owners.of_netns(ns);
     }

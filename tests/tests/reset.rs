@@ -11,9 +11,11 @@ use std::{
     time::Duration,
 };
 
-use netprobe_tests::{connect_to_closed_port, has_flow, kernel, require_root, Daemon, Netns};
+use netprobe_tests::{
+    check_unless, connect_to_closed_port, has_flow, kernel, require_root, Daemon, Netns,
+};
 
-fn closed_port(client_ip: &'static str, server_ip: &'static str) {
+fn closed_port(test: &str, client_ip: &'static str, server_ip: &'static str) {
     let mut d = Daemon::start(&["--output", "json"], &[]);
     let took = d.wait_ready();
     eprintln!("netprobe ready {took:?} after exec");
@@ -90,20 +92,37 @@ fn closed_port(client_ip: &'static str, server_ip: &'static str) {
         .as_str()
         .unwrap()
         .contains("connection refused"));
+    // Every record of it names the namespace it happened in: the packet's
+    // device's (drop), the socket's (resets), the flow's (socket error).
+    let inode = ns.inode();
+    for r in [&rst, &drop, &refused] {
+        assert_eq!(r["netns"], inode, "{r}");
+    }
+    // The application's ECONNREFUSED: a closed port too, not `other`.
+    let no_errors = kernel::lacks_tracepoint("sock:inet_sk_error_report");
+    d.assert_attached_unless("socket_error", &no_errors);
+    check_unless(test, "the ECONNREFUSED record", no_errors, || {
+        let err = d.wait_for("ECONNREFUSED", Duration::from_secs(10), |v| {
+            v["kind"] == "socket_error" && has_flow(v, &client, &server)
+        });
+        assert_eq!(err["reason"], "ECONNREFUSED", "{err}");
+        assert_eq!(err["mode"], "no_listener", "{err}");
+        assert_eq!(err["netns"], inode, "{err}");
+    });
     d.stop_cleanly();
 }
 
 #[test]
 fn closed_port_ipv4() {
     if require_root("closed_port_ipv4") {
-        closed_port("127.0.0.2", "127.0.0.1");
+        closed_port("closed_port_ipv4", "127.0.0.2", "127.0.0.1");
     }
 }
 
 #[test]
 fn closed_port_ipv6() {
     if require_root("closed_port_ipv6") {
-        closed_port("::1", "::1");
+        closed_port("closed_port_ipv6", "::1", "::1");
     }
 }
 
