@@ -112,6 +112,17 @@ pub const REQUIREMENTS: &[Requirement] = &[
         find: || first_existing(&["/usr/sbin/nft", "/sbin/nft"]),
         install: &[Step::Apt(&["nftables"])],
     },
+    Requirement {
+        what: "podman with runc, and a static busybox (a real container for the attribution \
+               tests; crun refuses this machine type's hybrid cgroups)",
+        find: || {
+            cmd::which("podman")?;
+            let runc = first_existing(&["/usr/sbin/runc", "/usr/bin/runc"])?;
+            first_existing(&["/bin/busybox", "/usr/bin/busybox"])?;
+            Some(runc)
+        },
+        install: &[Step::Apt(&["podman", "runc", "busybox-static"])],
+    },
 ];
 
 fn first_existing(paths: &[&str]) -> Option<String> {

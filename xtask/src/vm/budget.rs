@@ -14,6 +14,7 @@
 /// 2026-12-01, two of them from a clean clone), and at least 10 s.
 pub const BUDGETS: &[(&str, u32)] = &[
     ("conntrack", 70),
+    ("containers", 10),
     ("countersonly", 30),
     ("demo", 50),
     ("healthy", 30),
