@@ -187,7 +187,11 @@ fn port_at(raw: &[u8; RAW_MAX], off: u32, big_endian: bool) -> Option<u16> {
     })
 }
 
-/// The ports word: the lower (service) port and which side it was on, or
+/// TCP_SYN_SENT.
+const SYN_SENT: u32 = 2;
+
+/// The ports word: the lower port and which side it was on (where nothing
+/// says which end is the service), or
 /// both ports when `keep` (a port filter is set).
 #[inline(always)]
 fn ports_word(a: u16, b: u16, keep: bool) -> u64 {
@@ -201,6 +205,25 @@ fn ports_word(a: u16, b: u16, keep: bool) -> u64 {
     } else {
         (4 << 40) | a
     }
+}
+
+/// The ports word of a service port the kernel told (tag 5: the flow's
+/// destination, 6: its source): the client's port is left out wherever it
+/// lies (the daemon's service.rs follows the same rules).
+#[inline(always)]
+fn service_word(port: u16, tag: u64, keep: bool, a: u16, b: u16) -> u64 {
+    if keep {
+        ports_word(a, b, true)
+    } else {
+        (tag << 40) | port as u64
+    }
+}
+
+/// Socket errors of a connecting socket, whose peer is the service:
+/// ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN.
+#[inline(always)]
+fn connecting_error(err: i32) -> bool {
+    matches!(err.unsigned_abs(), 111 | 113 | 101 | 112)
 }
 
 /// Fills `key` from `e`; false when `e` is not to be aggregated (a PAWS
@@ -256,7 +279,27 @@ fn key_of(e: &Event, keep_ports: bool, key: &mut AggKey) -> bool {
         let (Some(a), Some(b)) = (port_at(&e.raw, pa, be), port_at(&e.raw, pb, be)) else {
             return false;
         };
-        key.w[2] = ports_word(a, b, keep_ports);
+        // The service, where the event says which end it is: a RST's
+        // sender; the peer of a socket refused while connecting.
+        let err_off = cfg.sk_error_error as usize;
+        key.w[2] = if e.kind == kind::TCP_SEND_RESET {
+            service_word(a, 6, keep_ports, a, b)
+        } else if e.kind == kind::TCP_RECEIVE_RESET && e.sk_state == SYN_SENT {
+            service_word(b, 5, keep_ports, a, b)
+        } else if e.kind == kind::SK_ERROR_REPORT
+            && cfg.sk_error_error != Config::ABSENT
+            && err_off + 4 <= RAW_MAX
+            && connecting_error(i32::from_ne_bytes([
+                e.raw[err_off],
+                e.raw[err_off + 1],
+                e.raw[err_off + 2],
+                e.raw[err_off + 3],
+            ]))
+        {
+            service_word(b, 5, keep_ports, a, b)
+        } else {
+            ports_word(a, b, keep_ports)
+        };
     }
     // The packet's flow: what the daemon's packet parser reads.
     if e.pkt_flags & pkt::NET != 0 {
@@ -293,8 +336,17 @@ fn key_of(e: &Event, keep_ports: bool, key: &mut AggKey) -> bool {
             let t = &e.transport;
             let a = u16::from_be_bytes([t[0], t[1]]);
             let b = u16::from_be_bytes([t[2], t[3]]);
-            let flags = if proto == 6 { t[13] as u64 } else { 0 };
-            key.w[2] = ports_word(a, b, keep_ports) | flags << 48;
+            let flags = if proto == 6 { t[13] } else { 0 };
+            // A connection request goes to the service; a segment the reset
+            // kprobe answers went to the closed port.
+            let to_service =
+                (proto == 6 && flags & 0x12 == 0x02) || e.kind == kind::KPROBE_SEND_RESET;
+            let word = if to_service {
+                service_word(b, 5, keep_ports, a, b)
+            } else {
+                ports_word(a, b, keep_ports)
+            };
+            key.w[2] = word | (flags as u64) << 48;
         }
     }
     let s = &e.sock;

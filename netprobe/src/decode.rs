@@ -36,7 +36,7 @@ impl Reason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DropEvent {
     pub reason: Option<Reason>,
     /// Kernel text address where the skb was freed.
@@ -150,7 +150,7 @@ pub struct OomEvent {
     pub oom_score_adj: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResetEvent {
     /// The RST's own direction: for a sent RST, from this host.
     pub flow: Option<Flow>,

@@ -111,7 +111,16 @@ impl RepeatKey {
     /// record shows it, and those never take the shortcut (`offer_keyed`).
     /// `exact_ports` keeps both ports (a port filter looks at either).
     pub fn of(d: &Decoded, exact_ports: bool) -> Option<RepeatKey> {
-        let flow = |f: &Option<Flow>| f.map(|f| if exact_ports { f } else { service_side(f) });
+        let side = crate::service::side(d);
+        let flow = |f: &Option<Flow>| {
+            f.map(|f| {
+                if exact_ports {
+                    f
+                } else {
+                    crate::service::without_client_port(f, side)
+                }
+            })
+        };
         let blank = RepeatKey {
             kind: 0,
             reason: None,
@@ -157,15 +166,6 @@ impl RepeatKey {
             },
             _ => return None,
         })
-    }
-}
-
-/// A flow without its higher port (the client's ephemeral one).
-fn service_side(f: Flow) -> Flow {
-    match (f.sport, f.dport) {
-        (Some(s), Some(d)) if s > d => Flow { sport: None, ..f },
-        (Some(s), Some(d)) if d > s => Flow { dport: None, ..f },
-        _ => f,
     }
 }
 

@@ -51,6 +51,7 @@ pub mod record;
 pub mod report;
 pub mod run;
 pub mod sandbox;
+pub mod service;
 pub mod sink;
 pub mod sys;
 pub mod timefmt;

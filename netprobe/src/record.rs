@@ -236,6 +236,22 @@ pub fn from_event(d: &Decoded, wall_ns: i128, ksyms: &Kallsyms) -> Record {
         KernelEvent::Retransmit(e) => symptom_record(e, true),
         KernelEvent::SocketError(e) => symptom_record(e, false),
     };
+    // The service the event is about, where the kernel says which end it
+    // is (a listener or receiving socket the builders set stays).
+    if r.addr.is_none() {
+        let flow = match &d.event {
+            KernelEvent::Drop(e) => e.flow.as_ref(),
+            KernelEvent::ResetSent(e) | KernelEvent::ResetReceived(e) => e.flow.as_ref(),
+            KernelEvent::SocketError(e) | KernelEvent::Retransmit(e) => e.flow.as_ref(),
+            _ => None,
+        };
+        if let Some((addr, port)) =
+            flow.and_then(|f| crate::service::endpoint(f, crate::service::side(d)))
+        {
+            r.addr = Some(addr.to_string());
+            r.port = Some(port);
+        }
+    }
     // The event's own time, formatted once (the builders leave ts empty).
     r.ts = timefmt::rfc3339(wall_ns);
     if r.netns.is_none() {

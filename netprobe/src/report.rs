@@ -142,9 +142,10 @@ pub fn add(s: &mut Summary, v: &Value, since: Option<&str>) {
             .and_then(Value::as_u64)
             .unwrap_or(1)
             .saturating_sub(1),
-        // retransmit summaries count what they fold.
-        "retransmit" => v.get("count").and_then(Value::as_u64).unwrap_or(1),
-        _ => 1,
+        // A record stands for its count: the minute's retransmissions,
+        // and a record written for events counted in the kernel that could
+        // not fold (as the metrics count them).
+        _ => v.get("count").and_then(Value::as_u64).unwrap_or(1),
     };
     if events == 0 {
         return;

@@ -1,0 +1,169 @@
+//! Which end of an event's flow is the service, from what the kernel says
+//! of the event, never from which port is lower: a SYN's destination, the
+//! sender of a RST (this host's socket, or the closed port a SYN found), the
+//! peer a connecting socket was refused by or could not reach. Folding,
+//! incident keys, `report` and the metrics all use it; the kernel's
+//! aggregation key follows the same rules (netprobe-ebpf's agg.rs), so that
+//! a service that is down folds at any port, inside the client's ephemeral
+//! range too.
+
+use std::net::IpAddr;
+
+use crate::{
+    decode::{Decoded, KernelEvent},
+    packet::Flow,
+};
+
+/// The end of a flow that is the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Src,
+    Dst,
+    /// Nothing says: the lower port stands in (a guess, kept for what the
+    /// kernel does not tell).
+    Lower,
+}
+
+/// TCP flags SYN and ACK.
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// errno values whose socket was connecting to a peer that refused it or
+/// could not be reached: ECONNREFUSED, EHOSTUNREACH, ENETUNREACH,
+/// EHOSTDOWN.
+pub const CONNECTING_ERRORS: [i64; 4] = [111, 113, 101, 112];
+
+/// TCP_SYN_SENT.
+const SYN_SENT: i64 = 2;
+
+/// The service side of `d`'s flow.
+pub fn side(d: &Decoded) -> Side {
+    match &d.event {
+        // A connection request goes to the service.
+        KernelEvent::Drop(e) => match e.flow.and_then(|f| f.tcp_flags) {
+            Some(flags) if flags & (SYN | ACK) == SYN => Side::Dst,
+            _ => Side::Lower,
+        },
+        // A RST's sender is this host's socket, or the closed port a
+        // segment found (flows are in the RST's direction).
+        KernelEvent::ResetSent(_) => Side::Src,
+        // A RST in answer to this host's SYN comes from the service.
+        KernelEvent::ResetReceived(e) if e.state == Some(SYN_SENT) => Side::Src,
+        // A connecting socket's peer (flows are local -> remote).
+        KernelEvent::SocketError(e)
+            if e.errno
+                .is_some_and(|n| CONNECTING_ERRORS.contains(&n.abs()))
+                || e.state == Some(SYN_SENT) =>
+        {
+            Side::Dst
+        }
+        _ => Side::Lower,
+    }
+}
+
+/// The service's address and port, when the kernel said which it is.
+pub fn endpoint(f: &Flow, side: Side) -> Option<(IpAddr, u16)> {
+    match side {
+        Side::Src => Some((f.saddr, f.sport?)),
+        Side::Dst => Some((f.daddr, f.dport?)),
+        Side::Lower => None,
+    }
+}
+
+/// A flow without the client's port: the service's, as `side` says, else
+/// the lower one's.
+pub fn without_client_port(f: Flow, side: Side) -> Flow {
+    match (side, f.sport, f.dport) {
+        (Side::Src, ..) => Flow { dport: None, ..f },
+        (Side::Dst, ..) => Flow { sport: None, ..f },
+        (Side::Lower, Some(s), Some(d)) if s > d => Flow { sport: None, ..f },
+        (Side::Lower, Some(s), Some(d)) if d > s => Flow { dport: None, ..f },
+        _ => f,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{DropEvent, ResetEvent, SocketEvent};
+
+    fn flow(sport: u16, dport: u16, flags: Option<u8>) -> Flow {
+        Flow {
+            proto: 6,
+            saddr: "127.0.0.2".parse().unwrap(),
+            sport: Some(sport),
+            daddr: "127.0.0.1".parse().unwrap(),
+            dport: Some(dport),
+            tcp_flags: flags,
+        }
+    }
+
+    fn decoded(event: KernelEvent) -> Decoded {
+        Decoded {
+            ts_ns: 1,
+            pid: 1,
+            comm: Vec::new(),
+            netns: None,
+            event,
+        }
+    }
+
+    #[test]
+    fn the_service_is_what_the_kernel_says_not_the_lower_port() {
+        // A SYN to 57415 from 32768: the service is the higher port.
+        let syn = decoded(KernelEvent::Drop(DropEvent {
+            flow: Some(flow(32768, 57415, Some(SYN))),
+            ..DropEvent::default()
+        }));
+        assert_eq!(side(&syn), Side::Dst);
+        let KernelEvent::Drop(e) = &syn.event else {
+            panic!()
+        };
+        let f = e.flow.unwrap();
+        assert_eq!(endpoint(&f, Side::Dst).unwrap().1, 57415);
+        assert_eq!(without_client_port(f, Side::Dst).dport, Some(57415));
+        assert_eq!(without_client_port(f, Side::Dst).sport, None);
+        // A SYN-ACK or any other segment: not told.
+        let synack = decoded(KernelEvent::Drop(DropEvent {
+            flow: Some(flow(57415, 32768, Some(SYN | ACK))),
+            ..DropEvent::default()
+        }));
+        assert_eq!(side(&synack), Side::Lower);
+        // The RST a closed port sends: from the service.
+        let rst = decoded(KernelEvent::ResetSent(ResetEvent {
+            flow: Some(flow(57415, 32768, None)),
+            no_socket: true,
+            ..ResetEvent::default()
+        }));
+        assert_eq!(side(&rst), Side::Src);
+        // Refused: the RST a connecting socket receives, and its error.
+        let refused = decoded(KernelEvent::ResetReceived(ResetEvent {
+            flow: Some(flow(57415, 32768, None)),
+            state: Some(SYN_SENT),
+            ..ResetEvent::default()
+        }));
+        assert_eq!(side(&refused), Side::Src);
+        let reset = decoded(KernelEvent::ResetReceived(ResetEvent {
+            flow: Some(flow(57415, 32768, None)),
+            state: Some(1),
+            ..ResetEvent::default()
+        }));
+        assert_eq!(side(&reset), Side::Lower);
+        let err = decoded(KernelEvent::SocketError(SocketEvent {
+            flow: Some(flow(32768, 57415, None)),
+            state: None,
+            errno: Some(-111),
+        }));
+        assert_eq!(side(&err), Side::Dst);
+        let timeout = decoded(KernelEvent::SocketError(SocketEvent {
+            flow: Some(flow(32768, 57415, None)),
+            state: None,
+            errno: Some(-110),
+        }));
+        assert_eq!(side(&timeout), Side::Lower);
+        // The guess keeps the lower port.
+        let f = flow(32768, 57415, None);
+        assert_eq!(without_client_port(f, Side::Lower).sport, Some(32768));
+        assert_eq!(endpoint(&f, Side::Lower), None);
+    }
+}
