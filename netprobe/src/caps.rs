@@ -8,6 +8,9 @@
 //! - CAP_SYS_PTRACE: open other processes' /proc/PID/ns/net;
 //! - CAP_DAC_READ_SEARCH: read other processes' /proc files and the
 //!   kubelet's /var/log/pods;
+//! - CAP_NET_ADMIN: count each namespace's netfilter rules once a minute
+//!   (nftables' netlink dump and iptables' IPT_SO_GET_INFO both ask for it;
+//!   netprobe only reads);
 //! - CAP_BPF and CAP_PERFMON only while a kprobe waits for its module.
 //!
 //! Everything else leaves the effective, permitted, inheritable, ambient
@@ -18,6 +21,7 @@ use std::io;
 
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_SETPCAP: u32 = 8;
+pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_RESOURCE: u32 = 24;
 pub const CAP_SYSLOG: u32 = 34;
@@ -28,6 +32,7 @@ pub fn name(cap: u32) -> String {
     match cap {
         CAP_DAC_READ_SEARCH => "CAP_DAC_READ_SEARCH".into(),
         CAP_SETPCAP => "CAP_SETPCAP".into(),
+        CAP_NET_ADMIN => "CAP_NET_ADMIN".into(),
         CAP_SYS_PTRACE => "CAP_SYS_PTRACE".into(),
         CAP_SYS_ADMIN => "CAP_SYS_ADMIN".into(),
         CAP_SYS_RESOURCE => "CAP_SYS_RESOURCE".into(),
@@ -49,7 +54,8 @@ const fn bit(c: u32) -> u64 {
 
 /// What the daemon keeps after attaching.
 pub fn steady_set(waiting_for_module: bool) -> u64 {
-    let mut keep = bit(CAP_SYS_ADMIN) | bit(CAP_SYS_PTRACE) | bit(CAP_DAC_READ_SEARCH);
+    let mut keep =
+        bit(CAP_SYS_ADMIN) | bit(CAP_SYS_PTRACE) | bit(CAP_DAC_READ_SEARCH) | bit(CAP_NET_ADMIN);
     if waiting_for_module {
         keep |= bit(CAP_BPF) | bit(CAP_PERFMON);
     }
@@ -188,7 +194,12 @@ mod tests {
         let s = steady_set(false);
         assert_eq!(
             names(s),
-            ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN"]
+            [
+                "CAP_DAC_READ_SEARCH",
+                "CAP_NET_ADMIN",
+                "CAP_SYS_PTRACE",
+                "CAP_SYS_ADMIN"
+            ]
         );
         assert_eq!(names(steady_set(true) & !s), ["CAP_PERFMON", "CAP_BPF"]);
         assert_eq!(name(5), "capability 5");

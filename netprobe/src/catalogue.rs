@@ -307,6 +307,29 @@ pub const ENTRIES: &[Entry] = &[
         counters: &[],
     },
     Entry {
+        mode: m("netfilter", "netfilter_rule_bloat"),
+        severity: Severity::Warning,
+        title: "netfilter rule bloat",
+        meaning: "A network namespace holds far more netfilter rules than it should: far above \
+                  the node's other namespaces, above the limit, or growing steadily. Every packet \
+                  walks them, so latency and CPU grow with the count; seed 004's node had \
+                  180,000 iptables rules against 200-300 on its healthy neighbours, left by a \
+                  leak that appended the same rules again and again.",
+        detection: "Once a minute in each namespace: nftables rules counted from a netlink dump \
+                    (iptables-nft's included), iptables-legacy entries from IPT_SO_GET_INFO per \
+                    table. Bloat when a namespace is above `rule_limit` (default 10,000), more \
+                    than 10 times the median of the others (and at least 1,000), or grew in \
+                    each of the last 6 samples by 1,000 or more in all. Needs CAP_NET_ADMIN.",
+        advice: "Find what keeps adding rules: duplicates show with `iptables-save | sort | uniq \
+                 -cd | sort -n | tail` (or `nft list ruleset`). A known cause is the k3s/kube-proxy \
+                 iptables-version mismatch (iptables-legacy and iptables-nft both in use) that \
+                 re-adds its rules on every sync: use one iptables backend on the node, upgrade \
+                 the component that leaks, and flush the duplicates.",
+        reasons: &[],
+        locations: &[],
+        counters: &[],
+    },
+    Entry {
         mode: m("reset", "no_listener"),
         severity: Severity::Warning,
         title: "nothing listens on the port",
@@ -479,7 +502,7 @@ mod tests {
     use crate::classify;
 
     /// Every mode design.md names, with its family.
-    const DESIGN: [(&str, &str); 17] = [
+    const DESIGN: [(&str, &str); 18] = [
         ("tw_recycle", "tw_recycle"),
         ("queue_full", "accept_queue_full"),
         ("queue_full", "syn_queue_full"),
@@ -493,6 +516,7 @@ mod tests {
         ("oom_stall", "oom_kill"),
         ("conntrack", "conntrack_insert_failed"),
         ("netfilter", "netfilter_drop"),
+        ("netfilter", "netfilter_rule_bloat"),
         ("reset", "no_listener"),
         ("reset", "reset_other"),
         ("unreachable", "unreachable"),

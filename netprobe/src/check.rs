@@ -52,6 +52,7 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
         )?;
     }
     sysctls(w)?;
+    rules(w)?;
     let attached = tracer.attached();
     drop(tracer);
     if attached == 0 {
@@ -67,6 +68,52 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
         )?;
     }
     Ok(0)
+}
+
+/// The netfilter rules of each network namespace (the first 64 found),
+/// largest first: where rule bloat would show.
+fn rules(w: &mut dyn Write) -> std::io::Result<()> {
+    let spaces = crate::netns::discover(
+        std::path::Path::new("/proc"),
+        std::path::Path::new("/run/netns"),
+    );
+    let nftables = Some(crate::rules::nftables_present());
+    let mut counted: Vec<(u64, crate::rules::RuleCounts)> = spaces
+        .iter()
+        .take(64)
+        .filter_map(|ns| {
+            Some((
+                ns.inode,
+                crate::netns::sample(ns, &|_| false, nftables).ok()?.rules?,
+            ))
+        })
+        .collect();
+    counted.sort_by_key(|(_, c)| std::cmp::Reverse(c.total()));
+    for (inode, c) in &counted {
+        let nft: u64 = c.nft.values().sum();
+        let legacy: u64 = c.legacy.values().sum();
+        write!(
+            w,
+            "  rules       netns {inode}: {}{} ({nft} nftables, {legacy} iptables-legacy entries)",
+            if c.nft_capped { "at least " } else { "" },
+            c.total()
+        )?;
+        if let Some((chain, n)) = c.largest() {
+            write!(w, "; largest {chain} {n}")?;
+        }
+        for e in &c.errors {
+            write!(w, "; {e}")?;
+        }
+        writeln!(w)?;
+    }
+    if spaces.len() > counted.len() {
+        writeln!(
+            w,
+            "  rules       {} more namespaces not counted here",
+            spaces.len() - counted.len()
+        )?;
+    }
+    Ok(())
 }
 
 fn sysctls(w: &mut dyn Write) -> std::io::Result<()> {

@@ -30,6 +30,7 @@ pub const NIC_RING_FULL: Mode = m("queue_full", "nic_ring_full");
 pub const CONNTRACK_TABLE_FULL: Mode = m("queue_full", "conntrack_table_full");
 pub const CONNTRACK_INSERT_FAILED: Mode = m("conntrack", "conntrack_insert_failed");
 pub const NETFILTER_DROP: Mode = m("netfilter", "netfilter_drop");
+pub const NETFILTER_RULE_BLOAT: Mode = m("netfilter", "netfilter_rule_bloat");
 pub const OOM_STALL: Mode = m("oom_stall", "oom_stall");
 /// An OOM kill with no stall seen: a memory cgroup at its own limit.
 pub const OOM_KILL: Mode = m("oom_stall", "oom_kill");

@@ -5,6 +5,7 @@
 //!
 //! ```toml
 //! incident_window = 60            # seconds
+//! rule_limit = 10000              # netfilter rules per namespace
 //! [filter]
 //! ports = [443, 8080]             # either port of a flow, or a listener's
 //! addresses = ["10.0.0.0/8", "fd00::1"]
@@ -26,6 +27,9 @@ use crate::{catalogue, record::Record};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub incident_window: Option<u64>,
+    /// Netfilter rules a network namespace may hold before netprobe calls
+    /// it bloated (default `counters::DEFAULT_RULE_LIMIT`).
+    pub rule_limit: Option<u64>,
     #[serde(default)]
     pub filter: Filter,
 }
@@ -138,6 +142,9 @@ impl Config {
         let mut parts = Vec::new();
         if let Some(w) = self.incident_window {
             parts.push(format!("incident window {w} s"));
+        }
+        if let Some(l) = self.rule_limit {
+            parts.push(format!("rule limit {l}"));
         }
         if !f.ports.is_empty() {
             parts.push(format!("ports {:?}", f.ports));

@@ -119,11 +119,177 @@ pub struct Sampler {
     prev: BTreeMap<u64, Snapshot>,
     errors_said: std::collections::BTreeSet<u64>,
     owners: crate::containers::Attributor,
+    /// Rounds so far: rules are counted every `RULES_EVERY`th.
+    rounds: u64,
+    /// Each namespace's rule totals, the last `RULE_SAMPLES` counts.
+    rules: BTreeMap<u64, RuleHistory>,
+    /// The rule count above which a namespace is bloated (config
+    /// `rule_limit`, reloaded on SIGHUP).
+    pub rule_limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Rules are counted once a minute (a dump of 180,000 rules is not a
+/// once-a-second cost).
+pub const RULES_EVERY: u64 = 60;
+/// Rule counts kept per namespace, to see steady growth.
+const RULE_SAMPLES: usize = 6;
+/// The default `rule_limit` (seed 004's sick node had 180,000; its healthy
+/// neighbours 200-300).
+pub const DEFAULT_RULE_LIMIT: u64 = 10_000;
+/// A namespace this many times its peers' median is bloated...
+const PEER_FACTOR: u64 = 10;
+/// ...when it holds at least this many (a few dozen rules against a few
+/// is not bloat).
+const PEER_MIN: u64 = 1_000;
+/// Steady growth: every sample above the one before, by this much in all.
+const GROWTH_MIN: u64 = 1_000;
+
+#[derive(Debug, Default)]
+struct RuleHistory {
+    totals: std::collections::VecDeque<u64>,
+    /// The total when bloat was last said (said again when it grows a
+    /// tenth more).
+    said: Option<u64>,
+}
+
+/// Why a namespace's rules are bloated, if they are: `limit`, `peers` or
+/// `growing`.
+pub fn rule_bloat(
+    total: u64,
+    history: &[u64],
+    peers_median: Option<u64>,
+    limit: u64,
+) -> Option<&'static str> {
+    if total > limit {
+        return Some("limit");
+    }
+    if let Some(m) = peers_median {
+        if total >= PEER_MIN && total > PEER_FACTOR * m.max(1) {
+            return Some("peers");
+        }
+    }
+    let rising = history.len() >= RULE_SAMPLES && history.windows(2).all(|w| w[1] > w[0]);
+    if rising && history[history.len() - 1] - history[0] >= GROWTH_MIN {
+        return Some("growing");
+    }
+    None
+}
+
+/// The record of a namespace whose rules are bloated.
+pub fn rule_bloat_record(
+    netns: u64,
+    counts: &crate::rules::RuleCounts,
+    why: &'static str,
+    peers_median: Option<u64>,
+    history: &[u64],
+    limit: u64,
+) -> Record {
+    let mut r = counter_record("rule_count", netns, classify::NETFILTER_RULE_BLOAT);
+    let total = counts.total();
+    let nft: u64 = counts.nft.values().sum();
+    let legacy: u64 = counts.legacy.values().sum();
+    evidence(
+        &mut r,
+        &[
+            ("rules", total.into()),
+            ("nftables_rules", nft.into()),
+            ("iptables_legacy_entries", legacy.into()),
+            ("rule_limit", limit.into()),
+            ("bloat", why.into()),
+        ],
+    );
+    if counts.nft_capped {
+        // The count stopped at the cap (a dump costs its square).
+        evidence(&mut r, &[("nftables_rules_at_least", true.into())]);
+    }
+    if let Some(m) = peers_median {
+        evidence(&mut r, &[("peers_median", m.into())]);
+    }
+    if let (Some(first), Some(last)) = (history.first(), history.last()) {
+        evidence(&mut r, &[("grew_by", last.saturating_sub(*first).into())]);
+    }
+    let largest = counts.largest();
+    if let Some((chain, n)) = largest {
+        evidence(
+            &mut r,
+            &[
+                ("largest_chain", chain.to_string().into()),
+                ("largest_chain_rules", n.into()),
+            ],
+        );
+    }
+    let because = match why {
+        "limit" => format!("above the limit of {limit}"),
+        "peers" => format!(
+            "{}x the median of the node's other namespaces ({})",
+            total / peers_median.unwrap_or(1).max(1),
+            peers_median.unwrap_or(0)
+        ),
+        _ => format!(
+            "growing steadily ({} more in the last {} samples)",
+            history
+                .last()
+                .unwrap_or(&0)
+                .saturating_sub(*history.first().unwrap_or(&0)),
+            history.len()
+        ),
+    };
+    r.message = format!(
+        "{}{total} netfilter rules in netns {netns} ({nft} nftables, {legacy} iptables-legacy \
+         entries), {because}{}: every packet walks them",
+        if counts.nft_capped { "at least " } else { "" },
+        largest.map_or(String::new(), |(c, n)| format!(
+            "; the largest is {c} with {n}"
+        ))
+    );
+    r
 }
 
 impl Sampler {
-    /// Takes the baseline of every namespace there is now.
-    pub fn baseline() -> (Sampler, Vec<Record>) {
+    /// Says which namespaces' rules are bloated, after a round that counted
+    /// them (each said once, and again when it grows a tenth more).
+    fn judge_rules(&mut self, counted: &[(u64, crate::rules::RuleCounts)]) -> Vec<Record> {
+        let limit = self.rule_limit.load(std::sync::atomic::Ordering::Relaxed);
+        let mut totals: Vec<u64> = counted.iter().map(|(_, c)| c.total()).collect();
+        totals.sort_unstable();
+        let mut out = Vec::new();
+        for (inode, counts) in counted {
+            let total = counts.total();
+            // The median of the others (at least two of them).
+            let peers: Vec<u64> = {
+                let mut v = totals.clone();
+                if let Some(i) = v.iter().position(|t| *t == total) {
+                    v.remove(i);
+                }
+                v
+            };
+            let median = (peers.len() >= 2).then(|| peers[peers.len() / 2]);
+            let h = self.rules.entry(*inode).or_default();
+            h.totals.push_back(total);
+            while h.totals.len() > RULE_SAMPLES {
+                h.totals.pop_front();
+            }
+            let history: Vec<u64> = h.totals.iter().copied().collect();
+            let Some(why) = rule_bloat(total, &history, median, limit) else {
+                h.said = None;
+                continue;
+            };
+            if h.said.is_some_and(|s| total < s + s / 10) {
+                continue;
+            }
+            h.said = Some(total);
+            out.push(rule_bloat_record(
+                *inode, counts, why, median, &history, limit,
+            ));
+        }
+        out
+    }
+}
+
+impl Sampler {
+    /// Takes the baseline of every namespace there is now (counting their
+    /// netfilter rules against `rule_limit`).
+    pub fn baseline(rule_limit: u64) -> (Sampler, Vec<Record>) {
         let mut s = Sampler {
             softnet_dropped: None,
             oom_kills: None,
@@ -133,6 +299,9 @@ impl Sampler {
                 std::path::Path::new("/proc"),
                 std::path::Path::new("/var/log/pods"),
             ),
+            rounds: 0,
+            rules: BTreeMap::new(),
+            rule_limit: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rule_limit)),
         };
         let records = s.round(true);
         (s, records)
@@ -170,7 +339,16 @@ impl Sampler {
             self.oom_kills = kills;
         }
         let spaces = crate::netns::discover(Path::new("/proc"), Path::new("/run/netns"));
+        // Rules are counted once a minute (Some: whether nftables is there).
+        let want_rules = self
+            .rounds
+            .is_multiple_of(RULES_EVERY)
+            .then(crate::rules::nftables_present);
+        self.rounds += 1;
+        let mut counted = Vec::new();
         self.prev
+            .retain(|inode, _| spaces.iter().any(|n| n.inode == *inode));
+        self.rules
             .retain(|inode, _| spaces.iter().any(|n| n.inode == *inode));
         self.errors_said
             .retain(|inode| spaces.iter().any(|n| n.inode == *inode));
@@ -180,8 +358,11 @@ impl Sampler {
             }
             let before = self.prev.get(&ns.inode).map(|s| &s.counters);
             let want = |cur: &BTreeMap<String, u64>| before.is_some_and(|b| moved(b, cur));
-            match crate::netns::sample(ns, &want) {
-                Ok(cur) => {
+            match crate::netns::sample(ns, &want, want_rules) {
+                Ok(mut cur) => {
+                    if let Some(rules) = cur.rules.take() {
+                        counted.push((ns.inode, rules));
+                    }
                     if let Some(p) = self.prev.get(&ns.inode) {
                         let mut found = records(ns.inode, p, &cur);
                         if !found.is_empty() {
@@ -224,6 +405,9 @@ impl Sampler {
                 }
                 Err(_) => {}
             }
+        }
+        if want_rules.is_some() {
+            out.extend(self.judge_rules(&counted));
         }
         out
     }
@@ -683,6 +867,58 @@ mod softnet_tests {
         assert!(r
             .message
             .starts_with("the kernel's OOM killer killed 2 process(es)"));
+    }
+
+    #[test]
+    fn rule_bloat_by_limit_peers_or_steady_growth() {
+        // Seed 004: 180,000 against a limit of 10,000.
+        assert_eq!(rule_bloat(180_000, &[180_000], None, 10_000), Some("limit"));
+        // 5,000 against neighbours of 250: ten times and more.
+        assert_eq!(
+            rule_bloat(5_000, &[5_000], Some(250), 10_000),
+            Some("peers")
+        );
+        // A few dozen against a few: not bloat.
+        assert_eq!(rule_bloat(60, &[60], Some(3), 10_000), None);
+        // Growing in every one of the last six samples, by 1,000 in all.
+        let rising = [1_000, 1_300, 1_600, 1_900, 2_200, 2_500];
+        assert_eq!(
+            rule_bloat(2_500, &rising, Some(2_400), 10_000),
+            Some("growing")
+        );
+        let mut flat = rising;
+        flat[3] = 1_600;
+        assert_eq!(rule_bloat(2_500, &flat, Some(2_400), 10_000), None);
+        // A short history cannot show growth.
+        assert_eq!(rule_bloat(2_500, &rising[3..], Some(2_400), 10_000), None);
+        let counts = crate::rules::RuleCounts {
+            nft: BTreeMap::from([("inet filter input".to_string(), 20_000)]),
+            nft_capped: true,
+            legacy: BTreeMap::from([("ip filter".to_string(), 180_004)]),
+            errors: vec![],
+        };
+        let r = rule_bloat_record(7, &counts, "limit", Some(250), &[200_004], 10_000);
+        assert_eq!(
+            (r.kind, r.family, r.mode, r.evidence_source()),
+            (
+                "rule_count",
+                Some("netfilter"),
+                Some("netfilter_rule_bloat"),
+                Some("counters")
+            )
+        );
+        assert_eq!(
+            r.message,
+            "at least 200004 netfilter rules in netns 7 (20000 nftables, 180004 iptables-legacy \
+             entries), above the limit of 10000; the largest is ip filter with 180004: every \
+             packet walks them"
+        );
+        let e = r.evidence.as_ref().unwrap();
+        assert_eq!(
+            (&e["rules"], &e["largest_chain"]),
+            (&200_004.into(), &"ip filter".into())
+        );
+        assert!(r.advice.unwrap().contains("uniq -cd"));
     }
 
     #[test]

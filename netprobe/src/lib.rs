@@ -49,6 +49,7 @@ pub mod procinfo;
 pub mod rawtcp;
 pub mod record;
 pub mod report;
+pub mod rules;
 pub mod run;
 pub mod sandbox;
 pub mod service;

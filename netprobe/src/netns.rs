@@ -266,6 +266,8 @@ pub struct Snapshot {
     pub sockets: Vec<DiagSock>,
     /// Why the sockets could not be listed (the counters still count).
     pub sockets_error: Option<String>,
+    /// Netfilter rule counts, on the rounds that count them.
+    pub rules: Option<crate::rules::RuleCounts>,
 }
 
 /// Reads `ns` from a thread that enters it (needs CAP_SYS_ADMIN). The
@@ -274,6 +276,7 @@ pub struct Snapshot {
 pub fn sample(
     ns: &Namespace,
     want_sockets: &(dyn Fn(&BTreeMap<String, u64>) -> bool + Sync),
+    want_rules: Option<bool>,
 ) -> Result<Snapshot, String> {
     let file = File::open(&ns.path).map_err(|e| format!("{}: {e}", ns.path.display()))?;
     std::thread::scope(|s| {
@@ -286,7 +289,7 @@ pub fn sample(
                     io::Error::last_os_error()
                 ));
             }
-            read_here(want_sockets)
+            read_here(want_sockets, want_rules)
         })
         .join()
         .map_err(|_| "the sampling thread panicked".to_string())?
@@ -296,6 +299,7 @@ pub fn sample(
 /// Reads the caller's namespace.
 pub fn read_here(
     want_sockets: &(dyn Fn(&BTreeMap<String, u64>) -> bool + Sync),
+    want_rules: Option<bool>,
 ) -> Result<Snapshot, String> {
     let mut counters = BTreeMap::new();
     // This thread's namespace: /proc/self/net is the process's, and
@@ -335,6 +339,8 @@ pub fn read_here(
         conntrack_max: sysctl("netfilter/nf_conntrack_max"),
         sockets,
         sockets_error,
+        rules: want_rules
+            .map(|nftables| crate::rules::count_here(&net, nftables, crate::rules::NFT_COUNT_CAP)),
     })
 }
 

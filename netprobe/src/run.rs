@@ -141,9 +141,18 @@ fn daemon(
         out.write(&Record::probe(s.spec.name, &s.hook, s.result.clone()))?;
     }
     // The namespaces' counters as they stand: what moves after `ready` is news.
-    let (sampler, unreadable) = counters::Sampler::baseline();
-    for r in &unreadable {
-        out.write(r)?;
+    let rule_limit = |c: &Config| c.rule_limit.unwrap_or(counters::DEFAULT_RULE_LIMIT);
+    let (sampler, unreadable) = counters::Sampler::baseline(rule_limit(&config));
+    let sampler_rule_limit = sampler.rule_limit.clone();
+    // What the first round found: namespaces it could not read, and
+    // bloated rule sets (counted now, then once a minute).
+    for mut r in unreadable {
+        if r.ts.is_empty() {
+            r.ts = timefmt::rfc3339(timefmt::now_unix_ns());
+        }
+        if config.filter.admits(&r) {
+            out.write(&r)?;
+        }
     }
     // Probes on modules (nf_conntrack) follow them loading and unloading.
     let follows_modules = tracer
@@ -250,6 +259,7 @@ fn daemon(
                 match Config::load(path) {
                     Ok(c) => {
                         config = c;
+                        sampler_rule_limit.store(rule_limit(&config), Ordering::Relaxed);
                         if !opts.every_event {
                             p.folder.set_window(window(&config));
                             aggregate(&mut tracer, &config, out)?;

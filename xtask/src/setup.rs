@@ -123,6 +123,16 @@ pub const REQUIREMENTS: &[Requirement] = &[
         },
         install: &[Step::Apt(&["podman", "runc", "busybox-static"])],
     },
+    Requirement {
+        what: "iptables (iptables-legacy-restore, for the rule bloat test)",
+        find: || {
+            first_existing(&[
+                "/usr/sbin/iptables-legacy-restore",
+                "/sbin/iptables-legacy-restore",
+            ])
+        },
+        install: &[Step::Apt(&["iptables"])],
+    },
 ];
 
 fn first_existing(paths: &[&str]) -> Option<String> {

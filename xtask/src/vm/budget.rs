@@ -28,6 +28,7 @@ pub const BUDGETS: &[(&str, u32)] = &[
     ("queues", 160),
     ("reset", 70),
     ("resilience", 130),
+    ("rules", 60),
     ("service", 60),
     ("soak", 10),
     ("unreachable", 40),
