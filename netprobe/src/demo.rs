@@ -76,6 +76,12 @@ const SCENARIOS: &[Scenario] = &[
         provoke: nft_drop,
     },
     Scenario {
+        mode: "unreachable",
+        what: "an nftables rule rejects the SYNs to a listener with ICMP host-unreachable",
+        needs: Some("nft"),
+        provoke: nft_reject,
+    },
+    Scenario {
         mode: "tw_recycle",
         what: "a segment with a TCP timestamp older than its connection's is injected",
         needs: Some("sleep"),
@@ -198,6 +204,22 @@ fn nft_drop() -> std::io::Result<(Target, Keep)> {
     let mut keep: Keep = vec![Box::new(l)];
     connect_all(at, 1, &mut keep);
     Ok((Target::Port(at.port()), keep))
+}
+
+fn nft_reject() -> std::io::Result<(Target, Keep)> {
+    let l = listener(16, false)?;
+    let at = l.local_addr()?;
+    run_tool(
+        "nft",
+        &["-f", "-"],
+        Some(&format!(
+            "table ip netprobe_demo_reject {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {} reject with icmp type host-unreachable\n  }}\n}}\n",
+            at.port()
+        )),
+    )?;
+    // "No route to host": the connect fails at once.
+    let _ = std::net::TcpStream::connect(at);
+    Ok((Target::Port(at.port()), vec![Box::new(l)]))
 }
 
 fn qdisc_overflow() -> std::io::Result<(Target, Keep)> {

@@ -50,11 +50,17 @@ fn demo_diagnoses_what_it_provokes() {
             "{b}"
         );
     }
-    // Named by their drop reasons; before them, the PAWS drop is freed
+    // Named by their drop reasons (before them, the PAWS drop is freed
     // inside TCP and the qdisc's through kfree_skb_list, where no probe of
-    // the kernel tells them apart.
+    // the kernel tells them apart), and the unreachable host by the socket
+    // error tracepoint (5.14+).
     let mut unseen = Vec::new();
     for (mode, says, excuse) in [
+        (
+            "unreachable",
+            "the host is unreachable: a netfilter rule rejected",
+            kernel::lacks_tracepoint("sock:inet_sk_error_report"),
+        ),
         (
             "tw_recycle",
             "its TCP timestamp is older",
