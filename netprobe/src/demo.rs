@@ -190,36 +190,33 @@ fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Resul
     Ok(())
 }
 
-fn nft_drop() -> std::io::Result<(Target, Keep)> {
+/// A listener and an nftables rule in `family` that meets the SYNs to it
+/// with `verdict`; returns the listener's port and the listener.
+fn listener_behind(family: &str, verdict: &str) -> std::io::Result<(std::net::SocketAddr, Keep)> {
     let l = listener(16, false)?;
     let at = l.local_addr()?;
     run_tool(
         "nft",
         &["-f", "-"],
         Some(&format!(
-            "table inet netprobe_demo {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {} drop\n  }}\n}}\n",
+            "table {family} netprobe_demo {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {} {verdict}\n  }}\n}}\n",
             at.port()
         )),
     )?;
-    let mut keep: Keep = vec![Box::new(l)];
+    Ok((at, vec![Box::new(l)]))
+}
+
+fn nft_drop() -> std::io::Result<(Target, Keep)> {
+    let (at, mut keep) = listener_behind("inet", "drop")?;
     connect_all(at, 1, &mut keep);
     Ok((Target::Port(at.port()), keep))
 }
 
 fn nft_reject() -> std::io::Result<(Target, Keep)> {
-    let l = listener(16, false)?;
-    let at = l.local_addr()?;
-    run_tool(
-        "nft",
-        &["-f", "-"],
-        Some(&format!(
-            "table ip netprobe_demo_reject {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {} reject with icmp type host-unreachable\n  }}\n}}\n",
-            at.port()
-        )),
-    )?;
+    let (at, keep) = listener_behind("ip", "reject with icmp type host-unreachable")?;
     // "No route to host": the connect fails at once.
     let _ = std::net::TcpStream::connect(at);
-    Ok((Target::Port(at.port()), vec![Box::new(l)]))
+    Ok((Target::Port(at.port()), keep))
 }
 
 fn qdisc_overflow() -> std::io::Result<(Target, Keep)> {
