@@ -142,6 +142,16 @@ pub struct Dropped {
 /// Keeps only `keep` (where held), clears the rest from every set, and sets
 /// no_new_privs.
 pub fn drop_to(keep: u64) -> Result<Dropped, String> {
+    // Capabilities are per thread: another thread alive now would keep
+    // all of them.
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        let n = tasks.count();
+        if n > 1 {
+            return Err(format!(
+                "{n} threads are alive, and each would keep its capabilities"
+            ));
+        }
+    }
     let (eff, perm) = get().map_err(|e| format!("capget: {e}"))?;
     let kept = keep & perm;
     // The bounding set first: narrowing it needs CAP_SETPCAP, dropped below.

@@ -5,12 +5,18 @@
 //! the daemon's own CPU and memory.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     fmt::Write as _,
-    io::{self, Read, Write},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    task::AbortHandle,
 };
 
 use crate::record::Record;
@@ -283,55 +289,98 @@ pub fn usage_of(stat: &str, statm: &str) -> Option<(f64, u64)> {
 
 /// Binds the endpoint (done before privileges are dropped, so a port
 /// below 1024 works; a taken port is an error at start).
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr)
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
-/// Serves `GET /metrics` from a thread, one connection at a time.
-pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("netprobe-metrics".into())
-        .spawn(move || {
-            for c in listener.incoming().flatten() {
-                let _ = answer(c, &metrics);
+/// Clients served at once. One more evicts the oldest, so idle or slow
+/// clients can delay a new one by no more than a request takes.
+pub const MAX_CLIENTS: usize = 64;
+/// A client's whole exchange (request head in, exposition out) must end
+/// within this; a slow or idle one is closed.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest request head read.
+const MAX_HEAD: usize = 8192;
+
+/// Serves `GET /metrics` on the daemon's event loop, each client a task
+/// of its own (must be called inside the tokio runtime).
+pub fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) -> io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tokio::spawn(async move {
+        let mut clients: VecDeque<AbortHandle> = VecDeque::with_capacity(MAX_CLIENTS);
+        loop {
+            let c = match listener.accept().await {
+                Ok((c, _)) => c,
+                // Out of descriptors or the like: try again shortly rather
+                // than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            clients.retain(|h| !h.is_finished());
+            if clients.len() >= MAX_CLIENTS {
+                if let Some(oldest) = clients.pop_front() {
+                    oldest.abort();
+                }
             }
-        })?;
+            let m = metrics.clone();
+            let task = tokio::spawn(async move {
+                let _ = tokio::time::timeout(CLIENT_DEADLINE, answer(c, &m)).await;
+            });
+            clients.push_back(task.abort_handle());
+        }
+    });
     Ok(())
 }
 
-fn answer(mut c: TcpStream, metrics: &Metrics) -> io::Result<()> {
-    // A slow or hostile client cannot hold the endpoint for long.
-    c.set_read_timeout(Some(Duration::from_secs(2)))?;
-    c.set_write_timeout(Some(Duration::from_secs(2)))?;
+/// Reads one request head and answers it.
+async fn answer(mut c: TcpStream, metrics: &Metrics) -> io::Result<()> {
     let mut req = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-        let n = c.read(&mut chunk)?;
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_HEAD {
+        let n = c.read(&mut chunk).await?;
         if n == 0 {
             break;
         }
         req.extend_from_slice(&chunk[..n]);
     }
-    let line = req.split(|&b| b == b'\n').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let (status, body) = match (method, path) {
-        (b"GET" | b"HEAD", b"/metrics" | b"/") => ("200 OK", metrics.render()),
-        (b"GET" | b"HEAD", _) => ("404 Not Found", "not found: try /metrics\n".to_string()),
-        _ => ("405 Method Not Allowed", "only GET\n".to_string()),
-    };
+    let (status, body, head_only) = respond(&req, metrics);
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    c.write_all(head.as_bytes())?;
-    if method != b"HEAD" {
-        c.write_all(body.as_bytes())?;
+    c.write_all(head.as_bytes()).await?;
+    if !head_only {
+        c.write_all(body.as_bytes()).await?;
     }
-    Ok(())
+    c.shutdown().await
+}
+
+/// The status, body and whether only the head is sent, for a request head.
+fn respond(req: &[u8], metrics: &Metrics) -> (&'static str, String, bool) {
+    let line = req.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path, version) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    if !version.starts_with(b"HTTP/") {
+        return ("400 Bad Request", "not an HTTP request\n".into(), false);
+    }
+    let head_only = method == b"HEAD";
+    match (method, path) {
+        (b"GET" | b"HEAD", b"/metrics" | b"/") => ("200 OK", metrics.render(), head_only),
+        (b"GET" | b"HEAD", _) => (
+            "404 Not Found",
+            "not found: try /metrics\n".into(),
+            head_only,
+        ),
+        _ => ("405 Method Not Allowed", "only GET\n".into(), false),
+    }
 }
 
 #[cfg(test)]
@@ -418,25 +467,93 @@ mod tests {
         assert!(own_usage().is_some());
     }
 
-    #[test]
-    fn serves_get_metrics_and_refuses_the_rest() {
-        let m = Arc::new(Metrics::default());
+    /// The endpoint on an event loop of its own thread, as the daemon runs
+    /// it.
+    fn endpoint() -> SocketAddr {
         let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = l.local_addr().unwrap();
-        serve(l, m).unwrap();
-        let get = |req: &str| {
-            let mut c = TcpStream::connect(addr).unwrap();
-            c.write_all(req.as_bytes()).unwrap();
-            let mut s = String::new();
-            c.read_to_string(&mut s).unwrap();
-            s
-        };
-        let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                serve(l, Arc::new(Metrics::default())).unwrap();
+                std::future::pending::<()>().await
+            })
+        });
+        addr
+    }
+
+    fn exchange(addr: SocketAddr, req: &[u8]) -> String {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(CLIENT_DEADLINE * 2)).unwrap();
+        c.write_all(req).unwrap();
+        let mut s = Vec::new();
+        c.read_to_end(&mut s).unwrap();
+        String::from_utf8_lossy(&s).into_owned()
+    }
+
+    use std::io::{Read, Write};
+
+    #[test]
+    fn serves_get_metrics_and_refuses_the_rest() {
+        let addr = endpoint();
+        let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("netprobe_uptime_seconds "), "{ok}");
-        assert!(get("GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
-        assert!(get("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        let head = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(!head.contains("netprobe_uptime_seconds"), "{head}");
+        assert!(exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(exchange(addr, b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        // Garbage longer than a head is answered at once, not waited on.
+        let junk = vec![0xffu8; MAX_HEAD + 100];
+        assert!(exchange(addr, &junk).starts_with("HTTP/1.1 400"));
         // A taken port is an error at once.
         assert!(bind(addr).is_err());
+    }
+
+    #[test]
+    fn idle_slow_and_garbage_clients_do_not_delay_another() {
+        let addr = endpoint();
+        let opened = Instant::now();
+        let mut held = Vec::new();
+        // Three times the clients served at once, idle.
+        for _ in 0..3 * MAX_CLIENTS {
+            held.push(std::net::TcpStream::connect(addr).unwrap());
+        }
+        // Slow ones, a byte of a request each, and garbage without an end.
+        for _ in 0..20 {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"G").unwrap();
+            held.push(c);
+            let mut g = std::net::TcpStream::connect(addr).unwrap();
+            g.write_all(&[0x16, 0x03, 0x01, 0x00, 0xff]).unwrap();
+            held.push(g);
+        }
+        let started = Instant::now();
+        for _ in 0..10 {
+            let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        }
+        let took = started.elapsed();
+        eprintln!("10 scrapes beside {} held clients: {took:?}", held.len());
+        // Served, not left to the held clients' deadline.
+        assert!(took < CLIENT_DEADLINE, "{took:?}");
+        // The oldest held clients were closed to make room, before their
+        // deadline.
+        let mut first = &held[0];
+        let mut buf = [0u8; 1];
+        first.set_read_timeout(Some(CLIENT_DEADLINE * 2)).unwrap();
+        assert_eq!(
+            first.read(&mut buf).unwrap_or(0),
+            0,
+            "an evicted client is closed"
+        );
+        assert!(
+            opened.elapsed() < CLIENT_DEADLINE,
+            "closed by its deadline, not evicted"
+        );
     }
 }

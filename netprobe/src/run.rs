@@ -3,13 +3,18 @@
 
 use std::{
     net::SocketAddr,
-    os::fd::AsRawFd,
+    os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
     time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, Signal, SignalKind},
 };
 
 use netprobe_common::{LOST_RINGBUF_FULL, SKIPPED_NOT_SPECIFIED, SKIPPED_QUEUE_PURGE};
@@ -82,7 +87,22 @@ pub fn run(opts: RunOptions) -> i32 {
     let mut out = Output::for_kind(opts.output);
     let metrics = Arc::new(Metrics::default());
     out.metrics = Some(metrics.clone());
-    match daemon(&mut out, &opts, config, metrics) {
+    // One thread drives everything (capabilities are per thread, and they
+    // are dropped with no other thread alive): the ring buffer, signals,
+    // timers and the metrics endpoint's clients. Namespace readers are
+    // threads of their own (counters.rs), so no setns reaches this one.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            crate::say!("netprobe: error: cannot start the event loop: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(daemon(&mut out, &opts, config, metrics)) {
         Ok(code) => code,
         Err(AllSinksFailed(why)) => {
             crate::say!("netprobe: error: no output works any more ({why}); exiting");
@@ -92,7 +112,7 @@ pub fn run(opts: RunOptions) -> i32 {
 }
 
 /// The daemon proper; returns the exit code.
-fn daemon(
+async fn daemon(
     out: &mut Output,
     opts: &RunOptions,
     mut config: Config,
@@ -121,17 +141,7 @@ fn daemon(
         }
         None => None,
     };
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let reload = Arc::new(AtomicBool::new(false));
-    for (sig, flag) in [
-        (signal_hook::consts::SIGINT, &shutdown),
-        (signal_hook::consts::SIGTERM, &shutdown),
-        (signal_hook::consts::SIGHUP, &reload),
-    ] {
-        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
-            out.write(&Record::error(format!("cannot handle signal {sig}: {e}")))?;
-        }
-    }
+    let mut signals = Signals::new(out)?;
     let notifier = Notifier::from_env();
 
     crate::sys::fix_malloc_thresholds();
@@ -183,9 +193,7 @@ fn daemon(
     };
     if let Some(l) = listener {
         if let Err(e) = metrics::serve(l, metrics.clone()) {
-            out.write(&Record::error(format!(
-                "cannot start the metrics thread: {e}"
-            )))?;
+            out.write(&Record::error(format!("cannot serve metrics: {e}")))?;
         }
     }
     let attached = tracer.attached() as u32;
@@ -251,9 +259,31 @@ fn daemon(
         .any(|s| s.spec.name == probes::OOM.name && s.result.is_ok());
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let counter_records = sampler.spawn(Duration::from_secs(1), sampler_stop.clone());
-    while !shutdown.load(Ordering::Relaxed) {
-        wait_readable(&tracer, Duration::from_millis(200));
-        if reload.swap(false, Ordering::Relaxed) {
+    // Readiness of the ring buffer (edge-triggered): cleared before a
+    // drain, so a record written during it wakes the next wait.
+    let ring = tracer.events.as_ref().and_then(|rb| {
+        let fd = rb.as_fd().try_clone_to_owned().ok()?;
+        // SAFETY: the descriptor is this AsyncFd's own duplicate: open,
+        // the same description, for as long as the AsyncFd lives.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
+    });
+    // A drain that stopped at its bound left records: no wait before the
+    // next (the kernel wakes a reader only once it has caught up).
+    let mut more = false;
+    loop {
+        let woke = if more {
+            // Metrics clients get their turn, and a signal is still seen.
+            tokio::task::yield_now().await;
+            signals.wait(None, Duration::ZERO).await
+        } else {
+            signals
+                .wait(ring.as_ref(), Duration::from_millis(200))
+                .await
+        };
+        if woke == Woke::Shutdown {
+            break;
+        }
+        if woke == Woke::Reload {
             if let Some(path) = &opts.config {
                 let _ = notifier.send("RELOADING=1");
                 match Config::load(path) {
@@ -293,13 +323,15 @@ fn daemon(
             let _ = notifier.send("WATCHDOG=1");
         }
         let ctx = Ctx::new(&config, &ksyms, &clock, opts);
-        let drained = drain(&mut p, &ctx, &mut tracer, out)?;
+        let (drained, emptied) = drain(&mut p, &ctx, &mut tracer, out)?;
+        more = !emptied;
         // Events came and the buffer is empty: let the next ones gather
         // instead of waking for each (a wakeup costs more than an event).
         // 10 ms fills well under a tenth of the default buffer at this
         // machine's highest drop rate; an idle node is not delayed at all.
-        if (1..DRAIN_BATCH).contains(&drained) {
-            std::thread::sleep(GATHER_PAUSE);
+        // Metrics clients are served meanwhile.
+        if drained > 0 && emptied {
+            tokio::time::sleep(GATHER_PAUSE).await;
         }
         while let Ok(mut r) = counter_records.try_recv() {
             // The oom probe names each kill itself, with its victim.
@@ -341,6 +373,7 @@ fn daemon(
         }
     }
     sampler_stop.store(true, Ordering::Relaxed);
+    drop(ring);
     let _ = notifier.send("STOPPING=1");
     // From now on every event is a record: nothing more is counted in the
     // kernel, and what was counted is credited after the drain.
@@ -352,7 +385,7 @@ fn daemon(
     // What the kernel wrote before the programs detach, for a moment.
     let deadline = Instant::now() + SHUTDOWN_DRAIN;
     let ctx = Ctx::new(&config, &ksyms, &clock, opts);
-    while drain(&mut p, &ctx, &mut tracer, out)? > 0 && Instant::now() < deadline {}
+    while drain(&mut p, &ctx, &mut tracer, out)?.0 > 0 && Instant::now() < deadline {}
     read_kernel_counts(&mut p, &ctx, &tracer, out)?;
     // Whatever is still queued is not written, but counted; the repeats the
     // kernel counted of an earlier record that one ends are still handled.
@@ -425,18 +458,71 @@ fn aggregate(tracer: &mut Tracer, config: &Config, out: &mut Output) -> Result<(
     Ok(())
 }
 
-fn wait_readable(tracer: &Tracer, timeout: Duration) {
-    let Some(rb) = &tracer.events else {
-        std::thread::sleep(timeout);
-        return;
-    };
-    let mut pfd = libc::pollfd {
-        fd: rb.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd. EINTR (a signal) just returns early.
-    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+/// What ended a wait of the main loop.
+#[derive(PartialEq, Eq, Debug)]
+enum Woke {
+    /// SIGINT or SIGTERM.
+    Shutdown,
+    /// SIGHUP.
+    Reload,
+    /// The ring buffer has records, or the wait timed out (the
+    /// once-a-second work and the counters are looked at either way).
+    Ring,
+}
+
+/// The signals the daemon handles (a signal it could not register for
+/// keeps its default action, and says so).
+struct Signals {
+    interrupt: Option<Signal>,
+    terminate: Option<Signal>,
+    hangup: Option<Signal>,
+}
+
+impl Signals {
+    fn new(out: &mut Output) -> Result<Signals, AllSinksFailed> {
+        let mut take = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => out
+                .write(&Record::error(format!("cannot handle {name}: {e}")))
+                .map(|()| None),
+        };
+        Ok(Signals {
+            interrupt: take(SignalKind::interrupt(), "SIGINT")?,
+            terminate: take(SignalKind::terminate(), "SIGTERM")?,
+            hangup: take(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// Waits for a signal, records in the ring buffer, or `timeout`.
+    async fn wait(&mut self, ring: Option<&AsyncFd<OwnedFd>>, timeout: Duration) -> Woke {
+        async fn next(s: &mut Option<Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let readable = async {
+            match ring.map(|r| r.readable()) {
+                Some(r) => match r.await {
+                    // Cleared before the drain: what comes during it
+                    // wakes the next wait.
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => tokio::time::sleep(timeout).await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = next(&mut self.interrupt) => Woke::Shutdown,
+            () = next(&mut self.terminate) => Woke::Shutdown,
+            () = next(&mut self.hangup) => Woke::Reload,
+            () = readable => Woke::Ring,
+            () = tokio::time::sleep(timeout) => Woke::Ring,
+        }
+    }
 }
 
 /// What the daemon keeps to put network symptoms in context.
@@ -539,23 +625,31 @@ struct Pipeline {
     credits: kagg::Credits,
 }
 
+/// Handles the ring buffer's records, up to a bound; returns how many,
+/// and whether it emptied the buffer.
 fn drain(
     p: &mut Pipeline,
     ctx: &Ctx,
     tracer: &mut Tracer,
     out: &mut Output,
-) -> Result<usize, AllSinksFailed> {
+) -> Result<(usize, bool), AllSinksFailed> {
     let Tracer {
         events, layouts, ..
     } = tracer;
-    let Some(rb) = events else { return Ok(0) };
+    let Some(rb) = events else {
+        return Ok((0, true));
+    };
     // Bounded, so that a flood that outpaces the daemon cannot starve the
     // once-a-second work (counter records, losses, module follow-up): the
     // rest waits in the ring buffer, or is counted lost by the kernel.
     let mut n = 0;
     let started = Instant::now();
+    let mut emptied = false;
     while n < DRAIN_BATCH && (n % 64 != 0 || started.elapsed() < DRAIN_TIME) {
-        let Some(item) = rb.next() else { break };
+        let Some(item) = rb.next() else {
+            emptied = true;
+            break;
+        };
         n += 1;
         let event = decode::read_event(&item);
         drop(item);
@@ -581,7 +675,7 @@ fn drain(
             }
         }
     }
-    Ok(n)
+    Ok((n, emptied))
 }
 
 /// Credits what each CPU's aggregation table has counted so far.

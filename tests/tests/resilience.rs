@@ -265,6 +265,8 @@ fn free_port() -> u16 {
 
 fn get_metrics(port: u16) -> String {
     let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
+    c.set_read_timeout(Some(patience(Duration::from_secs(10))))
+        .unwrap();
     c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut s = String::new();
@@ -328,6 +330,53 @@ fn metrics_endpoint_counts_events_probes_and_the_daemon() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot serve metrics on 127.0.0.1:"), "{err}");
+}
+
+/// Idle, slow and garbage clients, as any pod on the node can open: the
+/// scrape (the DaemonSet's liveness probe) is still answered at once, and
+/// events still flow.
+#[test]
+fn metrics_endpoint_serves_beside_idle_slow_and_garbage_clients() {
+    if !require_root("metrics_endpoint_serves_beside_idle_slow_and_garbage_clients") {
+        return;
+    }
+    let port = free_port();
+    let mut d = Daemon::start(&["--output", "json", "--metrics", &port.to_string()], &[]);
+    d.wait_ready();
+    let mut held = Vec::new();
+    // 200 idle clients (146 stopped the one-at-a-time endpoint).
+    for _ in 0..200 {
+        held.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    for _ in 0..20 {
+        // Slowloris: part of a request, then nothing.
+        let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        slow.write_all(b"GET /metr").unwrap();
+        held.push(slow);
+        // Garbage: a TLS hello's first bytes, then nothing.
+        let mut junk = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        junk.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+            .unwrap();
+        held.push(junk);
+    }
+    let started = Instant::now();
+    for _ in 0..10 {
+        let text = get_metrics(port);
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        assert!(text.contains("netprobe_ready 1"), "{text}");
+    }
+    let took = started.elapsed();
+    eprintln!("10 scrapes beside {} held clients: {took:?}", held.len());
+    // Not left to wait for the held clients' 5 s deadline.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // Events are still written meanwhile.
+    let ns = Netns::new();
+    let server = closed_port_here(&ns);
+    d.wait_for("closed port", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, server.port())
+    });
+    drop(held);
+    d.stop_cleanly();
 }
 
 #[test]
