@@ -434,7 +434,7 @@ impl Sampler {
             });
         if let Err(e) = spawned {
             // The receiver then reports nothing; say why once.
-            crate::say!("netprobe: error: cannot start the counter thread: {e}");
+            tracing::error!("cannot start the counter thread: {e}");
         }
         rx
     }

@@ -355,18 +355,18 @@ pub fn run() -> i32 {
         sys::missing_privilege,
     );
     if let Some(why) = privilege {
-        eprintln!("netprobe demo: {why}");
+        tracing::error!("{why}");
         return 1;
     }
     let mut tracer = match Tracer::start() {
         Ok(t) => t,
         Err(why) => {
-            eprintln!("netprobe demo: {why}");
+            tracing::error!("{why}");
             return 1;
         }
     };
     let Some(ready) = tracer.wait(Duration::from_secs(30), |v| v["kind"] == "ready") else {
-        eprintln!("netprobe demo: netprobe run did not get ready within 30 s");
+        tracing::error!("netprobe run did not get ready within 30 s");
         return 1;
     };
     println!(

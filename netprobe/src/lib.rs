@@ -2,16 +2,6 @@
 //! Linux node, from kernel tracepoints. Pure logic (parsers, decoding,
 //! classification) is kept apart from I/O so it is tested without root.
 
-/// `eprintln!` that cannot panic: stderr may be a closed pipe or a full
-/// disk, and a daemon must not die of saying so.
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 /// Writes a command's whole output to stdout; a closed pipe or a full disk
 /// is one clear line on stderr and exit status 1, not a panic.
 pub fn print_out(text: &str) -> i32 {
@@ -20,7 +10,7 @@ pub fn print_out(text: &str) -> i32 {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => 0,
         Err(e) => {
-            say!("netprobe: error: cannot write to stdout: {e}");
+            tracing::error!("cannot write to stdout: {e}");
             1
         }
     }
@@ -37,6 +27,7 @@ pub mod containers;
 pub mod counters;
 pub mod decode;
 pub mod demo;
+pub mod diag;
 pub mod incident;
 pub mod kagg;
 pub mod kallsyms;

@@ -9,6 +9,11 @@ use netprobe::{
 #[derive(Parser)]
 #[command(name = "netprobe", version, about)]
 struct Cli {
+    /// netprobe's own diagnostics on stderr (not records): a level (error,
+    /// warn, info, debug, trace, off) or targets (netprobe=debug,aya=info);
+    /// default RUST_LOG, else warn,netprobe=info.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,7 +75,14 @@ enum Command {
 }
 
 fn main() {
+    netprobe::diag::ensure_std_fds();
     let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Run { .. });
+    if let Err(why) = netprobe::diag::init(cli.log_level.as_deref(), daemon) {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "netprobe: error: {why}");
+        std::process::exit(2);
+    }
     let code = match cli.command {
         Command::Run {
             output,
@@ -92,14 +104,14 @@ fn main() {
         Command::Explain { what } => match netprobe::catalogue::explain(&what) {
             Ok(text) => netprobe::print_out(&text),
             Err(why) => {
-                netprobe::say!("netprobe: {why}");
+                tracing::error!("{why}");
                 2
             }
         },
         Command::Check => match check::check(&mut std::io::stdout().lock()) {
             Ok(code) => code,
             Err(e) => {
-                netprobe::say!("netprobe: error: cannot write the report: {e}");
+                tracing::error!("cannot write the report: {e}");
                 1
             }
         },

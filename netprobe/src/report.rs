@@ -351,7 +351,7 @@ pub fn run(file: Option<&str>, since_arg: Option<&str>) -> i32 {
     use std::io::{BufRead, BufReader, Read};
     let since = match since_arg.map(|a| since(a, crate::timefmt::now_unix_ns())) {
         Some(Err(why)) => {
-            crate::say!("netprobe: {why}");
+            tracing::error!("{why}");
             return 2;
         }
         Some(Ok(t)) => Some(t),
@@ -383,7 +383,7 @@ pub fn run(file: Option<&str>, since_arg: Option<&str>) -> i32 {
         Some(path) => match std::fs::File::open(path) {
             Ok(f) => take(&mut BufReader::new(f), false),
             Err(e) => {
-                crate::say!("netprobe: cannot read {path}: {e}");
+                tracing::error!("cannot read {path}: {e}");
                 return 1;
             }
         },
@@ -395,8 +395,8 @@ pub fn run(file: Option<&str>, since_arg: Option<&str>) -> i32 {
             let mut child = match child {
                 Ok(c) => c,
                 Err(e) => {
-                    crate::say!(
-                        "netprobe: cannot run journalctl ({e}); give the JSON log as FILE or - instead"
+                    tracing::error!(
+                        "cannot run journalctl ({e}); give the JSON log as FILE or - instead"
                     );
                     return 1;
                 }
@@ -408,7 +408,7 @@ pub fn run(file: Option<&str>, since_arg: Option<&str>) -> i32 {
         }
     };
     if let Err(e) = result {
-        crate::say!("netprobe: reading the records failed: {e}");
+        tracing::error!("reading the records failed: {e}");
         return 1;
     }
     crate::print_out(&render(&s))

@@ -78,7 +78,7 @@ pub fn run(opts: RunOptions) -> i32 {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
             Err(why) => {
-                crate::say!("netprobe: error: {why}");
+                tracing::error!("{why}");
                 return 2;
             }
         },
@@ -98,14 +98,14 @@ pub fn run(opts: RunOptions) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            crate::say!("netprobe: error: cannot start the event loop: {e}");
+            tracing::error!("cannot start the event loop: {e}");
             return 1;
         }
     };
     match runtime.block_on(daemon(&mut out, &opts, config, metrics)) {
         Ok(code) => code,
         Err(AllSinksFailed(why)) => {
-            crate::say!("netprobe: error: no output works any more ({why}); exiting");
+            tracing::error!("no output works any more ({why}); exiting");
             1
         }
     }
@@ -126,7 +126,7 @@ async fn daemon(
     if let Some(why) = privilege {
         out.write(&Record::error(why.clone()))?;
         if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-            crate::say!("netprobe: error: {why}");
+            tracing::error!("{why}");
         }
         return Ok(1);
     }
@@ -136,7 +136,7 @@ async fn daemon(
         Some((addr, Err(e))) => {
             let why = format!("cannot serve metrics on {addr}: {e}");
             out.write(&Record::error(why.clone()))?;
-            crate::say!("netprobe: error: {why}");
+            tracing::error!("{why}");
             return Ok(1);
         }
         None => None,
@@ -148,6 +148,7 @@ async fn daemon(
     let mut tracer = probes::start_with(opts.ring_buffer);
     let ksyms = std::mem::take(&mut tracer.ksyms);
     for s in &tracer.statuses {
+        tracing::debug!(probe = s.spec.name, hook = %s.hook, result = ?s.result, "probe");
         out.write(&Record::probe(s.spec.name, &s.hook, s.result.clone()))?;
     }
     // The namespaces' counters as they stand: what moves after `ready` is news.

@@ -116,8 +116,8 @@ impl Journald {
         }
         self.sock = Some(sock);
         if let Some((since, why)) = self.away.take() {
-            crate::say!(
-                "netprobe: journald is reachable again after {:.1} s ({why} before); held records delivered",
+            tracing::info!(
+                "journald is reachable again after {:.1} s ({why} before); held records delivered",
                 since.elapsed().as_secs_f64()
             );
         }
@@ -138,8 +138,8 @@ impl Journald {
     fn hold(&mut self, data: Vec<u8>, why: &io::Error) {
         if self.away.is_none() {
             self.away = Some((Instant::now(), why.to_string()));
-            crate::say!(
-                "netprobe: error: journald is unreachable ({why}); holding up to {} records until it is back",
+            tracing::error!(
+                "journald is unreachable ({why}); holding up to {} records until it is back",
                 self.limits.0
             );
         }

@@ -8,7 +8,7 @@ pub mod json;
 pub mod text;
 
 use std::{
-    io::{self, Write},
+    io,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -70,9 +70,22 @@ struct Slot {
 pub struct Output {
     slots: Vec<Slot>,
     retry: Duration,
-    notices: Box<dyn Write + Send>,
+    notices: Notices,
     /// Counts every record written, for `--metrics`.
     pub metrics: Option<Arc<Metrics>>,
+}
+
+/// Where the chain says that a sink failed or works again: netprobe's
+/// diagnostics (tracing, on stderr), or a test's list.
+pub type Notices = Box<dyn FnMut(tracing::Level, String) + Send>;
+
+/// Notices as diagnostics.
+fn diagnose(level: tracing::Level, text: String) {
+    if level == tracing::Level::ERROR {
+        tracing::error!("{text}");
+    } else {
+        tracing::info!("{text}");
+    }
 }
 
 /// Every sink failed for a record: the daemon cannot report and must stop.
@@ -81,10 +94,10 @@ pub struct AllSinksFailed(pub String);
 
 impl Output {
     pub fn new(chain: Vec<Box<dyn Sink>>) -> Output {
-        Output::with_notices(chain, Box::new(io::stderr()))
+        Output::with_notices(chain, Box::new(diagnose))
     }
 
-    pub fn with_notices(chain: Vec<Box<dyn Sink>>, notices: Box<dyn Write + Send>) -> Output {
+    pub fn with_notices(chain: Vec<Box<dyn Sink>>, notices: Notices) -> Output {
         Output {
             slots: chain
                 .into_iter()
@@ -113,7 +126,7 @@ impl Output {
                 }
                 Err(e) => {
                     notes.push(format!(
-                        "netprobe: error: journald is not reachable ({e}); writing JSON lines to stdout instead"
+                        "journald is not reachable ({e}); writing JSON lines to stdout instead"
                     ));
                     chain.push(stdout_json());
                 }
@@ -134,7 +147,7 @@ impl Output {
         chain.push(stderr_text());
         let mut out = Output::new(chain);
         for n in notes {
-            let _ = writeln!(out.notices, "{n}");
+            (out.notices)(tracing::Level::ERROR, n);
         }
         out
     }
@@ -183,7 +196,7 @@ impl Output {
     pub fn finish(&mut self) -> Result<(), AllSinksFailed> {
         for i in 0..self.slots.len() {
             if let Some((n, why)) = self.slots[i].sink.undelivered() {
-                let _ = writeln!(self.notices, "netprobe: error: {n} record(s) {why}");
+                (self.notices)(tracing::Level::ERROR, format!("{n} record(s) {why}"));
                 // Not to the sink that failed them.
                 self.slots[i].failed_at = Some(Instant::now());
                 self.write(&Record::lost(n, &why))?;
@@ -210,10 +223,9 @@ impl Output {
             match slot.sink.write(rec) {
                 Ok(()) => {
                     if slot.failed_at.take().is_some() {
-                        let _ = writeln!(
-                            self.notices,
-                            "netprobe: output to {} works again",
-                            slot.sink.name()
+                        (self.notices)(
+                            tracing::Level::INFO,
+                            format!("output to {} works again", slot.sink.name()),
                         );
                     }
                     return Ok(i);
@@ -227,9 +239,9 @@ impl Output {
                             .first()
                             .map(|s| s.sink.name().to_string())
                             .unwrap_or_else(|| "nothing".into());
-                        let _ = writeln!(
-                            self.notices,
-                            "netprobe: error: output to {name} failed ({e}); writing to {next} instead"
+                        (self.notices)(
+                            tracing::Level::ERROR,
+                            format!("output to {name} failed ({e}); writing to {next} instead"),
                         );
                     }
                     failures.push(format!("{name}: {e}"));
@@ -270,13 +282,14 @@ mod tests {
 
     #[derive(Clone, Default)]
     struct Notes(Arc<Mutex<Vec<u8>>>);
-    impl Write for Notes {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
+    impl Notes {
+        fn take(&self) -> Notices {
+            let list = self.0.clone();
+            Box::new(move |_, text| {
+                let mut l = list.lock().unwrap();
+                l.extend_from_slice(text.as_bytes());
+                l.push(b'\n');
+            })
         }
     }
 
@@ -299,7 +312,7 @@ mod tests {
                     got: got_b.clone(),
                 }),
             ],
-            Box::new(notes.clone()),
+            notes.take(),
         );
         out.retry = Duration::ZERO;
         out.write(&Record::new("drop", "1".into())).unwrap();
@@ -325,7 +338,7 @@ mod tests {
                 fail,
                 got: Arc::default(),
             })],
-            Box::new(Notes::default()),
+            Notes::default().take(),
         );
         assert!(out.write(&Record::new("drop", "x".into())).is_err());
     }
