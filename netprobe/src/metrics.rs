@@ -6,13 +6,18 @@
 
 use std::{
     collections::{BTreeMap, VecDeque},
-    fmt::Write as _,
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -141,128 +146,131 @@ impl Metrics {
         (by_mode, s.lost.values().sum())
     }
 
-    /// The exposition, with the process's figures read now.
+    /// The exposition (OpenMetrics text, which Prometheus reads as it
+    /// reads its own format), with the process's figures read now.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let s = match self.state.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
+        let snapshot = {
+            let s = match self.state.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            Snapshot {
+                events: s.events.clone(),
+                lost: s.lost.clone(),
+                records: s.records.clone(),
+                probes: s.probes.clone(),
+                ready: s.ready,
+                uptime: self.started.elapsed().as_secs_f64(),
+                usage: own_usage(),
+            }
         };
-        family(&mut out,
-            "netprobe_events_total",
-            "counter",
-            "Kernel events by record kind, failure family, mode and kernel reason; source is probe (eBPF) or counters (procfs deltas).",
-        );
-        for ((kind, fam, mode, reason, source), n) in &s.events {
-            let _ = writeln!(
-                out,
-                "netprobe_events_total{{kind=\"{}\",family=\"{}\",mode=\"{}\",reason=\"{}\",source=\"{source}\"}} {n}",
-                label(kind),
-                label(fam),
-                label(mode),
-                label(reason)
-            );
-        }
-        family(
-            &mut out,
-            "netprobe_lost_events_total",
-            "counter",
-            "Events that did not become records, by cause (each also written as a `lost` record).",
-        );
-        for cause in [
-            "ringbuf_full",
-            "undecodable",
-            "journald_unreachable",
-            "shutdown",
-            "other",
-        ] {
-            let n = s.lost.get(cause).copied().unwrap_or(0);
-            let _ = writeln!(out, "netprobe_lost_events_total{{cause=\"{cause}\"}} {n}");
-        }
-        family(
-            &mut out,
-            "netprobe_records_total",
-            "counter",
-            "Records written, by kind.",
-        );
-        for (kind, n) in &s.records {
-            let _ = writeln!(
-                out,
-                "netprobe_records_total{{kind=\"{}\"}} {n}",
-                label(kind)
-            );
-        }
-        family(
-            &mut out,
-            "netprobe_probe_attached",
-            "gauge",
-            "1 when the probe is attached, 0 when it is skipped (the probe record says why).",
-        );
-        for ((probe, hook), up) in &s.probes {
-            let _ = writeln!(
-                out,
-                "netprobe_probe_attached{{probe=\"{}\",hook=\"{}\"}} {}",
-                label(probe),
-                label(hook),
-                u8::from(*up)
-            );
-        }
-        family(
-            &mut out,
-            "netprobe_ready",
-            "gauge",
-            "1 once every probe that can attach has.",
-        );
-        let _ = writeln!(out, "netprobe_ready {}", u8::from(s.ready));
-        drop(s);
-        family(
-            &mut out,
-            "netprobe_uptime_seconds",
-            "gauge",
-            "Seconds since the daemon started.",
-        );
-        let _ = writeln!(
-            out,
-            "netprobe_uptime_seconds {:.3}",
-            self.started.elapsed().as_secs_f64()
-        );
-        if let Some((cpu, rss)) = own_usage() {
-            family(
-                &mut out,
-                "process_cpu_seconds_total",
-                "counter",
-                "User and system CPU time of the daemon.",
-            );
-            let _ = writeln!(out, "process_cpu_seconds_total {cpu:.2}");
-            family(
-                &mut out,
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory of the daemon.",
-            );
-            let _ = writeln!(out, "process_resident_memory_bytes {rss}");
-        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(snapshot));
+        let mut out = String::with_capacity(4096);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// The figures of one scrape, encoded by prometheus-client (names, label
+/// escaping, HELP and TYPE lines, `_total` on counters).
+#[derive(Debug)]
+struct Snapshot {
+    events: BTreeMap<EventKey, u64>,
+    lost: BTreeMap<&'static str, u64>,
+    records: BTreeMap<&'static str, u64>,
+    probes: BTreeMap<(String, String), bool>,
+    ready: bool,
+    uptime: f64,
+    usage: Option<(f64, u64)>,
 }
 
-/// A label value escaped as the text format wants (backslash, quote,
-/// newline).
-fn label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
+/// Every cause a `lost` record can name: each is exposed, at 0 until it
+/// happens.
+const LOST_CAUSES: [&str; 5] = [
+    "ringbuf_full",
+    "undecodable",
+    "journald_unreachable",
+    "shutdown",
+    "other",
+];
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = enc.encode_descriptor(
+            "netprobe_events",
+            "Kernel events by record kind, failure family, mode and kernel reason; source is probe (eBPF) or counters (procfs deltas).",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((kind, fam, mode, reason, source), n) in &self.events {
+            let labels = [
+                ("kind", *kind),
+                ("family", fam.as_str()),
+                ("mode", mode.as_str()),
+                ("reason", reason.as_str()),
+                ("source", *source),
+            ];
+            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
         }
+        let mut family = enc.encode_descriptor(
+            "netprobe_lost_events",
+            "Events that did not become records, by cause (each also written as a `lost` record).",
+            None,
+            MetricType::Counter,
+        )?;
+        for cause in LOST_CAUSES {
+            let n = self.lost.get(cause).copied().unwrap_or(0);
+            ConstCounter::new(n).encode(family.encode_family(&[("cause", cause)])?)?;
+        }
+        let mut family = enc.encode_descriptor(
+            "netprobe_records",
+            "Records written, by kind.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, n) in &self.records {
+            ConstCounter::new(*n).encode(family.encode_family(&[("kind", *kind)])?)?;
+        }
+        let mut family = enc.encode_descriptor(
+            "netprobe_probe_attached",
+            "1 when the probe is attached, 0 when it is skipped (the probe record says why).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((probe, hook), up) in &self.probes {
+            let labels = [("probe", probe.as_str()), ("hook", hook.as_str())];
+            ConstGauge::new(i64::from(*up)).encode(family.encode_family(&labels)?)?;
+        }
+        ConstGauge::new(i64::from(self.ready)).encode(enc.encode_descriptor(
+            "netprobe_ready",
+            "1 once every probe that can attach has.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(self.uptime).encode(enc.encode_descriptor(
+            "netprobe_uptime_seconds",
+            "Seconds since the daemon started.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        if let Some((cpu, rss)) = self.usage {
+            ConstCounter::new(cpu).encode(enc.encode_descriptor(
+                "process_cpu_seconds",
+                "User and system CPU time of the daemon.",
+                None,
+                MetricType::Counter,
+            )?)?;
+            ConstGauge::new(rss as i64).encode(enc.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory of the daemon.",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        Ok(())
     }
-    s
 }
 
 /// CPU seconds (user + system) and resident bytes of this process.
@@ -301,6 +309,8 @@ pub const MAX_CLIENTS: usize = 64;
 /// A client's whole exchange (request head in, exposition out) must end
 /// within this; a slow or idle one is closed.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+/// OpenMetrics text, as prometheus-client encodes it.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Longest request head read.
 const MAX_HEAD: usize = 8192;
 
@@ -348,8 +358,13 @@ async fn answer(mut c: TcpStream, metrics: &Metrics) -> io::Result<()> {
         req.extend_from_slice(&chunk[..n]);
     }
     let (status, body, head_only) = respond(&req, metrics);
+    let kind = if status.starts_with("200") {
+        CONTENT_TYPE
+    } else {
+        "text/plain; charset=utf-8"
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     c.write_all(head.as_bytes()).await?;

@@ -11,8 +11,8 @@ use std::{
 };
 
 use netprobe_tests::{
-    cannot_show, connect_to_closed_port, emulated, netprobe_bin, patience, require_root, Daemon,
-    Netns,
+    cannot_show, connect_to_closed_port, emulated, netprobe_bin, not_run_here, patience,
+    require_root, Daemon, Netns,
 };
 use serde_json::Value;
 
@@ -330,6 +330,144 @@ fn metrics_endpoint_counts_events_probes_and_the_daemon() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot serve metrics on 127.0.0.1:"), "{err}");
+}
+
+/// A real Prometheus scrapes the endpoint: the OpenMetrics text parses,
+/// the target is up, and the series keep their names.
+#[test]
+fn a_real_prometheus_scrapes_the_endpoint() {
+    const NAME: &str = "a_real_prometheus_scrapes_the_endpoint";
+    if !require_root(NAME) {
+        return;
+    }
+    if std::env::var_os("NETPROBE_GUEST").is_some() {
+        not_run_here(
+            NAME,
+            "the kernel matrix's guests have no Prometheus; the host row runs it",
+        );
+        return;
+    }
+    let port = free_port();
+    let mut d = Daemon::start(&["--output", "json", "--metrics", &port.to_string()], &[]);
+    d.wait_ready();
+    let ns = Netns::new();
+    let server = closed_port_here(&ns);
+    d.wait_for("closed port", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, server.port())
+    });
+    let prom = Prometheus::start(port);
+    // The first scrapes come a few seconds after start (target discovery).
+    let deadline = Instant::now() + patience(Duration::from_secs(30));
+    let mut up = prom.query("up");
+    while !up.contains("=> 1 @") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        up = prom.query("up");
+    }
+    assert!(
+        up.contains("job=\"netprobe\"") && up.contains("=> 1 @"),
+        "{up}\n{}",
+        prom.targets()
+    );
+    for (query, want) in [
+        ("netprobe_ready", "=> 1 @"),
+        ("netprobe_probe_attached{probe=\"drop\"}", "=> 1 @"),
+        ("sum(netprobe_lost_events_total)", "=> 0 @"),
+        (
+            "process_resident_memory_bytes > 1000000",
+            "process_resident_memory_bytes{",
+        ),
+        (
+            "process_cpu_seconds_total >= 0",
+            "process_cpu_seconds_total{",
+        ),
+        ("netprobe_uptime_seconds > 0", "netprobe_uptime_seconds{"),
+        ("netprobe_records_total{kind=\"ready\"}", "=> 1 @"),
+    ] {
+        let got = prom.query(query);
+        assert!(got.contains(want), "{query}: {got}");
+    }
+    let events = prom.query("netprobe_events_total{mode=\"no_listener\",source=\"probe\"}");
+    assert!(events.contains("kind=\"drop\""), "{events}");
+    d.stop_cleanly();
+}
+
+/// A Prometheus server of the distribution's package, scraping one target
+/// every second, with its data in a directory of its own.
+struct Prometheus {
+    child: std::process::Child,
+    web: String,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("netprobe-prometheus-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n\
+                 scrape_configs:\n  - job_name: netprobe\n    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
+            ),
+        )
+        .unwrap();
+        let web = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (the setup installs it)");
+        let p = Prometheus {
+            child,
+            web: format!("http://{web}"),
+            dir,
+        };
+        let deadline = Instant::now() + patience(Duration::from_secs(20));
+        while TcpStream::connect(&web).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus did not listen on {web}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p
+    }
+
+    /// promtool's answer to an instant query.
+    fn query(&self, expr: &str) -> String {
+        let out = Command::new("promtool")
+            .args(["query", "instant", &self.web, expr])
+            .output()
+            .expect("promtool");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// The scrape targets as Prometheus sees them (for a failure's message).
+    fn targets(&self) -> String {
+        let mut c = TcpStream::connect(self.web.trim_start_matches("http://")).unwrap();
+        c.write_all(b"GET /api/v1/targets HTTP/1.0\r\n\r\n")
+            .unwrap();
+        let mut s = String::new();
+        let _ = c.read_to_string(&mut s);
+        s
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Idle, slow and garbage clients, as any pod on the node can open: the

@@ -14,6 +14,9 @@ use crate::{cmd, toolchain};
 pub enum Step {
     AptUpdate,
     Apt(&'static [&'static str]),
+    /// Without the packages' recommendations (a server package whose
+    /// recommends are more servers).
+    AptLean(&'static [&'static str]),
     Cargo {
         envs: &'static [(&'static str, &'static str)],
         args: &'static [&'static str],
@@ -25,6 +28,9 @@ impl Step {
         match self {
             Step::AptUpdate => apt(["update"]),
             Step::Apt(packages) => apt(["install", "-y"].iter().chain(packages)),
+            Step::AptLean(packages) => apt(["install", "-y", "--no-install-recommends"]
+                .iter()
+                .chain(packages)),
             Step::Cargo { envs, args } => {
                 let mut c = Command::new("cargo");
                 c.envs(envs.iter().copied()).args(args);
@@ -124,6 +130,14 @@ pub const REQUIREMENTS: &[Requirement] = &[
         install: &[Step::Apt(&["podman", "runc", "busybox-static"])],
     },
     Requirement {
+        what: "Prometheus (a real server scraping the metrics endpoint, and promtool to query it)",
+        find: || {
+            cmd::which("promtool")?;
+            cmd::which("prometheus").map(|p| p.display().to_string())
+        },
+        install: &[Step::AptLean(&["prometheus"])],
+    },
+    Requirement {
         what: "iptables (iptables-legacy-restore, for the rule bloat test)",
         find: || {
             first_existing(&[
@@ -151,7 +165,7 @@ pub fn plan<'a>(missing: &[&'a Requirement]) -> Vec<(&'a Requirement, Vec<Step>)
         .map(|req| {
             let mut steps = Vec::new();
             for &step in req.install {
-                if matches!(step, Step::Apt(_)) && !updated {
+                if matches!(step, Step::Apt(_) | Step::AptLean(_)) && !updated {
                     steps.push(Step::AptUpdate);
                     updated = true;
                 }
