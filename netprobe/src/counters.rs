@@ -573,24 +573,21 @@ pub fn cpu_backlog_record(dropped: u64, max_backlog: Option<u64>) -> Record {
     r
 }
 
-/// `oom_kill` from `/proc/vmstat` text (4.13+): OOM kills since boot.
+/// `oom_kill` from `/proc/vmstat` text (4.13+): OOM kills since boot
+/// (parsed by procfs).
 pub fn vmstat_oom_kills(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|v| v.trim().parse().ok())
+    use procfs::FromRead as _;
+    let stat = procfs::VmStat::from_read(text.as_bytes()).ok()?;
+    stat.0.get("oom_kill").and_then(|&n| u64::try_from(n).ok())
 }
 
 /// `/proc/pressure/memory` (PSI, 4.20+): the `some` and `full` avg10
-/// figures, the share of the last 10 s in which tasks stalled on memory.
+/// figures, the share of the last 10 s in which tasks stalled on memory
+/// (parsed by procfs).
 pub fn memory_pressure(text: &str) -> Option<(f64, f64)> {
-    let avg10 = |kind: &str| -> Option<f64> {
-        let line = text.lines().find(|l| l.starts_with(kind))?;
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix("avg10="))?
-            .parse()
-            .ok()
-    };
-    Some((avg10("some ")?, avg10("full ").unwrap_or(0.0)))
+    use procfs::FromRead as _;
+    let p = procfs::MemoryPressure::from_read(text.as_bytes()).ok()?;
+    Some((f64::from(p.some.avg10), f64::from(p.full.avg10)))
 }
 
 /// Reads the memory pressure now, as evidence.

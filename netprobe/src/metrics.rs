@@ -280,19 +280,16 @@ pub fn own_usage() -> Option<(f64, u64)> {
     usage_of(&stat, &statm)
 }
 
-/// From /proc/PID/stat and /proc/PID/statm.
+/// From /proc/PID/stat and /proc/PID/statm (parsed by procfs).
 pub fn usage_of(stat: &str, statm: &str) -> Option<(f64, u64)> {
-    // Fields after the command, which is in parentheses and may hold any
-    // character: utime and stime are the 12th and 13th after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // SAFETY: as above.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    let rss_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some((ticks as f64 / hz, rss_pages * page))
+    use procfs::FromRead as _;
+    let stat = procfs::process::Stat::from_read(stat.as_bytes()).ok()?;
+    let statm = procfs::process::StatM::from_read(statm.as_bytes()).ok()?;
+    let hz = procfs::ticks_per_second().max(1) as f64;
+    Some((
+        (stat.utime + stat.stime) as f64 / hz,
+        statm.resident * procfs::page_size(),
+    ))
 }
 
 /// Binds the endpoint (done before privileges are dropped, so a port
@@ -469,16 +466,24 @@ mod tests {
 
     #[test]
     fn usage_from_real_proc_files() {
-        // A command with spaces and parentheses must not shift the fields.
-        let stat = "4242 (a b) c)) S 1 4242 4242 0 -1 4194560 300 0 0 0 250 50 0 0 20 0 3 0 100 10000000 500 18446744073709551615";
-        let (cpu, rss) = usage_of(stat, "2500 500 300 1 0 400 0\n").unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/procfs/6.18");
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        let statm = std::fs::read_to_string(dir.join("statm")).unwrap();
+        // The real file, with 250 + 50 ticks of CPU and a command with
+        // spaces and parentheses, which must not shift the fields.
+        let (_, rest) = stat.rsplit_once(") ").unwrap();
+        let mut f: Vec<&str> = rest.split(' ').collect();
+        (f[11], f[12]) = ("250", "50");
+        let hostile = format!("4242 (a b) c)) {}", f.join(" "));
+        let (cpu, rss) = usage_of(&hostile, &statm).unwrap();
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         assert!((cpu - 300.0 / hz).abs() < 1e-9, "{cpu}");
         assert_eq!(
             rss,
-            500 * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+            449 * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
         );
         assert!(usage_of("garbage", "").is_none());
+        assert!(usage_of(&stat, "").is_none());
         assert!(own_usage().is_some());
     }
 

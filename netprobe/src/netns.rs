@@ -302,6 +302,9 @@ pub fn read_here(
     want_rules: Option<bool>,
 ) -> Result<Snapshot, String> {
     let mut counters = BTreeMap::new();
+    // Our own parsers, not procfs's: procfs reads /proc/net (the process's
+    // namespace, not this thread's after setns), has no TcpExt/IpExt of
+    // netstat, and no stat/nf_conntrack.
     // This thread's namespace: /proc/self/net is the process's, and
     // /proc/thread-self only exists from 3.17.
     // SAFETY: gettid(2) has no preconditions.

@@ -622,14 +622,19 @@ fn waiting_for(module: &str) -> String {
 }
 
 /// The live modules in `/proc/modules` text (`NAME SIZE REFS DEPS STATE
-/// ADDR`); modules still loading or going away are left out.
+/// ADDR`, parsed by procfs); modules still loading or going away are left
+/// out. Line by line, so one odd line costs only itself.
 pub fn live_modules(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_ascii_whitespace().collect();
-            (f.len() >= 5 && f[4] == "Live").then(|| f[0].to_string())
-        })
-        .collect()
+    use procfs::FromRead as _;
+    let mut live: Vec<String> = text
+        .lines()
+        .filter_map(|l| procfs::KernelModules::from_read(l.as_bytes()).ok())
+        .flat_map(|m| m.0.into_values())
+        .filter(|m| m.state == "Live")
+        .map(|m| m.name)
+        .collect();
+    live.sort();
+    live
 }
 
 pub fn read_live_modules() -> Vec<String> {

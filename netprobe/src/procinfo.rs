@@ -3,21 +3,19 @@
 
 use std::path::{Path, PathBuf};
 
-/// The memory cgroup of a process from its `/proc/PID/cgroup` text: the
-/// cgroup v2 path (`0::/path`), else the v1 memory controller's.
+/// The memory cgroup of a process from its `/proc/PID/cgroup` text
+/// (parsed by procfs): the v1 memory controller's path, else the cgroup
+/// v2 path (`0::/path`).
 pub fn memory_cgroup(text: &str) -> Option<String> {
+    use procfs::FromRead as _;
+    let groups = procfs::ProcessCGroups::from_read(text.as_bytes()).ok()?;
     let mut v2 = None;
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        if controllers.split(',').any(|c| c == "memory") {
-            return Some(path.to_string());
+    for g in groups {
+        if g.controllers.iter().any(|c| c == "memory") {
+            return Some(g.pathname);
         }
-        if id == "0" && controllers.is_empty() {
-            v2 = Some(path.to_string());
+        if g.hierarchy == 0 && g.controllers.is_empty() {
+            v2 = Some(g.pathname);
         }
     }
     v2
@@ -30,20 +28,21 @@ const PF_EXITING: u64 = 0x4;
 /// Whether the `/proc/PID/stat` text is of a process that is exiting (or a
 /// zombie): its cgroup then reads as the root, whatever it was.
 pub fn exiting(stat: &str) -> bool {
-    // Fields after the command, which may hold spaces and parentheses.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return true;
-    };
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let state = f.first().copied().unwrap_or("X");
-    let flags = f.get(6).and_then(|x| x.parse::<u64>().ok());
-    matches!(state, "Z" | "X" | "x") || flags.is_none_or(|fl| fl & PF_EXITING != 0)
+    use procfs::FromRead as _;
+    // procfs finds the fields after the command, which may hold spaces and
+    // parentheses. Unreadable: as good as gone.
+    match procfs::process::Stat::from_read(stat.as_bytes()) {
+        Ok(s) => matches!(s.state, 'Z' | 'X' | 'x') || u64::from(s.flags) & PF_EXITING != 0,
+        Err(_) => true,
+    }
 }
 
 /// `comm` and memory cgroup of `pid`, as far as /proc still has them. The
 /// cgroup is read first and kept only if the process was not exiting yet.
 pub fn process(proc_root: &Path, pid: u32) -> (Option<Vec<u8>>, Option<String>) {
     let dir = proc_root.join(pid.to_string());
+    // The name as bytes, not procfs's lossy String: a hostile name is
+    // escaped in the record, never altered.
     let comm = std::fs::read(dir.join("comm")).ok().map(|mut c| {
         if c.last() == Some(&b'\n') {
             c.pop();
@@ -252,6 +251,15 @@ mod tests {
             Some("/kubepods.slice/kubepods-burstable.slice/cri-containerd-abc.scope")
         );
         assert_eq!(memory_cgroup("garbage\n\n::\n"), None);
+        // A real v1 host's file (6.18, this machine type).
+        let real = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/procfs/6.18/cgroup"),
+        )
+        .unwrap();
+        assert_eq!(
+            memory_cgroup(&real).as_deref(),
+            Some("/process_api/f5cb184857d793a273699bba81f85fd1")
+        );
         assert_eq!(memory_cgroup("4:cpu,memory:/x\n").as_deref(), Some("/x"));
     }
 

@@ -55,8 +55,7 @@ impl RuleCounts {
 /// make the kernel load the module.
 pub fn nftables_present() -> bool {
     use std::io::BufRead;
-    let loaded = std::fs::read_to_string("/proc/modules")
-        .is_ok_and(|m| m.lines().any(|l| l.starts_with("nf_tables ")));
+    let loaded = procfs::modules().is_ok_and(|m| m.contains_key("nf_tables"));
     loaded
         || std::fs::File::open("/proc/kallsyms").is_ok_and(|f| {
             std::io::BufReader::new(f)

@@ -7,12 +7,13 @@ pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
 
-/// The effective capability mask from `/proc/self/status` text.
+/// The effective capability mask from `/proc/self/status` text (parsed
+/// by procfs).
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    use procfs::FromRead as _;
+    procfs::process::Status::from_read(status.as_bytes())
+        .ok()
+        .map(|s| s.capeff)
 }
 
 pub fn cap_eff() -> Option<u64> {
@@ -93,8 +94,13 @@ mod tests {
 
     #[test]
     fn capabilities() {
-        let root = "Name:\tx\nCapEff:\t000001ffffffffff\n";
-        assert_eq!(parse_cap_eff(root), Some(0x1ff_ffff_ffff));
+        // A real status (6.18), then the same with every capability.
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/procfs/6.18/status");
+        let real = std::fs::read_to_string(path).unwrap();
+        assert_eq!(parse_cap_eff(&real), Some(0x1ff_feff_ffff));
+        let root = real.replace("CapEff:\t000001fffeffffff", "CapEff:\t000001ffffffffff");
+        assert_eq!(parse_cap_eff(&root), Some(0x1ff_ffff_ffff));
         assert_eq!(missing_privilege(0x1ff_ffff_ffff), None);
         assert_eq!(missing_privilege(1 << CAP_SYS_ADMIN), None);
         assert_eq!(missing_privilege((1 << CAP_BPF) | (1 << CAP_PERFMON)), None);
@@ -102,7 +108,8 @@ mod tests {
         assert!(m.contains("CAP_PERFMON") && m.contains("root"), "{m}");
         let m = missing_privilege(0).unwrap();
         assert!(m.contains("not have CAP_BPF or CAP_PERFMON"), "{m}");
-        assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
+        let bad = real.replace("CapEff:\t000001fffeffffff", "CapEff:\tzz");
+        assert_eq!(parse_cap_eff(&bad), None);
         assert_eq!(parse_cap_eff(""), None);
     }
 }
