@@ -17,6 +17,96 @@ pub const TRANSPORT_MAX: usize = 20;
 /// The most TCP options a header can carry (data offset 15 words).
 pub const TCP_OPTIONS_MAX: usize = 40;
 
+/// The copied network and transport headers, seen through network-types'
+/// layouts, by the kernel programs (the aggregation key) and the daemon
+/// (the flow) alike.
+pub mod headers {
+    use core::mem::{align_of, size_of};
+
+    pub use network_types::{
+        ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
+        tcp::TcpHdr,
+        udp::UdpHdr,
+    };
+
+    use super::{NET_MAX, TRANSPORT_MAX};
+
+    /// A header made of bytes only: alignment 1, and any bytes are one.
+    ///
+    /// # Safety
+    /// Implement only for such types.
+    pub unsafe trait Header: Sized {}
+    // SAFETY: network-types lays these out as byte arrays and bytes.
+    unsafe impl Header for Ipv4Hdr {}
+    // SAFETY: as above.
+    unsafe impl Header for Ipv6Hdr {}
+    // SAFETY: as above (the flags are a two-byte array).
+    unsafe impl Header for TcpHdr {}
+    // SAFETY: as above.
+    unsafe impl Header for UdpHdr {}
+
+    const _: () = assert!(
+        align_of::<Ipv4Hdr>() == 1
+            && align_of::<Ipv6Hdr>() == 1
+            && align_of::<TcpHdr>() == 1
+            && align_of::<UdpHdr>() == 1
+    );
+    // The copies hold a whole IPv6 header and a TCP header without options.
+    const _: () = assert!(size_of::<Ipv6Hdr>() <= NET_MAX && size_of::<Ipv4Hdr>() <= NET_MAX);
+    const _: () = assert!(size_of::<TcpHdr>() == TRANSPORT_MAX);
+
+    /// The header at the start of `bytes`, if they are long enough.
+    #[inline(always)]
+    pub fn view<T: Header>(bytes: &[u8]) -> Option<&T> {
+        if bytes.len() < size_of::<T>() {
+            return None;
+        }
+        // SAFETY: long enough; `Header` promises alignment 1 and no
+        // invalid bit patterns.
+        Some(unsafe { &*(bytes.as_ptr() as *const T) })
+    }
+
+    /// The IP version of a network header (its first four bits).
+    #[inline(always)]
+    pub fn ip_version(net: &[u8]) -> u8 {
+        match view::<Ipv4Hdr>(net) {
+            Some(h) => h.version(),
+            None => 0,
+        }
+    }
+
+    /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK
+    /// 0x10, URG 0x20, ECE 0x40, CWR 0x80).
+    #[inline(always)]
+    pub fn tcp_flags(t: &TcpHdr) -> u8 {
+        (t.fin()
+            | t.syn() << 1
+            | t.rst() << 2
+            | t.psh() << 3
+            | t.ack() << 4
+            | t.urg() << 5
+            | t.ece() << 6
+            | t.cwr() << 7) as u8
+    }
+
+    /// Whether the protocol's header starts with the two ports.
+    #[inline(always)]
+    pub fn has_ports(proto: u8) -> bool {
+        proto == IpProto::Tcp as u8
+            || proto == IpProto::Udp as u8
+            || proto == IpProto::Sctp as u8
+            || proto == IpProto::UdpLite as u8
+    }
+
+    /// (source, destination) ports of a transport header of a protocol
+    /// that has them (UDP, SCTP and UDP-Lite put them where TCP does).
+    #[inline(always)]
+    pub fn ports(transport: &[u8]) -> Option<(u16, u16)> {
+        let u = view::<UdpHdr>(transport)?;
+        Some((u.src_port(), u.dst_port()))
+    }
+}
+
 /// Fixed ids of the kernel hooks that produce records.
 pub mod kind {
     /// `skb:kfree_skb` tracepoint: a packet dropped.
@@ -435,6 +525,34 @@ mod tests {
     extern crate std;
     use super::*;
     use core::mem::size_of;
+
+    #[test]
+    fn header_views() {
+        use headers::*;
+        // A SYN from 127.0.0.2:40000 to 127.0.0.1:8081, data offset 10
+        // words (options follow), as a capture shows it.
+        let tcp: [u8; 20] = [
+            0x9c, 0x40, 0x1f, 0x91, 0, 0, 0, 1, 0, 0, 0, 0, 0xa0, 0x02, 0xff, 0xd7, 0, 0, 0, 0,
+        ];
+        let t = view::<TcpHdr>(&tcp).unwrap();
+        assert_eq!(t.doff(), 10);
+        assert_eq!(tcp_flags(t), 0x02);
+        assert_eq!(ports(&tcp), Some((40000, 8081)));
+        let mut rst_ack = tcp;
+        rst_ack[13] = 0x14;
+        assert_eq!(tcp_flags(view::<TcpHdr>(&rst_ack).unwrap()), 0x14);
+        assert!(view::<TcpHdr>(&tcp[..19]).is_none());
+        assert_eq!(ports(&tcp[..3]), None);
+        let v4: [u8; 20] = [
+            0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 2, 127, 0, 0, 1,
+        ];
+        let ip = view::<Ipv4Hdr>(&v4).unwrap();
+        assert_eq!((ip_version(&v4), ip.ihl(), ip.proto), (4, 20, 6));
+        assert_eq!(ip.src_addr(), core::net::Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(ip_version(&[]), 0);
+        assert!(has_ports(6) && has_ports(17) && has_ports(132) && has_ports(136));
+        assert!(!has_ports(1) && !has_ports(58));
+    }
 
     #[test]
     fn layouts_have_no_implicit_padding() {

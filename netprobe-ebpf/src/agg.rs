@@ -18,7 +18,9 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
 };
 use netprobe_common::{
-    agg, kind, pkt, AggConfig, AggKey, AggTable, Config, Event, AGG_KEY_WORDS, AGG_KINDS, RAW_MAX,
+    agg,
+    headers::{self, IpProto, Ipv4Hdr, Ipv6Hdr, TcpHdr},
+    kind, pkt, AggConfig, AggKey, AggTable, Config, Event, AGG_KEY_WORDS, AGG_KINDS, RAW_MAX,
     RAW_WORDS,
 };
 
@@ -303,26 +305,25 @@ fn key_of(e: &Event, keep_ports: bool, key: &mut AggKey) -> bool {
     }
     // The packet's flow: what the daemon's packet parser reads.
     if e.pkt_flags & pkt::NET != 0 {
-        let version = e.net[0] >> 4;
-        let (proto, hdr_len) = if version == 4 {
+        let version = headers::ip_version(&e.net);
+        let (proto, hdr_len) = if let (4, Some(ip)) = (version, headers::view::<Ipv4Hdr>(&e.net)) {
             // Version and header length, protocol, both addresses.
-            // (Bytes 0, 9, 12..20; words are little-endian here.)
-            key.w[19] = word(&e.net, 0) & 0xff;
-            key.w[20] = word(&e.net, 8) & 0xffff_ffff_0000_ff00;
-            key.w[21] = word(&e.net, 16) & 0x0000_0000_ffff_ffff;
-            (e.net[9], (e.net[0] & 0x0f) as u16 * 4)
-        } else if version == 6 {
-            // The first byte, next header (6), both addresses (8..40).
-            key.w[19] = word(&e.net, 0) & 0x00ff_0000_0000_00ff;
-            key.w[20] = word(&e.net, 8);
-            key.w[21] = word(&e.net, 16);
-            key.w[22] = word(&e.net, 24);
-            key.w[23] = word(&e.net, 32);
-            (e.net[6], 40)
+            key.w[19] = ip.vihl as u64 | (ip.proto as u64) << 8;
+            key.w[20] = u32::from_ne_bytes(ip.src_addr) as u64
+                | (u32::from_ne_bytes(ip.dst_addr) as u64) << 32;
+            (ip.proto, ip.ihl() as u16)
+        } else if let (6, Some(ip)) = (version, headers::view::<Ipv6Hdr>(&e.net)) {
+            // The first byte, next header, both addresses.
+            key.w[19] = ip.vcf[0] as u64 | (ip.next_hdr as u64) << 8;
+            key.w[20] = word(&ip.src_addr, 0);
+            key.w[21] = word(&ip.src_addr, 8);
+            key.w[22] = word(&ip.dst_addr, 0);
+            key.w[23] = word(&ip.dst_addr, 8);
+            (ip.next_hdr, Ipv6Hdr::LEN as u16)
         } else {
             return false;
         };
-        if matches!(proto, 6 | 17 | 132 | 136) {
+        if headers::has_ports(proto) {
             // Only when the transport header copy is the one the daemon
             // reads the ports from.
             let (nh, th) = (e.network_header, e.transport_header);
@@ -333,14 +334,19 @@ fn key_of(e: &Event, keep_ports: bool, key: &mut AggKey) -> bool {
             {
                 return false;
             }
-            let t = &e.transport;
-            let a = u16::from_be_bytes([t[0], t[1]]);
-            let b = u16::from_be_bytes([t[2], t[3]]);
-            let flags = if proto == 6 { t[13] } else { 0 };
+            let Some((a, b)) = headers::ports(&e.transport) else {
+                return false;
+            };
+            let tcp = if proto == IpProto::Tcp as u8 {
+                headers::view::<TcpHdr>(&e.transport)
+            } else {
+                None
+            };
+            let flags = tcp.map_or(0, headers::tcp_flags);
             // A connection request goes to the service; a segment the reset
             // kprobe answers went to the closed port.
-            let to_service =
-                (proto == 6 && flags & 0x12 == 0x02) || e.kind == kind::KPROBE_SEND_RESET;
+            let to_service = tcp.is_some_and(|t| t.syn() == 1 && t.ack() == 0)
+                || e.kind == kind::KPROBE_SEND_RESET;
             let word = if to_service {
                 service_word(b, 5, keep_ports, a, b)
             } else {

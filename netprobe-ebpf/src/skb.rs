@@ -1,7 +1,10 @@
 //! Following a `struct sk_buff` (and its socket) with offsets from BTF.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use netprobe_common::{pkt, Config, Event, SockInfo};
+use netprobe_common::{
+    headers::{self, TcpHdr},
+    pkt, Config, Event, SockInfo,
+};
 
 /// Copies the packet's network and transport headers through `skb->head` +
 /// `skb->{network,transport}_header`, setting the `pkt` bits for what was read.
@@ -39,7 +42,7 @@ pub fn copy_headers(cfg: &Config, skb: u64, e: &mut Event) {
                 // A TCP header's data offset (in 32-bit words) past 5: options
                 // (TCP timestamps, for PAWS). The daemon reads them only for
                 // TCP flows and only as far as the offset says.
-                if e.transport[12] >> 4 > 5
+                if headers::view::<TcpHdr>(&e.transport).is_some_and(|t| t.doff() > 5)
                     && bpf_probe_read_kernel_buf(
                         (head + th as u64 + 20) as *const u8,
                         &mut e.tcp_options,

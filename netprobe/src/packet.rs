@@ -1,12 +1,14 @@
 //! The flow of a packet, from the network and transport header bytes the
 //! kernel program copied out of the skb. Wire formats, so no per-kernel data.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_SCTP: u8 = 132;
-pub const IPPROTO_UDPLITE: u8 = 136;
+use netprobe_common::headers::{self, view, IpProto, Ipv4Hdr, Ipv6Hdr, TcpHdr};
+
+pub const IPPROTO_TCP: u8 = IpProto::Tcp as u8;
+pub const IPPROTO_UDP: u8 = IpProto::Udp as u8;
+pub const IPPROTO_SCTP: u8 = IpProto::Sctp as u8;
+pub const IPPROTO_UDPLITE: u8 = IpProto::UdpLite as u8;
 
 /// A packet's addresses and ports, in the direction the packet travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,7 +85,7 @@ pub fn tcp_flags_name(flags: u8) -> String {
 /// header's first 20 bytes, `options` the bytes after them (as many as the
 /// data offset says are options are read; malformed options give `None`).
 pub fn tcp_timestamp(transport: &[u8], options: &[u8]) -> Option<(u32, u32)> {
-    let doff = (*transport.get(12)? >> 4) as usize;
+    let doff = view::<TcpHdr>(transport)?.doff() as usize;
     let len = doff.checked_sub(5)? * 4;
     let opts = options.get(..len)?;
     let mut i = 0;
@@ -110,45 +112,32 @@ pub fn tcp_timestamp(transport: &[u8], options: &[u8]) -> Option<(u32, u32)> {
     None
 }
 
-fn has_ports(proto: u8) -> bool {
-    matches!(
-        proto,
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
-    )
-}
-
 /// Decodes the flow. `net` starts at the network header, `transport` at the
 /// transport header; `nh`/`th` are the skb's header offsets (0xffff: unset),
 /// used to tell whether `transport` really follows this network header.
 pub fn parse(net: Option<&[u8]>, transport: Option<&[u8]>, nh: u16, th: u16) -> Option<Flow> {
     let net = net?;
-    let version = net.first()? >> 4;
-    let (proto, saddr, daddr, hdr_len) = match version {
+    let (proto, saddr, daddr, hdr_len) = match headers::ip_version(net) {
         4 => {
-            let ihl = (net[0] & 0x0f) as usize * 4;
-            if ihl < 20 || net.len() < 20 {
+            let ip = view::<Ipv4Hdr>(net)?;
+            let ihl = usize::from(ip.ihl());
+            if ihl < Ipv4Hdr::LEN {
                 return None;
             }
-            let s: [u8; 4] = net[12..16].try_into().ok()?;
-            let d: [u8; 4] = net[16..20].try_into().ok()?;
             (
-                net[9],
-                IpAddr::V4(Ipv4Addr::from(s)),
-                IpAddr::V4(Ipv4Addr::from(d)),
+                ip.proto,
+                IpAddr::V4(ip.src_addr()),
+                IpAddr::V4(ip.dst_addr()),
                 ihl,
             )
         }
         6 => {
-            if net.len() < 40 {
-                return None;
-            }
-            let s: [u8; 16] = net[8..24].try_into().ok()?;
-            let d: [u8; 16] = net[24..40].try_into().ok()?;
+            let ip = view::<Ipv6Hdr>(net)?;
             (
-                net[6],
-                IpAddr::V6(Ipv6Addr::from(s)),
-                IpAddr::V6(Ipv6Addr::from(d)),
-                40,
+                ip.next_hdr,
+                IpAddr::V6(ip.src_addr()),
+                IpAddr::V6(ip.dst_addr()),
+                Ipv6Hdr::LEN,
             )
         }
         _ => return None,
@@ -161,7 +150,7 @@ pub fn parse(net: Option<&[u8]>, transport: Option<&[u8]>, nh: u16, th: u16) -> 
         dport: None,
         tcp_flags: None,
     };
-    if !has_ports(proto) {
+    if !headers::has_ports(proto) {
         return Some(flow);
     }
     // The transport header as the skb records it, if it lies past this
@@ -171,11 +160,10 @@ pub fn parse(net: Option<&[u8]>, transport: Option<&[u8]>, nh: u16, th: u16) -> 
         Some(t) if nh != 0xffff && th != 0xffff && th as usize >= nh as usize + hdr_len => Some(t),
         _ => net.get(hdr_len..),
     };
-    if let Some(l4) = l4.filter(|b| b.len() >= 4) {
-        flow.sport = Some(u16::from_be_bytes([l4[0], l4[1]]));
-        flow.dport = Some(u16::from_be_bytes([l4[2], l4[3]]));
+    if let Some((sport, dport)) = l4.and_then(headers::ports) {
+        (flow.sport, flow.dport) = (Some(sport), Some(dport));
         if proto == IPPROTO_TCP {
-            flow.tcp_flags = l4.get(13).copied();
+            flow.tcp_flags = l4.and_then(view::<TcpHdr>).map(headers::tcp_flags);
         }
     }
     Some(flow)
@@ -184,6 +172,7 @@ pub fn parse(net: Option<&[u8]>, transport: Option<&[u8]>, nh: u16, th: u16) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     #[test]
     fn tcp_timestamps_from_options() {
