@@ -65,6 +65,8 @@ fn build(ebpf_dir: &Path, out_dir: &Path) -> Result<PathBuf, String> {
     let linker = toolchain::find_bpf_linker().ok_or("bpf-linker not found")?;
     let cargo = PathBuf::from(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     let target_dir = out_dir.join("ebpf-target");
+    // netprobe's `probe-log` feature: aya-log in the programs.
+    let probe_log = env::var_os("CARGO_FEATURE_PROBE_LOG").is_some();
 
     let mut cmd = rustc.cargo(&cargo);
     // Cargo tells build scripts about the outer build through the environment;
@@ -105,6 +107,11 @@ fn build(ebpf_dir: &Path, out_dir: &Path) -> Result<PathBuf, String> {
             "--target-dir",
         ])
         .arg(&target_dir)
+        .args(if probe_log {
+            &["--features", "log"][..]
+        } else {
+            &[]
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let out = cmd

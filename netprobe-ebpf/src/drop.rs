@@ -53,6 +53,7 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     }
     let skb = record_u64(&ctx, cfg.kfree_skb_skbaddr);
     let rx_sk = record_u64(&ctx, cfg.kfree_skb_rx_sk);
+    crate::probe_log!(&ctx, "kfree_skb: reporting the drop of skb {:x}", skb);
     emit(
         kind::KFREE_SKB,
         ctx.as_ptr() as *const u8,

@@ -22,6 +22,23 @@ mod symptoms;
 
 use netprobe_common::Config;
 
+/// A debug line through aya-log, in builds with the `log` feature (netprobe's
+/// `probe-log`); nothing at all in others. The daemon prints the lines as
+/// its own diagnostics (`--log-level netprobe=debug`).
+#[cfg(feature = "log")]
+macro_rules! probe_log {
+    ($ctx:expr, $($arg:tt)+) => {
+        aya_log_ebpf::debug!($ctx, $($arg)+)
+    };
+}
+#[cfg(not(feature = "log"))]
+macro_rules! probe_log {
+    ($ctx:expr, $($arg:tt)+) => {{
+        let _ = $ctx;
+    }};
+}
+pub(crate) use probe_log;
+
 /// Overwritten by the daemon at load (`EbpfLoader::override_global`). Frozen
 /// read-only, so the verifier sees the values as constants.
 #[no_mangle]

@@ -40,6 +40,7 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
         record_u64(&ctx, cfg.send_reset_skb),
         record_u64(&ctx, cfg.send_reset_sk),
     );
+    crate::probe_log!(&ctx, "tcp_send_reset: reporting a RST (sk {:x})", sk);
     emit(
         kind::TCP_SEND_RESET,
         ctx.as_ptr() as *const u8,

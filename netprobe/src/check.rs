@@ -39,6 +39,12 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
         Err(e) => writeln!(w, "  tracefs     unavailable: {e}")?,
     }
     let tracer = probes::start();
+    if probes::Tracer::PROBE_LOG {
+        writeln!(
+            w,
+            "  probe log   on: the programs write aya-log lines (a probe-log build)"
+        )?;
+    }
     for s in &tracer.statuses {
         let (status, detail) = match &s.result {
             Ok(None) => ("attached", String::new()),

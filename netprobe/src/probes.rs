@@ -692,12 +692,27 @@ pub struct Tracer {
     pub rb_peak: Option<PerCpuArray<MapData, u64>>,
     /// /proc/kallsyms, for attach plans and drop locations.
     pub ksyms: Kallsyms,
+    /// The programs' aya-log lines (`probe-log` builds only).
+    #[cfg(feature = "probe-log")]
+    pub probe_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Tracer {
     pub fn attached(&self) -> usize {
         self.statuses.iter().filter(|s| s.result.is_ok()).count()
     }
+
+    /// Passes the programs' aya-log lines on as diagnostics (nothing
+    /// without the `probe-log` feature).
+    pub fn flush_probe_log(&mut self) {
+        #[cfg(feature = "probe-log")]
+        if let Some(l) = self.probe_log.as_mut() {
+            l.flush();
+        }
+    }
+
+    /// Whether the programs carry aya-log lines (`probe-log` builds).
+    pub const PROBE_LOG: bool = cfg!(feature = "probe-log");
 
     /// Turns in-kernel aggregation on (a window in nanoseconds) or off
     /// (0), keeping both ports in its key or only the service port.
@@ -818,6 +833,8 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
         agg_settings: None,
         rb_peak: None,
         ksyms: Kallsyms::load(),
+        #[cfg(feature = "probe-log")]
+        probe_log: None,
     };
     if EBPF_OBJECT.is_empty() {
         tracer.statuses = all_skipped(&format!(
@@ -901,6 +918,16 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
     tracer.agg = take_map(&mut ebpf, "AGG");
     tracer.agg_settings = take_map(&mut ebpf, "AGG_SETTINGS");
     tracer.rb_peak = take_map(&mut ebpf, "RB_PEAK");
+    #[cfg(feature = "probe-log")]
+    {
+        tracer.probe_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("the programs' aya-log lines cannot be read: {e}");
+                None
+            }
+        };
+    }
     if tracer.events.is_none() {
         for s in &mut tracer.statuses {
             s.result = Err("the EVENTS ring buffer could not be opened".into());

@@ -325,6 +325,7 @@ async fn daemon(
         }
         let ctx = Ctx::new(&config, &ksyms, &clock, opts);
         let (drained, emptied) = drain(&mut p, &ctx, &mut tracer, out)?;
+        tracer.flush_probe_log();
         more = !emptied;
         // Events came and the buffer is empty: let the next ones gather
         // instead of waking for each (a wakeup costs more than an event).
@@ -387,6 +388,7 @@ async fn daemon(
     let deadline = Instant::now() + SHUTDOWN_DRAIN;
     let ctx = Ctx::new(&config, &ksyms, &clock, opts);
     while drain(&mut p, &ctx, &mut tracer, out)?.0 > 0 && Instant::now() < deadline {}
+    tracer.flush_probe_log();
     read_kernel_counts(&mut p, &ctx, &tracer, out)?;
     // Whatever is still queued is not written, but counted; the repeats the
     // kernel counted of an earlier record that one ends are still handled.

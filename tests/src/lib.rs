@@ -370,6 +370,16 @@ impl Daemon {
         Daemon::spawn(Daemon::command(args, env))
     }
 
+    /// `BIN run ARGS`: another build of netprobe (the probe-log one).
+    pub fn start_bin(bin: &std::path::Path, args: &[&str]) -> Daemon {
+        Daemon::spawn(Daemon::command_of(bin, args, &[]))
+    }
+
+    /// The daemon's stderr lines so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// `netprobe run ARGS` on a kernel that refuses `bpf()`: a seccomp
     /// filter makes the call fail with EPERM in the daemon (as a locked-down
     /// kernel or a container's profile does), so no probe can load and it
@@ -384,7 +394,11 @@ impl Daemon {
     }
 
     fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(netprobe_bin());
+        Daemon::command_of(&netprobe_bin(), args, env)
+    }
+
+    fn command_of(bin: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .args(args)
             .stdout(Stdio::piped())
@@ -399,7 +413,7 @@ impl Daemon {
         let started = Instant::now();
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", netprobe_bin().display()));
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
         let (tx, records) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         thread::spawn(move || {

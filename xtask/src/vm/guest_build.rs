@@ -26,7 +26,19 @@ pub struct TestBin {
 #[derive(Debug)]
 pub struct Built {
     pub netprobe: PathBuf,
+    /// netprobe with its `probe-log` feature (aya-log in the programs), for
+    /// the test that proves those programs load on every kernel.
+    pub netprobe_probe_log: PathBuf,
     pub tests: Vec<TestBin>,
+}
+
+/// The netprobe executable a cargo build's JSON messages name.
+fn netprobe_in(built: &str) -> Result<PathBuf> {
+    Ok(artifacts(built, false)
+        .into_iter()
+        .find(|b| b.name == "netprobe")
+        .context("cargo built no netprobe executable")?
+        .path)
 }
 
 fn cargo_static(args: &[&str]) -> Command {
@@ -68,12 +80,19 @@ fn run_json(c: &mut Command) -> Result<String> {
 }
 
 pub fn build() -> Result<Built> {
-    let built = run_json(&mut cargo_static(&["build", "-p", "netprobe"]))?;
-    let netprobe = artifacts(&built, false)
-        .into_iter()
-        .find(|b| b.name == "netprobe")
-        .context("cargo built no netprobe executable")?
-        .path;
+    // The probe-log build first, copied aside: the plain one then takes
+    // the executable's name back.
+    let logged = netprobe_in(&run_json(&mut cargo_static(&[
+        "build",
+        "-p",
+        "netprobe",
+        "--features",
+        "probe-log",
+    ]))?)?;
+    let netprobe_probe_log = logged.with_file_name("netprobe-probe-log");
+    std::fs::copy(&logged, &netprobe_probe_log)
+        .with_context(|| format!("cannot copy {} aside", logged.display()))?;
+    let netprobe = netprobe_in(&run_json(&mut cargo_static(&["build", "-p", "netprobe"]))?)?;
     let tests_json = run_json(&mut cargo_static(&[
         "test",
         "-p",
@@ -86,10 +105,17 @@ pub fn build() -> Result<Built> {
     if tests.is_empty() {
         bail!("cargo built no test executables for netprobe-tests");
     }
-    for bin in std::iter::once(&netprobe).chain(tests.iter().map(|t| &t.path)) {
+    for bin in [&netprobe, &netprobe_probe_log]
+        .into_iter()
+        .chain(tests.iter().map(|t| &t.path))
+    {
         ensure_static(bin)?;
     }
-    Ok(Built { netprobe, tests })
+    Ok(Built {
+        netprobe,
+        netprobe_probe_log,
+        tests,
+    })
 }
 
 /// The tests each executable holds, from its own `--list` (run here: the

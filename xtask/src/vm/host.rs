@@ -60,6 +60,7 @@ pub fn run(built: &Built, out_dir: &Path) -> Result<KernelResult> {
                 .arg(&t.path)
                 .arg("--test-threads=1")
                 .env("NETPROBE_BIN", &built.netprobe)
+                .env("NETPROBE_PROBE_LOG_BIN", &built.netprobe_probe_log)
                 .env("NETPROBE_CANNOT_SHOW", &cannot_show),
         )?;
         // Like /init: the tests' "cannot show here" lines after their output.

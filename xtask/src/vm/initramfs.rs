@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{cpio, guest_build::TestBin, modules::Selection};
+use super::{cpio, guest_build::Built, modules::Selection};
 
 /// Seconds one test executable may run on the host row before it is killed
 /// (native speed; the guests' limits come from `budget`).
@@ -88,7 +88,7 @@ echo "@@NETPROBE-CHECK END rc=$?"
 run_test() {{
   limit=$(($2 * factor / 100))
   echo "@@NETPROBE-TEST $1 BEGIN up=$(up) limit=$limit"
-  NETPROBE_BIN=/bin/netprobe NETPROBE_GUEST=1 NETPROBE_GUEST_MODULES=/lib/modules NETPROBE_CANNOT_SHOW=/tmp/cannot-show CI=true timeout -s KILL "$limit" "/tests/$1" --test-threads=1 --include-ignored
+  NETPROBE_BIN=/bin/netprobe NETPROBE_PROBE_LOG_BIN=/bin/netprobe-probe-log NETPROBE_GUEST=1 NETPROBE_GUEST_MODULES=/lib/modules NETPROBE_CANNOT_SHOW=/tmp/cannot-show CI=true timeout -s KILL "$limit" "/tests/$1" --test-threads=1 --include-ignored
   rc=$?
   cat /tmp/cannot-show 2>/dev/null; rm -f /tmp/cannot-show
   echo "@@NETPROBE-TEST $1 END rc=$rc up=$(up)"
@@ -239,13 +239,13 @@ const GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
 pub fn write(
     out: &Path,
     busybox: &Busybox,
-    netprobe: &Path,
-    tests: &[TestBin],
+    built: &Built,
     modules: &Selection,
     programs: &[HostProgram],
     reference_boot_cs: u32,
 ) -> Result<()> {
     let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let tests = &built.tests;
     let mut w = cpio::Writer::new(BufWriter::new(file));
     let mut made = std::collections::BTreeSet::new();
     for d in [
@@ -291,7 +291,8 @@ pub fn write(
             w.symlink(&path, "busybox")?;
         }
     }
-    w.file_from("bin/netprobe", 0o755, netprobe)?;
+    w.file_from("bin/netprobe", 0o755, &built.netprobe)?;
+    w.file_from("bin/netprobe-probe-log", 0o755, &built.netprobe_probe_log)?;
     let names: Vec<(String, u32)> = tests
         .iter()
         .map(|t| (t.name.clone(), super::budget::budget(&t.name)))
@@ -366,7 +367,7 @@ mod tests {
         assert!(s.contains("factor=$((boot_cs * 100 / 330))\n"));
         assert!(s.contains("reference_cs=330 factor_pct=$factor total=$((170 * factor / 100))\""));
         assert!(s.contains(
-            "NETPROBE_BIN=/bin/netprobe NETPROBE_GUEST=1 NETPROBE_GUEST_MODULES=/lib/modules NETPROBE_CANNOT_SHOW=/tmp/cannot-show CI=true timeout -s KILL \"$limit\" \"/tests/$1\" --test-threads=1 --include-ignored\n"
+            "NETPROBE_BIN=/bin/netprobe NETPROBE_PROBE_LOG_BIN=/bin/netprobe-probe-log NETPROBE_GUEST=1 NETPROBE_GUEST_MODULES=/lib/modules NETPROBE_CANNOT_SHOW=/tmp/cannot-show CI=true timeout -s KILL \"$limit\" \"/tests/$1\" --test-threads=1 --include-ignored\n"
         ));
         // The tests' "cannot show" lines reach the log inside the markers.
         assert!(

@@ -240,8 +240,7 @@ pub fn run(kernels: &[String], keep: bool, host: bool) -> Result<bool> {
         initramfs::write(
             &initrd,
             &busybox,
-            &built.netprobe,
-            &built.tests,
+            &built,
             &modules,
             &programs,
             budget::reference_boot_cs(k.short),
