@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netprobe::{btf::Btf, probes::BtfOffsets};
+use netprobe::{kernel::btf::Btf, kernel::probes::BtfOffsets};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(btf) = Btf::parse(data.to_vec()) else {

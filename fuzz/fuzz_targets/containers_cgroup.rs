@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netprobe::{containers::from_cgroup, procinfo::memory_cgroup};
+use netprobe::{kernel::containers::from_cgroup, kernel::procinfo::memory_cgroup};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = netprobe::counters::memory_pressure(&String::from_utf8_lossy(data));
+    let _ = netprobe::pipeline::counters::memory_pressure(&String::from_utf8_lossy(data));
 });

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = netprobe::counters::vmstat_oom_kills(&String::from_utf8_lossy(data));
+    let _ = netprobe::pipeline::counters::vmstat_oom_kills(&String::from_utf8_lossy(data));
 });

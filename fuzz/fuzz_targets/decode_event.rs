@@ -8,9 +8,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use netprobe::{
-    decode::{decode, read_event, Layouts},
-    tracefs::Format,
-};
+    pipeline::decode::{decode, read_event, Layouts},
+    kernel::tracefs::Format};
 use netprobe_common::Event;
 
 macro_rules! format_of {

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = netprobe::netns::parse_diag(data);
+    let _ = netprobe::kernel::netns::parse_diag(data);
 });

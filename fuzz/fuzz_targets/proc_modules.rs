@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = netprobe::probes::live_modules(&String::from_utf8_lossy(data));
+    let _ = netprobe::kernel::probes::live_modules(&String::from_utf8_lossy(data));
 });

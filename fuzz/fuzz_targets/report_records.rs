@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netprobe::report::{add, from_journal, render, summarize, Summary};
+use netprobe::output::report::{add, from_journal, render, summarize, Summary};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netprobe::{report::since, timefmt::rfc3339};
+use netprobe::{output::report::since, pipeline::timefmt::rfc3339};
 
 /// 2023-11-14T22:13:20Z: a fixed `now`, so runs reproduce.
 const NOW_NS: i128 = 1_700_000_000_000_000_000;

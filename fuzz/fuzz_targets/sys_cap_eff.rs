@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netprobe::sys::{missing_privilege, parse_cap_eff};
+use netprobe::kernel::sys::{missing_privilege, parse_cap_eff};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(caps) = parse_cap_eff(&String::from_utf8_lossy(data)) {

@@ -5,10 +5,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use netprobe::{
-    decode::{decode, Layouts},
-    probes::{build_config, BtfOffsets},
-    tracefs::Format,
-};
+    pipeline::decode::{decode, Layouts},
+    kernel::probes::{build_config, BtfOffsets},
+    kernel::tracefs::Format};
 use netprobe_common::{Event, RAW_MAX};
 
 fuzz_target!(|data: &[u8]| {

@@ -16,35 +16,8 @@ pub fn print_out(text: &str) -> i32 {
     }
 }
 
-pub mod btf;
-pub mod caps;
-pub mod catalogue;
-pub mod causes;
-pub mod check;
-pub mod classify;
-pub mod config;
-pub mod containers;
-pub mod counters;
-pub mod decode;
-pub mod demo;
-pub mod diag;
-pub mod incident;
-pub mod kagg;
-pub mod kallsyms;
-pub mod metrics;
-pub mod netns;
-pub mod notify;
-pub mod packet;
-pub mod probes;
-pub mod procinfo;
-pub mod rawtcp;
-pub mod record;
-pub mod report;
-pub mod rules;
-pub mod run;
-pub mod sandbox;
-pub mod service;
-pub mod sink;
-pub mod sys;
-pub mod timefmt;
-pub mod tracefs;
+pub mod commands;
+pub mod families;
+pub mod kernel;
+pub mod output;
+pub mod pipeline;

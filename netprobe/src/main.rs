@@ -1,8 +1,8 @@
 use clap::{Parser, Subcommand};
 use netprobe::{
-    check,
-    run::{self, RunOptions},
-    sink::OutputKind,
+    commands::check,
+    output::sink::OutputKind,
+    pipeline::run::{self, RunOptions},
 };
 
 /// Names the failure behind connection timeouts and resets on this node.
@@ -33,7 +33,7 @@ enum Command {
         incident_window: Option<u64>,
         /// Serve Prometheus metrics at http://ADDR/metrics: a port (bound to
         /// 127.0.0.1) or ADDRESS:PORT (0.0.0.0:9464 to expose it).
-        #[arg(long, value_name = "ADDR", value_parser = netprobe::metrics::parse_addr)]
+        #[arg(long, value_name = "ADDR", value_parser = netprobe::output::metrics::parse_addr)]
         metrics: Option<std::net::SocketAddr>,
         /// A TOML file with the incident window and filters (ports,
         /// addresses, netns, modes); SIGHUP reloads it.
@@ -41,7 +41,7 @@ enum Command {
         config: Option<std::path::PathBuf>,
         /// Size of the ring buffer the kernel writes events to (a power of
         /// two: 8M, 256K); when it is full, events are counted as lost.
-        #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = netprobe::probes::parse_ring_buffer)]
+        #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = netprobe::kernel::probes::parse_ring_buffer)]
         ring_buffer: u32,
         /// Every kernel event as its own record: no counting of repeats in
         /// the kernel, no incidents, no retransmission summary. A flood
@@ -75,10 +75,10 @@ enum Command {
 }
 
 fn main() {
-    netprobe::diag::ensure_std_fds();
+    netprobe::output::diag::ensure_std_fds();
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Run { .. });
-    if let Err(why) = netprobe::diag::init(cli.log_level.as_deref(), daemon) {
+    if let Err(why) = netprobe::output::diag::init(cli.log_level.as_deref(), daemon) {
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr(), "netprobe: error: {why}");
         std::process::exit(2);
@@ -99,9 +99,11 @@ fn main() {
             ring_buffer,
             every_event,
         }),
-        Command::Demo => netprobe::demo::run(),
-        Command::Report { file, since } => netprobe::report::run(file.as_deref(), since.as_deref()),
-        Command::Explain { what } => match netprobe::catalogue::explain(&what) {
+        Command::Demo => netprobe::commands::demo::run(),
+        Command::Report { file, since } => {
+            netprobe::output::report::run(file.as_deref(), since.as_deref())
+        }
+        Command::Explain { what } => match netprobe::families::catalogue::explain(&what) {
             Ok(text) => netprobe::print_out(&text),
             Err(why) => {
                 tracing::error!("{why}");

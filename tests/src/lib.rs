@@ -77,11 +77,11 @@ pub mod seccomp;
 /// neither).
 /// A throwaway network namespace (netprobe's own sandbox), failing the
 /// test when it cannot be made or entered.
-pub struct Netns(netprobe::sandbox::Netns);
+pub struct Netns(netprobe::kernel::sandbox::Netns);
 
 impl Netns {
     pub fn new() -> Netns {
-        Netns(netprobe::sandbox::Netns::create().expect("a throwaway network namespace"))
+        Netns(netprobe::kernel::sandbox::Netns::create().expect("a throwaway network namespace"))
     }
 
     /// Runs `f` on a thread that has entered this namespace.
@@ -196,7 +196,7 @@ pub mod socket2_free {
     }
 
     pub fn set_int(fd: &OwnedFd, level: i32, name: i32, value: i32) {
-        netprobe::sandbox::set_int(fd, level, name, value)
+        netprobe::kernel::sandbox::set_int(fd, level, name, value)
             .unwrap_or_else(|e| panic!("setsockopt {level}/{name}: {e}"));
     }
 
@@ -658,8 +658,8 @@ pub fn has_flow(v: &Value, saddr: &SocketAddr, daddr: &SocketAddr) -> bool {
         && v["dport"] == daddr.port()
 }
 
-pub use netprobe::rawtcp;
-pub use netprobe::sandbox::MemCgroup;
+pub use netprobe::kernel::rawtcp;
+pub use netprobe::kernel::sandbox::MemCgroup;
 
 /// Says that this kernel cannot show `test`'s failure, or one of its
 /// checks (a libtest name), and why: on stderr, and for the kernel matrix as

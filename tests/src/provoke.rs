@@ -11,7 +11,7 @@ use crate::{socket2_free as sock, Resident};
 pub fn counter(name: &str) -> u64 {
     let mut text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default();
     text.push_str(&std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap_or_default());
-    netprobe::netns::parse_pairs(&text)
+    netprobe::kernel::netns::parse_pairs(&text)
         .get(name)
         .copied()
         .unwrap_or_else(|| panic!("no {name} in /proc/net/netstat or snmp"))

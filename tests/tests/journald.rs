@@ -392,12 +392,12 @@ fn records_written_while_journald_restarts_are_delivered() {
 
     // A record larger than any datagram goes through a sealed memfd, and
     // the real journald takes it whole.
-    let mut sink = netprobe::sink::journald::Journald::connect(Path::new(&socket))
+    let mut sink = netprobe::output::sink::journald::Journald::connect(Path::new(&socket))
         .expect("connect to the test journald");
     let big = format!("big {} end", "x".repeat(300_000));
-    let mut rec = netprobe::record::Record::new("error", big.clone());
+    let mut rec = netprobe::pipeline::record::Record::new("error", big.clone());
     rec.detail = Some(format!("memfd-{}", std::process::id()));
-    netprobe::sink::Sink::write(&mut sink, &rec).expect("write a 300 kB record");
+    netprobe::output::sink::Sink::write(&mut sink, &rec).expect("write a 300 kB record");
     let got = journal_wait(
         &[
             ns_arg.clone(),

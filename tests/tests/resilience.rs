@@ -212,13 +212,13 @@ fn capabilities_are_dropped_after_attach_and_tracing_goes_on() {
     let mut d = Daemon::json();
     let ready = d.wait_for("ready", Duration::from_secs(1), |v| v["kind"] == "ready");
     eprintln!("{}", ready["message"]);
-    let steady = netprobe::caps::steady_set(true);
+    let steady = netprobe::kernel::caps::steady_set(true);
     // Give the daemon's threads (counters, namespaces) time to start.
     d.collect(Duration::from_secs(2), |_| true);
     let threads = thread_caps(d.pid());
     assert!(threads.len() > 1, "the daemon's threads: {threads:?}");
     for (tid, eff, prm, bnd, inh, nnp) in &threads {
-        let names = |m: u64| netprobe::caps::names(m).join(",");
+        let names = |m: u64| netprobe::kernel::caps::names(m).join(",");
         assert_eq!(
             eff & !steady,
             0,

@@ -22,7 +22,8 @@ use netprobe_tests::{
 fn usage(pid: u32) -> (u64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
-    let (cpu, rss) = netprobe::metrics::usage_of(&stat, &statm).expect("parse /proc/PID/stat");
+    let (cpu, rss) =
+        netprobe::output::metrics::usage_of(&stat, &statm).expect("parse /proc/PID/stat");
     (rss, cpu)
 }
 
@@ -170,7 +171,7 @@ fn soak_a_night_of_mixed_failures() {
     let started = Instant::now();
     eprintln!(
         "soak: from {}, storm minute from {} s, OOM kills from 30 s every 120 s",
-        netprobe::timefmt::rfc3339(netprobe::timefmt::now_unix_ns()),
+        netprobe::pipeline::timefmt::rfc3339(netprobe::pipeline::timefmt::now_unix_ns()),
         secs / 2
     );
     let mut samples: Vec<(u64, u64, f64)> = Vec::new();
@@ -223,7 +224,7 @@ fn soak_a_night_of_mixed_failures() {
         let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
         let statm = std::fs::read_to_string(t.path().join("statm")).unwrap_or_default();
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if let Some((cpu, _)) = netprobe::metrics::usage_of(&stat, &statm) {
+        if let Some((cpu, _)) = netprobe::output::metrics::usage_of(&stat, &statm) {
             alive += cpu;
             threads.insert(
                 format!("{} ({})", comm.trim(), t.file_name().to_string_lossy()),

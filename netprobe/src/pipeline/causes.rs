@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{classify::Mode, packet::Flow, record::Record};
+use crate::{families::classify::Mode, pipeline::packet::Flow, pipeline::record::Record};
 
 /// How long a cause stays a flow's: a connect times out after about two
 /// minutes of retries at the most (tcp_syn_retries 6).
@@ -48,7 +48,7 @@ impl FlowKey {
     /// The flow of a packet, as its record would name it.
     pub fn of_flow(f: &Flow) -> Option<FlowKey> {
         Some(FlowKey::new(
-            crate::packet::proto_name(f.proto),
+            crate::pipeline::packet::proto_name(f.proto),
             (f.saddr.to_string(), f.sport?),
             (f.daddr.to_string(), f.dport?),
         ))
@@ -227,7 +227,7 @@ pub fn unreachable_uncaused(r: &mut Record) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify;
+    use crate::families::classify;
 
     fn rec(kind: &'static str, s: (&str, u16), d: (&str, u16), m: Mode) -> Record {
         let mut r = Record {

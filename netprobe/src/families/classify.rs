@@ -4,7 +4,7 @@
 //! format file; the reason *names* are the kernel's stable vocabulary, and are
 //! what is mapped here, through the catalogue.
 
-use crate::catalogue;
+use crate::families::catalogue;
 
 /// A failure mode and the family it belongs to (design.md's vocabulary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{metrics::Metrics, record::Record};
+use crate::{output::metrics::Metrics, pipeline::record::Record};
 
 pub trait Sink {
     /// A short name for error messages (`stdout`, `journald`, ...).

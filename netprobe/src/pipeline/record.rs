@@ -7,15 +7,15 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    catalogue,
-    classify::{self, Mode},
-    decode::{
+    families::catalogue,
+    families::classify::{self, Mode},
+    kernel::kallsyms::Kallsyms,
+    pipeline::decode::{
         tcp_state_name, Decoded, DropEvent, DropMark, KernelEvent, ListenEvent, ListenStage,
         OomEvent, ResetEvent, Sock, SocketEvent,
     },
-    kallsyms::Kallsyms,
-    packet::{endpoint, proto_name, tcp_flags_name, Flow},
-    timefmt,
+    pipeline::packet::{endpoint, proto_name, tcp_flags_name, Flow},
+    pipeline::timefmt,
 };
 
 /// One output record. Field names are the interface contract: extend, never rename.
@@ -245,8 +245,8 @@ pub fn from_event(d: &Decoded, wall_ns: i128, ksyms: &Kallsyms) -> Record {
             KernelEvent::SocketError(e) | KernelEvent::Retransmit(e) => e.flow.as_ref(),
             _ => None,
         };
-        if let Some((addr, port)) =
-            flow.and_then(|f| crate::service::endpoint(f, crate::service::side(d)))
+        if let Some((addr, port)) = flow
+            .and_then(|f| crate::pipeline::service::endpoint(f, crate::pipeline::service::side(d)))
         {
             r.addr = Some(addr.to_string());
             r.port = Some(port);
@@ -591,7 +591,7 @@ impl OomStall {
         r.first = Some(self.ts.clone());
         r.count = Some(uncaused);
         r.event = Some("oom");
-        crate::counters::add_memory_pressure(&mut r);
+        crate::pipeline::counters::add_memory_pressure(&mut r);
         r.evidence("oom_victim_pid", self.pid);
         r.evidence("stall_evidence", self.evidence.unwrap_or("none"));
         if let Some(c) = self.confined {
@@ -916,7 +916,7 @@ fn reset_record(e: &ResetEvent, sent: bool) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::Reason;
+    use crate::pipeline::decode::Reason;
 
     fn flow() -> Flow {
         Flow {

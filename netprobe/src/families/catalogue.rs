@@ -4,7 +4,7 @@
 //! that raise it. Classification (`classify`), the records' general advice
 //! and `netprobe explain` all read this one table.
 
-use crate::classify::Mode;
+use crate::families::classify::Mode;
 
 /// How bad a mode is for the node's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -499,7 +499,7 @@ fn wrap(text: &str, width: usize, indent: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify;
+    use crate::families::classify;
 
     /// Every mode design.md names, with its family.
     const DESIGN: [(&str, &str); 18] = [

@@ -265,7 +265,7 @@ pub fn stale_timestamp() -> io::Result<StaleTimestamp> {
         _ => return Err(io::Error::other("an IPv6 listener on 127.0.0.1")),
     };
     // A client bound to 127.0.0.2: std cannot bind before connecting.
-    let c = crate::sandbox::tcp_from(Ipv4Addr::new(127, 0, 0, 2), server)?;
+    let c = crate::kernel::sandbox::tcp_from(Ipv4Addr::new(127, 0, 0, 2), server)?;
     let client = match c.local_addr()? {
         std::net::SocketAddr::V4(a) => a,
         _ => return Err(io::Error::other("an IPv6 client")),

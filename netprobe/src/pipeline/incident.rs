@@ -11,9 +11,9 @@ use std::{
 };
 
 use crate::{
-    decode::{Decoded, DropMark, KernelEvent, Sock},
-    packet::Flow,
-    record::Record,
+    pipeline::decode::{Decoded, DropMark, KernelEvent, Sock},
+    pipeline::packet::Flow,
+    pipeline::record::Record,
 };
 
 /// What makes two events "the same": the kind and mode, the protocol, both
@@ -111,13 +111,13 @@ impl RepeatKey {
     /// record shows it, and those never take the shortcut (`offer_keyed`).
     /// `exact_ports` keeps both ports (a port filter looks at either).
     pub fn of(d: &Decoded, exact_ports: bool) -> Option<RepeatKey> {
-        let side = crate::service::side(d);
+        let side = crate::pipeline::service::side(d);
         let flow = |f: &Option<Flow>| {
             f.map(|f| {
                 if exact_ports {
                     f
                 } else {
-                    crate::service::without_client_port(f, side)
+                    crate::pipeline::service::without_client_port(f, side)
                 }
             })
         };
@@ -205,7 +205,7 @@ impl Folder {
         times: u64,
     ) -> Option<u64> {
         let write = self.offer_times(r, now, times);
-        let raw = raw.filter(|_| r.mode != Some(crate::classify::TW_RECYCLE.mode));
+        let raw = raw.filter(|_| r.mode != Some(crate::families::classify::TW_RECYCLE.mode));
         if let (Some(raw), Some(key)) = (raw, Key::of(r)) {
             if self.open.contains_key(&key) && self.shortcuts.len() < 4 * self.max_open {
                 self.shortcuts.insert(raw, key);
@@ -257,7 +257,9 @@ impl Folder {
                 for (k, v) in new {
                     let (old, n) = (first.get(k).and_then(|x| x.as_u64()), v.as_u64());
                     match (old, n) {
-                        (Some(old), Some(n)) if counters && crate::counters::is_delta(k) => {
+                        (Some(old), Some(n))
+                            if counters && crate::pipeline::counters::is_delta(k) =>
+                        {
                             first.insert(k, old.saturating_add(n).into());
                         }
                         (Some(old), Some(n)) if n > old => {
@@ -317,7 +319,9 @@ impl Folder {
 
 fn incident(o: Open) -> Record {
     let f = o.first;
-    let last_ts = o.last_ns.map_or(o.last_ts, crate::timefmt::rfc3339);
+    let last_ts = o
+        .last_ns
+        .map_or(o.last_ts, crate::pipeline::timefmt::rfc3339);
     Record {
         ts: last_ts.clone(),
         kind: "incident",
@@ -340,8 +344,8 @@ fn incident(o: Open) -> Record {
 mod tests {
     use super::*;
     use crate::{
-        classify,
-        decode::{DropEvent, SocketEvent},
+        families::classify,
+        pipeline::decode::{DropEvent, SocketEvent},
     };
 
     fn drop_to(sport: u16, dport: u16, ts: &str) -> Record {
@@ -482,7 +486,10 @@ mod tests {
         // The last was counted, not built: its time is formatted now.
         assert_eq!(
             (done[0].first.as_deref(), done[0].last.as_deref()),
-            (Some("t1"), Some(crate::timefmt::rfc3339(5).as_str()))
+            (
+                Some("t1"),
+                Some(crate::pipeline::timefmt::rfc3339(5).as_str())
+            )
         );
         // The incident closed: its shortcuts went with it.
         assert!(f.repeat(&key(&first).unwrap(), 1, 6).is_none());

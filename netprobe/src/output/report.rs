@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::catalogue;
+use crate::families::catalogue;
 
 /// One mode's events over the period.
 #[derive(Debug, Default)]
@@ -270,7 +270,7 @@ pub fn render(s: &Summary) -> String {
 /// At most `max` bytes of `text` (on a character boundary), control
 /// characters escaped: records come from untrusted names.
 fn shorten(text: &str, max: usize) -> String {
-    let mut s = crate::record::escape_bytes(text.as_bytes());
+    let mut s = crate::pipeline::record::escape_bytes(text.as_bytes());
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {
@@ -330,7 +330,7 @@ pub fn since(arg: &str, now_unix_ns: i128) -> Result<String, String> {
         _ => None,
     };
     if let Some(secs) = secs {
-        return Ok(crate::timefmt::rfc3339(
+        return Ok(crate::pipeline::timefmt::rfc3339(
             now_unix_ns.saturating_sub(i128::from(secs) * 1_000_000_000),
         ));
     }
@@ -349,7 +349,7 @@ pub fn since(arg: &str, now_unix_ns: i128) -> Result<String, String> {
 /// (`journalctl -o json`) when no file is given.
 pub fn run(file: Option<&str>, since_arg: Option<&str>) -> i32 {
     use std::io::{BufRead, BufReader, Read};
-    let since = match since_arg.map(|a| since(a, crate::timefmt::now_unix_ns())) {
+    let since = match since_arg.map(|a| since(a, crate::pipeline::timefmt::now_unix_ns())) {
         Some(Err(why)) => {
             tracing::error!("{why}");
             return 2;
@@ -504,7 +504,7 @@ not json at all
         assert_eq!(since("2026-11-22T02", now).unwrap(), "2026-11-22T02");
         assert_eq!(
             since("2h", now).unwrap(),
-            crate::timefmt::rfc3339(now - 7200 * 1_000_000_000)
+            crate::pipeline::timefmt::rfc3339(now - 7200 * 1_000_000_000)
         );
         assert!(since("yesterday", now).is_err());
         assert!(since("h", now).is_err());

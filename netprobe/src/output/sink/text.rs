@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::Sink;
-use crate::record::Record;
+use crate::pipeline::record::Record;
 
 pub struct Text<W: Write> {
     out: W,

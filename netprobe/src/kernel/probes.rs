@@ -12,10 +12,10 @@ use aya::{
 use netprobe_common::{agg, AggTable, Config, RAW_MAX};
 
 use crate::{
-    btf::Btf,
-    decode::Layouts,
-    kallsyms::Kallsyms,
-    tracefs::{self, Format},
+    kernel::btf::Btf,
+    kernel::kallsyms::Kallsyms,
+    kernel::tracefs::{self, Format},
+    pipeline::decode::Layouts,
 };
 
 /// The eBPF object built by build.rs (empty when built without the toolchain).
@@ -449,7 +449,7 @@ pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) ->
     }
     c.retransmit_len = record_len(&layouts.retransmit);
     // Pointers in the records the programs follow to a namespace.
-    let pointer = |f: &Option<crate::tracefs::Format>, name: &str| {
+    let pointer = |f: &Option<crate::kernel::tracefs::Format>, name: &str| {
         f.as_ref()
             .and_then(|f| f.field(name))
             .filter(|x| x.size == 8)
@@ -893,7 +893,7 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
         .any(|(spec, p)| spec.name == RESET_SENT.name && !p.kprobes.is_empty());
     let mut config = build_config(&tracer.layouts, &offers.btf, reset_kprobes);
     (config.purge_start, config.purge_end) = purge_range(&tracer.layouts, &tracer.ksyms);
-    let agg_config = crate::kagg::build_config(&tracer.layouts);
+    let agg_config = crate::pipeline::kagg::build_config(&tracer.layouts);
     let mut ebpf = match EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .override_global("AGG_CONFIG", &agg_config, true)
@@ -1072,7 +1072,7 @@ fn attach_tracepoint(ebpf: &mut Ebpf, t: &TracepointSpec) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::test_layouts as layouts;
+    use crate::pipeline::decode::test_layouts as layouts;
 
     fn none() -> BtfOffsets {
         BtfOffsets::unavailable("no BTF in this test")
@@ -1139,12 +1139,12 @@ mod tests {
 
     #[test]
     fn skb_offsets_from_real_btf() {
-        let s = SkbOffsets::from_btf(&crate::btf::test_btf_6_18()).unwrap();
+        let s = SkbOffsets::from_btf(&crate::kernel::btf::test_btf_6_18()).unwrap();
         assert_eq!(s.transport_header + 2, s.network_header);
         // 6.18's sk_buff.dev, net_device.nd_net.net, net.ns.inum.
         assert_eq!(s.netns, Some((16, 264, 176)));
-        let state = sk_state_offset(&crate::btf::test_btf_6_18()).unwrap();
-        let sock = SockOffsets::from_btf(&crate::btf::test_btf_6_18()).unwrap();
+        let state = sk_state_offset(&crate::kernel::btf::test_btf_6_18()).unwrap();
+        let sock = SockOffsets::from_btf(&crate::kernel::btf::test_btf_6_18()).unwrap();
         let btf = BtfOffsets {
             skb: Ok(s),
             sk_state: Ok(state),
@@ -1217,7 +1217,7 @@ mod tests {
             btf: BtfOffsets {
                 skb: Ok(skb),
                 sk_state: Ok(18),
-                sock: SockOffsets::from_btf(&crate::btf::test_btf_6_18()),
+                sock: SockOffsets::from_btf(&crate::kernel::btf::test_btf_6_18()),
             },
         }
     }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use super::Sink;
-use crate::record::Record;
+use crate::pipeline::record::Record;
 
 pub const DEFAULT_SOCKET: &str = "/run/systemd/journal/socket";
 

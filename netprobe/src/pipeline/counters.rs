@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::{
-    classify,
-    netns::{DiagSock, Snapshot, TCP_LISTEN, TCP_SYN_RECV},
-    packet::endpoint,
-    record::Record,
+    families::classify,
+    kernel::netns::{DiagSock, Snapshot, TCP_LISTEN, TCP_SYN_RECV},
+    pipeline::packet::endpoint,
+    pipeline::record::Record,
 };
 
 /// How much `name` grew from `prev` to `cur`: 0 when `cur` lacks it or it
@@ -118,7 +118,7 @@ pub struct Sampler {
     oom_kills: Option<u64>,
     prev: BTreeMap<u64, Snapshot>,
     errors_said: std::collections::BTreeSet<u64>,
-    owners: crate::containers::Attributor,
+    owners: crate::kernel::containers::Attributor,
     /// Rounds so far: rules are counted every `RULES_EVERY`th.
     rounds: u64,
     /// Each namespace's rule totals, the last `RULE_SAMPLES` counts.
@@ -178,7 +178,7 @@ pub fn rule_bloat(
 /// The record of a namespace whose rules are bloated.
 pub fn rule_bloat_record(
     netns: u64,
-    counts: &crate::rules::RuleCounts,
+    counts: &crate::kernel::netfilter::RuleCounts,
     why: &'static str,
     peers_median: Option<u64>,
     history: &[u64],
@@ -248,7 +248,10 @@ pub fn rule_bloat_record(
 impl Sampler {
     /// Says which namespaces' rules are bloated, after a round that counted
     /// them (each said once, and again when it grows a tenth more).
-    fn judge_rules(&mut self, counted: &[(u64, crate::rules::RuleCounts)]) -> Vec<Record> {
+    fn judge_rules(
+        &mut self,
+        counted: &[(u64, crate::kernel::netfilter::RuleCounts)],
+    ) -> Vec<Record> {
         let limit = self.rule_limit.load(std::sync::atomic::Ordering::Relaxed);
         let mut totals: Vec<u64> = counted.iter().map(|(_, c)| c.total()).collect();
         totals.sort_unstable();
@@ -295,7 +298,7 @@ impl Sampler {
             oom_kills: None,
             prev: BTreeMap::new(),
             errors_said: Default::default(),
-            owners: crate::containers::Attributor::new(
+            owners: crate::kernel::containers::Attributor::new(
                 std::path::Path::new("/proc"),
                 std::path::Path::new("/var/log/pods"),
             ),
@@ -338,12 +341,12 @@ impl Sampler {
         if kills.is_some() {
             self.oom_kills = kills;
         }
-        let spaces = crate::netns::discover(Path::new("/proc"), Path::new("/run/netns"));
+        let spaces = crate::kernel::netns::discover(Path::new("/proc"), Path::new("/run/netns"));
         // Rules are counted once a minute (Some: whether nftables is there).
         let want_rules = self
             .rounds
             .is_multiple_of(RULES_EVERY)
-            .then(crate::rules::nftables_present);
+            .then(crate::kernel::netfilter::nftables_present);
         self.rounds += 1;
         let mut counted = Vec::new();
         self.prev
@@ -358,7 +361,7 @@ impl Sampler {
             }
             let before = self.prev.get(&ns.inode).map(|s| &s.counters);
             let want = |cur: &BTreeMap<String, u64>| before.is_some_and(|b| moved(b, cur));
-            match crate::netns::sample(ns, &want, want_rules) {
+            match crate::kernel::netns::sample(ns, &want, want_rules) {
                 Ok(mut cur) => {
                     if let Some(rules) = cur.rules.take() {
                         counted.push((ns.inode, rules));
@@ -812,7 +815,7 @@ fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u
     r.message = format!(
         "accept queue full on {place} in netns {netns}: {overflows} overflow(s) counted by the kernel"
     );
-    r.advice = Some(crate::record::accept_queue_advice(
+    r.advice = Some(crate::pipeline::record::accept_queue_advice(
         &full.map_or_else(
             || "that port".to_string(),
             |l| endpoint(l.addr, Some(l.port)),
@@ -888,7 +891,7 @@ mod softnet_tests {
         assert_eq!(rule_bloat(2_500, &flat, Some(2_400), 10_000), None);
         // A short history cannot show growth.
         assert_eq!(rule_bloat(2_500, &rising[3..], Some(2_400), 10_000), None);
-        let counts = crate::rules::RuleCounts {
+        let counts = crate::kernel::netfilter::RuleCounts {
             nft: BTreeMap::from([("inet filter input".to_string(), 20_000)]),
             nft_capped: true,
             legacy: BTreeMap::from([("ip filter".to_string(), 180_004)]),
@@ -980,7 +983,7 @@ mod softnet_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netns::parse_pairs;
+    use crate::kernel::netns::parse_pairs;
 
     fn snap(netstat: &str, sockets: Vec<DiagSock>, syncookies: u64) -> Snapshot {
         Snapshot {
@@ -1158,13 +1161,13 @@ mod tests {
     #[test]
     fn conntrack_counters_name_full_tables_and_insert_races() {
         let prev = Snapshot {
-            counters: crate::netns::parse_conntrack_stat(
+            counters: crate::kernel::netns::parse_conntrack_stat(
                 "entries drop insert_failed early_drop\n00000001 00000000 00000000 00000000\n",
             ),
             ..Snapshot::default()
         };
         let cur = Snapshot {
-            counters: crate::netns::parse_conntrack_stat(
+            counters: crate::kernel::netns::parse_conntrack_stat(
                 "entries drop insert_failed early_drop\n00000004 00000003 00000002 00000000\n",
             ),
             conntrack_count: Some(4),

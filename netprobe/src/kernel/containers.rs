@@ -119,7 +119,7 @@ impl Attributor {
         }
         self.scanned = Some(std::time::Instant::now());
         self.scans += 1;
-        let spaces = crate::netns::discover(&self.proc_root, Path::new("/run/netns"));
+        let spaces = crate::kernel::netns::discover(&self.proc_root, Path::new("/run/netns"));
         // The scan replaces what was known: namespaces that are gone (pods
         // that ended) are forgotten, so the map stays as large as the node.
         self.by_netns.clear();
@@ -153,7 +153,7 @@ impl Attributor {
         let path = self.proc_root.join(pid.to_string()).join("cgroup");
         match std::fs::read_to_string(path)
             .ok()
-            .and_then(|t| crate::procinfo::memory_cgroup(&t))
+            .and_then(|t| crate::kernel::procinfo::memory_cgroup(&t))
         {
             Some(cg) => self.of_cgroup(&cg),
             None => (None, None),

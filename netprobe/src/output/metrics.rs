@@ -24,7 +24,7 @@ use tokio::{
     task::AbortHandle,
 };
 
-use crate::record::Record;
+use crate::pipeline::record::Record;
 
 /// `9464` and `:9464` bind to loopback; `0.0.0.0:9464`, `[::]:9464` or an
 /// address of the node expose the endpoint.

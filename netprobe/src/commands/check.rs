@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::{probes, sys, tracefs};
+use crate::{kernel::probes, kernel::sys, kernel::tracefs};
 
 /// Prints the report to `w`; returns the exit code (non-zero only when
 /// netprobe cannot run at all).
@@ -79,18 +79,20 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
 /// The netfilter rules of each network namespace (the first 64 found),
 /// largest first: where rule bloat would show.
 fn rules(w: &mut dyn Write) -> std::io::Result<()> {
-    let spaces = crate::netns::discover(
+    let spaces = crate::kernel::netns::discover(
         std::path::Path::new("/proc"),
         std::path::Path::new("/run/netns"),
     );
-    let nftables = Some(crate::rules::nftables_present());
-    let mut counted: Vec<(u64, crate::rules::RuleCounts)> = spaces
+    let nftables = Some(crate::kernel::netfilter::nftables_present());
+    let mut counted: Vec<(u64, crate::kernel::netfilter::RuleCounts)> = spaces
         .iter()
         .take(64)
         .filter_map(|ns| {
             Some((
                 ns.inode,
-                crate::netns::sample(ns, &|_| false, nftables).ok()?.rules?,
+                crate::kernel::netns::sample(ns, &|_| false, nftables)
+                    .ok()?
+                    .rules?,
             ))
         })
         .collect();

@@ -15,8 +15,8 @@
 use netprobe_common::{agg, kind, AggConfig, AggTable, Config, Event, AGG_KINDS, RAW_MAX};
 
 use crate::{
-    decode::{Decoded, Layouts},
-    tracefs::Field,
+    kernel::tracefs::Field,
+    pipeline::decode::{Decoded, Layouts},
 };
 
 /// How long a CPU counts repeats of one record before the next repeat is
@@ -219,7 +219,7 @@ impl Credits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{KernelEvent, SocketEvent};
+    use crate::pipeline::decode::{KernelEvent, SocketEvent};
 
     /// Which bytes of `raw` kind `k`'s mask keeps.
     fn kept(c: &AggConfig, k: u32) -> Vec<usize> {
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn keys_from_real_formats() {
-        use crate::decode::test_layouts;
+        use crate::pipeline::decode::test_layouts;
         let c = build_config(&test_layouts("6.18"));
         assert_eq!(c.kinds & 1 << kind::OOM_MARK_VICTIM, 0);
         // kfree_skb: location, protocol, reason; not skbaddr, rx_sk.

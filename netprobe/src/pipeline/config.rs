@@ -21,7 +21,7 @@ use std::{net::IpAddr, path::Path, str::FromStr};
 
 use serde::Deserialize;
 
-use crate::{catalogue, record::Record};
+use crate::{families::catalogue, pipeline::record::Record};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -267,7 +267,7 @@ pub struct Snapshot {
     /// Why the sockets could not be listed (the counters still count).
     pub sockets_error: Option<String>,
     /// Netfilter rule counts, on the rounds that count them.
-    pub rules: Option<crate::rules::RuleCounts>,
+    pub rules: Option<crate::kernel::netfilter::RuleCounts>,
 }
 
 /// Reads `ns` from a thread that enters it (needs CAP_SYS_ADMIN). The
@@ -342,8 +342,13 @@ pub fn read_here(
         conntrack_max: sysctl("netfilter/nf_conntrack_max"),
         sockets,
         sockets_error,
-        rules: want_rules
-            .map(|nftables| crate::rules::count_here(&net, nftables, crate::rules::NFT_COUNT_CAP)),
+        rules: want_rules.map(|nftables| {
+            crate::kernel::netfilter::count_here(
+                &net,
+                nftables,
+                crate::kernel::netfilter::NFT_COUNT_CAP,
+            )
+        }),
     })
 }
 

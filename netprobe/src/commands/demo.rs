@@ -15,11 +15,11 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    catalogue,
-    record::escape_bytes,
-    report,
-    sandbox::{set_int, Netns},
-    sys,
+    families::catalogue,
+    kernel::sandbox::{set_int, Netns},
+    kernel::sys,
+    output::report,
+    pipeline::record::escape_bytes,
 };
 
 /// What a scenario leaves running until netprobe has seen it.
@@ -240,14 +240,14 @@ fn qdisc_overflow() -> std::io::Result<(Target, Keep)> {
 
 fn stale_timestamp() -> std::io::Result<(Target, Keep)> {
     let resident = resident()?;
-    let paws = crate::rawtcp::stale_timestamp()?;
+    let paws = crate::kernel::rawtcp::stale_timestamp()?;
     let mut keep = paws.keep;
     keep.push(Box::new(resident));
     Ok((Target::Port(paws.server.port()), keep))
 }
 
 fn oom_kill() -> std::io::Result<(Target, Keep)> {
-    let cg = crate::sandbox::MemCgroup::new(
+    let cg = crate::kernel::sandbox::MemCgroup::new(
         &format!("netprobe-demo-oom-{}", std::process::id()),
         32 << 20,
     )

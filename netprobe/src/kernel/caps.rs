@@ -25,7 +25,7 @@ pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_RESOURCE: u32 = 24;
 pub const CAP_SYSLOG: u32 = 34;
-pub use crate::sys::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN};
+pub use crate::kernel::sys::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN};
 
 /// Names of the capabilities netprobe deals in, for messages.
 pub fn name(cap: u32) -> String {

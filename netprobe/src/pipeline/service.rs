@@ -10,8 +10,8 @@
 use std::net::IpAddr;
 
 use crate::{
-    decode::{Decoded, KernelEvent},
-    packet::Flow,
+    pipeline::decode::{Decoded, KernelEvent},
+    pipeline::packet::Flow,
 };
 
 /// The end of a flow that is the service.
@@ -85,7 +85,7 @@ pub fn without_client_port(f: Flow, side: Side) -> Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{DropEvent, ResetEvent, SocketEvent};
+    use crate::pipeline::decode::{DropEvent, ResetEvent, SocketEvent};
 
     fn flow(sport: u16, dport: u16, flags: Option<u8>) -> Flow {
         Flow {

@@ -20,19 +20,23 @@ use tokio::{
 use netprobe_common::{LOST_RINGBUF_FULL, SKIPPED_NOT_SPECIFIED, SKIPPED_QUEUE_PURGE};
 
 use crate::{
-    caps, causes, classify,
-    config::{Config, Filter},
-    counters, decode,
-    incident::{Folder, RepeatKey},
-    kagg,
-    kallsyms::Kallsyms,
-    metrics::{self, Metrics},
-    notify::Notifier,
-    probes::{self, Tracer},
-    procinfo,
-    record::{self, Record},
-    sink::{AllSinksFailed, Output, OutputKind},
-    sys, timefmt,
+    families::classify,
+    kernel::caps,
+    kernel::kallsyms::Kallsyms,
+    kernel::probes::{self, Tracer},
+    kernel::procinfo,
+    kernel::sys,
+    output::metrics::{self, Metrics},
+    output::notify::Notifier,
+    output::sink::{AllSinksFailed, Output, OutputKind},
+    pipeline::causes,
+    pipeline::config::{Config, Filter},
+    pipeline::counters,
+    pipeline::decode,
+    pipeline::incident::{Folder, RepeatKey},
+    pipeline::kagg,
+    pipeline::record::{self, Record},
+    pipeline::timefmt,
 };
 
 pub struct RunOptions {
@@ -144,7 +148,7 @@ async fn daemon(
     let mut signals = Signals::new(out)?;
     let notifier = Notifier::from_env();
 
-    crate::sys::fix_malloc_thresholds();
+    crate::kernel::sys::fix_malloc_thresholds();
     let mut tracer = probes::start_with(opts.ring_buffer);
     let ksyms = std::mem::take(&mut tracer.ksyms);
     for s in &tracer.statuses {
@@ -213,7 +217,7 @@ async fn daemon(
             .push_str(&format!("; config: {}", config.describe()));
     }
     out.write(&ready)?;
-    crate::sys::trim_heap();
+    crate::kernel::sys::trim_heap();
     let _ = notifier.send(&format!(
         "READY=1\nSTATUS=tracing: {attached} probes attached"
     ));
@@ -234,7 +238,7 @@ async fn daemon(
             stall: None,
             retransmits: 0,
             last_summary: Instant::now(),
-            owners: crate::containers::Attributor::new(
+            owners: crate::kernel::containers::Attributor::new(
                 Path::new("/proc"),
                 Path::new("/var/log/pods"),
             ),
@@ -536,7 +540,7 @@ struct Symptoms {
     retransmits: u64,
     last_summary: Instant,
     /// Which container and pod a victim's cgroup is.
-    owners: crate::containers::Attributor,
+    owners: crate::kernel::containers::Attributor,
     /// Timestamp clocks per source address among PAWS rejections.
     clocks: record::NatClocks,
     /// The memory cgroups' OOM kill counts: the victim's cgroup when /proc
@@ -925,7 +929,7 @@ fn final_summary(metrics: &Metrics, ran: Duration) -> Record {
     );
     r.count = Some(total);
     for (m, n) in &by_mode {
-        if let Some(e) = crate::catalogue::by_mode(m) {
+        if let Some(e) = crate::families::catalogue::by_mode(m) {
             r.evidence(e.mode.mode, *n);
         }
     }

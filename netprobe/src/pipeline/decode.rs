@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use netprobe_common::{kind, pkt, Event, SockInfo, LISTEN_AT_SYN};
 
 use crate::{
-    packet::{self, Flow, IPPROTO_TCP},
-    tracefs::{Field, Format},
+    kernel::tracefs::{Field, Format},
+    pipeline::packet::{self, Flow, IPPROTO_TCP},
 };
 
 /// The formats of the tracepoints the programs copy, as found at start.
@@ -524,7 +524,7 @@ pub fn tcp_state_name(state: i64) -> Option<&'static str> {
 /// The layouts of a kernel kept under `testdata/kernels/<kernel>/`.
 #[cfg(test)]
 pub(crate) fn test_layouts(kernel: &str) -> Layouts {
-    use crate::tracefs::read_format;
+    use crate::kernel::tracefs::read_format;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata/kernels")
         .join(kernel);
