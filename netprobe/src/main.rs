@@ -103,7 +103,7 @@ fn main() {
         Command::Report { file, since } => {
             netprobe::output::report::run(file.as_deref(), since.as_deref())
         }
-        Command::Explain { what } => match netprobe::families::catalogue::explain(&what) {
+        Command::Explain { what } => match netprobe::commands::explain::explain(&what) {
             Ok(text) => netprobe::print_out(&text),
             Err(why) => {
                 tracing::error!("{why}");

@@ -1,4 +1,103 @@
-//! The failure families: modes, their classification and catalogue.
+//! The failure families. Each module holds one family's modes and their
+//! catalogue entries, and how its records are classified; `FAMILIES` is the
+//! one registry. The first six are named like their kernel programs in
+//! netprobe-ebpf/src; the last four are derived from counters alone.
 
+pub mod buffers;
 pub mod catalogue;
-pub mod classify;
+pub mod conntrack;
+pub mod drop;
+pub mod listen;
+pub mod oom;
+pub mod paws;
+pub mod reset;
+pub mod rules;
+pub mod softnet;
+pub mod symptoms;
+
+use catalogue::{Entry, Severity};
+
+/// A failure mode and the family it belongs to (design.md's vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    pub family: &'static str,
+    pub mode: &'static str,
+}
+
+pub(crate) const fn m(family: &'static str, mode: &'static str) -> Mode {
+    Mode { family, mode }
+}
+
+/// What no family claims.
+pub const OTHER: Mode = m("other", "other");
+
+/// The catalogue entry of `other`.
+pub const OTHER_ENTRIES: &[Entry] = &[
+    Entry {
+        mode: OTHER,
+        severity: Severity::Notice,
+        title: "other drop",
+        meaning: "A drop whose reason or location netprobe does not map to a failure mode; the \
+                  kernel's own reason name is kept in the record.",
+        detection: "Every kfree_skb drop above NOT_SPECIFIED, except QUEUE_PURGE (the queues a destroyed socket still held: the last FIN of every closed connection); before drop reasons (5.17), every kfree_skb except those inside sk_stream_kill_queues (the same purge, known by its addresses in kallsyms).",
+        advice: "Look the reason up in the kernel's include/net/dropreason-core.h.",
+        reasons: &[],
+        locations: &[],
+        counters: &[],
+    },
+];
+
+/// One failure family.
+pub struct Family {
+    pub name: &'static str,
+    /// The catalogue entries of its modes.
+    pub entries: &'static [Entry],
+}
+
+/// Every family: adding one is a module here and a line in this list.
+pub const FAMILIES: &[Family] = &[
+    Family {
+        name: "drop",
+        entries: drop::ENTRIES,
+    },
+    Family {
+        name: "reset",
+        entries: reset::ENTRIES,
+    },
+    Family {
+        name: "listen",
+        entries: listen::ENTRIES,
+    },
+    Family {
+        name: "oom",
+        entries: oom::ENTRIES,
+    },
+    Family {
+        name: "symptoms",
+        entries: symptoms::ENTRIES,
+    },
+    Family {
+        name: "conntrack",
+        entries: conntrack::ENTRIES,
+    },
+    Family {
+        name: "paws",
+        entries: paws::ENTRIES,
+    },
+    Family {
+        name: "buffers",
+        entries: buffers::ENTRIES,
+    },
+    Family {
+        name: "softnet",
+        entries: softnet::ENTRIES,
+    },
+    Family {
+        name: "rules",
+        entries: rules::ENTRIES,
+    },
+    Family {
+        name: "other",
+        entries: OTHER_ENTRIES,
+    },
+];

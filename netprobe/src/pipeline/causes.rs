@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{families::classify::Mode, pipeline::packet::Flow, pipeline::record::Record};
+use crate::{families::Mode, pipeline::packet::Flow, pipeline::record::Record};
 
 /// How long a cause stays a flow's: a connect times out after about two
 /// minutes of retries at the most (tcp_syn_retries 6).
@@ -227,7 +227,7 @@ pub fn unreachable_uncaused(r: &mut Record) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::families::classify;
+    use crate::families;
 
     fn rec(kind: &'static str, s: (&str, u16), d: (&str, u16), m: Mode) -> Record {
         let mut r = Record {
@@ -251,7 +251,7 @@ mod tests {
             "drop",
             ("127.0.0.2", 40000),
             ("127.0.0.1", 9000),
-            classify::NETFILTER_DROP,
+            families::drop::NETFILTER_DROP,
         );
         c.note(&syn, 3, t0);
         // The client's socket error, from its own side.
@@ -259,18 +259,18 @@ mod tests {
             "socket_error",
             ("127.0.0.2", 40000),
             ("127.0.0.1", 9000),
-            classify::OTHER,
+            families::OTHER,
         );
         let found = c.of(&err, t0 + Duration::from_secs(10)).unwrap();
         assert_eq!(
             (found.mode, found.kind, found.count),
-            (classify::NETFILTER_DROP, "drop", 3)
+            (families::drop::NETFILTER_DROP, "drop", 3)
         );
         let reverse = rec(
             "retransmit",
             ("127.0.0.1", 9000),
             ("127.0.0.2", 40000),
-            classify::OTHER,
+            families::OTHER,
         );
         assert!(c.of(&reverse, t0).is_some());
         // Another client port is another flow.
@@ -278,7 +278,7 @@ mod tests {
             "socket_error",
             ("127.0.0.2", 40001),
             ("127.0.0.1", 9000),
-            classify::OTHER,
+            families::OTHER,
         );
         assert!(c.of(&other, t0).is_none());
         // Too late.
@@ -292,18 +292,30 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Causes::default();
         let f = (("10.0.0.1", 1), ("10.0.0.2", 2));
-        c.note(&rec("drop", f.0, f.1, classify::OTHER), 1, t0);
-        c.note(&rec("socket_error", f.0, f.1, classify::NO_LISTENER), 1, t0);
+        c.note(&rec("drop", f.0, f.1, families::OTHER), 1, t0);
+        c.note(
+            &rec("socket_error", f.0, f.1, families::reset::NO_LISTENER),
+            1,
+            t0,
+        );
         assert!(c
-            .of(&rec("retransmit", f.0, f.1, classify::OTHER), t0)
+            .of(&rec("retransmit", f.0, f.1, families::OTHER), t0)
             .is_none());
         // A later cause of another mode replaces the first.
-        c.note(&rec("drop", f.0, f.1, classify::NETFILTER_DROP), 1, t0);
-        c.note(&rec("reset_sent", f.0, f.1, classify::NO_LISTENER), 2, t0);
+        c.note(
+            &rec("drop", f.0, f.1, families::drop::NETFILTER_DROP),
+            1,
+            t0,
+        );
+        c.note(
+            &rec("reset_sent", f.0, f.1, families::reset::NO_LISTENER),
+            2,
+            t0,
+        );
         let found = c
-            .of(&rec("retransmit", f.0, f.1, classify::OTHER), t0)
+            .of(&rec("retransmit", f.0, f.1, families::OTHER), t0)
             .unwrap();
-        assert_eq!((found.mode, found.count), (classify::NO_LISTENER, 2));
+        assert_eq!((found.mode, found.count), (families::reset::NO_LISTENER, 2));
     }
 
     #[test]
@@ -318,11 +330,11 @@ mod tests {
             last: t0,
         };
         // A timeout after a rule's drops is the rule's.
-        let mut timeout = rec("socket_error", f.0, f.1, classify::OTHER);
+        let mut timeout = rec("socket_error", f.0, f.1, families::OTHER);
         timeout.message = "socket error ETIMEDOUT".into();
         attribute(
             &mut timeout,
-            &cause(classify::NETFILTER_DROP, Some("NETFILTER_DROP")),
+            &cause(families::drop::NETFILTER_DROP, Some("NETFILTER_DROP")),
         );
         assert_eq!(timeout.mode, Some("netfilter_drop"));
         assert_eq!(timeout.family, Some("netfilter"));
@@ -334,21 +346,21 @@ mod tests {
         assert_eq!(e["cause"], "netfilter_drop");
         assert_eq!(e["cause_reason"], "NETFILTER_DROP");
         // An unreachable host keeps its mode and says why.
-        let mut unreach = rec("socket_error", f.0, f.1, classify::UNREACHABLE);
-        attribute(&mut unreach, &cause(classify::NETFILTER_DROP, None));
+        let mut unreach = rec("socket_error", f.0, f.1, families::symptoms::UNREACHABLE);
+        attribute(&mut unreach, &cause(families::drop::NETFILTER_DROP, None));
         assert_eq!(unreach.mode, Some("unreachable"));
         assert!(unreach.message.ends_with(
             ": a netfilter rule rejected its packets (REJECT with an ICMP unreachable, or DROP)"
         ));
-        let mut neigh = rec("socket_error", f.0, f.1, classify::UNREACHABLE);
+        let mut neigh = rec("socket_error", f.0, f.1, families::symptoms::UNREACHABLE);
         attribute(
             &mut neigh,
-            &cause(classify::UNREACHABLE, Some("NEIGH_FAILED")),
+            &cause(families::symptoms::UNREACHABLE, Some("NEIGH_FAILED")),
         );
         assert!(neigh
             .message
             .ends_with(": the neighbour never answered (NEIGH_FAILED)"));
-        let mut alone = rec("socket_error", f.0, f.1, classify::UNREACHABLE);
+        let mut alone = rec("socket_error", f.0, f.1, families::symptoms::UNREACHABLE);
         unreachable_uncaused(&mut alone);
         assert_eq!(alone.evidence.unwrap()["cause"], "none_seen");
     }
@@ -357,17 +369,17 @@ mod tests {
     fn a_record_without_a_namespace_takes_its_flows() {
         let mut c = Causes::default();
         let f = (("10.0.0.1", 40000), ("10.0.0.2", 80));
-        let mut rst = rec("reset_received", f.1, f.0, classify::NO_LISTENER);
+        let mut rst = rec("reset_received", f.1, f.0, families::reset::NO_LISTENER);
         rst.netns = Some(4026532177);
         c.netns(&mut rst);
-        let mut err = rec("socket_error", f.0, f.1, classify::NO_LISTENER);
+        let mut err = rec("socket_error", f.0, f.1, families::reset::NO_LISTENER);
         c.netns(&mut err);
         assert_eq!(err.netns, Some(4026532177));
         let mut other = rec(
             "socket_error",
             ("10.0.0.1", 40001),
             f.1,
-            classify::NO_LISTENER,
+            families::reset::NO_LISTENER,
         );
         c.netns(&mut other);
         assert_eq!(other.netns, None);
@@ -383,7 +395,7 @@ mod tests {
                     "drop",
                     ("10.0.0.1", port),
                     ("10.0.0.2", 80),
-                    classify::NETFILTER_DROP,
+                    families::drop::NETFILTER_DROP,
                 ),
                 1,
                 t0,
@@ -394,14 +406,14 @@ mod tests {
             "retransmit",
             ("10.0.0.1", 0),
             ("10.0.0.2", 80),
-            classify::OTHER,
+            families::OTHER,
         );
         assert!(c.of(&first, t0).is_none());
         let last = rec(
             "retransmit",
             ("10.0.0.1", MAX_FLOWS as u16 + 9),
             ("10.0.0.2", 80),
-            classify::OTHER,
+            families::OTHER,
         );
         assert!(c.of(&last, t0).is_some());
     }

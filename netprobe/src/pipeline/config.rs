@@ -113,7 +113,7 @@ impl Config {
         }
         for m in c.filter.modes.iter().chain(&c.filter.exclude_modes) {
             if catalogue::by_mode(m).is_none() {
-                let known: Vec<&str> = catalogue::ENTRIES.iter().map(|e| e.mode.mode).collect();
+                let known: Vec<&str> = catalogue::entries().map(|e| e.mode.mode).collect();
                 return Err(format!(
                     "filter: unknown mode `{}` (modes: {})",
                     m.escape_debug(),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::{
-    families::classify,
+    families,
     kernel::netns::{DiagSock, Snapshot, TCP_LISTEN, TCP_SYN_RECV},
     pipeline::packet::endpoint,
     pipeline::record::Record,
@@ -46,7 +46,7 @@ fn listener_of(socks: &[DiagSock], addr: std::net::IpAddr, port: u16) -> Option<
 }
 
 /// A record raised by counters (`evidence.source = "counters"`).
-fn counter_record(kind: &'static str, netns: u64, mode: classify::Mode) -> Record {
+fn counter_record(kind: &'static str, netns: u64, mode: families::Mode) -> Record {
     let mut r = Record {
         kind,
         netns: Some(netns),
@@ -184,7 +184,7 @@ pub fn rule_bloat_record(
     history: &[u64],
     limit: u64,
 ) -> Record {
-    let mut r = counter_record("rule_count", netns, classify::NETFILTER_RULE_BLOAT);
+    let mut r = counter_record("rule_count", netns, families::rules::NETFILTER_RULE_BLOAT);
     let total = counts.total();
     let nft: u64 = counts.nft.values().sum();
     let legacy: u64 = counts.legacy.values().sum();
@@ -504,7 +504,11 @@ fn conntrack_figures(r: &mut Record, prev: &Snapshot, cur: &Snapshot) {
 /// Packets conntrack dropped because no entry could be made: the table was
 /// at nf_conntrack_max and early drop found nothing to evict.
 fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, dropped: u64) -> Record {
-    let mut r = counter_record("conntrack", netns, classify::CONNTRACK_TABLE_FULL);
+    let mut r = counter_record(
+        "conntrack",
+        netns,
+        families::conntrack::CONNTRACK_TABLE_FULL,
+    );
     evidence(&mut r, &[("drop", dropped.into())]);
     conntrack_figures(&mut r, prev, cur);
     let fill = match (cur.conntrack_count, cur.conntrack_max) {
@@ -520,7 +524,11 @@ fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, dropped: u
 /// Packets dropped because their new entry could not be inserted: two
 /// packets of one flow raced (the UDP/DNS SNAT race) or the chain was too long.
 fn conntrack_insert_record(netns: u64, prev: &Snapshot, cur: &Snapshot, failed: u64) -> Record {
-    let mut r = counter_record("conntrack", netns, classify::CONNTRACK_INSERT_FAILED);
+    let mut r = counter_record(
+        "conntrack",
+        netns,
+        families::conntrack::CONNTRACK_INSERT_FAILED,
+    );
     evidence(&mut r, &[("insert_failed", failed.into())]);
     conntrack_figures(&mut r, prev, cur);
     let why = if delta(prev, cur, "Conntrack.chainlength") > 0 {
@@ -558,7 +566,7 @@ pub fn cpu_backlog_record(dropped: u64, max_backlog: Option<u64>) -> Record {
         kind: "drop",
         ..Record::default()
     };
-    r.set_mode(classify::CPU_BACKLOG_FULL);
+    r.set_mode(families::softnet::CPU_BACKLOG_FULL);
     evidence(
         &mut r,
         &[("source", "counters".into()), ("dropped", dropped.into())],
@@ -617,7 +625,7 @@ pub fn oom_kill_record(kills: u64) -> Record {
         ..Record::default()
     };
     // Counters alone cannot tell whether the kill stalled the node.
-    r.set_mode(classify::OOM_KILL);
+    r.set_mode(families::oom::OOM_KILL);
     evidence(
         &mut r,
         &[("source", "counters".into()), ("oom_kill", kills.into())],
@@ -645,9 +653,9 @@ const BUFFERS: [(&str, &str); 5] = [
 fn buffer_record(netns: u64, moved: &[(&'static str, u64)]) -> Record {
     let backlog_only = moved.iter().all(|(n, _)| *n == "TCPBacklogDrop");
     let mode = if backlog_only {
-        classify::BACKLOG_FULL
+        families::buffers::BACKLOG_FULL
     } else {
-        classify::RCVBUF_FULL
+        families::buffers::RCVBUF_FULL
     };
     let mut r = counter_record("drop", netns, mode);
     for &(name, d) in moved {
@@ -677,7 +685,7 @@ fn paws_record(
     cur: &Snapshot,
     moved: &[(&'static str, u64)],
 ) -> Record {
-    let mut r = counter_record("drop", netns, classify::TW_RECYCLE);
+    let mut r = counter_record("drop", netns, families::paws::TW_RECYCLE);
     for &(name, d) in moved {
         evidence(&mut r, &[(name, d.into())]);
     }
@@ -724,7 +732,7 @@ fn paws_record(
 }
 
 fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) -> Record {
-    let mut r = counter_record("syn_queue_full", netns, classify::SYN_QUEUE_FULL);
+    let mut r = counter_record("syn_queue_full", netns, families::listen::SYN_QUEUE_FULL);
     // The listener with the longest SYN queue, relative to its backlog.
     let queues = syn_queues(&cur.sockets);
     let worst = queues
@@ -774,7 +782,11 @@ fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) -> R
 }
 
 fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u64) -> Record {
-    let mut r = counter_record("listen_overflow", netns, classify::ACCEPT_QUEUE_FULL);
+    let mut r = counter_record(
+        "listen_overflow",
+        netns,
+        families::listen::ACCEPT_QUEUE_FULL,
+    );
     let drops = delta(prev, cur, "TcpExt.ListenDrops");
     evidence(
         &mut r,

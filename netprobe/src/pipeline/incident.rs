@@ -205,7 +205,7 @@ impl Folder {
         times: u64,
     ) -> Option<u64> {
         let write = self.offer_times(r, now, times);
-        let raw = raw.filter(|_| r.mode != Some(crate::families::classify::TW_RECYCLE.mode));
+        let raw = raw.filter(|_| r.mode != Some(crate::families::paws::TW_RECYCLE.mode));
         if let (Some(raw), Some(key)) = (raw, Key::of(r)) {
             if self.open.contains_key(&key) && self.shortcuts.len() < 4 * self.max_open {
                 self.shortcuts.insert(raw, key);
@@ -344,7 +344,7 @@ fn incident(o: Open) -> Record {
 mod tests {
     use super::*;
     use crate::{
-        families::classify,
+        families,
         pipeline::decode::{DropEvent, SocketEvent},
     };
 
@@ -360,7 +360,7 @@ mod tests {
             dport: Some(dport),
             ..Record::default()
         };
-        r.set_mode(classify::RCVBUF_FULL);
+        r.set_mode(families::buffers::RCVBUF_FULL);
         r
     }
 
@@ -508,7 +508,7 @@ mod tests {
         paws.tcp_ts = Some((1, 2));
         let paws_key = RepeatKey::of(&decoded(&paws, None), false);
         let mut rejected = drop_to(40000, 80, "t10");
-        rejected.set_mode(classify::TW_RECYCLE);
+        rejected.set_mode(families::paws::TW_RECYCLE);
         assert!(f
             .offer_keyed(paws_key.clone(), &rejected, later, 1)
             .is_some());
@@ -539,7 +539,7 @@ mod tests {
                 netns: Some(7),
                 ..Record::default()
             };
-            r.set_mode(classify::ACCEPT_QUEUE_FULL);
+            r.set_mode(families::listen::ACCEPT_QUEUE_FULL);
             r.evidence("source", "counters");
             r.evidence("ListenOverflows", overflows);
             r.evidence("accept_queue", queue);

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     families::catalogue,
-    families::classify::{self, Mode},
+    families::{self, Mode},
     kernel::kallsyms::Kallsyms,
     pipeline::decode::{
         tcp_state_name, Decoded, DropEvent, DropMark, KernelEvent, ListenEvent, ListenStage,
@@ -310,9 +310,9 @@ fn symptom_record(e: &SocketEvent, retransmit: bool) -> Record {
         ..Record::default()
     };
     r.set_mode(if retransmit {
-        classify::OTHER
+        families::OTHER
     } else {
-        classify::socket_error(e.errno.unwrap_or(0).abs())
+        families::symptoms::socket_error(e.errno.unwrap_or(0).abs())
     });
     if let Some(f) = &e.flow {
         r.set_flow(f);
@@ -350,7 +350,7 @@ pub const OOM_WINDOW_SECS: u64 = 60;
 /// stall (design.md's `oom_stall`), with the evidence that the node
 /// stalled (`global_kill`, `symptom_rate`).
 pub fn attribute_to_oom(r: &mut Record, pid: u32, secs: u64, evidence: &'static str) {
-    r.set_mode(classify::OOM_STALL);
+    r.set_mode(families::oom::OOM_STALL);
     r.evidence("oom_victim_pid", pid);
     r.evidence("seconds_after_oom", secs);
     r.evidence("stall_evidence", evidence);
@@ -579,9 +579,9 @@ impl OomStall {
             },
         );
         r.set_mode(if self.evidence.is_some() {
-            classify::OOM_STALL
+            families::oom::OOM_STALL
         } else {
-            classify::OOM_KILL
+            families::oom::OOM_KILL
         });
         r.pid = Some(self.pid);
         r.comm.clone_from(&self.comm);
@@ -619,7 +619,7 @@ pub fn retransmit_summary(count: u64, secs: u64) -> Record {
             "{count} TCP retransmission(s) in the last {secs} s, none in an OOM window (the kernel counts them all in Tcp RetransSegs)"
         ),
     );
-    r.set_mode(classify::OTHER);
+    r.set_mode(families::OTHER);
     r.count = Some(count);
     r
 }
@@ -658,7 +658,7 @@ fn listen_record(e: &ListenEvent) -> Record {
         kind: "listen_overflow",
         ..Record::default()
     };
-    r.set_mode(classify::ACCEPT_QUEUE_FULL);
+    r.set_mode(families::listen::ACCEPT_QUEUE_FULL);
     r.set_sock(&e.sock);
     r.state = tcp_state_name(e.sock.state).map(str::to_string);
     if let Some(f) = &e.flow {
@@ -696,7 +696,7 @@ fn oom_record(e: &OomEvent) -> Record {
         kind: "oom",
         ..Record::default()
     };
-    r.set_mode(classify::OOM_STALL);
+    r.set_mode(families::oom::OOM_STALL);
     r.pid = Some(e.pid);
     r.comm = e.comm.as_deref().map(escape_bytes);
     for (name, v) in [
@@ -746,12 +746,14 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
     let location = ksyms.lookup(e.location);
     let mode = match (e.mark, &e.reason, location) {
         // Conntrack's own verdict beats the generic NETFILTER_DROP reason.
-        (Some(DropMark::ConntrackFull), _, _) => classify::CONNTRACK_TABLE_FULL,
-        (Some(DropMark::ConntrackInsertFailed), _, _) => classify::CONNTRACK_INSERT_FAILED,
-        (_, Some(reason), _) => classify::drop_reason(&reason.label()),
-        (Some(DropMark::NoSocketRst), None, _) => classify::NO_LISTENER,
-        (None, None, Some((func, _))) => classify::drop_location(func),
-        (None, None, None) => classify::OTHER,
+        (Some(DropMark::ConntrackFull), _, _) => families::conntrack::CONNTRACK_TABLE_FULL,
+        (Some(DropMark::ConntrackInsertFailed), _, _) => {
+            families::conntrack::CONNTRACK_INSERT_FAILED
+        }
+        (_, Some(reason), _) => families::drop::drop_reason(&reason.label()),
+        (Some(DropMark::NoSocketRst), None, _) => families::reset::NO_LISTENER,
+        (None, None, Some((func, _))) => families::drop::drop_location(func),
+        (None, None, None) => families::OTHER,
     };
     let mut r = Record {
         kind: "drop",
@@ -770,11 +772,11 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
     if let Some(s) = &e.sock {
         r.set_sock(s);
         match mode {
-            classify::ACCEPT_QUEUE_FULL => {
+            families::listen::ACCEPT_QUEUE_FULL => {
                 r.evidence("accept_queue", s.accept_queue);
                 r.evidence("accept_queue_max", s.accept_queue_max);
             }
-            classify::RCVBUF_FULL | classify::BACKLOG_FULL => {
+            families::buffers::RCVBUF_FULL | families::buffers::BACKLOG_FULL => {
                 r.evidence("rmem_alloc", s.rmem_alloc);
                 r.evidence("rcvbuf", s.rcvbuf);
             }
@@ -871,9 +873,9 @@ fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
 fn reset_record(e: &ResetEvent, sent: bool) -> Record {
     let reason = e.reason.as_ref().map(|x| x.label());
     let mode = if sent {
-        classify::reset_sent(reason.as_deref(), e.no_socket)
+        families::reset::reset_sent(reason.as_deref(), e.no_socket)
     } else {
-        classify::reset_received(e.state)
+        families::reset::reset_received(e.state)
     };
     let kind = if sent { "reset_sent" } else { "reset_received" };
     let mut r = Record {
@@ -898,14 +900,14 @@ fn reset_record(e: &ResetEvent, sent: bool) -> Record {
     };
     // In both directions the RST comes from the closed side to the client.
     let closed = e.flow.as_ref().map(|f| endpoint(f.saddr, f.sport));
-    r.message = match (sent, mode == classify::NO_LISTENER, &closed) {
+    r.message = match (sent, mode == families::reset::NO_LISTENER, &closed) {
         (true, _, _) => format!("RST sent {flow}{because}"),
         (false, true, Some(closed)) => format!(
             "RST received {flow} in answer to our SYN: connection refused, nothing listens on {closed}"
         ),
         (false, _, _) => format!("RST received {flow}: the peer reset the connection"),
     };
-    if let (true, Some(closed)) = (mode == classify::NO_LISTENER, &closed) {
+    if let (true, Some(closed)) = (mode == families::reset::NO_LISTENER, &closed) {
         r.advice = Some(format!(
             "Nothing listens on {closed}: check that the service behind this port is running."
         ));
@@ -1054,7 +1056,7 @@ mod tests {
             tcp_flags: Some("SYN".into()),
             ..Record::default()
         };
-        r.set_mode(classify::TW_RECYCLE);
+        r.set_mode(families::paws::TW_RECYCLE);
         r.evidence("tsval", 77_777_777);
         c.annotate(&mut r, now + 3_000);
         assert_eq!(r.evidence.as_ref().unwrap()["timestamp_clocks"], 4);

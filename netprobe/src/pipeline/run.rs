@@ -20,7 +20,7 @@ use tokio::{
 use netprobe_common::{LOST_RINGBUF_FULL, SKIPPED_NOT_SPECIFIED, SKIPPED_QUEUE_PURGE};
 
 use crate::{
-    families::classify,
+    families,
     kernel::caps,
     kernel::kallsyms::Kallsyms,
     kernel::probes::{self, Tracer},
@@ -804,7 +804,7 @@ fn handle(
                         .push_str(&format!(": {}", record::stall_evidence_text(e)));
                 }
                 None => {
-                    rec.set_mode(classify::OOM_KILL);
+                    rec.set_mode(families::oom::OOM_KILL);
                     if let Some(c) = facts.confined {
                         rec.evidence("confined_to_cgroup", c);
                     }

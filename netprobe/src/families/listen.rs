@@ -1,0 +1,51 @@
+//! Listen queues: the accept-queue and SYN-queue overflow kprobes
+//! (netprobe-ebpf/src/listen.rs), and the ListenOverflows/ListenDrops and
+//! SYN-queue counters with the listeners' figures from sock_diag.
+
+use super::{
+    catalogue::{Entry, Severity},
+    m, Mode,
+};
+
+pub const ACCEPT_QUEUE_FULL: Mode = m("queue_full", "accept_queue_full");
+pub const SYN_QUEUE_FULL: Mode = m("queue_full", "syn_queue_full");
+
+/// The catalogue entries of this family's modes.
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        mode: ACCEPT_QUEUE_FULL,
+        severity: Severity::Warning,
+        title: "accept queue full",
+        meaning: "A listening socket's accept queue (connections the kernel completed, waiting \
+                  for accept()) was full, so the kernel dropped the SYN or the handshake's last \
+                  ACK. Clients retry and see slow or failed connects. The application accepts \
+                  too slowly, or its listen() backlog is too small.",
+        detection: "Kprobes on tcp_conn_request and tcp_v4/v6_syn_recv_sock test the kernel's own \
+                    condition and read the listener's queue; drop reason TCP_LISTEN_OVERFLOW \
+                    (2025 kernels); the ListenOverflows and ListenDrops counters, with the \
+                    listener found through sock_diag (what `ss -lnt` shows).",
+        advice: "Make the application accept faster (more acceptor threads, no blocking work in \
+                 the accept loop), and raise its listen() backlog together with \
+                 net.core.somaxconn, which caps it.",
+        reasons: &["TCP_LISTEN_OVERFLOW"],
+        locations: &[],
+        counters: &["ListenOverflows", "ListenDrops"],
+    },
+    Entry {
+        mode: SYN_QUEUE_FULL,
+        severity: Severity::Warning,
+        title: "SYN queue full",
+        meaning: "A listener's SYN queue (half-open connections) was full: new SYNs were dropped, \
+                  or answered with SYN cookies when net.ipv4.tcp_syncookies allows.",
+        detection: "The TCPReqQFullDrop and TCPReqQFullDoCookies counters of each namespace, with \
+                    the listener holding the longest SYN queue found through sock_diag; no \
+                    tracepoint shows it.",
+        advice: "Handshakes are not completing fast enough: a SYN flood, or clients that never \
+                 send the final ACK. Raise the listen() backlog and net.ipv4.tcp_max_syn_backlog, \
+                 and keep net.ipv4.tcp_syncookies=1 so a full SYN queue answers with cookies \
+                 instead of dropping.",
+        reasons: &[],
+        locations: &[],
+        counters: &["TCPReqQFullDrop", "TCPReqQFullDoCookies"],
+    },
+];

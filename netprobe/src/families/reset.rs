@@ -1,0 +1,85 @@
+//! Resets: `tcp:tcp_send_reset`, the `tcp_v{4,6}_send_reset` kprobes and
+//! `tcp:tcp_receive_reset` (netprobe-ebpf/src/reset.rs).
+
+use super::{
+    catalogue::{Entry, Severity},
+    m, Mode,
+};
+
+pub const NO_LISTENER: Mode = m("reset", "no_listener");
+pub const RESET_OTHER: Mode = m("reset", "reset_other");
+
+/// TCP_SYN_SENT in include/net/tcp_states.h (stable ABI).
+pub const TCP_SYN_SENT: i64 = 2;
+
+/// The mode of a RST this host sent, from its reason (6.10+) where known,
+/// or from the reset kprobe having seen no socket (before 6.10).
+pub fn reset_sent(reason: Option<&str>, no_socket: bool) -> Mode {
+    match reason {
+        Some("NO_SOCKET") => NO_LISTENER,
+        None if no_socket => NO_LISTENER,
+        Some("TCP_RFC7323_PAWS") => super::paws::TW_RECYCLE,
+        _ => RESET_OTHER,
+    }
+}
+
+/// The mode of a RST this host received: in answer to its own SYN, the peer
+/// had nothing listening (the client's view of a closed port).
+pub fn reset_received(state: Option<i64>) -> Mode {
+    match state {
+        Some(TCP_SYN_SENT) => NO_LISTENER,
+        _ => RESET_OTHER,
+    }
+}
+
+/// The catalogue entries of this family's modes.
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        mode: NO_LISTENER,
+        severity: Severity::Warning,
+        title: "nothing listens on the port",
+        meaning: "A segment reached a port where no socket listens: the kernel dropped it and \
+                  answered with a RST, and the client sees \"connection refused\".",
+        detection: "Drop reason NO_SOCKET and reset reason NO_SOCKET (6.10+); the reset kprobes' \
+                    \"no socket\" before that; a RST received in SYN_SENT on the client's side.",
+        advice: "Check that the service behind the port is running and bound to the address \
+                 clients use, and that clients use the right port.",
+        reasons: &["NO_SOCKET"],
+        locations: &[],
+        counters: &[],
+    },
+    Entry {
+        mode: RESET_OTHER,
+        severity: Severity::Notice,
+        title: "connection reset",
+        meaning: "A RST was sent or received on an existing connection: an application closed \
+                  with unread data or aborted, a peer rejected the connection, or a middlebox \
+                  reset it.",
+        detection: "Tracepoints tcp:tcp_send_reset (with its reason, 6.10+) and \
+                    tcp:tcp_receive_reset.",
+        advice: "Look at the reason and at the application on the side that sent the RST.",
+        reasons: &[],
+        locations: &[],
+        counters: &[],
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resets_sent_and_received() {
+        assert_eq!(reset_sent(Some("NO_SOCKET"), false), NO_LISTENER);
+        assert_eq!(reset_sent(None, true), NO_LISTENER);
+        assert_eq!(reset_sent(Some("TCP_ABORT_ON_DATA"), true), RESET_OTHER);
+        assert_eq!(reset_sent(None, false), RESET_OTHER);
+        assert_eq!(
+            reset_sent(Some("TCP_RFC7323_PAWS"), false).mode,
+            "tw_recycle"
+        );
+        assert_eq!(reset_received(Some(TCP_SYN_SENT)), NO_LISTENER);
+        assert_eq!(reset_received(Some(1)), RESET_OTHER);
+        assert_eq!(reset_received(None), RESET_OTHER);
+    }
+}

@@ -1,0 +1,75 @@
+//! What applications see: `tcp:tcp_retransmit_skb` and
+//! `sock:inet_sk_error_report` (netprobe-ebpf/src/symptoms.rs). Symptoms
+//! take the cause seen on their own flow (pipeline/causes.rs).
+
+use crate::families::reset::NO_LISTENER;
+use crate::families::reset::RESET_OTHER;
+use crate::families::OTHER;
+
+use super::{
+    catalogue::{Entry, Severity},
+    m, Mode,
+};
+
+pub const UNREACHABLE: Mode = m("unreachable", "unreachable");
+
+/// The mode of a socket error, by the errno the application saw: a
+/// refused connection is a closed port's, a reset the reset family's, and
+/// an unreachable host or network its own mode; the rest (ETIMEDOUT above
+/// all) are `other` until a cause on their flow, or an OOM stall, claims
+/// them.
+pub fn socket_error(errno: i64) -> Mode {
+    match errno {
+        111 => NO_LISTENER,             // ECONNREFUSED
+        104 => RESET_OTHER,             // ECONNRESET
+        101 | 112 | 113 => UNREACHABLE, // ENETUNREACH, EHOSTDOWN, EHOSTUNREACH
+        _ => OTHER,
+    }
+}
+
+/// The catalogue entries of this family's modes.
+pub const ENTRIES: &[Entry] = &[Entry {
+    mode: UNREACHABLE,
+    severity: Severity::Warning,
+    title: "host or network unreachable",
+    meaning: "A connection failed because its peer could not be reached: the application \
+                  saw EHOSTUNREACH (\"No route to host\"), ENETUNREACH or EHOSTDOWN. The cause \
+                  netprobe saw on the same flow is named: a netfilter rule that rejected the \
+                  packet (REJECT with an ICMP unreachable), a neighbour (the next hop) that \
+                  never answered ARP or neighbour discovery, or, with no drop on this host, no \
+                  route or an ICMP unreachable from the network.",
+    detection: "Tracepoint sock:inet_sk_error_report (5.14+) for the error, and the drops \
+                    of the same flow: reason NETFILTER_DROP for a rule; NEIGH_FAILED, \
+                    NEIGH_QUEUEFULL, NEIGH_CREATEFAIL or NEIGH_DEAD for the neighbour; \
+                    IP_OUTNOROUTES or IP_INNOROUTES for the route (5.17+).",
+    advice: "If a netfilter rule rejected it, find the REJECT rule matching this flow \
+                 (`nft list ruleset`, `iptables-save | grep REJECT`). If the neighbour never \
+                 answered, check that the peer (or the gateway) is up and on that link \
+                 (`ip neigh show` shows it FAILED). Otherwise check the route to the peer \
+                 (`ip route get ADDRESS`) and the network in between.",
+    reasons: &[
+        "NEIGH_FAILED",
+        "NEIGH_QUEUEFULL",
+        "NEIGH_CREATEFAIL",
+        "NEIGH_DEAD",
+        "IP_OUTNOROUTES",
+        "IP_INNOROUTES",
+    ],
+    locations: &[],
+    counters: &[],
+}];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_errors_by_errno() {
+        assert_eq!(socket_error(111), NO_LISTENER);
+        assert_eq!(socket_error(104), RESET_OTHER);
+        assert_eq!(socket_error(113), UNREACHABLE);
+        assert_eq!(socket_error(101), UNREACHABLE);
+        assert_eq!(socket_error(112), UNREACHABLE);
+        assert_eq!(socket_error(110), OTHER);
+    }
+}
