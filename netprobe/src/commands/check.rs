@@ -70,7 +70,7 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
         writeln!(
             w,
             "netprobe can run: {attached} of {} probes attach",
-            probes::ALL.len()
+            crate::families::probes().count()
         )?;
     }
     Ok(0)

@@ -6,6 +6,30 @@ use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
+use crate::kernel::probes::{KprobeSpec, ProbeSpec};
+
+/// Conntrack's own drops (kprobes on the module, followed as it loads).
+pub const CONNTRACK: ProbeSpec = ProbeSpec {
+    name: "conntrack",
+    tracepoint: None,
+    kprobe: Some(KprobeSpec {
+        targets: &[
+            ("ct_in", "nf_conntrack_in"),
+            ("ct_alloc_ret", "__nf_conntrack_alloc"),
+            ("ct_confirm", "__nf_conntrack_confirm"),
+            ("ct_confirm_ret", "__nf_conntrack_confirm"),
+        ],
+        covers: "conntrack's own drops (table full, insert failed) told apart from rule drops",
+        only_without_reason: false,
+        needs_sock: false,
+        without: Some(
+            "conntrack drops show as netfilter drops, and the conntrack counters (drop, \
+             insert_failed) name them per namespace",
+        ),
+        module: Some("nf_conntrack"),
+    }),
+    needs: &[],
+};
 
 pub const CONNTRACK_TABLE_FULL: Mode = m("queue_full", "conntrack_table_full");
 pub const CONNTRACK_INSERT_FAILED: Mode = m("conntrack", "conntrack_insert_failed");

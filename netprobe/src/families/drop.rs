@@ -7,6 +7,32 @@ use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
+use crate::kernel::probes::{BtfPart, KprobeSpec, Need, ProbeSpec, TracepointSpec};
+
+/// The drop probe: the tracepoint, and `tcp_drop` where it frees without it.
+pub const DROP: ProbeSpec = ProbeSpec {
+    name: "drop",
+    tracepoint: Some(TracepointSpec {
+        program: "kfree_skb",
+        category: "skb",
+        name: "kfree_skb",
+    }),
+    kprobe: Some(KprobeSpec {
+        targets: &[("tcp_drop", "tcp_drop")],
+        covers: "TCP's own drops (tcp_drop frees without the tracepoint)",
+        only_without_reason: true,
+        needs_sock: false,
+        without: None,
+        module: None,
+    }),
+    needs: &[
+        Need::Btf(BtfPart::Skb, "flows unknown"),
+        Need::Field(
+            "reason",
+            "this kernel gives no drop reasons (before 5.17): classified by drop location",
+        ),
+    ],
+};
 
 pub const QDISC_FULL: Mode = m("queue_full", "qdisc_full");
 pub const NIC_RING_FULL: Mode = m("queue_full", "nic_ring_full");

@@ -6,6 +6,30 @@ use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
+use crate::kernel::probes::{KprobeSpec, ProbeSpec};
+
+/// Accept-queue overflows with the listener's figures (kprobes only).
+pub const LISTEN_OVERFLOW: ProbeSpec = ProbeSpec {
+    name: "listen_overflow",
+    tracepoint: None,
+    kprobe: Some(KprobeSpec {
+        targets: &[
+            ("conn_request", "tcp_conn_request"),
+            ("syn_recv_sock", "tcp_v4_syn_recv_sock"),
+            ("syn_recv_sock", "tcp_v6_syn_recv_sock"),
+        ],
+        covers: "accept-queue overflows with the listener's queue (SYNs and last ACKs)",
+        only_without_reason: false,
+        needs_sock: true,
+        without: Some(
+            "overflows at the handshake's last step still reach the drop probe where the kernel \
+             names them (reason TCP_LISTEN_OVERFLOW, 2025 kernels such as 6.18); SYNs dropped at a \
+             full accept queue are not seen",
+        ),
+        module: None,
+    }),
+    needs: &[],
+};
 
 pub const ACCEPT_QUEUE_FULL: Mode = m("queue_full", "accept_queue_full");
 pub const SYN_QUEUE_FULL: Mode = m("queue_full", "syn_queue_full");

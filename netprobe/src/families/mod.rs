@@ -17,6 +17,8 @@ pub mod symptoms;
 
 use catalogue::{Entry, Severity};
 
+use crate::kernel::probes::ProbeSpec;
+
 /// A failure mode and the family it belongs to (design.md's vocabulary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode {
@@ -50,6 +52,8 @@ pub const OTHER_ENTRIES: &[Entry] = &[
 /// One failure family.
 pub struct Family {
     pub name: &'static str,
+    /// Its probes (kernel programs and their fallbacks), in attach order.
+    pub probes: &'static [&'static ProbeSpec],
     /// The catalogue entries of its modes.
     pub entries: &'static [Entry],
 }
@@ -58,46 +62,62 @@ pub struct Family {
 pub const FAMILIES: &[Family] = &[
     Family {
         name: "drop",
+        probes: &[&drop::DROP],
         entries: drop::ENTRIES,
     },
     Family {
         name: "reset",
+        probes: &[&reset::RESET_SENT, &reset::RESET_RECEIVED],
         entries: reset::ENTRIES,
     },
     Family {
         name: "listen",
+        probes: &[&listen::LISTEN_OVERFLOW],
         entries: listen::ENTRIES,
     },
     Family {
         name: "oom",
+        probes: &[&oom::OOM],
         entries: oom::ENTRIES,
     },
     Family {
         name: "symptoms",
+        probes: &[&symptoms::RETRANSMIT, &symptoms::SOCKET_ERROR],
         entries: symptoms::ENTRIES,
     },
     Family {
         name: "conntrack",
+        probes: &[&conntrack::CONNTRACK],
         entries: conntrack::ENTRIES,
     },
     Family {
         name: "paws",
+        probes: &[],
         entries: paws::ENTRIES,
     },
     Family {
         name: "buffers",
+        probes: &[],
         entries: buffers::ENTRIES,
     },
     Family {
         name: "softnet",
+        probes: &[],
         entries: softnet::ENTRIES,
     },
     Family {
         name: "rules",
+        probes: &[],
         entries: rules::ENTRIES,
     },
     Family {
         name: "other",
+        probes: &[],
         entries: OTHER_ENTRIES,
     },
 ];
+
+/// Every family's probes, in the registry's order (the order they attach).
+pub fn probes() -> impl Iterator<Item = &'static ProbeSpec> + Clone {
+    FAMILIES.iter().flat_map(|f| f.probes.iter().copied())
+}

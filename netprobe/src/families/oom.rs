@@ -5,6 +5,23 @@ use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
+use crate::kernel::probes::{Need, ProbeSpec, TracepointSpec};
+
+/// OOM kills.
+pub const OOM: ProbeSpec = ProbeSpec {
+    name: "oom",
+    tracepoint: Some(TracepointSpec {
+        program: "mark_victim",
+        category: "oom",
+        name: "mark_victim",
+    }),
+    kprobe: None,
+    needs: &[Need::Field(
+        "comm",
+        "this kernel's mark_victim gives the pid only (before about 6.9): the victim's name is \
+         read from /proc while it still exists",
+    )],
+};
 
 pub const OOM_STALL: Mode = m("oom_stall", "oom_stall");
 /// An OOM kill with no stall seen: a memory cgroup at its own limit.

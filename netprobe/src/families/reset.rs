@@ -5,6 +5,44 @@ use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
+use crate::kernel::probes::{BtfPart, KprobeSpec, Need, ProbeSpec, TracepointSpec};
+
+/// RSTs this host sends: the tracepoint, and the send_reset kprobes before 6.10.
+/// RSTs this host receives.
+pub const RESET_RECEIVED: ProbeSpec = ProbeSpec {
+    name: "reset_received",
+    tracepoint: Some(TracepointSpec {
+        program: "tcp_receive_reset",
+        category: "tcp",
+        name: "tcp_receive_reset",
+    }),
+    kprobe: None,
+    needs: &[Need::Btf(
+        BtfPart::SkState,
+        "socket state unknown, refused connections not told apart",
+    )],
+};
+
+pub const RESET_SENT: ProbeSpec = ProbeSpec {
+    name: "reset_sent",
+    tracepoint: Some(TracepointSpec {
+        program: "tcp_send_reset",
+        category: "tcp",
+        name: "tcp_send_reset",
+    }),
+    kprobe: Some(KprobeSpec {
+        targets: &[
+            ("send_reset", "tcp_v4_send_reset"),
+            ("send_reset", "tcp_v6_send_reset"),
+        ],
+        covers: "RSTs sent without a full socket (closed ports)",
+        only_without_reason: true,
+        needs_sock: false,
+        without: None,
+        module: None,
+    }),
+    needs: &[],
+};
 
 pub const NO_LISTENER: Mode = m("reset", "no_listener");
 pub const RESET_OTHER: Mode = m("reset", "reset_other");

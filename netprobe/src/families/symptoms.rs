@@ -10,6 +10,31 @@ use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
+use crate::kernel::probes::{ProbeSpec, TracepointSpec};
+
+/// Retransmissions.
+/// Errors reported to sockets (what the application sees).
+pub const SOCKET_ERROR: ProbeSpec = ProbeSpec {
+    name: "socket_error",
+    tracepoint: Some(TracepointSpec {
+        program: "inet_sk_error_report",
+        category: "sock",
+        name: "inet_sk_error_report",
+    }),
+    kprobe: None,
+    needs: &[],
+};
+
+pub const RETRANSMIT: ProbeSpec = ProbeSpec {
+    name: "retransmit",
+    tracepoint: Some(TracepointSpec {
+        program: "tcp_retransmit_skb",
+        category: "tcp",
+        name: "tcp_retransmit_skb",
+    }),
+    kprobe: None,
+    needs: &[],
+};
 
 pub const UNREACHABLE: Mode = m("unreachable", "unreachable");
 

@@ -2,6 +2,14 @@
 //! and loading and attaching them. Each probe degrades on its own, with a
 //! stated reason; nothing here refuses to start for one missing hook.
 
+use crate::families;
+use crate::families::drop::DROP;
+use crate::families::oom::OOM;
+use crate::families::reset::RESET_RECEIVED;
+use crate::families::reset::RESET_SENT;
+use crate::families::symptoms::RETRANSMIT;
+use crate::families::symptoms::SOCKET_ERROR;
+
 use std::path::Path;
 
 use aya::{
@@ -99,149 +107,6 @@ fn kprobe_hook<'a>(functions: impl Iterator<Item = &'a str>) -> String {
     }
     format!("kprobe {}", names.join(", "))
 }
-
-pub const DROP: ProbeSpec = ProbeSpec {
-    name: "drop",
-    tracepoint: Some(TracepointSpec {
-        program: "kfree_skb",
-        category: "skb",
-        name: "kfree_skb",
-    }),
-    kprobe: Some(KprobeSpec {
-        targets: &[("tcp_drop", "tcp_drop")],
-        covers: "TCP's own drops (tcp_drop frees without the tracepoint)",
-        only_without_reason: true,
-        needs_sock: false,
-        without: None,
-        module: None,
-    }),
-    needs: &[
-        Need::Btf(BtfPart::Skb, "flows unknown"),
-        Need::Field(
-            "reason",
-            "this kernel gives no drop reasons (before 5.17): classified by drop location",
-        ),
-    ],
-};
-pub const RESET_SENT: ProbeSpec = ProbeSpec {
-    name: "reset_sent",
-    tracepoint: Some(TracepointSpec {
-        program: "tcp_send_reset",
-        category: "tcp",
-        name: "tcp_send_reset",
-    }),
-    kprobe: Some(KprobeSpec {
-        targets: &[
-            ("send_reset", "tcp_v4_send_reset"),
-            ("send_reset", "tcp_v6_send_reset"),
-        ],
-        covers: "RSTs sent without a full socket (closed ports)",
-        only_without_reason: true,
-        needs_sock: false,
-        without: None,
-        module: None,
-    }),
-    needs: &[],
-};
-pub const RESET_RECEIVED: ProbeSpec = ProbeSpec {
-    name: "reset_received",
-    tracepoint: Some(TracepointSpec {
-        program: "tcp_receive_reset",
-        category: "tcp",
-        name: "tcp_receive_reset",
-    }),
-    kprobe: None,
-    needs: &[Need::Btf(
-        BtfPart::SkState,
-        "socket state unknown, refused connections not told apart",
-    )],
-};
-pub const LISTEN_OVERFLOW: ProbeSpec = ProbeSpec {
-    name: "listen_overflow",
-    tracepoint: None,
-    kprobe: Some(KprobeSpec {
-        targets: &[
-            ("conn_request", "tcp_conn_request"),
-            ("syn_recv_sock", "tcp_v4_syn_recv_sock"),
-            ("syn_recv_sock", "tcp_v6_syn_recv_sock"),
-        ],
-        covers: "accept-queue overflows with the listener's queue (SYNs and last ACKs)",
-        only_without_reason: false,
-        needs_sock: true,
-        without: Some(
-            "overflows at the handshake's last step still reach the drop probe where the kernel \
-             names them (reason TCP_LISTEN_OVERFLOW, 2025 kernels such as 6.18); SYNs dropped at a \
-             full accept queue are not seen",
-        ),
-        module: None,
-    }),
-    needs: &[],
-};
-pub const OOM: ProbeSpec = ProbeSpec {
-    name: "oom",
-    tracepoint: Some(TracepointSpec {
-        program: "mark_victim",
-        category: "oom",
-        name: "mark_victim",
-    }),
-    kprobe: None,
-    needs: &[Need::Field(
-        "comm",
-        "this kernel's mark_victim gives the pid only (before about 6.9): the victim's name is \
-         read from /proc while it still exists",
-    )],
-};
-pub const RETRANSMIT: ProbeSpec = ProbeSpec {
-    name: "retransmit",
-    tracepoint: Some(TracepointSpec {
-        program: "tcp_retransmit_skb",
-        category: "tcp",
-        name: "tcp_retransmit_skb",
-    }),
-    kprobe: None,
-    needs: &[],
-};
-pub const SOCKET_ERROR: ProbeSpec = ProbeSpec {
-    name: "socket_error",
-    tracepoint: Some(TracepointSpec {
-        program: "inet_sk_error_report",
-        category: "sock",
-        name: "inet_sk_error_report",
-    }),
-    kprobe: None,
-    needs: &[],
-};
-pub const CONNTRACK: ProbeSpec = ProbeSpec {
-    name: "conntrack",
-    tracepoint: None,
-    kprobe: Some(KprobeSpec {
-        targets: &[
-            ("ct_in", "nf_conntrack_in"),
-            ("ct_alloc_ret", "__nf_conntrack_alloc"),
-            ("ct_confirm", "__nf_conntrack_confirm"),
-            ("ct_confirm_ret", "__nf_conntrack_confirm"),
-        ],
-        covers: "conntrack's own drops (table full, insert failed) told apart from rule drops",
-        only_without_reason: false,
-        needs_sock: false,
-        without: Some(
-            "conntrack drops show as netfilter drops, and the conntrack counters (drop, \
-             insert_failed) name them per namespace",
-        ),
-        module: Some("nf_conntrack"),
-    }),
-    needs: &[],
-};
-pub const ALL: [&ProbeSpec; 8] = [
-    &DROP,
-    &RESET_SENT,
-    &RESET_RECEIVED,
-    &LISTEN_OVERFLOW,
-    &OOM,
-    &RETRANSMIT,
-    &SOCKET_ERROR,
-    &CONNTRACK,
-];
 
 /// Offsets in `struct sk_buff` the drop program follows to the packet headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -765,7 +630,7 @@ fn error_text(e: &dyn std::error::Error) -> String {
 }
 
 fn all_skipped(why: &str) -> Vec<ProbeStatus> {
-    ALL.iter()
+    families::probes()
         .map(|spec| ProbeStatus::skipped(spec, why.to_string()))
         .collect()
 }
@@ -875,8 +740,7 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
         btf: BtfOffsets::read(&kernel_btf()),
         modules: &modules,
     };
-    let plans: Vec<Plan> = ALL
-        .iter()
+    let plans: Vec<Plan> = families::probes()
         .map(|spec| {
             let fmt = format_of(spec, &tracer.layouts).ok_or_else(|| {
                 missing
@@ -887,8 +751,7 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
             plan(spec, fmt, &offers)
         })
         .collect();
-    let reset_kprobes = ALL
-        .iter()
+    let reset_kprobes = families::probes()
         .zip(&plans)
         .any(|(spec, p)| spec.name == RESET_SENT.name && !p.kprobes.is_empty());
     let mut config = build_config(&tracer.layouts, &offers.btf, reset_kprobes);
@@ -909,7 +772,7 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
             return tracer;
         }
     };
-    for (spec, plan) in ALL.into_iter().zip(plans) {
+    for (spec, plan) in families::probes().zip(plans) {
         let status = attach_plan(&mut ebpf, spec, plan);
         tracer.statuses.push(status);
     }
@@ -1072,6 +935,7 @@ fn attach_tracepoint(ebpf: &mut Ebpf, t: &TracepointSpec) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::families::{conntrack::CONNTRACK, listen::LISTEN_OVERFLOW};
     use crate::pipeline::decode::test_layouts as layouts;
 
     fn none() -> BtfOffsets {
@@ -1222,11 +1086,16 @@ mod tests {
         }
     }
 
-    fn plans(kernel: &str, kprobes: bool) -> [Plan; ALL.len()] {
+    /// Each probe's plan, in the registry's order (eight probes).
+    fn plans(kernel: &str, kprobes: bool) -> [Plan; 8] {
         let l = layouts(kernel);
         let k = ksyms(kernel);
         let o = offers(&k, kprobes);
-        ALL.map(|spec| plan(spec, format_of(spec, &l).ok_or("absent"), &o))
+        let all: Vec<Plan> = families::probes()
+            .map(|spec| plan(spec, format_of(spec, &l).ok_or("absent"), &o))
+            .collect();
+        all.try_into()
+            .unwrap_or_else(|v: Vec<Plan>| panic!("{} probes", v.len()))
     }
 
     #[test]

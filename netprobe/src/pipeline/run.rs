@@ -261,7 +261,7 @@ async fn daemon(
     let oom_probe = tracer
         .statuses
         .iter()
-        .any(|s| s.spec.name == probes::OOM.name && s.result.is_ok());
+        .any(|s| s.spec.name == crate::families::oom::OOM.name && s.result.is_ok());
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let counter_records = sampler.spawn(Duration::from_secs(1), sampler_stop.clone());
     // Readiness of the ring buffer (edge-triggered): cleared before a
