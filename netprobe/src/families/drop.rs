@@ -3,11 +3,17 @@
 //! claims: netfilter rules, qdisc and NIC queues; the rest map through the
 //! catalogue's reason and location lists to their family's mode.
 
+use crate::kernel::probes::{BtfPart, KprobeSpec, Need, ProbeSpec, TracepointSpec};
+use crate::pipeline::decode::{
+    field_uint, headers, reason, sock, tcp_ts, DecodeError, KernelEvent, Layouts, Reason, Sock,
+};
+use crate::pipeline::packet::Flow;
+use netprobe_common::{kind, pkt, Event};
+
 use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
-use crate::kernel::probes::{BtfPart, KprobeSpec, Need, ProbeSpec, TracepointSpec};
 
 /// The drop probe: the tracepoint, and `tcp_drop` where it frees without it.
 pub const DROP: ProbeSpec = ProbeSpec {
@@ -48,6 +54,86 @@ pub fn drop_reason(reason: &str) -> Mode {
 /// function the drop happened in. Only unambiguous places are named.
 pub fn drop_location(function: &str) -> Mode {
     super::catalogue::by_location(function).map_or(super::OTHER, |e| e.mode)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    pub reason: Option<Reason>,
+    /// Kernel text address where the skb was freed.
+    pub location: u64,
+    pub flow: Option<Flow>,
+    /// What another probe saw happen to this skb just before its drop.
+    pub mark: Option<DropMark>,
+    /// A TCP segment's timestamp option: (TSval, TSecr).
+    pub tcp_ts: Option<(u32, u32)>,
+    /// Seen by the `tcp_drop` kprobe rather than the tracepoint.
+    pub tcp_drop: bool,
+    /// The receiving socket (6.11+: kfree_skb's `rx_sk`), when there was one.
+    pub sock: Option<Sock>,
+}
+
+/// What another probe saw happen to a dropped skb just before its drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropMark {
+    /// A RST was sent for it without a socket (kernels without reasons:
+    /// the reset kprobe saw it, so this is the NO_SOCKET drop).
+    NoSocketRst,
+    /// Conntrack could not allocate an entry for it (`__nf_conntrack_alloc`
+    /// failed: the table is full).
+    ConntrackFull,
+    /// Conntrack could not insert its new entry (`__nf_conntrack_confirm`
+    /// returned NF_DROP).
+    ConntrackInsertFailed,
+}
+
+impl DropMark {
+    /// From the drop program's flags; a conntrack verdict is the more
+    /// specific when (impossibly) both are set.
+    pub fn from_flags(flags: u32) -> Option<DropMark> {
+        if flags & pkt::CONNTRACK_FULL != 0 {
+            Some(DropMark::ConntrackFull)
+        } else if flags & pkt::CONNTRACK_INSERT_FAILED != 0 {
+            Some(DropMark::ConntrackInsertFailed)
+        } else if flags & pkt::AFTER_NO_SOCKET_RST != 0 {
+            Some(DropMark::NoSocketRst)
+        } else {
+            None
+        }
+    }
+}
+
+/// The kinds of record this family's programs write.
+pub const KINDS: &[u32] = &[kind::KFREE_SKB, kind::KPROBE_TCP_DROP];
+
+/// A drop: the tracepoint's record, or the `tcp_drop` kprobe's (its caller
+/// as the location).
+pub fn decode(e: &Event, raw: &[u8], layouts: &Layouts) -> Result<KernelEvent, DecodeError> {
+    if e.kind == kind::KPROBE_TCP_DROP {
+        return Ok(KernelEvent::Drop(DropEvent {
+            reason: None,
+            location: raw
+                .get(..8)
+                .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))),
+            flow: headers(e),
+            mark: None,
+            tcp_ts: tcp_ts(e),
+            tcp_drop: true,
+            sock: sock(e),
+        }));
+    }
+    let fmt = layouts
+        .kfree_skb
+        .as_ref()
+        .ok_or(DecodeError::NoLayout("skb:kfree_skb"))?;
+    Ok(KernelEvent::Drop(DropEvent {
+        reason: reason(fmt, raw),
+        location: field_uint(fmt, raw, "location").unwrap_or(0),
+        flow: headers(e),
+        mark: DropMark::from_flags(e.pkt_flags),
+        tcp_ts: tcp_ts(e),
+        tcp_drop: false,
+        sock: sock(e),
+    }))
 }
 
 /// The catalogue entries of this family's modes.

@@ -2,11 +2,15 @@
 //! (netprobe-ebpf/src/listen.rs), and the ListenOverflows/ListenDrops and
 //! SYN-queue counters with the listeners' figures from sock_diag.
 
+use crate::kernel::probes::{KprobeSpec, ProbeSpec};
+use crate::pipeline::decode::{headers, sock, DecodeError, KernelEvent, Layouts, Sock};
+use crate::pipeline::packet::Flow;
+use netprobe_common::{kind, Event, LISTEN_AT_SYN};
+
 use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
-use crate::kernel::probes::{KprobeSpec, ProbeSpec};
 
 /// Accept-queue overflows with the listener's figures (kprobes only).
 pub const LISTEN_OVERFLOW: ProbeSpec = ProbeSpec {
@@ -33,6 +37,42 @@ pub const LISTEN_OVERFLOW: ProbeSpec = ProbeSpec {
 
 pub const ACCEPT_QUEUE_FULL: Mode = m("queue_full", "accept_queue_full");
 pub const SYN_QUEUE_FULL: Mode = m("queue_full", "syn_queue_full");
+
+/// Where the accept queue overflowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenStage {
+    /// A SYN (tcp_conn_request): dropped, the client retries it.
+    Syn,
+    /// The handshake's last ACK (tcp_v{4,6}_syn_recv_sock): dropped, the
+    /// client thinks it is connected.
+    Ack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenEvent {
+    pub stage: ListenStage,
+    /// The listener.
+    pub sock: Sock,
+    /// The dropped segment.
+    pub flow: Option<Flow>,
+}
+
+/// The kinds of record this family's programs write.
+pub const KINDS: &[u32] = &[kind::KPROBE_LISTEN_OVERFLOW];
+
+/// An overflow: the listener (always read), the stage, the segment.
+pub fn decode(e: &Event, raw: &[u8], _: &Layouts) -> Result<KernelEvent, DecodeError> {
+    let sock = sock(e).ok_or(DecodeError::NoSocket("listen overflow"))?;
+    Ok(KernelEvent::ListenOverflow(ListenEvent {
+        stage: if raw.first() == Some(&LISTEN_AT_SYN) {
+            ListenStage::Syn
+        } else {
+            ListenStage::Ack
+        },
+        sock,
+        flow: headers(e),
+    }))
+}
 
 /// The catalogue entries of this family's modes.
 pub const ENTRIES: &[Entry] = &[

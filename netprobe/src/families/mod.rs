@@ -17,7 +17,7 @@ pub mod symptoms;
 
 use catalogue::{Entry, Severity};
 
-use crate::kernel::probes::ProbeSpec;
+use crate::{kernel::probes::ProbeSpec, pipeline::decode::Decoder};
 
 /// A failure mode and the family it belongs to (design.md's vocabulary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,9 @@ pub struct Family {
     pub name: &'static str,
     /// Its probes (kernel programs and their fallbacks), in attach order.
     pub probes: &'static [&'static ProbeSpec],
+    /// The kinds of ring-buffer record its programs write, and their decoder.
+    pub kinds: &'static [u32],
+    pub decode: Option<Decoder>,
     /// The catalogue entries of its modes.
     pub entries: &'static [Entry],
 }
@@ -63,56 +66,78 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "drop",
         probes: &[&drop::DROP],
+        kinds: drop::KINDS,
+        decode: Some(drop::decode),
         entries: drop::ENTRIES,
     },
     Family {
         name: "reset",
         probes: &[&reset::RESET_SENT, &reset::RESET_RECEIVED],
+        kinds: reset::KINDS,
+        decode: Some(reset::decode),
         entries: reset::ENTRIES,
     },
     Family {
         name: "listen",
         probes: &[&listen::LISTEN_OVERFLOW],
+        kinds: listen::KINDS,
+        decode: Some(listen::decode),
         entries: listen::ENTRIES,
     },
     Family {
         name: "oom",
         probes: &[&oom::OOM],
+        kinds: oom::KINDS,
+        decode: Some(oom::decode),
         entries: oom::ENTRIES,
     },
     Family {
         name: "symptoms",
         probes: &[&symptoms::RETRANSMIT, &symptoms::SOCKET_ERROR],
+        kinds: symptoms::KINDS,
+        decode: Some(symptoms::decode),
         entries: symptoms::ENTRIES,
     },
     Family {
         name: "conntrack",
         probes: &[&conntrack::CONNTRACK],
+        kinds: &[],
+        decode: None,
         entries: conntrack::ENTRIES,
     },
     Family {
         name: "paws",
         probes: &[],
+        kinds: &[],
+        decode: None,
         entries: paws::ENTRIES,
     },
     Family {
         name: "buffers",
         probes: &[],
+        kinds: &[],
+        decode: None,
         entries: buffers::ENTRIES,
     },
     Family {
         name: "softnet",
         probes: &[],
+        kinds: &[],
+        decode: None,
         entries: softnet::ENTRIES,
     },
     Family {
         name: "rules",
         probes: &[],
+        kinds: &[],
+        decode: None,
         entries: rules::ENTRIES,
     },
     Family {
         name: "other",
         probes: &[],
+        kinds: &[],
+        decode: None,
         entries: OTHER_ENTRIES,
     },
 ];

@@ -1,11 +1,15 @@
 //! OOM kills: `oom:mark_victim` (netprobe-ebpf/src/oom.rs) and vmstat's
 //! `oom_kill`; whether a kill stalled the node, and the victim's cgroup.
 
+use crate::kernel::probes::{Need, ProbeSpec, TracepointSpec};
+use crate::kernel::tracefs::Format;
+use crate::pipeline::decode::{data_loc_str, field_uint, DecodeError, KernelEvent, Layouts};
+use netprobe_common::{kind, Event};
+
 use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
-use crate::kernel::probes::{Need, ProbeSpec, TracepointSpec};
 
 /// OOM kills.
 pub const OOM: ProbeSpec = ProbeSpec {
@@ -26,6 +30,47 @@ pub const OOM: ProbeSpec = ProbeSpec {
 pub const OOM_STALL: Mode = m("oom_stall", "oom_stall");
 /// An OOM kill with no stall seen: a memory cgroup at its own limit.
 pub const OOM_KILL: Mode = m("oom_stall", "oom_kill");
+
+/// `oom:mark_victim`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomEvent {
+    pub pid: u32,
+    /// From the record (about 6.9+); untrusted bytes.
+    pub comm: Option<Vec<u8>>,
+    /// kB, where the kernel gives them.
+    pub total_vm_kb: Option<u64>,
+    pub anon_rss_kb: Option<u64>,
+    pub file_rss_kb: Option<u64>,
+    pub shmem_rss_kb: Option<u64>,
+    pub uid: Option<u32>,
+    pub oom_score_adj: Option<i64>,
+}
+
+/// `oom:mark_victim`'s record.
+fn from_record(fmt: &Format, raw: &[u8]) -> OomEvent {
+    let kb = |name: &str| field_uint(fmt, raw, name);
+    OomEvent {
+        pid: field_uint(fmt, raw, "pid").unwrap_or(0) as u32,
+        comm: data_loc_str(fmt, raw, "comm"),
+        total_vm_kb: kb("total_vm"),
+        anon_rss_kb: kb("anon_rss"),
+        file_rss_kb: kb("file_rss"),
+        shmem_rss_kb: kb("shmem_rss"),
+        uid: field_uint(fmt, raw, "uid").map(|u| u as u32),
+        oom_score_adj: field_uint(fmt, raw, "oom_score_adj").map(|v| v as u16 as i16 as i64),
+    }
+}
+
+/// The kinds of record this family's programs write.
+pub const KINDS: &[u32] = &[kind::OOM_MARK_VICTIM];
+
+pub fn decode(_: &Event, raw: &[u8], layouts: &Layouts) -> Result<KernelEvent, DecodeError> {
+    let fmt = layouts
+        .oom
+        .as_ref()
+        .ok_or(DecodeError::NoLayout("oom:mark_victim"))?;
+    Ok(KernelEvent::Oom(from_record(fmt, raw)))
+}
 
 /// The catalogue entries of this family's modes.
 pub const ENTRIES: &[Entry] = &[

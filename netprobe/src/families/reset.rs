@@ -1,13 +1,20 @@
 //! Resets: `tcp:tcp_send_reset`, the `tcp_v{4,6}_send_reset` kprobes and
 //! `tcp:tcp_receive_reset` (netprobe-ebpf/src/reset.rs).
 
+use crate::kernel::probes::{BtfPart, KprobeSpec, Need, ProbeSpec, TracepointSpec};
+use crate::kernel::tracefs::Format;
+use crate::pipeline::decode::{
+    field_bytes, field_uint, headers, reason, sockaddr, split_addrs, DecodeError, KernelEvent,
+    Layouts, Reason,
+};
+use crate::pipeline::packet::{Flow, IPPROTO_TCP};
+use netprobe_common::{kind, pkt, Event};
+
 use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
-use crate::kernel::probes::{BtfPart, KprobeSpec, Need, ProbeSpec, TracepointSpec};
 
-/// RSTs this host sends: the tracepoint, and the send_reset kprobes before 6.10.
 /// RSTs this host receives.
 pub const RESET_RECEIVED: ProbeSpec = ProbeSpec {
     name: "reset_received",
@@ -23,6 +30,7 @@ pub const RESET_RECEIVED: ProbeSpec = ProbeSpec {
     )],
 };
 
+/// RSTs this host sends: the tracepoint, and the send_reset kprobes before 6.10.
 pub const RESET_SENT: ProbeSpec = ProbeSpec {
     name: "reset_sent",
     tracepoint: Some(TracepointSpec {
@@ -68,6 +76,92 @@ pub fn reset_received(state: Option<i64>) -> Mode {
         Some(TCP_SYN_SENT) => NO_LISTENER,
         _ => RESET_OTHER,
     }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResetEvent {
+    /// The RST's own direction: for a sent RST, from this host.
+    pub flow: Option<Flow>,
+    pub reason: Option<Reason>,
+    /// The socket's TCP state (0: no socket).
+    pub state: Option<i64>,
+    /// The reset kprobe saw no socket at all (a closed port).
+    pub no_socket: bool,
+}
+
+/// `tcp_send_reset` stores the RST's direction (the socket's local side as
+/// source, or the offending packet reversed); `tcp_receive_reset` stores the
+/// socket's, so the RST travels the other way.
+fn from_record(fmt: &Format, raw: &[u8], received: bool) -> ResetEvent {
+    let addrs = match fmt.field("saddr") {
+        Some(f) if f.size >= 16 => field_bytes(fmt, raw, "saddr")
+            .and_then(sockaddr)
+            .zip(field_bytes(fmt, raw, "daddr").and_then(sockaddr))
+            .map(|((s, sp), (d, dp))| (s, sp, d, dp)),
+        _ => split_addrs(fmt, raw),
+    };
+    let flow = addrs.map(|(saddr, sport, daddr, dport)| Flow {
+        proto: IPPROTO_TCP,
+        saddr,
+        sport: Some(sport),
+        daddr,
+        dport: Some(dport),
+        tcp_flags: None,
+    });
+    ResetEvent {
+        flow: if received {
+            flow.map(|f| f.reversed())
+        } else {
+            flow
+        },
+        reason: reason(fmt, raw),
+        state: field_uint(fmt, raw, "state").map(|s| s as u32 as i32 as i64),
+        no_socket: false,
+    }
+}
+
+/// The kinds of record this family's programs write.
+pub const KINDS: &[u32] = &[
+    kind::TCP_SEND_RESET,
+    kind::KPROBE_SEND_RESET,
+    kind::TCP_RECEIVE_RESET,
+];
+
+pub fn decode(e: &Event, raw: &[u8], layouts: &Layouts) -> Result<KernelEvent, DecodeError> {
+    Ok(match e.kind {
+        kind::KPROBE_SEND_RESET => {
+            // The segment being answered; the RST travels the other way.
+            let no_socket = e.pkt_flags & pkt::NO_SOCKET != 0;
+            KernelEvent::ResetSent(ResetEvent {
+                flow: headers(e).map(|f| Flow {
+                    tcp_flags: None,
+                    ..f.reversed()
+                }),
+                reason: None,
+                state: (!no_socket && e.sk_state != 0).then_some(e.sk_state as i64),
+                no_socket,
+            })
+        }
+        kind::TCP_SEND_RESET => {
+            let fmt = layouts
+                .send_reset
+                .as_ref()
+                .ok_or(DecodeError::NoLayout("tcp:tcp_send_reset"))?;
+            KernelEvent::ResetSent(from_record(fmt, raw, false))
+        }
+        _ => {
+            let fmt = layouts
+                .receive_reset
+                .as_ref()
+                .ok_or(DecodeError::NoLayout("tcp:tcp_receive_reset"))?;
+            let mut r = from_record(fmt, raw, true);
+            // tcp_receive_reset has no state field; the program read it.
+            if r.state.is_none() && e.sk_state != 0 {
+                r.state = Some(e.sk_state as i64);
+            }
+            KernelEvent::ResetReceived(r)
+        }
+    })
 }
 
 /// The catalogue entries of this family's modes.

@@ -2,17 +2,19 @@
 //! `sock:inet_sk_error_report` (netprobe-ebpf/src/symptoms.rs). Symptoms
 //! take the cause seen on their own flow (pipeline/causes.rs).
 
-use crate::families::reset::NO_LISTENER;
-use crate::families::reset::RESET_OTHER;
+use crate::families::reset::{NO_LISTENER, RESET_OTHER};
 use crate::families::OTHER;
+use crate::kernel::probes::{ProbeSpec, TracepointSpec};
+use crate::kernel::tracefs::Format;
+use crate::pipeline::decode::{field_uint, split_addrs, DecodeError, KernelEvent, Layouts};
+use crate::pipeline::packet::{Flow, IPPROTO_TCP};
+use netprobe_common::{kind, Event};
 
 use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
-use crate::kernel::probes::{ProbeSpec, TracepointSpec};
 
-/// Retransmissions.
 /// Errors reported to sockets (what the application sees).
 pub const SOCKET_ERROR: ProbeSpec = ProbeSpec {
     name: "socket_error",
@@ -25,6 +27,7 @@ pub const SOCKET_ERROR: ProbeSpec = ProbeSpec {
     needs: &[],
 };
 
+/// Retransmissions.
 pub const RETRANSMIT: ProbeSpec = ProbeSpec {
     name: "retransmit",
     tracepoint: Some(TracepointSpec {
@@ -50,6 +53,55 @@ pub fn socket_error(errno: i64) -> Mode {
         101 | 112 | 113 => UNREACHABLE, // ENETUNREACH, EHOSTDOWN, EHOSTUNREACH
         _ => OTHER,
     }
+}
+
+/// A socket-level symptom: a retransmission (with the socket's TCP state)
+/// or an error (with its errno).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketEvent {
+    /// The socket's own direction: local address and port first.
+    pub flow: Option<Flow>,
+    pub state: Option<i64>,
+    pub errno: Option<i64>,
+}
+
+/// A socket's flow from the split address fields (local side first).
+fn socket_flow(fmt: &Format, raw: &[u8], proto: u8) -> Option<Flow> {
+    split_addrs(fmt, raw).map(|(saddr, sport, daddr, dport)| Flow {
+        proto,
+        saddr,
+        sport: Some(sport),
+        daddr,
+        dport: Some(dport),
+        tcp_flags: None,
+    })
+}
+
+/// The kinds of record this family's programs write.
+pub const KINDS: &[u32] = &[kind::TCP_RETRANSMIT, kind::SK_ERROR_REPORT];
+
+pub fn decode(e: &Event, raw: &[u8], layouts: &Layouts) -> Result<KernelEvent, DecodeError> {
+    if e.kind == kind::TCP_RETRANSMIT {
+        let fmt = layouts
+            .retransmit
+            .as_ref()
+            .ok_or(DecodeError::NoLayout("tcp:tcp_retransmit_skb"))?;
+        return Ok(KernelEvent::Retransmit(SocketEvent {
+            flow: socket_flow(fmt, raw, IPPROTO_TCP),
+            state: field_uint(fmt, raw, "state").map(|s| s as u32 as i32 as i64),
+            errno: None,
+        }));
+    }
+    let fmt = layouts
+        .sk_error
+        .as_ref()
+        .ok_or(DecodeError::NoLayout("sock:inet_sk_error_report"))?;
+    let proto = field_uint(fmt, raw, "protocol").unwrap_or(IPPROTO_TCP as u64) as u8;
+    Ok(KernelEvent::SocketError(SocketEvent {
+        flow: socket_flow(fmt, raw, proto),
+        state: None,
+        errno: field_uint(fmt, raw, "error").map(|e| e as u32 as i32 as i64),
+    }))
 }
 
 /// The catalogue entries of this family's modes.

@@ -1,13 +1,20 @@
 //! From a ring-buffer record to a typed kernel event, using the running
 //! kernel's tracepoint layouts (`format` files).
 
+use crate::families;
+use crate::families::drop::DropEvent;
+use crate::families::listen::ListenEvent;
+use crate::families::oom::OomEvent;
+use crate::families::reset::ResetEvent;
+use crate::families::symptoms::SocketEvent;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netprobe_common::{kind, pkt, Event, SockInfo, LISTEN_AT_SYN};
+use netprobe_common::{pkt, Event, SockInfo};
 
 use crate::{
     kernel::tracefs::{Field, Format},
-    pipeline::packet::{self, Flow, IPPROTO_TCP},
+    pipeline::packet::{self, Flow},
 };
 
 /// The formats of the tracepoints the programs copy, as found at start.
@@ -33,52 +40,6 @@ impl Reason {
     /// not name it (a newer kernel, or a subsystem reason).
     pub fn label(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.value.to_string())
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DropEvent {
-    pub reason: Option<Reason>,
-    /// Kernel text address where the skb was freed.
-    pub location: u64,
-    pub flow: Option<Flow>,
-    /// What another probe saw happen to this skb just before its drop.
-    pub mark: Option<DropMark>,
-    /// A TCP segment's timestamp option: (TSval, TSecr).
-    pub tcp_ts: Option<(u32, u32)>,
-    /// Seen by the `tcp_drop` kprobe rather than the tracepoint.
-    pub tcp_drop: bool,
-    /// The receiving socket (6.11+: kfree_skb's `rx_sk`), when there was one.
-    pub sock: Option<Sock>,
-}
-
-/// What another probe saw happen to a dropped skb just before its drop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropMark {
-    /// A RST was sent for it without a socket (kernels without reasons:
-    /// the reset kprobe saw it, so this is the NO_SOCKET drop).
-    NoSocketRst,
-    /// Conntrack could not allocate an entry for it (`__nf_conntrack_alloc`
-    /// failed: the table is full).
-    ConntrackFull,
-    /// Conntrack could not insert its new entry (`__nf_conntrack_confirm`
-    /// returned NF_DROP).
-    ConntrackInsertFailed,
-}
-
-impl DropMark {
-    /// From the drop program's flags; a conntrack verdict is the more
-    /// specific when (impossibly) both are set.
-    pub fn from_flags(flags: u32) -> Option<DropMark> {
-        if flags & pkt::CONNTRACK_FULL != 0 {
-            Some(DropMark::ConntrackFull)
-        } else if flags & pkt::CONNTRACK_INSERT_FAILED != 0 {
-            Some(DropMark::ConntrackInsertFailed)
-        } else if flags & pkt::AFTER_NO_SOCKET_RST != 0 {
-            Some(DropMark::NoSocketRst)
-        } else {
-            None
-        }
     }
 }
 
@@ -116,51 +77,6 @@ impl Sock {
     }
 }
 
-/// Where the accept queue overflowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenStage {
-    /// A SYN (tcp_conn_request): dropped, the client retries it.
-    Syn,
-    /// The handshake's last ACK (tcp_v{4,6}_syn_recv_sock): dropped, the
-    /// client thinks it is connected.
-    Ack,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenEvent {
-    pub stage: ListenStage,
-    /// The listener.
-    pub sock: Sock,
-    /// The dropped segment.
-    pub flow: Option<Flow>,
-}
-
-/// `oom:mark_victim`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OomEvent {
-    pub pid: u32,
-    /// From the record (about 6.9+); untrusted bytes.
-    pub comm: Option<Vec<u8>>,
-    /// kB, where the kernel gives them.
-    pub total_vm_kb: Option<u64>,
-    pub anon_rss_kb: Option<u64>,
-    pub file_rss_kb: Option<u64>,
-    pub shmem_rss_kb: Option<u64>,
-    pub uid: Option<u32>,
-    pub oom_score_adj: Option<i64>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResetEvent {
-    /// The RST's own direction: for a sent RST, from this host.
-    pub flow: Option<Flow>,
-    pub reason: Option<Reason>,
-    /// The socket's TCP state (0: no socket).
-    pub state: Option<i64>,
-    /// The reset kprobe saw no socket at all (a closed port).
-    pub no_socket: bool,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelEvent {
     Drop(DropEvent),
@@ -172,15 +88,8 @@ pub enum KernelEvent {
     SocketError(SocketEvent),
 }
 
-/// A socket-level symptom: a retransmission (with the socket's TCP state)
-/// or an error (with its errno).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketEvent {
-    /// The socket's own direction: local address and port first.
-    pub flow: Option<Flow>,
-    pub state: Option<i64>,
-    pub errno: Option<i64>,
-}
+/// How a family turns its records into events.
+pub type Decoder = fn(&Event, &[u8], &Layouts) -> Result<KernelEvent, DecodeError>;
 
 /// A decoded record with the context every record carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,16 +133,16 @@ fn uint(raw: &[u8], f: &Field) -> Option<u64> {
     })
 }
 
-fn field_uint(fmt: &Format, raw: &[u8], name: &str) -> Option<u64> {
+pub(crate) fn field_uint(fmt: &Format, raw: &[u8], name: &str) -> Option<u64> {
     uint(raw, fmt.field(name)?)
 }
 
-fn field_bytes<'a>(fmt: &Format, raw: &'a [u8], name: &str) -> Option<&'a [u8]> {
+pub(crate) fn field_bytes<'a>(fmt: &Format, raw: &'a [u8], name: &str) -> Option<&'a [u8]> {
     let f = fmt.field(name)?;
     raw.get(f.offset..f.offset + f.size)
 }
 
-fn reason(fmt: &Format, raw: &[u8]) -> Option<Reason> {
+pub(crate) fn reason(fmt: &Format, raw: &[u8]) -> Option<Reason> {
     let value = field_uint(fmt, raw, "reason")?;
     Some(Reason {
         value,
@@ -251,111 +160,15 @@ pub fn read_event(bytes: &[u8]) -> Result<Event, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Event) })
 }
 
+/// A record, decoded by the family whose programs write its kind.
 pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
     let raw = &e.raw[..(e.raw_len as usize).min(e.raw.len())];
-    let event = match e.kind {
-        kind::KFREE_SKB => {
-            let fmt = layouts
-                .kfree_skb
-                .as_ref()
-                .ok_or(DecodeError::NoLayout("skb:kfree_skb"))?;
-            KernelEvent::Drop(DropEvent {
-                reason: reason(fmt, raw),
-                location: field_uint(fmt, raw, "location").unwrap_or(0),
-                flow: headers(e),
-                mark: DropMark::from_flags(e.pkt_flags),
-                tcp_ts: tcp_ts(e),
-                tcp_drop: false,
-                sock: sock(e),
-            })
-        }
-        kind::KPROBE_LISTEN_OVERFLOW => {
-            let sock = sock(e).ok_or(DecodeError::NoSocket("listen overflow"))?;
-            KernelEvent::ListenOverflow(ListenEvent {
-                stage: if raw.first() == Some(&LISTEN_AT_SYN) {
-                    ListenStage::Syn
-                } else {
-                    ListenStage::Ack
-                },
-                sock,
-                flow: headers(e),
-            })
-        }
-        kind::TCP_RETRANSMIT => {
-            let fmt = layouts
-                .retransmit
-                .as_ref()
-                .ok_or(DecodeError::NoLayout("tcp:tcp_retransmit_skb"))?;
-            KernelEvent::Retransmit(SocketEvent {
-                flow: socket_flow(fmt, raw, IPPROTO_TCP),
-                state: field_uint(fmt, raw, "state").map(|s| s as u32 as i32 as i64),
-                errno: None,
-            })
-        }
-        kind::SK_ERROR_REPORT => {
-            let fmt = layouts
-                .sk_error
-                .as_ref()
-                .ok_or(DecodeError::NoLayout("sock:inet_sk_error_report"))?;
-            let proto = field_uint(fmt, raw, "protocol").unwrap_or(IPPROTO_TCP as u64) as u8;
-            KernelEvent::SocketError(SocketEvent {
-                flow: socket_flow(fmt, raw, proto),
-                state: None,
-                errno: field_uint(fmt, raw, "error").map(|e| e as u32 as i32 as i64),
-            })
-        }
-        kind::OOM_MARK_VICTIM => {
-            let fmt = layouts
-                .oom
-                .as_ref()
-                .ok_or(DecodeError::NoLayout("oom:mark_victim"))?;
-            KernelEvent::Oom(oom(fmt, raw))
-        }
-        kind::KPROBE_TCP_DROP => KernelEvent::Drop(DropEvent {
-            reason: None,
-            location: raw
-                .get(..8)
-                .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))),
-            flow: headers(e),
-            mark: None,
-            tcp_ts: tcp_ts(e),
-            tcp_drop: true,
-            sock: sock(e),
-        }),
-        kind::KPROBE_SEND_RESET => {
-            // The segment being answered; the RST travels the other way.
-            let no_socket = e.pkt_flags & pkt::NO_SOCKET != 0;
-            KernelEvent::ResetSent(ResetEvent {
-                flow: headers(e).map(|f| Flow {
-                    tcp_flags: None,
-                    ..f.reversed()
-                }),
-                reason: None,
-                state: (!no_socket && e.sk_state != 0).then_some(e.sk_state as i64),
-                no_socket,
-            })
-        }
-        kind::TCP_SEND_RESET => {
-            let fmt = layouts
-                .send_reset
-                .as_ref()
-                .ok_or(DecodeError::NoLayout("tcp:tcp_send_reset"))?;
-            KernelEvent::ResetSent(reset(fmt, raw, false))
-        }
-        kind::TCP_RECEIVE_RESET => {
-            let fmt = layouts
-                .receive_reset
-                .as_ref()
-                .ok_or(DecodeError::NoLayout("tcp:tcp_receive_reset"))?;
-            let mut r = reset(fmt, raw, true);
-            // tcp_receive_reset has no state field; the program read it.
-            if r.state.is_none() && e.sk_state != 0 {
-                r.state = Some(e.sk_state as i64);
-            }
-            KernelEvent::ResetReceived(r)
-        }
-        k => return Err(DecodeError::UnknownKind(k)),
-    };
+    let decoder = families::FAMILIES
+        .iter()
+        .find(|f| f.kinds.contains(&e.kind))
+        .and_then(|f| f.decode)
+        .ok_or(DecodeError::UnknownKind(e.kind))?;
+    let event = decoder(e, raw, layouts)?;
     let comm_len = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
     Ok(Decoded {
         ts_ns: e.ts_ns,
@@ -367,7 +180,7 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
 }
 
 /// The socket the program read, if any.
-fn sock(e: &Event) -> Option<Sock> {
+pub(crate) fn sock(e: &Event) -> Option<Sock> {
     (e.pkt_flags & pkt::SOCK != 0)
         .then(|| Sock::from_info(&e.sock))
         .flatten()
@@ -375,7 +188,7 @@ fn sock(e: &Event) -> Option<Sock> {
 
 /// A `__data_loc` string: the field holds `len << 16 | offset` into the
 /// record; the string ends at its NUL.
-fn data_loc_str(fmt: &Format, raw: &[u8], name: &str) -> Option<Vec<u8>> {
+pub(crate) fn data_loc_str(fmt: &Format, raw: &[u8], name: &str) -> Option<Vec<u8>> {
     let loc = field_uint(fmt, raw, name)?;
     let (off, len) = ((loc & 0xffff) as usize, (loc >> 16) as usize);
     let b = raw.get(off..off.checked_add(len)?.min(raw.len()))?;
@@ -383,29 +196,15 @@ fn data_loc_str(fmt: &Format, raw: &[u8], name: &str) -> Option<Vec<u8>> {
     Some(b[..end].to_vec())
 }
 
-fn oom(fmt: &Format, raw: &[u8]) -> OomEvent {
-    let kb = |name: &str| field_uint(fmt, raw, name);
-    OomEvent {
-        pid: field_uint(fmt, raw, "pid").unwrap_or(0) as u32,
-        comm: data_loc_str(fmt, raw, "comm"),
-        total_vm_kb: kb("total_vm"),
-        anon_rss_kb: kb("anon_rss"),
-        file_rss_kb: kb("file_rss"),
-        shmem_rss_kb: kb("shmem_rss"),
-        uid: field_uint(fmt, raw, "uid").map(|u| u as u32),
-        oom_score_adj: field_uint(fmt, raw, "oom_score_adj").map(|v| v as u16 as i16 as i64),
-    }
-}
-
 /// The flow of the packet headers the program copied, if any.
-fn headers(e: &Event) -> Option<Flow> {
+pub(crate) fn headers(e: &Event) -> Option<Flow> {
     let net = (e.pkt_flags & pkt::NET != 0).then_some(&e.net[..]);
     let transport = (e.pkt_flags & pkt::TRANSPORT != 0).then_some(&e.transport[..]);
     packet::parse(net, transport, e.network_header, e.transport_header)
 }
 
 /// The TCP timestamp option of the event's segment, when it has one.
-fn tcp_ts(e: &Event) -> Option<(u32, u32)> {
+pub(crate) fn tcp_ts(e: &Event) -> Option<(u32, u32)> {
     let copied = pkt::TRANSPORT | pkt::TCP_OPTIONS;
     if e.pkt_flags & copied != copied || headers(e)?.proto != packet::IPPROTO_TCP {
         return None;
@@ -417,7 +216,7 @@ const AF_INET: u64 = 2;
 const AF_INET6: u64 = 10;
 
 /// A `struct sockaddr_in`/`sockaddr_in6` as the 6.10+ reset tracepoints store it.
-fn sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
+pub(crate) fn sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
     let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]) as u64;
     let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
     match family {
@@ -436,7 +235,7 @@ fn sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
 /// The socket's addresses in the pre-6.10 layout: `sport`, `dport` (host
 /// order), `saddr`/`daddr` (4 bytes), `saddr_v6`/`daddr_v6`, and from 5.13
 /// `family`. Without `family`, an IPv4 socket shows as a v4-mapped v6 address.
-fn split_addrs(fmt: &Format, raw: &[u8]) -> Option<(IpAddr, u16, IpAddr, u16)> {
+pub(crate) fn split_addrs(fmt: &Format, raw: &[u8]) -> Option<(IpAddr, u16, IpAddr, u16)> {
     let sport = field_uint(fmt, raw, "sport")? as u16;
     let dport = field_uint(fmt, raw, "dport")? as u16;
     let s6 = Ipv6Addr::from(<[u8; 16]>::try_from(field_bytes(fmt, raw, "saddr_v6")?).ok()?);
@@ -451,49 +250,6 @@ fn split_addrs(fmt: &Format, raw: &[u8]) -> Option<(IpAddr, u16, IpAddr, u16)> {
         Some((IpAddr::V4(s), sport, IpAddr::V4(d), dport))
     } else {
         Some((IpAddr::V6(s6), sport, IpAddr::V6(d6), dport))
-    }
-}
-
-/// A socket's flow from the split address fields (local side first).
-fn socket_flow(fmt: &Format, raw: &[u8], proto: u8) -> Option<Flow> {
-    split_addrs(fmt, raw).map(|(saddr, sport, daddr, dport)| Flow {
-        proto,
-        saddr,
-        sport: Some(sport),
-        daddr,
-        dport: Some(dport),
-        tcp_flags: None,
-    })
-}
-
-/// `tcp_send_reset` stores the RST's direction (the socket's local side as
-/// source, or the offending packet reversed); `tcp_receive_reset` stores the
-/// socket's, so the RST travels the other way.
-fn reset(fmt: &Format, raw: &[u8], received: bool) -> ResetEvent {
-    let addrs = match fmt.field("saddr") {
-        Some(f) if f.size >= 16 => field_bytes(fmt, raw, "saddr")
-            .and_then(sockaddr)
-            .zip(field_bytes(fmt, raw, "daddr").and_then(sockaddr))
-            .map(|((s, sp), (d, dp))| (s, sp, d, dp)),
-        _ => split_addrs(fmt, raw),
-    };
-    let flow = addrs.map(|(saddr, sport, daddr, dport)| Flow {
-        proto: IPPROTO_TCP,
-        saddr,
-        sport: Some(sport),
-        daddr,
-        dport: Some(dport),
-        tcp_flags: None,
-    });
-    ResetEvent {
-        flow: if received {
-            flow.map(|f| f.reversed())
-        } else {
-            flow
-        },
-        reason: reason(fmt, raw),
-        state: field_uint(fmt, raw, "state").map(|s| s as u32 as i32 as i64),
-        no_socket: false,
     }
 }
 
@@ -541,6 +297,9 @@ pub(crate) fn test_layouts(kernel: &str) -> Layouts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::families::{drop::DropMark, listen::ListenStage};
+    use crate::pipeline::packet::IPPROTO_TCP;
+    use netprobe_common::kind;
     use test_layouts as layouts;
 
     fn blank(kind: u32) -> Event {

@@ -5,13 +5,14 @@
 //! first event's flow, evidence and advice (design.md: floods fold, nothing
 //! is dropped silently).
 
+use crate::families::drop::DropMark;
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
 
 use crate::{
-    pipeline::decode::{Decoded, DropMark, KernelEvent, Sock},
+    pipeline::decode::{Decoded, KernelEvent, Sock},
     pipeline::packet::Flow,
     pipeline::record::Record,
 };
@@ -343,10 +344,7 @@ fn incident(o: Open) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        families,
-        pipeline::decode::{DropEvent, SocketEvent},
-    };
+    use crate::families::{self, drop::DropEvent, symptoms::SocketEvent};
 
     fn drop_to(sport: u16, dport: u16, ts: &str) -> Record {
         let mut r = Record {

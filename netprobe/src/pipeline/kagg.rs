@@ -219,7 +219,8 @@ impl Credits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::decode::{KernelEvent, SocketEvent};
+    use crate::families::symptoms::SocketEvent;
+    use crate::pipeline::decode::KernelEvent;
 
     /// Which bytes of `raw` kind `k`'s mask keeps.
     fn kept(c: &AggConfig, k: u32) -> Vec<usize> {

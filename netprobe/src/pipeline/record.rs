@@ -1,6 +1,11 @@
 //! The records netprobe writes: one struct, serialised the same way to every
 //! sink (design.md: JSON field names, journald `NETPROBE_<FIELD>`).
 
+use crate::families::drop::{DropEvent, DropMark};
+use crate::families::listen::{ListenEvent, ListenStage};
+use crate::families::oom::OomEvent;
+use crate::families::reset::ResetEvent;
+use crate::families::symptoms::SocketEvent;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -10,10 +15,7 @@ use crate::{
     families::catalogue,
     families::{self, Mode},
     kernel::kallsyms::Kallsyms,
-    pipeline::decode::{
-        tcp_state_name, Decoded, DropEvent, DropMark, KernelEvent, ListenEvent, ListenStage,
-        OomEvent, ResetEvent, Sock, SocketEvent,
-    },
+    pipeline::decode::{tcp_state_name, Decoded, KernelEvent, Sock},
     pipeline::packet::{endpoint, proto_name, tcp_flags_name, Flow},
     pipeline::timefmt,
 };

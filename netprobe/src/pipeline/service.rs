@@ -85,7 +85,7 @@ pub fn without_client_port(f: Flow, side: Side) -> Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::decode::{DropEvent, ResetEvent, SocketEvent};
+    use crate::families::{drop::DropEvent, reset::ResetEvent, symptoms::SocketEvent};
 
     fn flow(sport: u16, dport: u16, flags: Option<u8>) -> Flow {
         Flow {
