@@ -3,6 +3,12 @@
 //! claims: netfilter rules, qdisc and NIC queues; the rest map through the
 //! catalogue's reason and location lists to their family's mode.
 
+use crate::families::listen::accept_queue_advice;
+use crate::kernel::kallsyms::Kallsyms;
+use crate::pipeline::packet::endpoint;
+use crate::pipeline::record::flow_text;
+use crate::pipeline::record::Record;
+
 use crate::kernel::probes::{BtfPart, KprobeSpec, Need, ProbeSpec, TracepointSpec};
 use crate::pipeline::decode::{
     field_uint, headers, reason, sock, tcp_ts, DecodeError, KernelEvent, Layouts, Reason, Sock,
@@ -134,6 +140,144 @@ pub fn decode(e: &Event, raw: &[u8], layouts: &Layouts) -> Result<KernelEvent, D
         tcp_drop: false,
         sock: sock(e),
     }))
+}
+
+/// The local socket a dropped packet was for: the kernel's receiving socket
+/// where it gave one, else the packet's destination.
+pub fn receiver(e: &DropEvent) -> Option<String> {
+    match (&e.sock, &e.flow) {
+        (Some(s), _) => Some(endpoint(s.addr, Some(s.port))),
+        (None, Some(f)) => Some(endpoint(f.daddr, f.dport)),
+        (None, None) => None,
+    }
+}
+
+pub fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
+    let location = ksyms.lookup(e.location);
+    let mode = match (e.mark, &e.reason, location) {
+        // Conntrack's own verdict beats the generic NETFILTER_DROP reason.
+        (Some(DropMark::ConntrackFull), _, _) => crate::families::conntrack::CONNTRACK_TABLE_FULL,
+        (Some(DropMark::ConntrackInsertFailed), _, _) => {
+            crate::families::conntrack::CONNTRACK_INSERT_FAILED
+        }
+        (_, Some(reason), _) => drop_reason(&reason.label()),
+        (Some(DropMark::NoSocketRst), None, _) => crate::families::reset::NO_LISTENER,
+        (None, None, Some((func, _))) => drop_location(func),
+        (None, None, None) => crate::families::OTHER,
+    };
+    let mut r = Record {
+        kind: "drop",
+        ..Record::default()
+    };
+    r.set_mode(mode);
+    r.reason = e.reason.as_ref().map(|x| x.label());
+    r.location = Some(Kallsyms::render(location, e.location));
+    if let (Some((tsval, tsecr)), "tw_recycle") = (e.tcp_ts, mode.mode) {
+        r.evidence("tsval", tsval);
+        r.evidence("tsecr", tsecr);
+    }
+    if let Some(f) = &e.flow {
+        r.set_flow(f);
+    }
+    if let Some(s) = &e.sock {
+        r.set_sock(s);
+        match mode {
+            crate::families::listen::ACCEPT_QUEUE_FULL => {
+                r.evidence("accept_queue", s.accept_queue);
+                r.evidence("accept_queue_max", s.accept_queue_max);
+            }
+            crate::families::buffers::RCVBUF_FULL | crate::families::buffers::BACKLOG_FULL => {
+                r.evidence("rmem_alloc", s.rmem_alloc);
+                r.evidence("rcvbuf", s.rcvbuf);
+            }
+            _ => {}
+        }
+    }
+    let what = match (&e.flow, &r.tcp_flags) {
+        (Some(f), Some(flags)) => format!("{} ({flags})", flow_text(f)),
+        (Some(f), None) => flow_text(f),
+        (None, _) => "a packet (flow unknown)".to_string(),
+    };
+    let why = match (&r.reason, e.mark) {
+        (Some(reason), _) => reason.clone(),
+        (None, Some(DropMark::NoSocketRst)) => {
+            "no socket: the kernel answered it with a RST".into()
+        }
+        (None, Some(_)) => "no reason given by this kernel".into(),
+        (None, None) if e.tcp_drop => "tcp_drop, no reason given by this kernel".into(),
+        (None, None) => "no reason given by this kernel".into(),
+    };
+    let at = r.location.clone().unwrap_or_default();
+    r.message = match (mode.mode, &e.flow) {
+        ("no_listener", Some(f)) => {
+            let dst = endpoint(f.daddr, f.dport);
+            r.advice = Some(format!(
+                "Nothing listens on {dst}: check that the service behind this port is running and \
+                 bound to this address, and that clients use the right port."
+            ));
+            format!("dropped {what}: no socket listens on {dst} ({why} at {at})")
+        }
+        ("accept_queue_full", _) => {
+            // A listener's record (design.md: kind listen_overflow).
+            r.kind = "listen_overflow";
+            let listener = receiver(e).unwrap_or_else(|| "a listening socket".into());
+            let queue = e
+                .sock
+                .map(|s| {
+                    format!(
+                        " ({} waiting for accept(), backlog {})",
+                        s.accept_queue, s.accept_queue_max
+                    )
+                })
+                .unwrap_or_default();
+            r.advice = Some(accept_queue_advice(
+                &listener,
+                e.sock.map(|s| s.accept_queue_max),
+            ));
+            format!("accept queue full on {listener}{queue}: dropped {what} ({why} at {at})")
+        }
+        ("rcvbuf_full", _) => {
+            let owner = receiver(e).unwrap_or_else(|| "a socket".into());
+            let fill = e
+                .sock
+                .map(|s| format!(" ({} of {} bytes)", s.rmem_alloc, s.rcvbuf))
+                .unwrap_or_default();
+            r.advice = Some(format!(
+                "The application owning {owner} does not read fast enough: make it read faster, \
+                 or give it a larger receive buffer (SO_RCVBUF; the kernel caps it at \
+                 net.core.rmem_max)."
+            ));
+            format!("dropped {what}: the receive buffer of {owner} is full{fill} ({why} at {at})")
+        }
+        ("conntrack_table_full", _) => {
+            r.kind = "conntrack";
+            format!(
+                "dropped {what}: conntrack table full, no entry could be made for it \
+                 (__nf_conntrack_alloc failed; {why} at {at})"
+            )
+        }
+        ("conntrack_insert_failed", _) => {
+            r.kind = "conntrack";
+            format!(
+                "dropped {what}: conntrack could not insert its new entry \
+                 (__nf_conntrack_confirm: a clash it could not resolve or a hash chain too long; \
+                 {why} at {at})"
+            )
+        }
+        ("qdisc_full", _) => {
+            format!("dropped {what}: a device's transmit queue (qdisc) was full ({why} at {at})")
+        }
+        ("netfilter_drop", _) => {
+            format!("dropped {what} by netfilter ({why} at {at})")
+        }
+        ("tw_recycle", _) => {
+            format!(
+                "dropped {what}: its TCP timestamp is older than the connection's ({why} at {at})"
+            )
+        }
+        _ => format!("dropped {what}: {why} at {at}"),
+    };
+    r
 }
 
 /// The catalogue entries of this family's modes.

@@ -2,6 +2,10 @@
 //! (netprobe-ebpf/src/listen.rs), and the ListenOverflows/ListenDrops and
 //! SYN-queue counters with the listeners' figures from sock_diag.
 
+use crate::pipeline::decode::tcp_state_name;
+use crate::pipeline::packet::endpoint;
+use crate::pipeline::record::Record;
+
 use crate::kernel::probes::{KprobeSpec, ProbeSpec};
 use crate::pipeline::decode::{headers, sock, DecodeError, KernelEvent, Layouts, Sock};
 use crate::pipeline::packet::Flow;
@@ -72,6 +76,53 @@ pub fn decode(e: &Event, raw: &[u8], _: &Layouts) -> Result<KernelEvent, DecodeE
         sock,
         flow: headers(e),
     }))
+}
+
+pub fn accept_queue_advice(listener: &str, max: Option<u32>) -> String {
+    let backlog = max.map(|m| format!(" ({m})")).unwrap_or_default();
+    format!(
+        "The application listening on {listener} is not accepting connections fast enough, or \
+         its listen() backlog{backlog} is too small: check that its accept loop is not stalled, \
+         and raise the backlog it passes to listen() (the kernel caps it at net.core.somaxconn)."
+    )
+}
+
+pub fn listen_record(e: &ListenEvent) -> Record {
+    let mut r = Record {
+        kind: "listen_overflow",
+        ..Record::default()
+    };
+    r.set_mode(ACCEPT_QUEUE_FULL);
+    r.set_sock(&e.sock);
+    r.state = tcp_state_name(e.sock.state).map(str::to_string);
+    if let Some(f) = &e.flow {
+        r.set_flow(f);
+    }
+    let listener = endpoint(e.sock.addr, Some(e.sock.port));
+    r.evidence("accept_queue", e.sock.accept_queue);
+    r.evidence("accept_queue_max", e.sock.accept_queue_max);
+    let (stage, what) = match e.stage {
+        ListenStage::Syn => ("SYN", "the SYN (the client will retry it)"),
+        ListenStage::Ack => (
+            "ACK",
+            "the handshake's last ACK (the client believes it is connected)",
+        ),
+    };
+    r.evidence("stage", stage);
+    let from = e
+        .flow
+        .as_ref()
+        .map(|f| format!(" from {}", endpoint(f.saddr, f.sport)))
+        .unwrap_or_default();
+    r.message = format!(
+        "accept queue full on {listener} ({} waiting for accept(), backlog {}): the kernel dropped {what}{from}",
+        e.sock.accept_queue, e.sock.accept_queue_max
+    );
+    r.advice = Some(accept_queue_advice(
+        &listener,
+        Some(e.sock.accept_queue_max),
+    ));
+    r
 }
 
 /// The catalogue entries of this family's modes.

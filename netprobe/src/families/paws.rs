@@ -2,12 +2,75 @@
 //! counters of each namespace, and the NAT clocks the PAWS drops show.
 //! Counter-derived (the drops themselves come through the drop family).
 
+use crate::pipeline::record::Record;
+use serde_json::Value;
+
 use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
 
 pub const TW_RECYCLE: Mode = m("tw_recycle", "tw_recycle");
+
+/// The TCP timestamp clocks seen per source address among PAWS
+/// rejections: clients behind one NAT address each have their own clock
+/// (an offset from real time), so rejected SYNs from one address whose
+/// TSvals sit far apart come from several machines.
+#[derive(Default)]
+pub struct NatClocks {
+    by_addr: std::collections::HashMap<String, Vec<i64>>,
+}
+
+/// Offsets closer than this are one clock (TSvals tick in ms on Linux).
+const CLOCK_APART_MS: i64 = 60_000;
+
+const CLOCK_ADDRS_MAX: usize = 4096;
+
+const CLOCKS_MAX: usize = 16;
+
+impl NatClocks {
+    /// Notes a rejected TSval from `addr` at `now_ms`; returns how many
+    /// distinct clocks that address has shown.
+    pub fn observe(&mut self, addr: &str, tsval: u32, now_ms: i64) -> usize {
+        if !self.by_addr.contains_key(addr) && self.by_addr.len() >= CLOCK_ADDRS_MAX {
+            return 1;
+        }
+        let offset = i64::from(tsval) - now_ms;
+        let clocks = self.by_addr.entry(addr.to_string()).or_default();
+        match clocks
+            .iter()
+            .position(|c| (*c - offset).abs() < CLOCK_APART_MS)
+        {
+            Some(i) => clocks[i] = offset,
+            None if clocks.len() < CLOCKS_MAX => clocks.push(offset),
+            None => {}
+        }
+        clocks.len()
+    }
+
+    /// Adds the clock count to a PAWS drop record that carries its TSval,
+    /// and says so when rejected SYNs from one address show several.
+    pub fn annotate(&mut self, r: &mut Record, now_ms: i64) {
+        if r.mode != Some("tw_recycle") {
+            return;
+        }
+        let tsval = r
+            .evidence
+            .as_ref()
+            .and_then(|e| e.get("tsval"))
+            .and_then(Value::as_u64);
+        let (Some(tsval), Some(addr)) = (tsval, r.saddr.clone()) else {
+            return;
+        };
+        let clocks = self.observe(&addr, tsval as u32, now_ms);
+        r.evidence("timestamp_clocks", clocks);
+        if clocks > 1 && r.tcp_flags.as_deref() == Some("SYN") {
+            r.message.push_str(&format!(
+                "; {clocks} different timestamp clocks in SYNs from {addr}: clients behind NAT"
+            ));
+        }
+    }
+}
 
 /// The catalogue entries of this family's modes.
 pub const ENTRIES: &[Entry] = &[Entry {
@@ -34,3 +97,40 @@ pub const ENTRIES: &[Entry] = &[Entry {
     locations: &[],
     counters: &["PAWSPassive", "PAWSActive", "PAWSEstab", "PAWSTimewait"],
 }];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::record::Record;
+
+    #[test]
+    fn nat_clocks_count_distinct_offsets_per_address() {
+        let mut c = NatClocks::default();
+        let now = 1_000_000_000;
+        assert_eq!(c.observe("10.0.3.7", 5_000, now), 1);
+        // The same clock a second later.
+        assert_eq!(c.observe("10.0.3.7", 6_000, now + 1_000), 1);
+        // Two more machines behind the same address, hours apart.
+        assert_eq!(c.observe("10.0.3.7", 9_000_000, now + 1_000), 2);
+        assert_eq!(c.observe("10.0.3.7", 400_000_000, now + 2_000), 3);
+        assert_eq!(c.observe("10.0.3.8", 5_000, now), 1);
+        let mut r = Record {
+            kind: "drop",
+            message: "dropped TCP 10.0.3.7:40000 -> 10.0.0.5:80 (SYN)".into(),
+            saddr: Some("10.0.3.7".into()),
+            tcp_flags: Some("SYN".into()),
+            ..Record::default()
+        };
+        r.set_mode(TW_RECYCLE);
+        r.evidence("tsval", 77_777_777);
+        c.annotate(&mut r, now + 3_000);
+        assert_eq!(r.evidence.as_ref().unwrap()["timestamp_clocks"], 4);
+        assert!(
+            r.message.ends_with(
+                "; 4 different timestamp clocks in SYNs from 10.0.3.7: clients behind NAT"
+            ),
+            "{}",
+            r.message
+        );
+    }
+}

@@ -1,6 +1,11 @@
 //! Resets: `tcp:tcp_send_reset`, the `tcp_v{4,6}_send_reset` kprobes and
 //! `tcp:tcp_receive_reset` (netprobe-ebpf/src/reset.rs).
 
+use crate::pipeline::decode::tcp_state_name;
+use crate::pipeline::packet::endpoint;
+use crate::pipeline::record::flow_text;
+use crate::pipeline::record::Record;
+
 use crate::kernel::probes::{BtfPart, KprobeSpec, Need, ProbeSpec, TracepointSpec};
 use crate::kernel::tracefs::Format;
 use crate::pipeline::decode::{
@@ -162,6 +167,51 @@ pub fn decode(e: &Event, raw: &[u8], layouts: &Layouts) -> Result<KernelEvent, D
             KernelEvent::ResetReceived(r)
         }
     })
+}
+
+pub fn reset_record(e: &ResetEvent, sent: bool) -> Record {
+    let reason = e.reason.as_ref().map(|x| x.label());
+    let mode = if sent {
+        reset_sent(reason.as_deref(), e.no_socket)
+    } else {
+        reset_received(e.state)
+    };
+    let kind = if sent { "reset_sent" } else { "reset_received" };
+    let mut r = Record {
+        kind,
+        ..Record::default()
+    };
+    r.set_mode(mode);
+    r.reason = reason.clone();
+    r.state = e.state.and_then(tcp_state_name).map(str::to_string);
+    if let Some(f) = &e.flow {
+        r.set_flow(f);
+    }
+    let flow = e
+        .flow
+        .as_ref()
+        .map(flow_text)
+        .unwrap_or_else(|| "(addresses unknown)".into());
+    let because = match (reason, e.no_socket) {
+        (Some(x), _) => format!(" ({x})"),
+        (None, true) => " (no socket)".into(),
+        (None, false) => String::new(),
+    };
+    // In both directions the RST comes from the closed side to the client.
+    let closed = e.flow.as_ref().map(|f| endpoint(f.saddr, f.sport));
+    r.message = match (sent, mode == NO_LISTENER, &closed) {
+        (true, _, _) => format!("RST sent {flow}{because}"),
+        (false, true, Some(closed)) => format!(
+            "RST received {flow} in answer to our SYN: connection refused, nothing listens on {closed}"
+        ),
+        (false, _, _) => format!("RST received {flow}: the peer reset the connection"),
+    };
+    if let (true, Some(closed)) = (mode == NO_LISTENER, &closed) {
+        r.advice = Some(format!(
+            "Nothing listens on {closed}: check that the service behind this port is running."
+        ));
+    }
+    r
 }
 
 /// The catalogue entries of this family's modes.

@@ -2,6 +2,10 @@
 //! `sock:inet_sk_error_report` (netprobe-ebpf/src/symptoms.rs). Symptoms
 //! take the cause seen on their own flow (pipeline/causes.rs).
 
+use crate::pipeline::decode::tcp_state_name;
+use crate::pipeline::record::flow_text;
+use crate::pipeline::record::Record;
+
 use crate::families::reset::{NO_LISTENER, RESET_OTHER};
 use crate::families::OTHER;
 use crate::kernel::probes::{ProbeSpec, TracepointSpec};
@@ -102,6 +106,79 @@ pub fn decode(e: &Event, raw: &[u8], layouts: &Layouts) -> Result<KernelEvent, D
         state: None,
         errno: field_uint(fmt, raw, "error").map(|e| e as u32 as i32 as i64),
     }))
+}
+
+/// The names of the errors sockets report most (errno-base.h, stable ABI).
+pub fn errno_name(e: i64) -> Option<&'static str> {
+    Some(match e {
+        32 => "EPIPE",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        112 => "EHOSTDOWN",
+        104 => "ECONNRESET",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        _ => return None,
+    })
+}
+
+/// A retransmission or a socket error, on its own: family `other` until
+/// an OOM window claims it (`attribute_to_oom`).
+pub fn symptom_record(e: &SocketEvent, retransmit: bool) -> Record {
+    let mut r = Record {
+        kind: if retransmit {
+            "retransmit"
+        } else {
+            "socket_error"
+        },
+        ..Record::default()
+    };
+    r.set_mode(if retransmit {
+        crate::families::OTHER
+    } else {
+        socket_error(e.errno.unwrap_or(0).abs())
+    });
+    if let Some(f) = &e.flow {
+        r.set_flow(f);
+    }
+    r.state = e.state.and_then(tcp_state_name).map(str::to_string);
+    let flow = e
+        .flow
+        .as_ref()
+        .map(flow_text)
+        .unwrap_or_else(|| "a socket".into());
+    r.message = if retransmit {
+        format!("retransmitted a segment on {flow}")
+    } else {
+        let errno = e.errno.unwrap_or(0).abs();
+        let name = errno_name(errno).map_or_else(|| format!("errno {errno}"), str::to_string);
+        r.reason = Some(name.clone());
+        let meaning = match errno {
+            110 => ": the connection timed out",
+            104 => ": the peer reset the connection",
+            111 => ": the connection was refused",
+            101 => ": the network is unreachable",
+            112 => ": the host is down",
+            113 => ": the host is unreachable",
+            _ => "",
+        };
+        format!("socket error {name} on {flow}{meaning}")
+    };
+    r
+}
+
+/// Retransmissions outside any OOM window, folded into one record a minute.
+pub fn retransmit_summary(count: u64, secs: u64) -> Record {
+    let mut r = Record::new(
+        "retransmit",
+        format!(
+            "{count} TCP retransmission(s) in the last {secs} s, none in an OOM window (the kernel counts them all in Tcp RetransSegs)"
+        ),
+    );
+    r.set_mode(crate::families::OTHER);
+    r.count = Some(count);
+    r
 }
 
 /// The catalogue entries of this family's modes.

@@ -827,7 +827,7 @@ fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u
     r.message = format!(
         "accept queue full on {place} in netns {netns}: {overflows} overflow(s) counted by the kernel"
     );
-    r.advice = Some(crate::pipeline::record::accept_queue_advice(
+    r.advice = Some(crate::families::listen::accept_queue_advice(
         &full.map_or_else(
             || "that port".to_string(),
             |l| endpoint(l.addr, Some(l.port)),

@@ -1,11 +1,6 @@
 //! The records netprobe writes: one struct, serialised the same way to every
 //! sink (design.md: JSON field names, journald `NETPROBE_<FIELD>`).
 
-use crate::families::drop::{DropEvent, DropMark};
-use crate::families::listen::{ListenEvent, ListenStage};
-use crate::families::oom::OomEvent;
-use crate::families::reset::ResetEvent;
-use crate::families::symptoms::SocketEvent;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -15,7 +10,7 @@ use crate::{
     families::catalogue,
     families::{self, Mode},
     kernel::kallsyms::Kallsyms,
-    pipeline::decode::{tcp_state_name, Decoded, KernelEvent, Sock},
+    pipeline::decode::{Decoded, KernelEvent, Sock},
     pipeline::packet::{endpoint, proto_name, tcp_flags_name, Flow},
     pipeline::timefmt,
 };
@@ -148,7 +143,7 @@ impl Record {
         self.advice = Some(entry.advice.to_string());
     }
 
-    fn set_flow(&mut self, f: &Flow) {
+    pub(crate) fn set_flow(&mut self, f: &Flow) {
         self.proto = Some(proto_name(f.proto));
         self.saddr = Some(f.saddr.to_string());
         self.sport = f.sport;
@@ -218,7 +213,7 @@ pub fn escape_bytes(b: &[u8]) -> String {
     s
 }
 
-fn flow_text(f: &Flow) -> String {
+pub(crate) fn flow_text(f: &Flow) -> String {
     format!(
         "{} {} -> {}",
         proto_name(f.proto).to_uppercase(),
@@ -230,13 +225,13 @@ fn flow_text(f: &Flow) -> String {
 /// Builds the record of one kernel event: classification, flow, message.
 pub fn from_event(d: &Decoded, wall_ns: i128, ksyms: &Kallsyms) -> Record {
     let mut r = match &d.event {
-        KernelEvent::Drop(e) => drop_record(e, ksyms),
-        KernelEvent::ResetSent(e) => reset_record(e, true),
-        KernelEvent::ResetReceived(e) => reset_record(e, false),
-        KernelEvent::ListenOverflow(e) => listen_record(e),
-        KernelEvent::Oom(e) => oom_record(e),
-        KernelEvent::Retransmit(e) => symptom_record(e, true),
-        KernelEvent::SocketError(e) => symptom_record(e, false),
+        KernelEvent::Drop(e) => families::drop::drop_record(e, ksyms),
+        KernelEvent::ResetSent(e) => families::reset::reset_record(e, true),
+        KernelEvent::ResetReceived(e) => families::reset::reset_record(e, false),
+        KernelEvent::ListenOverflow(e) => families::listen::listen_record(e),
+        KernelEvent::Oom(e) => families::oom::oom_record(e),
+        KernelEvent::Retransmit(e) => families::symptoms::symptom_record(e, true),
+        KernelEvent::SocketError(e) => families::symptoms::symptom_record(e, false),
     };
     // The service the event is about, where the kernel says which end it
     // is (a listener or receiving socket the builders set stays).
@@ -279,647 +274,22 @@ impl Record {
         self.evidence.as_ref()?.get("source")?.as_str()
     }
 
-    fn set_sock(&mut self, s: &Sock) {
+    pub(crate) fn set_sock(&mut self, s: &Sock) {
         self.addr = Some(s.addr.to_string());
         self.port = Some(s.port);
     }
 }
 
-/// The names of the errors sockets report most (errno-base.h, stable ABI).
-pub fn errno_name(e: i64) -> Option<&'static str> {
-    Some(match e {
-        32 => "EPIPE",
-        101 => "ENETUNREACH",
-        103 => "ECONNABORTED",
-        112 => "EHOSTDOWN",
-        104 => "ECONNRESET",
-        110 => "ETIMEDOUT",
-        111 => "ECONNREFUSED",
-        113 => "EHOSTUNREACH",
-        _ => return None,
-    })
-}
-
-/// A retransmission or a socket error, on its own: family `other` until
-/// an OOM window claims it (`attribute_to_oom`).
-fn symptom_record(e: &SocketEvent, retransmit: bool) -> Record {
-    let mut r = Record {
-        kind: if retransmit {
-            "retransmit"
-        } else {
-            "socket_error"
-        },
-        ..Record::default()
-    };
-    r.set_mode(if retransmit {
-        families::OTHER
-    } else {
-        families::symptoms::socket_error(e.errno.unwrap_or(0).abs())
-    });
-    if let Some(f) = &e.flow {
-        r.set_flow(f);
-    }
-    r.state = e.state.and_then(tcp_state_name).map(str::to_string);
-    let flow = e
-        .flow
-        .as_ref()
-        .map(flow_text)
-        .unwrap_or_else(|| "a socket".into());
-    r.message = if retransmit {
-        format!("retransmitted a segment on {flow}")
-    } else {
-        let errno = e.errno.unwrap_or(0).abs();
-        let name = errno_name(errno).map_or_else(|| format!("errno {errno}"), str::to_string);
-        r.reason = Some(name.clone());
-        let meaning = match errno {
-            110 => ": the connection timed out",
-            104 => ": the peer reset the connection",
-            111 => ": the connection was refused",
-            101 => ": the network is unreachable",
-            112 => ": the host is down",
-            113 => ": the host is unreachable",
-            _ => "",
-        };
-        format!("socket error {name} on {flow}{meaning}")
-    };
-    r
-}
-
-/// How long after an OOM kill network symptoms are attributed to it.
-pub const OOM_WINDOW_SECS: u64 = 60;
-
-/// Marks a symptom seen `secs` after the OOM kill of `pid` as part of that
-/// stall (design.md's `oom_stall`), with the evidence that the node
-/// stalled (`global_kill`, `symptom_rate`).
-pub fn attribute_to_oom(r: &mut Record, pid: u32, secs: u64, evidence: &'static str) {
-    r.set_mode(families::oom::OOM_STALL);
-    r.evidence("oom_victim_pid", pid);
-    r.evidence("seconds_after_oom", secs);
-    r.evidence("stall_evidence", evidence);
-    r.message.push_str(&format!(
-        ", {secs} s after the OOM kill of pid {pid}, which stalled the node ({})",
-        stall_evidence_text(evidence)
-    ));
-}
-
-/// The evidence that an OOM kill stalled the node, in words.
-pub fn stall_evidence_text(evidence: &str) -> &'static str {
-    match evidence {
-        "global_kill" => "a global kill: the node ran out of memory, not one cgroup",
-        "symptom_rate" => {
-            "retransmits and timeouts without a cause of their own far above the minutes before"
-        }
-        _ => "no evidence",
-    }
-}
-
-/// Counts a minute at a time over the last `MINUTES` minutes (events
-/// added outside OOM windows), for a rate to hold a window's against.
-#[derive(Debug)]
-pub struct MinuteCounts {
-    done: std::collections::VecDeque<u64>,
-    current: u64,
-    started: std::time::Instant,
-}
-
-impl Default for MinuteCounts {
-    fn default() -> MinuteCounts {
-        MinuteCounts {
-            done: Default::default(),
-            current: 0,
-            started: std::time::Instant::now(),
-        }
-    }
-}
-
-impl MinuteCounts {
-    /// Minutes kept.
-    pub const MINUTES: usize = 10;
-
-    pub fn add(&mut self, n: u64) {
-        self.current += n;
-    }
-
-    fn roll(&mut self, now: std::time::Instant) {
-        while now.saturating_duration_since(self.started) >= std::time::Duration::from_secs(60) {
-            self.done.push_back(self.current);
-            self.current = 0;
-            self.started += std::time::Duration::from_secs(60);
-            if self.done.len() > Self::MINUTES {
-                self.done.pop_front();
-            }
-        }
-    }
-
-    /// The mean count of the finished minutes (0 before the first ends).
-    pub fn per_minute(&mut self, now: std::time::Instant) -> f64 {
-        self.roll(now);
-        if self.done.is_empty() {
-            return 0.0;
-        }
-        self.done.iter().sum::<u64>() as f64 / self.done.len() as f64
-    }
-}
-
-/// Uncaused symptoms in an OOM window that say the node stalled: at least
-/// this many...
-pub const STALL_MIN_SYMPTOMS: u64 = 10;
-/// ...and this many times the rate of the minutes before the kill.
-pub const STALL_RATE_FACTOR: f64 = 3.0;
-
-/// The TCP timestamp clocks seen per source address among PAWS
-/// rejections: clients behind one NAT address each have their own clock
-/// (an offset from real time), so rejected SYNs from one address whose
-/// TSvals sit far apart come from several machines.
-#[derive(Default)]
-pub struct NatClocks {
-    by_addr: std::collections::HashMap<String, Vec<i64>>,
-}
-
-/// Offsets closer than this are one clock (TSvals tick in ms on Linux).
-const CLOCK_APART_MS: i64 = 60_000;
-const CLOCK_ADDRS_MAX: usize = 4096;
-const CLOCKS_MAX: usize = 16;
-
-impl NatClocks {
-    /// Notes a rejected TSval from `addr` at `now_ms`; returns how many
-    /// distinct clocks that address has shown.
-    pub fn observe(&mut self, addr: &str, tsval: u32, now_ms: i64) -> usize {
-        if !self.by_addr.contains_key(addr) && self.by_addr.len() >= CLOCK_ADDRS_MAX {
-            return 1;
-        }
-        let offset = i64::from(tsval) - now_ms;
-        let clocks = self.by_addr.entry(addr.to_string()).or_default();
-        match clocks
-            .iter()
-            .position(|c| (*c - offset).abs() < CLOCK_APART_MS)
-        {
-            Some(i) => clocks[i] = offset,
-            None if clocks.len() < CLOCKS_MAX => clocks.push(offset),
-            None => {}
-        }
-        clocks.len()
-    }
-
-    /// Adds the clock count to a PAWS drop record that carries its TSval,
-    /// and says so when rejected SYNs from one address show several.
-    pub fn annotate(&mut self, r: &mut Record, now_ms: i64) {
-        if r.mode != Some("tw_recycle") {
-            return;
-        }
-        let tsval = r
-            .evidence
-            .as_ref()
-            .and_then(|e| e.get("tsval"))
-            .and_then(Value::as_u64);
-        let (Some(tsval), Some(addr)) = (tsval, r.saddr.clone()) else {
-            return;
-        };
-        let clocks = self.observe(&addr, tsval as u32, now_ms);
-        r.evidence("timestamp_clocks", clocks);
-        if clocks > 1 && r.tcp_flags.as_deref() == Some("SYN") {
-            r.message.push_str(&format!(
-                "; {clocks} different timestamp clocks in SYNs from {addr}: clients behind NAT"
-            ));
-        }
-    }
-}
-
-/// An OOM kill's window: the victim, what says the node stalled (if
-/// anything does), and the network symptoms seen in the `OOM_WINDOW_SECS`
-/// after it: those without a cause of their own, and how many had one.
-#[derive(Debug, Clone, Default)]
-pub struct OomStall {
-    pub pid: u32,
-    pub comm: Option<String>,
-    pub cgroup: Option<String>,
-    pub container: Option<String>,
-    pub pod: Option<String>,
-    /// When the kill was recorded.
-    pub ts: String,
-    /// Whether the kill was confined to a memory cgroup's own limit.
-    pub confined: Option<bool>,
-    /// What says the node stalled, once something does: `global_kill`,
-    /// `symptom_rate`.
-    pub evidence: Option<&'static str>,
-    /// Uncaused retransmissions and timeouts a minute before the kill.
-    pub baseline_per_min: f64,
-    /// Retransmissions without a cause of their own.
-    pub retransmits: u64,
-    /// Socket errors (ETIMEDOUT) without a cause of their own, by name.
-    pub errors: BTreeMap<String, u64>,
-    /// Symptoms in the window that had a cause of their own on their flow.
-    pub with_cause: u64,
-}
-
-impl OomStall {
-    pub fn uncaused(&self) -> u64 {
-        self.retransmits + self.errors.values().sum::<u64>()
-    }
-
-    /// Counts `n` symptoms like `r` without a cause of their own, `secs`
-    /// after the kill; returns the stall evidence, if there is any now.
-    pub fn symptom(&mut self, r: &Record, n: u64, secs: u64) -> Option<&'static str> {
-        match r.kind {
-            "retransmit" => self.retransmits += n,
-            _ => {
-                let name = r.reason.clone().unwrap_or_else(|| "error".into());
-                *self.errors.entry(name).or_default() += n;
-            }
-        }
-        if self.evidence.is_none() {
-            let minutes = (secs as f64 / 60.0).max(1.0);
-            let expected = self.baseline_per_min * minutes;
-            let seen = self.uncaused();
-            if seen >= STALL_MIN_SYMPTOMS && seen as f64 >= STALL_RATE_FACTOR * expected {
-                self.evidence = Some("symptom_rate");
-            }
-        }
-        self.evidence
-    }
-
-    /// The window as one `incident` record, written when it closes: mode
-    /// oom_stall with the evidence, or oom_kill when nothing showed a
-    /// stall. `None` when there is nothing to say beyond the kill's own
-    /// record (no evidence, no symptom at all).
-    pub fn record(&self, secs: u64) -> Option<Record> {
-        let uncaused = self.uncaused();
-        if self.evidence.is_none() && uncaused == 0 && self.with_cause == 0 {
-            return None;
-        }
-        let errors: u64 = self.errors.values().sum();
-        let who = match &self.comm {
-            Some(c) => format!("pid {} ({c})", self.pid),
-            None => format!("pid {}", self.pid),
-        };
-        let list: Vec<String> = self
-            .errors
-            .iter()
-            .map(|(e, n)| format!("{n} {e}"))
-            .collect();
-        let symptoms = format!(
-            "{} TCP retransmission(s) and {} socket error(s){} without a cause of their own in the \
-             {secs} s after it ({:.1} a minute before it); {} symptom(s) had a cause of their own",
-            self.retransmits,
-            errors,
-            if list.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", list.join(", "))
-            },
-            self.baseline_per_min,
-            self.with_cause
-        );
-        let mut r = Record::new(
-            "incident",
-            match self.evidence {
-                Some(e) => format!(
-                    "OOM kill of {who} stalled the node ({}): {symptoms}",
-                    stall_evidence_text(e)
-                ),
-                None => format!("OOM kill of {who}, no network stall seen: {symptoms}"),
-            },
-        );
-        r.set_mode(if self.evidence.is_some() {
-            families::oom::OOM_STALL
-        } else {
-            families::oom::OOM_KILL
-        });
-        r.pid = Some(self.pid);
-        r.comm.clone_from(&self.comm);
-        r.cgroup.clone_from(&self.cgroup);
-        r.container.clone_from(&self.container);
-        r.pod.clone_from(&self.pod);
-        r.first = Some(self.ts.clone());
-        r.count = Some(uncaused);
-        r.event = Some("oom");
-        crate::pipeline::counters::add_memory_pressure(&mut r);
-        r.evidence("oom_victim_pid", self.pid);
-        r.evidence("stall_evidence", self.evidence.unwrap_or("none"));
-        if let Some(c) = self.confined {
-            r.evidence("confined_to_cgroup", c);
-        }
-        r.evidence("retransmits", self.retransmits);
-        r.evidence("socket_errors", errors);
-        r.evidence("symptoms_with_cause", self.with_cause);
-        r.evidence("baseline_per_min", self.baseline_per_min);
-        for (e, n) in &self.errors {
-            if e == "ETIMEDOUT" {
-                r.evidence("ETIMEDOUT", *n);
-            }
-        }
-        r.last = Some(r.ts.clone());
-        Some(r)
-    }
-}
-
-/// Retransmissions outside any OOM window, folded into one record a minute.
-pub fn retransmit_summary(count: u64, secs: u64) -> Record {
-    let mut r = Record::new(
-        "retransmit",
-        format!(
-            "{count} TCP retransmission(s) in the last {secs} s, none in an OOM window (the kernel counts them all in Tcp RetransSegs)"
-        ),
-    );
-    r.set_mode(families::OTHER);
-    r.count = Some(count);
-    r
-}
-
-/// Adds what /proc knew of a record's process: its memory cgroup, and its
-/// name when the kernel did not give one.
-pub fn add_process(r: &mut Record, comm: Option<&[u8]>, cgroup: Option<String>) {
-    if r.comm.is_none() {
-        if let Some(c) = comm {
-            let c = escape_bytes(c);
-            r.message = r.message.replacen(
-                &format!("pid {}", r.pid.unwrap_or(0)),
-                &format!("pid {} ({c})", r.pid.unwrap_or(0)),
-                1,
-            );
-            r.comm = Some(c);
-        }
-    }
-    if let Some(cg) = cgroup {
-        r.message.push_str(&format!(", in cgroup {cg}"));
-        r.cgroup = Some(cg);
-    }
-}
-
-pub fn accept_queue_advice(listener: &str, max: Option<u32>) -> String {
-    let backlog = max.map(|m| format!(" ({m})")).unwrap_or_default();
-    format!(
-        "The application listening on {listener} is not accepting connections fast enough, or \
-         its listen() backlog{backlog} is too small: check that its accept loop is not stalled, \
-         and raise the backlog it passes to listen() (the kernel caps it at net.core.somaxconn)."
-    )
-}
-
-fn listen_record(e: &ListenEvent) -> Record {
-    let mut r = Record {
-        kind: "listen_overflow",
-        ..Record::default()
-    };
-    r.set_mode(families::listen::ACCEPT_QUEUE_FULL);
-    r.set_sock(&e.sock);
-    r.state = tcp_state_name(e.sock.state).map(str::to_string);
-    if let Some(f) = &e.flow {
-        r.set_flow(f);
-    }
-    let listener = endpoint(e.sock.addr, Some(e.sock.port));
-    r.evidence("accept_queue", e.sock.accept_queue);
-    r.evidence("accept_queue_max", e.sock.accept_queue_max);
-    let (stage, what) = match e.stage {
-        ListenStage::Syn => ("SYN", "the SYN (the client will retry it)"),
-        ListenStage::Ack => (
-            "ACK",
-            "the handshake's last ACK (the client believes it is connected)",
-        ),
-    };
-    r.evidence("stage", stage);
-    let from = e
-        .flow
-        .as_ref()
-        .map(|f| format!(" from {}", endpoint(f.saddr, f.sport)))
-        .unwrap_or_default();
-    r.message = format!(
-        "accept queue full on {listener} ({} waiting for accept(), backlog {}): the kernel dropped {what}{from}",
-        e.sock.accept_queue, e.sock.accept_queue_max
-    );
-    r.advice = Some(accept_queue_advice(
-        &listener,
-        Some(e.sock.accept_queue_max),
-    ));
-    r
-}
-
-fn oom_record(e: &OomEvent) -> Record {
-    let mut r = Record {
-        kind: "oom",
-        ..Record::default()
-    };
-    r.set_mode(families::oom::OOM_STALL);
-    r.pid = Some(e.pid);
-    r.comm = e.comm.as_deref().map(escape_bytes);
-    for (name, v) in [
-        ("total_vm_kb", e.total_vm_kb),
-        ("anon_rss_kb", e.anon_rss_kb),
-        ("file_rss_kb", e.file_rss_kb),
-        ("shmem_rss_kb", e.shmem_rss_kb),
-    ] {
-        if let Some(v) = v {
-            r.evidence(name, v);
-        }
-    }
-    if let Some(uid) = e.uid {
-        r.evidence("uid", uid);
-    }
-    if let Some(adj) = e.oom_score_adj {
-        r.evidence("oom_score_adj", adj);
-    }
-    let who = match &r.comm {
-        Some(c) => format!("pid {} ({c})", e.pid),
-        None => format!("pid {}", e.pid),
-    };
-    let rss = e
-        .anon_rss_kb
-        .map(|a| {
-            format!(
-                ": anon-rss {a} kB, total-vm {} kB",
-                e.total_vm_kb.unwrap_or(0)
-            )
-        })
-        .unwrap_or_default();
-    r.message = format!("the OOM killer chose {who} to kill{rss}");
-    r
-}
-
-/// The local socket a dropped packet was for: the kernel's receiving socket
-/// where it gave one, else the packet's destination.
-fn receiver(e: &DropEvent) -> Option<String> {
-    match (&e.sock, &e.flow) {
-        (Some(s), _) => Some(endpoint(s.addr, Some(s.port))),
-        (None, Some(f)) => Some(endpoint(f.daddr, f.dport)),
-        (None, None) => None,
-    }
-}
-
-fn drop_record(e: &DropEvent, ksyms: &Kallsyms) -> Record {
-    let location = ksyms.lookup(e.location);
-    let mode = match (e.mark, &e.reason, location) {
-        // Conntrack's own verdict beats the generic NETFILTER_DROP reason.
-        (Some(DropMark::ConntrackFull), _, _) => families::conntrack::CONNTRACK_TABLE_FULL,
-        (Some(DropMark::ConntrackInsertFailed), _, _) => {
-            families::conntrack::CONNTRACK_INSERT_FAILED
-        }
-        (_, Some(reason), _) => families::drop::drop_reason(&reason.label()),
-        (Some(DropMark::NoSocketRst), None, _) => families::reset::NO_LISTENER,
-        (None, None, Some((func, _))) => families::drop::drop_location(func),
-        (None, None, None) => families::OTHER,
-    };
-    let mut r = Record {
-        kind: "drop",
-        ..Record::default()
-    };
-    r.set_mode(mode);
-    r.reason = e.reason.as_ref().map(|x| x.label());
-    r.location = Some(Kallsyms::render(location, e.location));
-    if let (Some((tsval, tsecr)), "tw_recycle") = (e.tcp_ts, mode.mode) {
-        r.evidence("tsval", tsval);
-        r.evidence("tsecr", tsecr);
-    }
-    if let Some(f) = &e.flow {
-        r.set_flow(f);
-    }
-    if let Some(s) = &e.sock {
-        r.set_sock(s);
-        match mode {
-            families::listen::ACCEPT_QUEUE_FULL => {
-                r.evidence("accept_queue", s.accept_queue);
-                r.evidence("accept_queue_max", s.accept_queue_max);
-            }
-            families::buffers::RCVBUF_FULL | families::buffers::BACKLOG_FULL => {
-                r.evidence("rmem_alloc", s.rmem_alloc);
-                r.evidence("rcvbuf", s.rcvbuf);
-            }
-            _ => {}
-        }
-    }
-    let what = match (&e.flow, &r.tcp_flags) {
-        (Some(f), Some(flags)) => format!("{} ({flags})", flow_text(f)),
-        (Some(f), None) => flow_text(f),
-        (None, _) => "a packet (flow unknown)".to_string(),
-    };
-    let why = match (&r.reason, e.mark) {
-        (Some(reason), _) => reason.clone(),
-        (None, Some(DropMark::NoSocketRst)) => {
-            "no socket: the kernel answered it with a RST".into()
-        }
-        (None, Some(_)) => "no reason given by this kernel".into(),
-        (None, None) if e.tcp_drop => "tcp_drop, no reason given by this kernel".into(),
-        (None, None) => "no reason given by this kernel".into(),
-    };
-    let at = r.location.clone().unwrap_or_default();
-    r.message = match (mode.mode, &e.flow) {
-        ("no_listener", Some(f)) => {
-            let dst = endpoint(f.daddr, f.dport);
-            r.advice = Some(format!(
-                "Nothing listens on {dst}: check that the service behind this port is running and \
-                 bound to this address, and that clients use the right port."
-            ));
-            format!("dropped {what}: no socket listens on {dst} ({why} at {at})")
-        }
-        ("accept_queue_full", _) => {
-            // A listener's record (design.md: kind listen_overflow).
-            r.kind = "listen_overflow";
-            let listener = receiver(e).unwrap_or_else(|| "a listening socket".into());
-            let queue = e
-                .sock
-                .map(|s| {
-                    format!(
-                        " ({} waiting for accept(), backlog {})",
-                        s.accept_queue, s.accept_queue_max
-                    )
-                })
-                .unwrap_or_default();
-            r.advice = Some(accept_queue_advice(
-                &listener,
-                e.sock.map(|s| s.accept_queue_max),
-            ));
-            format!("accept queue full on {listener}{queue}: dropped {what} ({why} at {at})")
-        }
-        ("rcvbuf_full", _) => {
-            let owner = receiver(e).unwrap_or_else(|| "a socket".into());
-            let fill = e
-                .sock
-                .map(|s| format!(" ({} of {} bytes)", s.rmem_alloc, s.rcvbuf))
-                .unwrap_or_default();
-            r.advice = Some(format!(
-                "The application owning {owner} does not read fast enough: make it read faster, \
-                 or give it a larger receive buffer (SO_RCVBUF; the kernel caps it at \
-                 net.core.rmem_max)."
-            ));
-            format!("dropped {what}: the receive buffer of {owner} is full{fill} ({why} at {at})")
-        }
-        ("conntrack_table_full", _) => {
-            r.kind = "conntrack";
-            format!(
-                "dropped {what}: conntrack table full, no entry could be made for it \
-                 (__nf_conntrack_alloc failed; {why} at {at})"
-            )
-        }
-        ("conntrack_insert_failed", _) => {
-            r.kind = "conntrack";
-            format!(
-                "dropped {what}: conntrack could not insert its new entry \
-                 (__nf_conntrack_confirm: a clash it could not resolve or a hash chain too long; \
-                 {why} at {at})"
-            )
-        }
-        ("qdisc_full", _) => {
-            format!("dropped {what}: a device's transmit queue (qdisc) was full ({why} at {at})")
-        }
-        ("netfilter_drop", _) => {
-            format!("dropped {what} by netfilter ({why} at {at})")
-        }
-        ("tw_recycle", _) => {
-            format!(
-                "dropped {what}: its TCP timestamp is older than the connection's ({why} at {at})"
-            )
-        }
-        _ => format!("dropped {what}: {why} at {at}"),
-    };
-    r
-}
-
-fn reset_record(e: &ResetEvent, sent: bool) -> Record {
-    let reason = e.reason.as_ref().map(|x| x.label());
-    let mode = if sent {
-        families::reset::reset_sent(reason.as_deref(), e.no_socket)
-    } else {
-        families::reset::reset_received(e.state)
-    };
-    let kind = if sent { "reset_sent" } else { "reset_received" };
-    let mut r = Record {
-        kind,
-        ..Record::default()
-    };
-    r.set_mode(mode);
-    r.reason = reason.clone();
-    r.state = e.state.and_then(tcp_state_name).map(str::to_string);
-    if let Some(f) = &e.flow {
-        r.set_flow(f);
-    }
-    let flow = e
-        .flow
-        .as_ref()
-        .map(flow_text)
-        .unwrap_or_else(|| "(addresses unknown)".into());
-    let because = match (reason, e.no_socket) {
-        (Some(x), _) => format!(" ({x})"),
-        (None, true) => " (no socket)".into(),
-        (None, false) => String::new(),
-    };
-    // In both directions the RST comes from the closed side to the client.
-    let closed = e.flow.as_ref().map(|f| endpoint(f.saddr, f.sport));
-    r.message = match (sent, mode == families::reset::NO_LISTENER, &closed) {
-        (true, _, _) => format!("RST sent {flow}{because}"),
-        (false, true, Some(closed)) => format!(
-            "RST received {flow} in answer to our SYN: connection refused, nothing listens on {closed}"
-        ),
-        (false, _, _) => format!("RST received {flow}: the peer reset the connection"),
-    };
-    if let (true, Some(closed)) = (mode == families::reset::NO_LISTENER, &closed) {
-        r.advice = Some(format!(
-            "Nothing listens on {closed}: check that the service behind this port is running."
-        ));
-    }
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::families::{
+        drop::{DropEvent, DropMark},
+        listen::{ListenEvent, ListenStage},
+        oom::{add_process, attribute_to_oom, OomEvent},
+        reset::ResetEvent,
+        symptoms::{errno_name, retransmit_summary, SocketEvent},
+    };
     use crate::pipeline::decode::Reason;
 
     fn flow() -> Flow {
@@ -982,7 +352,7 @@ mod tests {
             mark: Some(DropMark::NoSocketRst),
             ..e.clone()
         };
-        let r = drop_record(&bare, &k);
+        let r = families::drop::drop_record(&bare, &k);
         assert_eq!((r.family, r.mode), (Some("reset"), Some("no_listener")));
         assert_eq!(r.reason, None);
         assert!(r.message.contains("no socket listens on 127.0.0.1:9"));
@@ -990,7 +360,7 @@ mod tests {
             .message
             .contains("no socket: the kernel answered it with a RST"));
         // Without that mark, a drop in tcp_v4_rcv says nothing more.
-        let r = drop_record(
+        let r = families::drop::drop_record(
             &DropEvent {
                 mark: None,
                 ..bare.clone()
@@ -1021,7 +391,7 @@ mod tests {
                 "could not insert its new entry",
             ),
         ] {
-            let r = drop_record(
+            let r = families::drop::drop_record(
                 &DropEvent {
                     mark: Some(mark),
                     ..nf.clone()
@@ -1036,157 +406,8 @@ mod tests {
             assert!(r.message.contains(words), "{}", r.message);
             assert!(r.message.contains("127.0.0.1:9"), "{}", r.message);
         }
-        let r = drop_record(&nf, &k);
+        let r = families::drop::drop_record(&nf, &k);
         assert_eq!((r.kind, r.mode), ("drop", Some("netfilter_drop")));
-    }
-
-    #[test]
-    fn nat_clocks_count_distinct_offsets_per_address() {
-        let mut c = NatClocks::default();
-        let now = 1_000_000_000;
-        assert_eq!(c.observe("10.0.3.7", 5_000, now), 1);
-        // The same clock a second later.
-        assert_eq!(c.observe("10.0.3.7", 6_000, now + 1_000), 1);
-        // Two more machines behind the same address, hours apart.
-        assert_eq!(c.observe("10.0.3.7", 9_000_000, now + 1_000), 2);
-        assert_eq!(c.observe("10.0.3.7", 400_000_000, now + 2_000), 3);
-        assert_eq!(c.observe("10.0.3.8", 5_000, now), 1);
-        let mut r = Record {
-            kind: "drop",
-            message: "dropped TCP 10.0.3.7:40000 -> 10.0.0.5:80 (SYN)".into(),
-            saddr: Some("10.0.3.7".into()),
-            tcp_flags: Some("SYN".into()),
-            ..Record::default()
-        };
-        r.set_mode(families::paws::TW_RECYCLE);
-        r.evidence("tsval", 77_777_777);
-        c.annotate(&mut r, now + 3_000);
-        assert_eq!(r.evidence.as_ref().unwrap()["timestamp_clocks"], 4);
-        assert!(
-            r.message.ends_with(
-                "; 4 different timestamp clocks in SYNs from 10.0.3.7: clients behind NAT"
-            ),
-            "{}",
-            r.message
-        );
-    }
-
-    fn symptom(kind: &'static str, reason: Option<&str>) -> Record {
-        let mut r = Record::new(kind, String::new());
-        r.reason = reason.map(str::to_string);
-        r
-    }
-
-    #[test]
-    fn a_global_kill_is_a_stall_and_its_window_says_so() {
-        let mut stall = OomStall {
-            pid: 42,
-            comm: Some("logstash".into()),
-            ts: "2026-11-22T02:10:00Z".into(),
-            confined: Some(false),
-            evidence: Some("global_kill"),
-            ..Default::default()
-        };
-        assert_eq!(
-            stall.symptom(&symptom("retransmit", None), 2, 3),
-            Some("global_kill")
-        );
-        assert_eq!(
-            stall.symptom(&symptom("socket_error", Some("ETIMEDOUT")), 1, 5),
-            Some("global_kill")
-        );
-        stall.with_cause = 15;
-        let r = stall.record(60).unwrap();
-        assert_eq!(
-            (r.kind, r.event, r.mode, r.severity),
-            ("incident", Some("oom"), Some("oom_stall"), Some("critical"))
-        );
-        assert_eq!(
-            r.message,
-            "OOM kill of pid 42 (logstash) stalled the node (a global kill: the node ran out of \
-             memory, not one cgroup): 2 TCP retransmission(s) and 1 socket error(s) (1 \
-             ETIMEDOUT) without a cause of their own in the 60 s after it (0.0 a minute before \
-             it); 15 symptom(s) had a cause of their own"
-        );
-        // Only symptoms without a cause of their own are the stall's.
-        assert_eq!(r.count, Some(3));
-        let e = r.evidence.as_ref().unwrap();
-        assert_eq!(
-            (
-                &e["retransmits"],
-                &e["ETIMEDOUT"],
-                &e["symptoms_with_cause"],
-                &e["stall_evidence"]
-            ),
-            (&2.into(), &1.into(), &15.into(), &"global_kill".into())
-        );
-        assert_eq!(r.first.as_deref(), Some("2026-11-22T02:10:00Z"));
-        assert!(r.advice.unwrap().contains("memory"));
-    }
-
-    #[test]
-    fn a_confined_kill_stalls_only_if_its_symptoms_rise_well_above_before() {
-        let mut stall = OomStall {
-            pid: 7,
-            confined: Some(true),
-            baseline_per_min: 6.0,
-            ..Default::default()
-        };
-        // 10 in the first minute: under 3 x 6.
-        assert_eq!(stall.symptom(&symptom("retransmit", None), 10, 20), None);
-        // 18: three times the minute before, and at least 10.
-        assert_eq!(
-            stall.symptom(&symptom("retransmit", None), 8, 30),
-            Some("symptom_rate")
-        );
-        // With no symptoms at all before, 10 are enough; fewer are not.
-        let mut quiet = OomStall {
-            confined: Some(true),
-            ..Default::default()
-        };
-        assert_eq!(quiet.symptom(&symptom("retransmit", None), 9, 5), None);
-        assert_eq!(
-            quiet.symptom(&symptom("retransmit", None), 1, 6),
-            Some("symptom_rate")
-        );
-        // A confined kill whose symptoms all had causes: no stall, and the
-        // window says so in mode oom_kill.
-        let calm = OomStall {
-            pid: 9,
-            confined: Some(true),
-            with_cause: 12,
-            ..Default::default()
-        };
-        let r = calm.record(60).unwrap();
-        assert_eq!(r.mode, Some("oom_kill"));
-        assert!(
-            r.message
-                .starts_with("OOM kill of pid 9, no network stall seen: 0 TCP"),
-            "{}",
-            r.message
-        );
-        assert_eq!(r.evidence.unwrap()["stall_evidence"], "none");
-        // Nothing at all: no window record beyond the kill's own.
-        assert!(OomStall::default().record(60).is_none());
-    }
-
-    #[test]
-    fn minute_counts_average_the_finished_minutes() {
-        let t0 = std::time::Instant::now();
-        let mut m = MinuteCounts {
-            started: t0,
-            ..MinuteCounts::default()
-        };
-        m.add(30);
-        assert_eq!(m.per_minute(t0), 0.0);
-        assert_eq!(m.per_minute(t0 + std::time::Duration::from_secs(61)), 30.0);
-        m.add(10);
-        // Two minutes on: 30, 10 and an empty one.
-        let later = t0 + std::time::Duration::from_secs(180);
-        assert!((m.per_minute(later) - 40.0 / 3.0).abs() < 1e-9);
-        // Only the last MINUTES are kept.
-        let much_later = t0 + std::time::Duration::from_secs(60 * 30);
-        assert_eq!(m.per_minute(much_later), 0.0);
     }
 
     #[test]
@@ -1212,14 +433,14 @@ mod tests {
             state: Some(0),
             no_socket: false,
         };
-        let r = reset_record(&e, true);
+        let r = families::reset::reset_record(&e, true);
         assert_eq!((r.kind, r.mode), ("reset_sent", Some("no_listener")));
         assert_eq!(
             r.message,
             "RST sent TCP 127.0.0.1:9 -> 127.0.0.2:40000 (NO_SOCKET)"
         );
         // Before 6.10: the kprobe saw no socket, and there is no reason.
-        let r = reset_record(
+        let r = families::reset::reset_record(
             &ResetEvent {
                 reason: None,
                 state: None,
@@ -1233,7 +454,7 @@ mod tests {
             r.message,
             "RST sent TCP 127.0.0.1:9 -> 127.0.0.2:40000 (no socket)"
         );
-        let r = reset_record(
+        let r = families::reset::reset_record(
             &ResetEvent {
                 reason: None,
                 ..e.clone()
@@ -1242,7 +463,7 @@ mod tests {
         );
         assert_eq!((r.kind, r.mode), ("reset_received", Some("reset_other")));
         // A RST in answer to our SYN: the client's side of a closed port.
-        let r = reset_record(
+        let r = families::reset::reset_record(
             &ResetEvent {
                 reason: None,
                 state: Some(2),
@@ -1283,7 +504,7 @@ mod tests {
             sock: listener(),
             flow: Some(flow()),
         };
-        let r = listen_record(&e);
+        let r = families::listen::listen_record(&e);
         assert_eq!(
             (r.kind, r.mode),
             ("listen_overflow", Some("accept_queue_full"))
@@ -1316,7 +537,7 @@ mod tests {
             tcp_drop: false,
             sock: Some(listener()),
         };
-        let r = drop_record(&drop, &k);
+        let r = families::drop::drop_record(&drop, &k);
         assert_eq!((r.kind, r.family), ("listen_overflow", Some("queue_full")));
         assert_eq!(r.port, Some(9));
         assert!(
@@ -1326,7 +547,7 @@ mod tests {
             r.message
         );
         // Without the socket (no rx_sk), the packet's destination is the listener.
-        let r = drop_record(
+        let r = families::drop::drop_record(
             &DropEvent {
                 sock: None,
                 ..drop.clone()
@@ -1351,7 +572,7 @@ mod tests {
             }),
             ..drop
         };
-        let r = drop_record(&udp, &k);
+        let r = families::drop::drop_record(&udp, &k);
         assert_eq!((r.kind, r.mode), ("drop", Some("rcvbuf_full")));
         let ev = r.evidence.unwrap();
         assert_eq!(
@@ -1408,14 +629,14 @@ mod tests {
             oom_score_adj: None,
             ..e
         };
-        let r = oom_record(&bare);
+        let r = families::oom::oom_record(&bare);
         assert_eq!(r.message, "the OOM killer chose pid 4242 to kill");
         assert_eq!((r.comm, r.evidence), (None, None));
     }
 
     #[test]
     fn proc_details_complete_an_oom_record() {
-        let mut r = oom_record(&OomEvent {
+        let mut r = families::oom::oom_record(&OomEvent {
             pid: 77,
             comm: None,
             total_vm_kb: None,
@@ -1451,7 +672,7 @@ mod tests {
             state: None,
             errno: Some(-110),
         };
-        let mut r = symptom_record(&e, false);
+        let mut r = families::symptoms::symptom_record(&e, false);
         assert_eq!(
             (r.kind, r.family, r.reason.as_deref()),
             ("socket_error", Some("other"), Some("ETIMEDOUT"))
@@ -1471,7 +692,7 @@ mod tests {
             r.evidence.as_ref().unwrap()["stall_evidence"],
             "global_kill"
         );
-        let r = symptom_record(
+        let r = families::symptoms::symptom_record(
             &SocketEvent {
                 state: Some(1),
                 errno: None,

@@ -242,10 +242,10 @@ async fn daemon(
                 Path::new("/proc"),
                 Path::new("/var/log/pods"),
             ),
-            clocks: record::NatClocks::default(),
+            clocks: families::paws::NatClocks::default(),
             oom_kills: procinfo::OomKills::new(),
             causes: causes::Causes::default(),
-            minutes: record::MinuteCounts::default(),
+            minutes: families::oom::MinuteCounts::default(),
         },
         folder: if opts.every_event {
             Folder::unfolded()
@@ -535,14 +535,14 @@ impl Signals {
 /// What the daemon keeps to put network symptoms in context.
 struct Symptoms {
     /// The open OOM window: when the kill was seen, and what it holds.
-    stall: Option<(Instant, record::OomStall)>,
+    stall: Option<(Instant, families::oom::OomStall)>,
     /// Retransmissions outside OOM windows since the last summary.
     retransmits: u64,
     last_summary: Instant,
     /// Which container and pod a victim's cgroup is.
     owners: crate::kernel::containers::Attributor,
     /// Timestamp clocks per source address among PAWS rejections.
-    clocks: record::NatClocks,
+    clocks: families::paws::NatClocks,
     /// The memory cgroups' OOM kill counts: the victim's cgroup when /proc
     /// no longer has it.
     oom_kills: procinfo::OomKills,
@@ -550,7 +550,7 @@ struct Symptoms {
     causes: causes::Causes,
     /// Retransmits and timeouts without a cause, a minute at a time: the
     /// rate an OOM window's symptoms are held against.
-    minutes: record::MinuteCounts,
+    minutes: families::oom::MinuteCounts,
 }
 
 impl Symptoms {
@@ -563,18 +563,18 @@ impl Symptoms {
     fn oom_window(&self) -> Option<(u32, u64)> {
         let (at, stall) = self.stall.as_ref()?;
         let secs = at.elapsed().as_secs();
-        (secs < record::OOM_WINDOW_SECS).then_some((stall.pid, secs))
+        (secs < families::oom::OOM_WINDOW_SECS).then_some((stall.pid, secs))
     }
 
     /// The OOM window's incident, once it has closed (or `now`).
     fn stall_closed(&mut self, now: bool) -> Option<Record> {
         let (at, _) = self.stall.as_ref()?;
         let secs = at.elapsed().as_secs();
-        if !now && secs < record::OOM_WINDOW_SECS {
+        if !now && secs < families::oom::OOM_WINDOW_SECS {
             return None;
         }
         let (_, stall) = self.stall.take()?;
-        stall.record(secs.min(record::OOM_WINDOW_SECS))
+        stall.record(secs.min(families::oom::OOM_WINDOW_SECS))
     }
 
     /// The summary of folded retransmissions, once a minute (or `now`).
@@ -583,7 +583,7 @@ impl Symptoms {
         if self.retransmits == 0 || (!now && secs < 60) {
             return None;
         }
-        let r = record::retransmit_summary(self.retransmits, secs.max(1));
+        let r = families::symptoms::retransmit_summary(self.retransmits, secs.max(1));
         self.retransmits = 0;
         self.last_summary = Instant::now();
         Some(r)
@@ -784,7 +784,7 @@ fn handle(
             if let Some(cg) = &cgroup {
                 (rec.container, rec.pod) = symptoms.owners.of_cgroup(cg);
             }
-            record::add_process(&mut rec, comm.as_deref(), cgroup);
+            families::oom::add_process(&mut rec, comm.as_deref(), cgroup);
             // A global kill is a stall by itself; a kill confined to a
             // cgroup's limit (or one that cannot be told) is one only if
             // the symptoms after it say so.
@@ -801,7 +801,7 @@ fn handle(
                 Some(e) => {
                     rec.evidence("stall_evidence", e);
                     rec.message
-                        .push_str(&format!(": {}", record::stall_evidence_text(e)));
+                        .push_str(&format!(": {}", families::oom::stall_evidence_text(e)));
                 }
                 None => {
                     rec.set_mode(families::oom::OOM_KILL);
@@ -814,7 +814,7 @@ fn handle(
             if let Some(r) = symptoms.stall_closed(true) {
                 out.write(&r)?;
             }
-            let stall = record::OomStall {
+            let stall = families::oom::OomStall {
                 pid: o.pid,
                 comm: rec.comm.clone(),
                 cgroup: rec.cgroup.clone(),
@@ -851,7 +851,7 @@ fn handle(
                     match (window, symptoms.stall.as_mut()) {
                         (Some((pid, secs)), Some((_, stall))) if stall_symptom => {
                             if let Some(e) = stall.symptom(&rec, times, secs) {
-                                record::attribute_to_oom(&mut rec, pid, secs, e);
+                                families::oom::attribute_to_oom(&mut rec, pid, secs, e);
                             }
                         }
                         (None, _) if stall_symptom => symptoms.minutes.add(times),
