@@ -16,6 +16,15 @@ pub fn print_out(text: &str) -> i32 {
     }
 }
 
+/// A file of `testdata/` (captured from real kernels), for unit tests.
+#[cfg(test)]
+pub(crate) fn testdata(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
 pub mod commands;
 pub mod families;
 pub mod kernel;

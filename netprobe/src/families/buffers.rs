@@ -2,6 +2,10 @@
 //! TcpExt and Udp counters. Counter-derived (their drops come through the
 //! drop family).
 
+use crate::kernel::netns::Snapshot;
+use crate::pipeline::counters::{counter_record, evidence, listing, moved_of};
+use crate::pipeline::record::Record;
+
 use super::{
     catalogue::{Entry, Severity},
     m, Mode,
@@ -9,6 +13,44 @@ use super::{
 
 pub const RCVBUF_FULL: Mode = m("queue_full", "rcvbuf_full");
 pub const BACKLOG_FULL: Mode = m("queue_full", "backlog_full");
+
+/// The receive-buffer drop counters that moved.
+pub fn from_counters(netns: u64, prev: &Snapshot, cur: &Snapshot, out: &mut Vec<Record>) {
+    let moved = moved_of(&BUFFERS, prev, cur);
+    if !moved.is_empty() {
+        out.push(buffer_record(netns, &moved));
+    }
+}
+
+/// Receive-side buffer drops, and their names in records.
+pub const BUFFERS: [(&str, &str); 5] = [
+    ("TcpExt.TCPRcvQDrop", "TCPRcvQDrop"),
+    // Segments beyond a zero window: the receiver's buffer is full.
+    ("TcpExt.TCPZeroWindowDrop", "TCPZeroWindowDrop"),
+    ("TcpExt.TCPBacklogDrop", "TCPBacklogDrop"),
+    ("Udp.RcvbufErrors", "UdpRcvbufErrors"),
+    ("Udp6.RcvbufErrors", "Udp6RcvbufErrors"),
+];
+
+/// Segments and datagrams dropped because a socket's receive buffer (or
+/// its backlog while the owner held it) was full.
+pub fn buffer_record(netns: u64, moved: &[(&'static str, u64)]) -> Record {
+    let backlog_only = moved.iter().all(|(n, _)| *n == "TCPBacklogDrop");
+    let mode = if backlog_only {
+        BACKLOG_FULL
+    } else {
+        RCVBUF_FULL
+    };
+    let mut r = counter_record("drop", netns, mode);
+    for &(name, d) in moved {
+        evidence(&mut r, &[(name, d.into())]);
+    }
+    let (total, what) = listing(moved);
+    r.message = format!(
+        "{total} packet(s) dropped at full socket receive buffers in netns {netns}: {what}"
+    );
+    r
+}
 
 /// The catalogue entries of this family's modes.
 pub const ENTRIES: &[Entry] = &[

@@ -2,11 +2,15 @@
 //! (netprobe-ebpf/src/conntrack.rs) and each namespace's
 //! stat/nf_conntrack counters.
 
+use crate::kernel::netns::Snapshot;
+use crate::kernel::probes::{KprobeSpec, ProbeSpec};
+use crate::pipeline::counters::{counter_record, delta, evidence};
+use crate::pipeline::record::Record;
+
 use super::{
     catalogue::{Entry, Severity},
     m, Mode,
 };
-use crate::kernel::probes::{KprobeSpec, ProbeSpec};
 
 /// Conntrack's own drops (kprobes on the module, followed as it loads).
 pub const CONNTRACK: ProbeSpec = ProbeSpec {
@@ -33,6 +37,73 @@ pub const CONNTRACK: ProbeSpec = ProbeSpec {
 
 pub const CONNTRACK_TABLE_FULL: Mode = m("queue_full", "conntrack_table_full");
 pub const CONNTRACK_INSERT_FAILED: Mode = m("conntrack", "conntrack_insert_failed");
+
+/// conntrack's own counters: packets dropped at a full table, and entries
+/// that could not be inserted.
+pub fn from_counters(netns: u64, prev: &Snapshot, cur: &Snapshot, out: &mut Vec<Record>) {
+    let dropped = delta(prev, cur, "Conntrack.drop");
+    if dropped > 0 {
+        out.push(conntrack_full_record(netns, prev, cur, dropped));
+    }
+    let failed = delta(prev, cur, "Conntrack.insert_failed");
+    if failed > 0 {
+        out.push(conntrack_insert_record(netns, prev, cur, failed));
+    }
+}
+
+pub fn conntrack_figures(r: &mut Record, prev: &Snapshot, cur: &Snapshot) {
+    for (name, counter) in [
+        ("early_drop", "Conntrack.early_drop"),
+        ("clashres", "Conntrack.clashres"),
+        // st->chaintoolong, printed under this name.
+        ("chainlength", "Conntrack.chainlength"),
+    ] {
+        if cur.counters.contains_key(counter) {
+            evidence(r, &[(name, delta(prev, cur, counter).into())]);
+        }
+    }
+    if let Some(c) = cur.conntrack_count {
+        evidence(r, &[("nf_conntrack_count", c.into())]);
+    }
+    if let Some(m) = cur.conntrack_max {
+        evidence(r, &[("nf_conntrack_max", m.into())]);
+    }
+}
+
+/// Packets conntrack dropped because no entry could be made: the table was
+/// at nf_conntrack_max and early drop found nothing to evict.
+pub fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, dropped: u64) -> Record {
+    let mut r = counter_record("conntrack", netns, CONNTRACK_TABLE_FULL);
+    evidence(&mut r, &[("drop", dropped.into())]);
+    conntrack_figures(&mut r, prev, cur);
+    let fill = match (cur.conntrack_count, cur.conntrack_max) {
+        (Some(c), Some(m)) => format!(" ({c} entries, nf_conntrack_max {m})"),
+        _ => String::new(),
+    };
+    r.message = format!(
+        "conntrack table full in netns {netns}{fill}: {dropped} packet(s) dropped for want of an entry"
+    );
+    r
+}
+
+/// Packets dropped because their new entry could not be inserted: two
+/// packets of one flow raced (the UDP/DNS SNAT race) or the chain was too long.
+pub fn conntrack_insert_record(netns: u64, prev: &Snapshot, cur: &Snapshot, failed: u64) -> Record {
+    let mut r = counter_record("conntrack", netns, CONNTRACK_INSERT_FAILED);
+    evidence(&mut r, &[("insert_failed", failed.into())]);
+    conntrack_figures(&mut r, prev, cur);
+    let why = if delta(prev, cur, "Conntrack.chainlength") > 0 {
+        "hash chains too long (the table has too few buckets for its entries)"
+    } else {
+        "packets of one flow raced (typically UDP DNS through SNAT)"
+    };
+    r.message = format!(
+        "conntrack could not insert {failed} new entr{} in netns {netns}: {why}; the packets \
+         were dropped",
+        if failed == 1 { "y" } else { "ies" }
+    );
+    r
+}
 
 /// The catalogue entries of this family's modes.
 pub const ENTRIES: &[Entry] = &[

@@ -2,14 +2,16 @@
 //! (netprobe-ebpf/src/listen.rs), and the ListenOverflows/ListenDrops and
 //! SYN-queue counters with the listeners' figures from sock_diag.
 
-use crate::pipeline::decode::tcp_state_name;
-use crate::pipeline::packet::endpoint;
-use crate::pipeline::record::Record;
-
+use crate::kernel::netns::{DiagSock, Snapshot, TCP_LISTEN, TCP_SYN_RECV};
 use crate::kernel::probes::{KprobeSpec, ProbeSpec};
-use crate::pipeline::decode::{headers, sock, DecodeError, KernelEvent, Layouts, Sock};
-use crate::pipeline::packet::Flow;
+use crate::pipeline::counters::{counter_record, delta, evidence};
+use crate::pipeline::decode::{
+    headers, sock, tcp_state_name, DecodeError, KernelEvent, Layouts, Sock,
+};
+use crate::pipeline::packet::{endpoint, Flow};
+use crate::pipeline::record::Record;
 use netprobe_common::{kind, Event, LISTEN_AT_SYN};
+use std::collections::BTreeMap;
 
 use super::{
     catalogue::{Entry, Severity},
@@ -121,6 +123,144 @@ pub fn listen_record(e: &ListenEvent) -> Record {
     r.advice = Some(accept_queue_advice(
         &listener,
         Some(e.sock.accept_queue_max),
+    ));
+    r
+}
+
+/// The listen queues' counters: SYNs dropped or answered with cookies at
+/// a full SYN queue, and overflows of full accept queues.
+pub fn from_counters(netns: u64, prev: &Snapshot, cur: &Snapshot, out: &mut Vec<Record>) {
+    let dropped = delta(prev, cur, "TcpExt.TCPReqQFullDrop");
+    let cookies = delta(prev, cur, "TcpExt.TCPReqQFullDoCookies");
+    if dropped > 0 || cookies > 0 {
+        out.push(syn_queue_record(netns, cur, dropped, cookies));
+    }
+    let overflows = delta(prev, cur, "TcpExt.ListenOverflows");
+    if overflows > 0 {
+        out.push(accept_queue_record(netns, prev, cur, overflows));
+    }
+}
+
+/// Request sockets (the SYN queue) per local address and port.
+pub fn syn_queues(socks: &[DiagSock]) -> BTreeMap<(std::net::IpAddr, u16), u32> {
+    let mut q = BTreeMap::new();
+    for s in socks.iter().filter(|s| s.state == TCP_SYN_RECV) {
+        *q.entry((s.addr, s.port)).or_insert(0) += 1;
+    }
+    q
+}
+
+/// The listener a request socket queues at: same port, same address or a
+/// wildcard listener.
+pub fn listener_of(socks: &[DiagSock], addr: std::net::IpAddr, port: u16) -> Option<&DiagSock> {
+    let mut on_port = socks
+        .iter()
+        .filter(|s| s.state == TCP_LISTEN && s.port == port);
+    let all: Vec<&DiagSock> = on_port.by_ref().collect();
+    all.iter()
+        .find(|s| s.addr == addr)
+        .or_else(|| all.iter().find(|s| s.addr.is_unspecified()))
+        .copied()
+}
+
+pub fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) -> Record {
+    let mut r = counter_record("syn_queue_full", netns, SYN_QUEUE_FULL);
+    // The listener with the longest SYN queue, relative to its backlog.
+    let queues = syn_queues(&cur.sockets);
+    let worst = queues
+        .iter()
+        .filter_map(|(&(addr, port), &n)| Some((listener_of(&cur.sockets, addr, port)?, n)))
+        .max_by_key(|(l, n)| (*n as u64 * 1000) / (l.wqueue.max(1) as u64));
+    let cookies_on = cur.syncookies.map(|v| v != 0);
+    evidence(
+        &mut r,
+        &[
+            ("TCPReqQFullDrop", dropped.into()),
+            ("TCPReqQFullDoCookies", cookies.into()),
+        ],
+    );
+    if let Some(v) = cur.syncookies {
+        evidence(&mut r, &[("tcp_syncookies", v.into())]);
+    }
+    let place = match worst {
+        Some((l, n)) => {
+            r.addr = Some(l.addr.to_string());
+            r.port = Some(l.port);
+            evidence(
+                &mut r,
+                &[("syn_queue", n.into()), ("syn_queue_max", l.wqueue.into())],
+            );
+            format!(
+                "{} ({n} half-open, backlog {})",
+                endpoint(l.addr, Some(l.port)),
+                l.wqueue
+            )
+        }
+        None => "a listener".to_string(),
+    };
+    r.message = if dropped > 0 {
+        format!(
+            "SYN queue full on {place} in netns {netns}: the kernel dropped {dropped} SYN(s){}",
+            if cookies_on == Some(false) {
+                " (tcp_syncookies=0)"
+            } else {
+                ""
+            }
+        )
+    } else {
+        format!("SYN queue full on {place} in netns {netns}: {cookies} SYN(s) answered with SYN cookies")
+    };
+    r
+}
+
+pub fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u64) -> Record {
+    let mut r = counter_record("listen_overflow", netns, ACCEPT_QUEUE_FULL);
+    let drops = delta(prev, cur, "TcpExt.ListenDrops");
+    evidence(
+        &mut r,
+        &[
+            ("ListenOverflows", overflows.into()),
+            ("ListenDrops", drops.into()),
+        ],
+    );
+    if let Some(m) = cur.somaxconn {
+        evidence(&mut r, &[("somaxconn", m.into())]);
+    }
+    // A full accept queue shows as Recv-Q > Send-Q (`ss -lnt`).
+    let full = cur
+        .sockets
+        .iter()
+        .filter(|s| s.state == TCP_LISTEN && s.rqueue > s.wqueue)
+        .max_by_key(|s| s.rqueue);
+    let place = match full {
+        Some(l) => {
+            r.addr = Some(l.addr.to_string());
+            r.port = Some(l.port);
+            evidence(
+                &mut r,
+                &[
+                    ("accept_queue", l.rqueue.into()),
+                    ("accept_queue_max", l.wqueue.into()),
+                ],
+            );
+            format!(
+                "{} ({} waiting for accept(), backlog {})",
+                endpoint(l.addr, Some(l.port)),
+                l.rqueue,
+                l.wqueue
+            )
+        }
+        None => "a listener that was no longer full (or gone) when netprobe looked".to_string(),
+    };
+    r.message = format!(
+        "accept queue full on {place} in netns {netns}: {overflows} overflow(s) counted by the kernel"
+    );
+    r.advice = Some(accept_queue_advice(
+        &full.map_or_else(
+            || "that port".to_string(),
+            |l| endpoint(l.addr, Some(l.port)),
+        ),
+        full.map(|l| l.wqueue),
     ));
     r
 }

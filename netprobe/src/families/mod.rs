@@ -17,7 +17,10 @@ pub mod symptoms;
 
 use catalogue::{Entry, Severity};
 
-use crate::{kernel::probes::ProbeSpec, pipeline::decode::Decoder};
+use crate::{
+    kernel::{netns::Snapshot, probes::ProbeSpec},
+    pipeline::{decode::Decoder, record::Record},
+};
 
 /// A failure mode and the family it belongs to (design.md's vocabulary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,10 @@ pub const OTHER_ENTRIES: &[Entry] = &[
     },
 ];
 
+/// Reads what moved in namespace `netns` between two samples of its
+/// counters, and pushes the records it makes of that onto `out`.
+pub type CounterReader = fn(netns: u64, prev: &Snapshot, cur: &Snapshot, out: &mut Vec<Record>);
+
 /// One failure family.
 pub struct Family {
     pub name: &'static str,
@@ -57,6 +64,9 @@ pub struct Family {
     /// The kinds of ring-buffer record its programs write, and their decoder.
     pub kinds: &'static [u32],
     pub decode: Option<Decoder>,
+    /// What the kernel's counters of a namespace say about it, sampled
+    /// once a second (for failures no probe sees, or sees on every kernel).
+    pub counters: Option<CounterReader>,
     /// The catalogue entries of its modes.
     pub entries: &'static [Entry],
 }
@@ -68,6 +78,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[&drop::DROP],
         kinds: drop::KINDS,
         decode: Some(drop::decode),
+        counters: None,
         entries: drop::ENTRIES,
     },
     Family {
@@ -75,6 +86,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[&reset::RESET_SENT, &reset::RESET_RECEIVED],
         kinds: reset::KINDS,
         decode: Some(reset::decode),
+        counters: None,
         entries: reset::ENTRIES,
     },
     Family {
@@ -82,6 +94,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[&listen::LISTEN_OVERFLOW],
         kinds: listen::KINDS,
         decode: Some(listen::decode),
+        counters: Some(listen::from_counters),
         entries: listen::ENTRIES,
     },
     Family {
@@ -89,6 +102,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[&oom::OOM],
         kinds: oom::KINDS,
         decode: Some(oom::decode),
+        counters: None,
         entries: oom::ENTRIES,
     },
     Family {
@@ -96,6 +110,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[&symptoms::RETRANSMIT, &symptoms::SOCKET_ERROR],
         kinds: symptoms::KINDS,
         decode: Some(symptoms::decode),
+        counters: None,
         entries: symptoms::ENTRIES,
     },
     Family {
@@ -103,6 +118,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[&conntrack::CONNTRACK],
         kinds: &[],
         decode: None,
+        counters: Some(conntrack::from_counters),
         entries: conntrack::ENTRIES,
     },
     Family {
@@ -110,6 +126,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[],
         kinds: &[],
         decode: None,
+        counters: Some(paws::from_counters),
         entries: paws::ENTRIES,
     },
     Family {
@@ -117,6 +134,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[],
         kinds: &[],
         decode: None,
+        counters: Some(buffers::from_counters),
         entries: buffers::ENTRIES,
     },
     Family {
@@ -124,6 +142,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[],
         kinds: &[],
         decode: None,
+        counters: None,
         entries: softnet::ENTRIES,
     },
     Family {
@@ -131,6 +150,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[],
         kinds: &[],
         decode: None,
+        counters: None,
         entries: rules::ENTRIES,
     },
     Family {
@@ -138,6 +158,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[],
         kinds: &[],
         decode: None,
+        counters: None,
         entries: OTHER_ENTRIES,
     },
 ];

@@ -1,15 +1,13 @@
 //! OOM kills: `oom:mark_victim` (netprobe-ebpf/src/oom.rs) and vmstat's
 //! `oom_kill`; whether a kill stalled the node, and the victim's cgroup.
 
-use crate::pipeline::record::Record;
-
-use crate::pipeline::record::escape_bytes;
-use std::collections::BTreeMap;
-
 use crate::kernel::probes::{Need, ProbeSpec, TracepointSpec};
 use crate::kernel::tracefs::Format;
+use crate::pipeline::counters::evidence;
 use crate::pipeline::decode::{data_loc_str, field_uint, DecodeError, KernelEvent, Layouts};
+use crate::pipeline::record::{escape_bytes, Record};
 use netprobe_common::{kind, Event};
+use std::collections::BTreeMap;
 
 use super::{
     catalogue::{Entry, Severity},
@@ -268,7 +266,7 @@ impl OomStall {
         r.first = Some(self.ts.clone());
         r.count = Some(uncaused);
         r.event = Some("oom");
-        crate::pipeline::counters::add_memory_pressure(&mut r);
+        add_memory_pressure(&mut r);
         r.evidence("oom_victim_pid", self.pid);
         r.evidence("stall_evidence", self.evidence.unwrap_or("none"));
         if let Some(c) = self.confined {
@@ -346,6 +344,60 @@ pub fn oom_record(e: &OomEvent) -> Record {
         })
         .unwrap_or_default();
     r.message = format!("the OOM killer chose {who} to kill{rss}");
+    r
+}
+
+/// `oom_kill` from `/proc/vmstat` text (4.13+): OOM kills since boot
+/// (parsed by procfs).
+pub fn vmstat_oom_kills(text: &str) -> Option<u64> {
+    use procfs::FromRead as _;
+    let stat = procfs::VmStat::from_read(text.as_bytes()).ok()?;
+    stat.0.get("oom_kill").and_then(|&n| u64::try_from(n).ok())
+}
+
+/// `/proc/pressure/memory` (PSI, 4.20+): the `some` and `full` avg10
+/// figures, the share of the last 10 s in which tasks stalled on memory
+/// (parsed by procfs).
+pub fn memory_pressure(text: &str) -> Option<(f64, f64)> {
+    use procfs::FromRead as _;
+    let p = procfs::MemoryPressure::from_read(text.as_bytes()).ok()?;
+    Some((f64::from(p.some.avg10), f64::from(p.full.avg10)))
+}
+
+/// Reads the memory pressure now, as evidence.
+pub fn add_memory_pressure(r: &mut Record) {
+    if let Some((some, full)) = std::fs::read_to_string("/proc/pressure/memory")
+        .ok()
+        .and_then(|t| memory_pressure(&t))
+    {
+        evidence(
+            r,
+            &[
+                ("memory_pressure_some_avg10", some.into()),
+                ("memory_pressure_full_avg10", full.into()),
+            ],
+        );
+    }
+}
+
+/// OOM kills the kernel counted (vmstat `oom_kill`, host-wide): what shows
+/// them where the oom probe cannot attach.
+pub fn oom_kill_record(kills: u64) -> Record {
+    let mut r = Record {
+        kind: "oom",
+        ..Record::default()
+    };
+    // Counters alone cannot tell whether the kill stalled the node.
+    r.set_mode(OOM_KILL);
+    evidence(
+        &mut r,
+        &[("source", "counters".into()), ("oom_kill", kills.into())],
+    );
+    add_memory_pressure(&mut r);
+    r.message = format!(
+        "the kernel's OOM killer killed {kills} process(es) (vmstat oom_kill); counters alone \
+         cannot tell whether the node stalled"
+    );
     r
 }
 
@@ -516,5 +568,36 @@ mod tests {
         // Only the last MINUTES are kept.
         let much_later = t0 + std::time::Duration::from_secs(60 * 30);
         assert_eq!(m.per_minute(much_later), 0.0);
+    }
+
+    #[test]
+    fn vmstat_and_psi_of_a_real_kernel() {
+        let vmstat = crate::testdata("procfs/6.18/vmstat");
+        let kills = vmstat_oom_kills(&vmstat).unwrap();
+        let more = vmstat.replacen(
+            &format!("oom_kill {kills}\n"),
+            &format!("oom_kill {}\n", kills + 2),
+            1,
+        );
+        assert_eq!(vmstat_oom_kills(&more), Some(kills + 2));
+        assert_eq!(vmstat_oom_kills("nr_free_pages 1\n"), None);
+        assert_eq!(
+            memory_pressure(&crate::testdata("procfs/6.18/pressure_memory")),
+            Some((0.0, 0.0))
+        );
+        assert_eq!(
+            memory_pressure("some avg10=12.50 avg60=3.00 avg300=1.00 total=5\nfull avg10=7.25 avg60=0 avg300=0 total=1\n"),
+            Some((12.5, 7.25))
+        );
+        assert_eq!(memory_pressure("garbage"), None);
+        let r = oom_kill_record(2);
+        assert_eq!(
+            (r.kind, r.mode, r.severity),
+            ("oom", Some("oom_kill"), Some("warning"))
+        );
+        assert_eq!(r.evidence_source(), Some("counters"));
+        assert!(r
+            .message
+            .starts_with("the kernel's OOM killer killed 2 process(es)"));
     }
 }

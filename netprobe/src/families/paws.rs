@@ -2,7 +2,10 @@
 //! counters of each namespace, and the NAT clocks the PAWS drops show.
 //! Counter-derived (the drops themselves come through the drop family).
 
+use crate::kernel::netns::Snapshot;
+use crate::pipeline::counters::{counter_record, delta, evidence, listing, moved_of};
 use crate::pipeline::record::Record;
+
 use serde_json::Value;
 
 use super::{
@@ -70,6 +73,77 @@ impl NatClocks {
             ));
         }
     }
+}
+
+/// The timestamp-rejection counters that moved.
+pub fn from_counters(netns: u64, prev: &Snapshot, cur: &Snapshot, out: &mut Vec<Record>) {
+    let moved = moved_of(&PAWS, prev, cur);
+    if !moved.is_empty() {
+        out.push(paws_record(netns, prev, cur, &moved));
+    }
+}
+
+/// The timestamp-rejection counters, and their names in records.
+pub const PAWS: [(&str, &str); 4] = [
+    ("TcpExt.PAWSPassive", "PAWSPassive"),
+    ("TcpExt.PAWSActive", "PAWSActive"),
+    ("TcpExt.PAWSEstab", "PAWSEstab"),
+    ("TcpExt.PAWSTimewait", "PAWSTimewait"),
+];
+
+/// PAWS rejections: segments (or SYNs, PAWSPassive) whose TCP timestamp is
+/// older than the one the kernel remembers. With tcp_tw_recycle=1 (kernels
+/// before 4.12) PAWSPassive rising with ListenDrops is the NAT incident.
+pub fn paws_record(
+    netns: u64,
+    prev: &Snapshot,
+    cur: &Snapshot,
+    moved: &[(&'static str, u64)],
+) -> Record {
+    let mut r = counter_record("drop", netns, TW_RECYCLE);
+    for &(name, d) in moved {
+        evidence(&mut r, &[(name, d.into())]);
+    }
+    let listen_drops = delta(prev, cur, "TcpExt.ListenDrops");
+    if listen_drops > 0 {
+        evidence(&mut r, &[("ListenDrops", listen_drops.into())]);
+    }
+    for (name, v) in [
+        ("tcp_timestamps", cur.timestamps),
+        ("tcp_tw_recycle", cur.tw_recycle),
+    ] {
+        if let Some(v) = v {
+            evidence(&mut r, &[(name, v.into())]);
+        }
+    }
+    let (total, what) = listing(moved);
+    let passive = delta(prev, cur, "TcpExt.PAWSPassive");
+    // The NAT signature: every SYN rejected by timestamp is a dropped SYN.
+    let in_step = if passive > 0 && passive == listen_drops {
+        format!(
+            "; ListenDrops +{listen_drops} in step: SYNs of clients behind NAT (one address, \
+             several timestamp clocks) are dropped"
+        )
+    } else {
+        String::new()
+    };
+    let recycle = match cur.tw_recycle {
+        Some(1) => "; tcp_tw_recycle=1 is on".to_string(),
+        Some(_) => "; tcp_tw_recycle is off".to_string(),
+        None => String::new(),
+    };
+    r.message = format!(
+        "the kernel rejected {total} segment(s) by TCP timestamp (PAWS) in netns {netns}: \
+         {what}{in_step}{recycle}"
+    );
+    if cur.tw_recycle == Some(1) {
+        r.advice = Some(
+            "Set net.ipv4.tcp_tw_recycle=0: with it on, clients behind one NAT address whose \
+             clocks differ have their SYNs dropped silently."
+                .into(),
+        );
+    }
+    r
 }
 
 /// The catalogue entries of this family's modes.

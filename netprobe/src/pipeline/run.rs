@@ -156,7 +156,10 @@ async fn daemon(
         out.write(&Record::probe(s.spec.name, &s.hook, s.result.clone()))?;
     }
     // The namespaces' counters as they stand: what moves after `ready` is news.
-    let rule_limit = |c: &Config| c.rule_limit.unwrap_or(counters::DEFAULT_RULE_LIMIT);
+    let rule_limit = |c: &Config| {
+        c.rule_limit
+            .unwrap_or(crate::families::rules::DEFAULT_RULE_LIMIT)
+    };
     let (sampler, unreadable) = counters::Sampler::baseline(rule_limit(&config));
     let sampler_rule_limit = sampler.rule_limit.clone();
     // What the first round found: namespaces it could not read, and
