@@ -41,7 +41,7 @@ enum Command {
         config: Option<std::path::PathBuf>,
         /// Size of the ring buffer the kernel writes events to (a power of
         /// two: 8M, 256K); when it is full, events are counted as lost.
-        #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = netprobe::kernel::probes::parse_ring_buffer)]
+        #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = netprobe::kernel::tracer::parse_ring_buffer)]
         ring_buffer: u32,
         /// Every kernel event as its own record: no counting of repeats in
         /// the kernel, no incidents, no retransmission summary. A flood

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::{kernel::probes, kernel::sys, kernel::tracefs};
+use crate::{kernel::sys, kernel::tracefs};
 
 /// Prints the report to `w`; returns the exit code (non-zero only when
 /// netprobe cannot run at all).
@@ -19,7 +19,7 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
         (Some(why), _) => writeln!(w, "  privileges  MISSING: {why}")?,
         (None, None) => unreachable!(),
     }
-    let btf = probes::kernel_btf_path();
+    let btf = crate::kernel::offsets::kernel_btf_path();
     match std::fs::metadata(&btf) {
         Ok(m) => writeln!(w, "  BTF         {} ({} bytes)", btf.display(), m.len())?,
         Err(e) => writeln!(
@@ -38,8 +38,8 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
         Ok(p) => writeln!(w, "  tracefs     {}", p.display())?,
         Err(e) => writeln!(w, "  tracefs     unavailable: {e}")?,
     }
-    let tracer = probes::start();
-    if probes::Tracer::PROBE_LOG {
+    let tracer = crate::kernel::tracer::start();
+    if crate::kernel::tracer::Tracer::PROBE_LOG {
         writeln!(
             w,
             "  probe log   on: the programs write aya-log lines (a probe-log build)"

@@ -102,6 +102,14 @@ impl Kallsyms {
     }
 }
 
+/// The selected kallsyms of a kernel kept under `testdata/kernels/<kernel>/`.
+#[cfg(test)]
+pub(crate) fn test_kallsyms(kernel: &str) -> Kallsyms {
+    Kallsyms::parse(&crate::testdata(&format!(
+        "kernels/{kernel}/kallsyms_selected.txt"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,9 +23,10 @@ use crate::{
     families,
     kernel::caps,
     kernel::kallsyms::Kallsyms,
-    kernel::probes::{self, Tracer},
+    kernel::probes,
     kernel::procinfo,
     kernel::sys,
+    kernel::tracer::{self, Tracer},
     output::metrics::{self, Metrics},
     output::notify::Notifier,
     output::sink::{AllSinksFailed, Output, OutputKind},
@@ -149,7 +150,7 @@ async fn daemon(
     let notifier = Notifier::from_env();
 
     crate::kernel::sys::fix_malloc_thresholds();
-    let mut tracer = probes::start_with(opts.ring_buffer);
+    let mut tracer = tracer::start_with(opts.ring_buffer);
     let ksyms = std::mem::take(&mut tracer.ksyms);
     for s in &tracer.statuses {
         tracing::debug!(probe = s.spec.name, hook = %s.hook, result = ?s.result, "probe");
@@ -374,7 +375,7 @@ async fn daemon(
             }
             if follows_modules {
                 let live = probes::read_live_modules();
-                for i in probes::follow_modules(&mut tracer, &live) {
+                for i in tracer::follow_modules(&mut tracer, &live) {
                     let s = &tracer.statuses[i];
                     out.write(&Record::probe(s.spec.name, &s.hook, s.result.clone()))?;
                 }
