@@ -6,6 +6,7 @@ pub mod causes;
 pub mod config;
 pub mod counters;
 pub mod decode;
+pub mod handle;
 pub mod incident;
 pub mod kagg;
 pub mod packet;
