@@ -101,6 +101,11 @@ enum Task {
         /// Start-ups timed.
         #[arg(long, default_value_t = 5)]
         starts: u32,
+        /// Compare with this netprobe binary (a release build of the code
+        /// before a change) instead: start-ups and storms under each, side
+        /// by side, no bpftrace and no overhead rounds.
+        #[arg(long, value_name = "BINARY")]
+        baseline: Option<PathBuf>,
     },
     /// Run the integration tests on other kernels (Debian packages, booted in
     /// QEMU) and print a matrix of probes and tests per kernel.
@@ -146,12 +151,16 @@ impl Task {
                 rounds,
                 storm_secs,
                 starts,
-            } => bench(bench::Options {
-                secs: secs.max(1),
-                rounds: rounds.max(1),
-                storm_secs: storm_secs.max(1),
-                starts: starts.max(1),
-            }),
+                baseline,
+            } => bench(
+                bench::Options {
+                    secs: secs.max(1),
+                    rounds: rounds.max(1),
+                    storm_secs: storm_secs.max(1),
+                    starts: starts.max(1),
+                },
+                baseline,
+            ),
             Task::Vm { kernels, keep } => Ok(if vm::run(&kernels, keep, false)? {
                 ExitCode::SUCCESS
             } else {
@@ -185,7 +194,7 @@ fn soak(minutes: u64) -> Result<ExitCode> {
 }
 
 /// The bench against the release binary, with bpftrace installed.
-fn bench(opts: bench::Options) -> Result<ExitCode> {
+fn bench(opts: bench::Options, baseline: Option<PathBuf>) -> Result<ExitCode> {
     if !cmd::is_root() {
         bail!(
             "cargo xtask bench needs root (euid {}): it loads eBPF programs, runs bpftrace, \
@@ -193,10 +202,20 @@ fn bench(opts: bench::Options) -> Result<ExitCode> {
             cmd::euid()
         );
     }
+    if let Some(before) = &baseline {
+        if !before.is_file() {
+            bail!("--baseline {}: no such file", before.display());
+        }
+    }
     setup::ensure()?;
-    setup::ensure_all(bench::REQUIREMENTS)?;
+    if baseline.is_none() {
+        setup::ensure_all(bench::REQUIREMENTS)?;
+    }
     let bin = build_netprobe(true)?;
-    bench::run(&bin, &opts)?;
+    match &baseline {
+        Some(before) => bench::compare(&bin, before, &opts)?,
+        None => bench::run(&bin, &opts)?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -20,6 +20,7 @@
 //! the sysctl) is undone on exit, on error and on Ctrl-C.
 
 mod bpf;
+pub mod compare;
 mod netns;
 mod procfs;
 mod report;
@@ -174,15 +175,8 @@ impl Bench {
 /// Runs the whole bench with the release netprobe `bin` (as root: the
 /// caller checks).
 pub fn run(bin: &Path, opts: &Options) -> Result<()> {
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-    netns::remove_stale();
     let started = Instant::now();
-    let out = cmd::target_dir()?.join("bench");
-    std::fs::create_dir_all(&out)?;
+    let out = prepare()?;
     let mut bench = Bench {
         bin: bin.to_path_buf(),
         script: out.join("netprobe-tracepoints.bt"),
@@ -252,13 +246,40 @@ fn startup(bench: &Bench, n: u32) -> Result<(Vec<f64>, Vec<String>)> {
     let mut times = Vec::new();
     let mut tracepoints = Vec::new();
     for _ in 0..n.max(1) {
-        check_interrupted()?;
-        let np = Netprobe::start(&bench.bin, &bench.out.join("netprobe.stderr"), &[])?;
-        times.push(np.ready_after.as_secs_f64());
-        tracepoints = np.tracepoints.clone();
-        np.stop()?;
+        let (t, tps) = start_once(bench)?;
+        times.push(t);
+        tracepoints = tps;
     }
     Ok((times, tracepoints))
+}
+
+/// One start, exec to `ready` in seconds, and the tracepoints attached.
+fn start_once(bench: &Bench) -> Result<(f64, Vec<String>)> {
+    check_interrupted()?;
+    let np = Netprobe::start(&bench.bin, &bench.out.join("netprobe.stderr"), &[])?;
+    let out = (np.ready_after.as_secs_f64(), np.tracepoints.clone());
+    np.stop()?;
+    Ok(out)
+}
+
+/// `cargo xtask bench --baseline BEFORE`: the release netprobe `after`
+/// against the build `before`, side by side (as root: the caller checks).
+pub fn compare(after: &Path, before: &Path, opts: &Options) -> Result<()> {
+    compare::run(after, before, opts, &prepare()?)
+}
+
+/// Ctrl-C and SIGTERM undo what a bench made; what a bench killed outright
+/// left is removed; returns target/bench.
+fn prepare() -> Result<PathBuf> {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    netns::remove_stale();
+    let out = cmd::target_dir()?.join("bench");
+    std::fs::create_dir_all(&out)?;
+    Ok(out)
 }
 
 /// The rates per workload and the tracers' CPU (percent of a core); the
