@@ -16,8 +16,9 @@ use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 
 use super::{
-    bpf, check_interrupted, report::median, start_once, storm, Bench, Config, Options, StormKind,
-    StormRun,
+    bpf, check_interrupted,
+    report::{median, Machine},
+    start_once, storm, Bench, Config, Options, StormKind, StormRun,
 };
 
 /// One build under comparison and what it measured.
@@ -53,6 +54,7 @@ impl Side {
 /// Runs the comparison of `after` (built here) with `before`.
 pub fn run(after: &Path, before: &Path, opts: &Options, out: &Path) -> Result<()> {
     let started = Instant::now();
+    let machine = Machine::here();
     let mut sides = [Side::new("before", before)?, Side::new("after", after)?];
     let bench_of = |side: &Side, tracepoints: &[String]| Bench {
         bin: side.bin.clone(),
@@ -98,7 +100,14 @@ pub fn run(after: &Path, before: &Path, opts: &Options, out: &Path) -> Result<()
     let figures = figures(&sides, &tracepoints);
     print!(
         "{}",
-        table(&sides, &figures, opts, started.elapsed(), &tracepoints)
+        table(
+            &sides,
+            &figures,
+            opts,
+            &machine,
+            started.elapsed(),
+            &tracepoints
+        )
     );
     let json_path = out.join("compare.json");
     let json = json!({
@@ -181,6 +190,10 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// A storm's daemon CPU seconds below which a ratio of two builds' figures
+/// is a ratio of clock ticks.
+const TICKS_FOR_A_RATIO: f64 = 0.5;
+
 /// A figure of each storm a build ran.
 type PerRound = fn(&Side) -> Vec<Option<f64>>;
 
@@ -244,6 +257,16 @@ pub fn figures(sides: &[Side; 2], tracepoints: &[String]) -> Vec<Figure> {
         let (b, a) = both(f);
         out.push(Figure::paired(name, unit, &b, &a));
     }
+    // /proc's CPU times tick every 10 ms: a few ticks a storm make no ratio.
+    let ticks = |s: &Side| s.folded.iter().all(|r| r.cpu_seconds < TICKS_FOR_A_RATIO);
+    if ticks(before) && ticks(after) {
+        if let Some(f) = out.iter_mut().find(|f| f.name.contains("(folded storm)")) {
+            f.ratio = None;
+            f.name.push_str(&format!(
+                ": under {TICKS_FOR_A_RATIO} CPU-s a storm, a few 10 ms clock ticks, no ratio"
+            ));
+        }
+    }
     for (kind, pick) in [
         (
             "folded",
@@ -294,6 +317,8 @@ fn cell(v: Option<f64>, unit: &str) -> String {
         None => "-".into(),
         Some(v) if unit == "events" || unit == "records" => format!("{v:.0}"),
         Some(v) if unit == "s" => format!("{v:.3}"),
+        // A folded storm's CPU per million events is thousandths.
+        Some(v) if v.abs() < 0.1 => format!("{v:.4}"),
         Some(v) => format!("{v:.2}"),
     }
 }
@@ -303,14 +328,22 @@ pub fn table(
     sides: &[Side; 2],
     figures: &[Figure],
     opts: &Options,
+    m: &Machine,
     took: Duration,
     tracepoints: &[String],
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\nbefore: {} ({} bytes); after: {} ({} bytes); {} start-ups each, {} rounds of storms \
-         of {} s; tracepoints {}; took {:.0} s\n",
+        "\n{} cores ({}), {} MiB, Linux {}, load {:.2} at start; netprobe {}\n\nbefore: {} ({} \
+         bytes); after: {} ({} bytes); {} start-ups each, {} rounds of storms of {} s; \
+         tracepoints {}; took {:.0} s\n",
+        m.cores,
+        m.cpu,
+        m.memory_mib,
+        m.kernel,
+        m.load,
+        m.commit,
         sides[0].bin.display(),
         sides[0].size,
         sides[1].bin.display(),
@@ -363,6 +396,7 @@ mod tests {
         assert_eq!(cell(Some(12266190.0), "events"), "12266190");
         assert_eq!(cell(Some(0.1734), "s"), "0.173");
         assert_eq!(cell(Some(27.84), "MiB"), "27.84");
+        assert_eq!(cell(Some(0.00219), "CPU-s"), "0.0022");
         assert_eq!(cell(None, "MiB"), "-");
     }
 }
