@@ -41,7 +41,7 @@ pub fn buffer_record(netns: u64, moved: &[(&'static str, u64)]) -> Record {
     } else {
         RCVBUF_FULL
     };
-    let mut r = counter_record("drop", netns, mode);
+    let mut r = counter_record("drop", Some(netns), mode);
     for &(name, d) in moved {
         evidence(&mut r, &[(name, d.into())]);
     }

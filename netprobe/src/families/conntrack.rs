@@ -73,7 +73,7 @@ pub fn conntrack_figures(r: &mut Record, prev: &Snapshot, cur: &Snapshot) {
 /// Packets conntrack dropped because no entry could be made: the table was
 /// at nf_conntrack_max and early drop found nothing to evict.
 pub fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, dropped: u64) -> Record {
-    let mut r = counter_record("conntrack", netns, CONNTRACK_TABLE_FULL);
+    let mut r = counter_record("conntrack", Some(netns), CONNTRACK_TABLE_FULL);
     evidence(&mut r, &[("drop", dropped.into())]);
     conntrack_figures(&mut r, prev, cur);
     let fill = match (cur.conntrack_count, cur.conntrack_max) {
@@ -89,7 +89,7 @@ pub fn conntrack_full_record(netns: u64, prev: &Snapshot, cur: &Snapshot, droppe
 /// Packets dropped because their new entry could not be inserted: two
 /// packets of one flow raced (the UDP/DNS SNAT race) or the chain was too long.
 pub fn conntrack_insert_record(netns: u64, prev: &Snapshot, cur: &Snapshot, failed: u64) -> Record {
-    let mut r = counter_record("conntrack", netns, CONNTRACK_INSERT_FAILED);
+    let mut r = counter_record("conntrack", Some(netns), CONNTRACK_INSERT_FAILED);
     evidence(&mut r, &[("insert_failed", failed.into())]);
     conntrack_figures(&mut r, prev, cur);
     let why = if delta(prev, cur, "Conntrack.chainlength") > 0 {

@@ -164,7 +164,7 @@ pub fn listener_of(socks: &[DiagSock], addr: std::net::IpAddr, port: u16) -> Opt
 }
 
 pub fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) -> Record {
-    let mut r = counter_record("syn_queue_full", netns, SYN_QUEUE_FULL);
+    let mut r = counter_record("syn_queue_full", Some(netns), SYN_QUEUE_FULL);
     // The listener with the longest SYN queue, relative to its backlog.
     let queues = syn_queues(&cur.sockets);
     let worst = queues
@@ -214,7 +214,7 @@ pub fn syn_queue_record(netns: u64, cur: &Snapshot, dropped: u64, cookies: u64) 
 }
 
 pub fn accept_queue_record(netns: u64, prev: &Snapshot, cur: &Snapshot, overflows: u64) -> Record {
-    let mut r = counter_record("listen_overflow", netns, ACCEPT_QUEUE_FULL);
+    let mut r = counter_record("listen_overflow", Some(netns), ACCEPT_QUEUE_FULL);
     let drops = delta(prev, cur, "TcpExt.ListenDrops");
     evidence(
         &mut r,

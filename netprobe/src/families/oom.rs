@@ -3,7 +3,7 @@
 
 use crate::kernel::probes::{Need, ProbeSpec, TracepointSpec};
 use crate::kernel::tracefs::Format;
-use crate::pipeline::counters::evidence;
+use crate::pipeline::counters::{counter_record, evidence};
 use crate::pipeline::decode::{data_loc_str, field_uint, DecodeError, KernelEvent, Layouts};
 use crate::pipeline::record::{escape_bytes, Record};
 use netprobe_common::{kind, Event};
@@ -383,16 +383,9 @@ pub fn add_memory_pressure(r: &mut Record) {
 /// OOM kills the kernel counted (vmstat `oom_kill`, host-wide): what shows
 /// them where the oom probe cannot attach.
 pub fn oom_kill_record(kills: u64) -> Record {
-    let mut r = Record {
-        kind: "oom",
-        ..Record::default()
-    };
     // Counters alone cannot tell whether the kill stalled the node.
-    r.set_mode(OOM_KILL);
-    evidence(
-        &mut r,
-        &[("source", "counters".into()), ("oom_kill", kills.into())],
-    );
+    let mut r = counter_record("oom", None, OOM_KILL);
+    evidence(&mut r, &[("oom_kill", kills.into())]);
     add_memory_pressure(&mut r);
     r.message = format!(
         "the kernel's OOM killer killed {kills} process(es) (vmstat oom_kill); counters alone \

@@ -100,7 +100,7 @@ pub fn paws_record(
     cur: &Snapshot,
     moved: &[(&'static str, u64)],
 ) -> Record {
-    let mut r = counter_record("drop", netns, TW_RECYCLE);
+    let mut r = counter_record("drop", Some(netns), TW_RECYCLE);
     for &(name, d) in moved {
         evidence(&mut r, &[(name, d.into())]);
     }

@@ -103,7 +103,7 @@ pub fn rule_bloat_record(
     history: &[u64],
     limit: u64,
 ) -> Record {
-    let mut r = counter_record("rule_count", netns, NETFILTER_RULE_BLOAT);
+    let mut r = counter_record("rule_count", Some(netns), NETFILTER_RULE_BLOAT);
     let total = counts.total();
     let nft: u64 = counts.nft.values().sum();
     let legacy: u64 = counts.legacy.values().sum();

@@ -1,7 +1,7 @@
 //! The CPU backlog (`/proc/net/softnet_stat`'s dropped column and
 //! net.core.netdev_max_backlog). Counter-derived.
 
-use crate::pipeline::counters::evidence;
+use crate::pipeline::counters::{counter_record, evidence};
 use crate::pipeline::record::Record;
 
 use super::{
@@ -29,15 +29,8 @@ pub fn softnet_dropped(text: &str) -> Option<u64> {
 /// Packets dropped at full CPU input backlogs (`netdev_max_backlog`), from
 /// the host-wide softnet_stat (the same in every namespace).
 pub fn cpu_backlog_record(dropped: u64, max_backlog: Option<u64>) -> Record {
-    let mut r = Record {
-        kind: "drop",
-        ..Record::default()
-    };
-    r.set_mode(CPU_BACKLOG_FULL);
-    evidence(
-        &mut r,
-        &[("source", "counters".into()), ("dropped", dropped.into())],
-    );
+    let mut r = counter_record("drop", None, CPU_BACKLOG_FULL);
+    evidence(&mut r, &[("dropped", dropped.into())]);
     if let Some(m) = max_backlog {
         evidence(&mut r, &[("netdev_max_backlog", m.into())]);
     }

@@ -144,6 +144,14 @@ pub(crate) fn record_len(fmt: &Option<Format>) -> u32 {
 /// (mark_victim's `comm`: at most 16, after padding to 8).
 pub(crate) const DATA_LOC_SLACK: u32 = 32;
 
+/// The offset of `name` in a record, when it has that field at that size.
+fn offset_of(f: &Option<Format>, name: &str, size: usize) -> Option<u32> {
+    f.as_ref()
+        .and_then(|f| f.field(name))
+        .filter(|x| x.size == size)
+        .map(|x| x.offset as u32)
+}
+
 /// The programs' `CONFIG` from the running kernel's layouts. A probe whose
 /// format is missing gets length 0, which makes its program a no-op.
 pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) -> Config {
@@ -181,13 +189,8 @@ pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) ->
     c.receive_reset_len = record_len(&layouts.receive_reset);
     if let Ok(state) = btf.sk_state {
         c.sk_state = state;
-        if let Some(sk) = layouts
-            .receive_reset
-            .as_ref()
-            .and_then(|f| f.field("skaddr"))
-            .filter(|x| x.size == 8)
-        {
-            c.receive_reset_skaddr = sk.offset as u32;
+        if let Some(sk) = offset_of(&layouts.receive_reset, "skaddr", 8) {
+            c.receive_reset_skaddr = sk;
         }
     }
     if let Ok(s) = btf.skb {
@@ -217,23 +220,13 @@ pub fn build_config(layouts: &Layouts, btf: &BtfOffsets, reset_kprobes: bool) ->
     }
     c.retransmit_len = record_len(&layouts.retransmit);
     // Pointers in the records the programs follow to a namespace.
-    let pointer = |f: &Option<crate::kernel::tracefs::Format>, name: &str| {
-        f.as_ref()
-            .and_then(|f| f.field(name))
-            .filter(|x| x.size == 8)
-            .map_or(Config::ABSENT, |x| x.offset as u32)
-    };
+    let pointer = |f: &Option<Format>, name: &str| offset_of(f, name, 8).unwrap_or(Config::ABSENT);
     c.retransmit_skaddr = pointer(&layouts.retransmit, "skaddr");
     c.send_reset_sk = pointer(&layouts.send_reset, "skaddr");
     c.send_reset_skb = pointer(&layouts.send_reset, "skbaddr");
     c.sk_error_len = record_len(&layouts.sk_error);
-    if let Some(e) = layouts
-        .sk_error
-        .as_ref()
-        .and_then(|f| f.field("error"))
-        .filter(|e| e.size == 4)
-    {
-        c.sk_error_error = e.offset as u32;
+    if let Some(e) = offset_of(&layouts.sk_error, "error", 4) {
+        c.sk_error_error = e;
     }
     c
 }

@@ -21,11 +21,16 @@ pub fn delta(prev: &Snapshot, cur: &Snapshot, name: &str) -> u64 {
     }
 }
 
-/// A record raised by counters (`evidence.source = "counters"`).
-pub(crate) fn counter_record(kind: &'static str, netns: u64, mode: families::Mode) -> Record {
+/// A record raised by counters (`evidence.source = "counters"`), of
+/// namespace `netns` (None: host-wide figures, the same in every one).
+pub(crate) fn counter_record(
+    kind: &'static str,
+    netns: Option<u64>,
+    mode: families::Mode,
+) -> Record {
     let mut r = Record {
         kind,
-        netns: Some(netns),
+        netns,
         ..Record::default()
     };
     r.set_mode(mode);
