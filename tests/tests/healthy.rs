@@ -72,6 +72,9 @@ fn clean_short_connections_make_no_records() {
                 .any(|p| **p == port)
         })
         .collect();
+    // FINs of clean closes freed in tcp_v{4,6}_rcv rather than purged
+    // (kernels without drop reasons show them as drops of mode other).
+    let mut fins_freed = 0;
     match kernel::lacks_drop_reasons() {
         None => assert!(
             about.is_empty(),
@@ -93,6 +96,7 @@ fn clean_short_connections_make_no_records() {
                 let reset = (v["kind"] == "reset_sent" || v["kind"] == "reset_received")
                     && (v["mode"] == "no_listener" || v["mode"] == "reset_other");
                 assert!(fin_freed || reset, "{v}");
+                fins_freed += u64::from(fin_freed);
             }
             if !about.is_empty() {
                 let mut kinds: Vec<String> = about
@@ -121,7 +125,9 @@ fn clean_short_connections_make_no_records() {
         }
     }
     // The purges were seen and counted as skipped, not lost (QUEUE_PURGE,
-    // or before it NOT_SPECIFIED on 5.17+; their location before 5.17).
+    // or before it NOT_SPECIFIED on 5.17+; their location before 5.17). A
+    // close whose last FIN a TIME_WAIT socket answered in tcp_v4_rcv had
+    // no purge: it showed above, as a drop of mode other.
     let summary = all
         .iter()
         .find(|v| v["kind"] == "summary")
@@ -130,8 +136,9 @@ fn clean_short_connections_make_no_records() {
     let skipped =
         e["skipped_queue_purge"].as_u64().unwrap() + e["skipped_not_specified"].as_u64().unwrap();
     assert!(
-        skipped >= 100,
-        "100 clean closes, {skipped} skipped drops: {summary}"
+        skipped + fins_freed >= 100,
+        "100 clean closes, {skipped} skipped drops and {fins_freed} FINs freed in tcp_v4_rcv: \
+         {summary}"
     );
     assert_eq!(e["lost"], 0, "{summary}");
 }

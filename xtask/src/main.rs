@@ -106,6 +106,15 @@ enum Task {
         /// by side, no bpftrace and no overhead rounds.
         #[arg(long, value_name = "BINARY")]
         baseline: Option<PathBuf>,
+        /// Measure the once-a-second work instead: netprobe idle beside
+        /// empty namespaces (`--namespaces`), then beside the last count
+        /// and `--processes` idle processes.
+        #[arg(long)]
+        scale: bool,
+        #[arg(long, value_delimiter = ',', default_value = "0,10,100,1000")]
+        namespaces: Vec<usize>,
+        #[arg(long, default_value_t = 20_000)]
+        processes: usize,
     },
     /// Run the integration tests on other kernels (Debian packages, booted in
     /// QEMU) and print a matrix of probes and tests per kernel.
@@ -152,6 +161,9 @@ impl Task {
                 storm_secs,
                 starts,
                 baseline,
+                scale,
+                namespaces,
+                processes,
             } => bench(
                 bench::Options {
                     secs: secs.max(1),
@@ -160,6 +172,7 @@ impl Task {
                     starts: starts.max(1),
                 },
                 baseline,
+                scale.then_some((namespaces, processes)),
             ),
             Task::Vm { kernels, keep } => Ok(if vm::run(&kernels, keep, false)? {
                 ExitCode::SUCCESS
@@ -194,7 +207,11 @@ fn soak(minutes: u64) -> Result<ExitCode> {
 }
 
 /// The bench against the release binary, with bpftrace installed.
-fn bench(opts: bench::Options, baseline: Option<PathBuf>) -> Result<ExitCode> {
+fn bench(
+    opts: bench::Options,
+    baseline: Option<PathBuf>,
+    scale: Option<(Vec<usize>, usize)>,
+) -> Result<ExitCode> {
     if !cmd::is_root() {
         bail!(
             "cargo xtask bench needs root (euid {}): it loads eBPF programs, runs bpftrace, \
@@ -208,13 +225,14 @@ fn bench(opts: bench::Options, baseline: Option<PathBuf>) -> Result<ExitCode> {
         }
     }
     setup::ensure()?;
-    if baseline.is_none() {
+    if baseline.is_none() && scale.is_none() {
         setup::ensure_all(bench::REQUIREMENTS)?;
     }
     let bin = build_netprobe(true)?;
-    match &baseline {
-        Some(before) => bench::compare(&bin, before, &opts)?,
-        None => bench::run(&bin, &opts)?,
+    match (&baseline, &scale) {
+        (_, Some((namespaces, processes))) => bench::scale(&bin, namespaces, *processes)?,
+        (Some(before), None) => bench::compare(&bin, before, &opts)?,
+        (None, None) => bench::run(&bin, &opts)?,
     }
     Ok(ExitCode::SUCCESS)
 }

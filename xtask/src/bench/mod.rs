@@ -24,6 +24,7 @@ pub mod compare;
 mod netns;
 mod procfs;
 mod report;
+pub mod scale;
 mod tracer;
 mod workload;
 
@@ -266,6 +267,17 @@ fn start_once(bench: &Bench) -> Result<(f64, Vec<String>)> {
 /// against the build `before`, side by side (as root: the caller checks).
 pub fn compare(after: &Path, before: &Path, opts: &Options) -> Result<()> {
     compare::run(after, before, opts, &prepare()?)
+}
+
+/// `cargo xtask bench --scale`: the once-a-second work's cost beside
+/// `namespaces` empty namespaces each, then beside the last count and
+/// `processes` idle processes (as root: the caller checks).
+pub fn scale(bin: &Path, namespaces: &[usize], processes: usize) -> Result<()> {
+    let out = prepare()?;
+    let (windows, secs) = (4, 5);
+    let points = scale::run(bin, &out, namespaces, processes, windows, secs)?;
+    print!("{}", scale::table(&points, windows, secs));
+    Ok(())
 }
 
 /// Ctrl-C and SIGTERM undo what a bench made; what a bench killed outright
