@@ -90,9 +90,16 @@ fn rules(w: &mut dyn Write) -> std::io::Result<()> {
         .filter_map(|ns| {
             Some((
                 ns.inode,
-                crate::kernel::netns::sample(ns, &|_| false, nftables)
-                    .ok()?
-                    .rules?,
+                crate::kernel::netns::sample(
+                    ns,
+                    &crate::kernel::netns::Reading {
+                        keep: &|_| false,
+                        wants: &|_| Default::default(),
+                        rules: nftables,
+                    },
+                )
+                .ok()?
+                .rules?,
             ))
         })
         .collect();

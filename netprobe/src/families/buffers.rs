@@ -2,6 +2,8 @@
 //! TcpExt and Udp counters. Counter-derived (their drops come through the
 //! drop family).
 
+use crate::families::Counters;
+
 use crate::kernel::netns::Snapshot;
 use crate::pipeline::counters::{counter_record, evidence, listing, moved_of};
 use crate::pipeline::record::Record;
@@ -13,6 +15,19 @@ use super::{
 
 pub const RCVBUF_FULL: Mode = m("queue_full", "rcvbuf_full");
 pub const BACKLOG_FULL: Mode = m("queue_full", "backlog_full");
+
+/// The receive-buffer drop counters (`BUFFERS`'s kernel names).
+pub const COUNTERS: Counters = Counters {
+    triggers: &[
+        "TcpExt.TCPRcvQDrop",
+        "TcpExt.TCPZeroWindowDrop",
+        "TcpExt.TCPBacklogDrop",
+        "Udp.RcvbufErrors",
+        "Udp6.RcvbufErrors",
+    ],
+    evidence: &[],
+    read: from_counters,
+};
 
 /// The receive-buffer drop counters that moved.
 pub fn from_counters(netns: u64, prev: &Snapshot, cur: &Snapshot, out: &mut Vec<Record>) {

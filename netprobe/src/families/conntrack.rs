@@ -2,6 +2,8 @@
 //! (netprobe-ebpf/src/conntrack.rs) and each namespace's
 //! stat/nf_conntrack counters.
 
+use crate::families::Counters;
+
 use crate::kernel::netns::Snapshot;
 use crate::kernel::probes::{KprobeSpec, ProbeSpec};
 use crate::pipeline::counters::{counter_record, delta, evidence};
@@ -37,6 +39,17 @@ pub const CONNTRACK: ProbeSpec = ProbeSpec {
 
 pub const CONNTRACK_TABLE_FULL: Mode = m("queue_full", "conntrack_table_full");
 pub const CONNTRACK_INSERT_FAILED: Mode = m("conntrack", "conntrack_insert_failed");
+
+/// conntrack's statistics (`stat/nf_conntrack`).
+pub const COUNTERS: Counters = Counters {
+    triggers: &["Conntrack.drop", "Conntrack.insert_failed"],
+    evidence: &[
+        "Conntrack.early_drop",
+        "Conntrack.clashres",
+        "Conntrack.chainlength",
+    ],
+    read: from_counters,
+};
 
 /// conntrack's own counters: packets dropped at a full table, and entries
 /// that could not be inserted.

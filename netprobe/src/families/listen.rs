@@ -2,6 +2,8 @@
 //! (netprobe-ebpf/src/listen.rs), and the ListenOverflows/ListenDrops and
 //! SYN-queue counters with the listeners' figures from sock_diag.
 
+use crate::families::Counters;
+
 use crate::kernel::netns::{DiagSock, Snapshot, TCP_LISTEN, TCP_SYN_RECV};
 use crate::kernel::probes::{KprobeSpec, ProbeSpec};
 use crate::pipeline::counters::{counter_record, delta, evidence};
@@ -126,6 +128,17 @@ pub fn listen_record(e: &ListenEvent) -> Record {
     ));
     r
 }
+
+/// The listen queues' counters.
+pub const COUNTERS: Counters = Counters {
+    triggers: &[
+        "TcpExt.TCPReqQFullDrop",
+        "TcpExt.TCPReqQFullDoCookies",
+        "TcpExt.ListenOverflows",
+    ],
+    evidence: &["TcpExt.ListenDrops"],
+    read: from_counters,
+};
 
 /// The listen queues' counters: SYNs dropped or answered with cookies at
 /// a full SYN queue, and overflows of full accept queues.

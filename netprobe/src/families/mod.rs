@@ -56,6 +56,18 @@ pub const OTHER_ENTRIES: &[Entry] = &[
 /// counters, and pushes the records it makes of that onto `out`.
 pub type CounterReader = fn(netns: u64, prev: &Snapshot, cur: &Snapshot, out: &mut Vec<Record>);
 
+/// What a family reads from each namespace's counters. The sampler keeps
+/// only the counters some family names here, and reads a namespace's
+/// sysctls (and its listeners) only when a trigger rose: on a node of a
+/// thousand namespaces, those reads are the cost.
+pub struct Counters {
+    /// The counters (`Group.Name`, as sampled) whose rise makes a record.
+    pub triggers: &'static [&'static str],
+    /// The other counters its records report.
+    pub evidence: &'static [&'static str],
+    pub read: CounterReader,
+}
+
 /// One failure family.
 pub struct Family {
     pub name: &'static str,
@@ -66,7 +78,7 @@ pub struct Family {
     pub decode: Option<Decoder>,
     /// What the kernel's counters of a namespace say about it, sampled
     /// once a second (for failures no probe sees, or sees on every kernel).
-    pub counters: Option<CounterReader>,
+    pub counters: Option<&'static Counters>,
     /// The catalogue entries of its modes.
     pub entries: &'static [Entry],
 }
@@ -94,7 +106,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[&listen::LISTEN_OVERFLOW],
         kinds: listen::KINDS,
         decode: Some(listen::decode),
-        counters: Some(listen::from_counters),
+        counters: Some(&listen::COUNTERS),
         entries: listen::ENTRIES,
     },
     Family {
@@ -118,7 +130,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[&conntrack::CONNTRACK],
         kinds: &[],
         decode: None,
-        counters: Some(conntrack::from_counters),
+        counters: Some(&conntrack::COUNTERS),
         entries: conntrack::ENTRIES,
     },
     Family {
@@ -126,7 +138,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[],
         kinds: &[],
         decode: None,
-        counters: Some(paws::from_counters),
+        counters: Some(&paws::COUNTERS),
         entries: paws::ENTRIES,
     },
     Family {
@@ -134,7 +146,7 @@ pub const FAMILIES: &[Family] = &[
         probes: &[],
         kinds: &[],
         decode: None,
-        counters: Some(buffers::from_counters),
+        counters: Some(&buffers::COUNTERS),
         entries: buffers::ENTRIES,
     },
     Family {

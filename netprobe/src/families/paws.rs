@@ -2,6 +2,8 @@
 //! counters of each namespace, and the NAT clocks the PAWS drops show.
 //! Counter-derived (the drops themselves come through the drop family).
 
+use crate::families::Counters;
+
 use crate::kernel::netns::Snapshot;
 use crate::pipeline::counters::{counter_record, delta, evidence, listing, moved_of};
 use crate::pipeline::record::Record;
@@ -74,6 +76,18 @@ impl NatClocks {
         }
     }
 }
+
+/// The timestamp-rejection counters (`PAWS`'s kernel names).
+pub const COUNTERS: Counters = Counters {
+    triggers: &[
+        "TcpExt.PAWSPassive",
+        "TcpExt.PAWSActive",
+        "TcpExt.PAWSEstab",
+        "TcpExt.PAWSTimewait",
+    ],
+    evidence: &["TcpExt.ListenDrops"],
+    read: from_counters,
+};
 
 /// The timestamp-rejection counters that moved.
 pub fn from_counters(netns: u64, prev: &Snapshot, cur: &Snapshot, out: &mut Vec<Record>) {

@@ -21,6 +21,14 @@ use std::{
 /// and values that are not numbers, are skipped.
 pub fn parse_pairs(text: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
+    parse_pairs_into(text, &mut out, &|_| true);
+    out
+}
+
+/// `parse_pairs`, keeping only the counters `keep` names (no allocation
+/// for the others: a namespace's netstat and snmp hold some 300).
+pub fn parse_pairs_into(text: &str, out: &mut BTreeMap<String, u64>, keep: &dyn Fn(&str) -> bool) {
+    let mut key = String::new();
     let mut lines = text.lines();
     while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
         let (Some((h1, names)), Some((h2, values))) =
@@ -32,12 +40,18 @@ pub fn parse_pairs(text: &str) -> BTreeMap<String, u64> {
             continue;
         }
         for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            key.clear();
+            key.push_str(h1);
+            key.push('.');
+            key.push_str(n);
+            if !keep(&key) {
+                continue;
+            }
             if let Ok(v) = v.parse::<u64>() {
-                out.insert(format!("{h1}.{n}"), v);
+                out.insert(key.clone(), v);
             }
         }
     }
-    out
 }
 
 /// `/proc/net/stat/nf_conntrack`: a header naming the columns (they differ
@@ -270,14 +284,27 @@ pub struct Snapshot {
     pub rules: Option<crate::kernel::netfilter::RuleCounts>,
 }
 
-/// Reads `ns` from a thread that enters it (needs CAP_SYS_ADMIN). The
-/// sockets are dumped only when `want_sockets` says so of the counters (a
-/// dump costs more than two small files).
-pub fn sample(
-    ns: &Namespace,
-    want_sockets: &(dyn Fn(&BTreeMap<String, u64>) -> bool + Sync),
-    want_rules: Option<bool>,
-) -> Result<Snapshot, String> {
+/// What a sample reads beyond the counters, decided on them: the sysctls
+/// (a lookup under /proc/sys/net costs in proportion to the node's
+/// namespaces) and the listening sockets (a dump costs more than two small
+/// files).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wants {
+    pub sysctls: bool,
+    pub sockets: bool,
+}
+
+/// How a sample is taken: which counters to keep, and what else to read
+/// once the counters are known.
+pub struct Reading<'a> {
+    pub keep: &'a (dyn Fn(&str) -> bool + Sync),
+    pub wants: &'a (dyn Fn(&BTreeMap<String, u64>) -> Wants + Sync),
+    /// Count netfilter rules (Some: whether nftables is there).
+    pub rules: Option<bool>,
+}
+
+/// Reads `ns` from a thread that enters it (needs CAP_SYS_ADMIN).
+pub fn sample(ns: &Namespace, how: &Reading) -> Result<Snapshot, String> {
     let file = File::open(&ns.path).map_err(|e| format!("{}: {e}", ns.path.display()))?;
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -289,7 +316,7 @@ pub fn sample(
                     io::Error::last_os_error()
                 ));
             }
-            read_here(want_sockets, want_rules)
+            read_here(how)
         })
         .join()
         .map_err(|_| "the sampling thread panicked".to_string())?
@@ -297,10 +324,7 @@ pub fn sample(
 }
 
 /// Reads the caller's namespace.
-pub fn read_here(
-    want_sockets: &(dyn Fn(&BTreeMap<String, u64>) -> bool + Sync),
-    want_rules: Option<bool>,
-) -> Result<Snapshot, String> {
+pub fn read_here(how: &Reading) -> Result<Snapshot, String> {
     let mut counters = BTreeMap::new();
     // Our own parsers, not procfs's: procfs reads /proc/net (the process's
     // namespace, not this thread's after setns), has no TcpExt/IpExt of
@@ -313,18 +337,26 @@ pub fn read_here(
     for f in ["netstat", "snmp"] {
         let f = format!("{net}/{f}");
         let text = std::fs::read_to_string(&f).map_err(|e| format!("{f}: {e}"))?;
-        counters.extend(parse_pairs(&text));
+        parse_pairs_into(&text, &mut counters, how.keep);
     }
     // Conntrack, when its module is loaded (it may be loaded at any time).
     if let Ok(text) = std::fs::read_to_string(format!("{net}/stat/nf_conntrack")) {
-        counters.extend(parse_conntrack_stat(&text));
+        counters.extend(
+            parse_conntrack_stat(&text)
+                .into_iter()
+                .filter(|(k, _)| (how.keep)(k)),
+        );
     }
+    let wants = (how.wants)(&counters);
     let sysctl = |name: &str| -> Option<u64> {
+        if !wants.sysctls {
+            return None;
+        }
         std::fs::read_to_string(format!("/proc/sys/net/{name}"))
             .ok()
             .and_then(|t| t.trim().parse().ok())
     };
-    let (sockets, sockets_error) = if want_sockets(&counters) {
+    let (sockets, sockets_error) = if wants.sockets {
         match dump_listeners() {
             Ok(s) => (s, None),
             Err(why) => (Vec::new(), Some(why)),
@@ -342,7 +374,7 @@ pub fn read_here(
         conntrack_max: sysctl("netfilter/nf_conntrack_max"),
         sockets,
         sockets_error,
-        rules: want_rules.map(|nftables| {
+        rules: how.rules.map(|nftables| {
             crate::kernel::netfilter::count_here(
                 &net,
                 nftables,

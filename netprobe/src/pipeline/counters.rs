@@ -4,6 +4,9 @@
 //! failures no probe sees on every kernel (SYN queue overflows, PAWS,
 //! receive buffers, conntrack tables); the helpers those readers share.
 
+use crate::kernel::netns::Reading;
+use crate::kernel::netns::Wants;
+
 use crate::families::oom::{oom_kill_record, vmstat_oom_kills};
 use crate::families::rules::RuleHistory;
 use crate::families::softnet::{cpu_backlog_record, softnet_dropped};
@@ -75,18 +78,39 @@ pub(crate) fn evidence(r: &mut Record, items: &[(&'static str, Value)]) {
     }
 }
 
-/// The counters that make a namespace's sockets worth dumping.
-pub const WATCHED: [&str; 3] = [
-    "TcpExt.TCPReqQFullDrop",
-    "TcpExt.TCPReqQFullDoCookies",
-    "TcpExt.ListenOverflows",
-];
+/// The counters that make a namespace's sockets worth dumping: the listen
+/// queues' (the records name the listener).
+pub const WATCHED: &[&str] = families::listen::COUNTERS.triggers;
 
 /// Whether any watched counter moved since `prev`.
 pub fn moved(prev: &BTreeMap<String, u64>, cur: &BTreeMap<String, u64>) -> bool {
-    WATCHED
+    rose(WATCHED, prev, cur)
+}
+
+/// Whether any of `names` is higher in `cur` than in `prev`.
+fn rose(names: &[&str], prev: &BTreeMap<String, u64>, cur: &BTreeMap<String, u64>) -> bool {
+    names
         .iter()
         .any(|k| cur.get(*k).unwrap_or(&0) > prev.get(*k).unwrap_or(&0))
+}
+
+/// Whether some family will make a record of what moved since `prev`:
+/// then the namespace's sysctls are worth reading, for its evidence.
+pub fn triggered(prev: &BTreeMap<String, u64>, cur: &BTreeMap<String, u64>) -> bool {
+    families::FAMILIES
+        .iter()
+        .filter_map(|f| f.counters)
+        .any(|c| rose(c.triggers, prev, cur))
+}
+
+/// Every counter some family reads: the rest are not kept.
+pub fn sampled() -> std::collections::BTreeSet<&'static str> {
+    families::FAMILIES
+        .iter()
+        .filter_map(|f| f.counters)
+        .flat_map(|c| c.triggers.iter().chain(c.evidence))
+        .copied()
+        .collect()
 }
 
 /// Samples every namespace's counters. Namespaces present at the baseline
@@ -100,6 +124,8 @@ pub struct Sampler {
     prev: BTreeMap<u64, Snapshot>,
     errors_said: std::collections::BTreeSet<u64>,
     owners: crate::kernel::containers::Attributor,
+    /// The counters some family reads (`sampled()`).
+    sampled: std::collections::BTreeSet<&'static str>,
     /// Rounds so far: rules are counted every `RULES_EVERY`th.
     rounds: u64,
     /// Each namespace's rule totals, the last `RULE_SAMPLES` counts.
@@ -151,6 +177,7 @@ impl Sampler {
             oom_kills: None,
             prev: BTreeMap::new(),
             errors_said: Default::default(),
+            sampled: sampled(),
             owners: crate::kernel::containers::Attributor::new(
                 std::path::Path::new("/proc"),
                 std::path::Path::new("/var/log/pods"),
@@ -213,8 +240,17 @@ impl Sampler {
                 self.prev.insert(ns.inode, Snapshot::default());
             }
             let before = self.prev.get(&ns.inode).map(|s| &s.counters);
-            let want = |cur: &BTreeMap<String, u64>| before.is_some_and(|b| moved(b, cur));
-            match crate::kernel::netns::sample(ns, &want, want_rules) {
+            let wants = |cur: &BTreeMap<String, u64>| Wants {
+                sysctls: before.is_some_and(|b| triggered(b, cur)),
+                sockets: before.is_some_and(|b| moved(b, cur)),
+            };
+            let keep = |name: &str| self.sampled.contains(name);
+            let how = Reading {
+                keep: &keep,
+                wants: &wants,
+                rules: want_rules,
+            };
+            match crate::kernel::netns::sample(ns, &how) {
                 Ok(mut cur) => {
                     if let Some(rules) = cur.rules.take() {
                         counted.push((ns.inode, rules));
@@ -300,8 +336,8 @@ impl Sampler {
 /// from every family that reads counters (in the registry's order).
 pub fn records(netns: u64, prev: &Snapshot, cur: &Snapshot) -> Vec<Record> {
     let mut out = Vec::new();
-    for read in families::FAMILIES.iter().filter_map(|f| f.counters) {
-        read(netns, prev, cur, &mut out);
+    for c in families::FAMILIES.iter().filter_map(|f| f.counters) {
+        (c.read)(netns, prev, cur, &mut out);
     }
     out
 }
@@ -607,5 +643,81 @@ mod tests {
         ] {
             assert!(!is_delta(level), "{level}");
         }
+    }
+
+    /// Every counter of a real kernel's netstat, snmp and nf_conntrack.
+    fn real_counters() -> BTreeMap<String, u64> {
+        let mut all = BTreeMap::new();
+        for f in ["netstat", "snmp"] {
+            all.extend(parse_pairs(&crate::testdata(&format!("procfs/6.18/{f}"))));
+        }
+        all.extend(crate::kernel::netns::parse_conntrack_stat(
+            &crate::testdata("procfs/6.18/nf_conntrack"),
+        ));
+        all
+    }
+
+    fn bumped(c: &BTreeMap<String, u64>, which: impl Fn(&str) -> bool) -> BTreeMap<String, u64> {
+        c.iter()
+            .map(|(k, v)| (k.clone(), if which(k) { v + 3 } else { *v }))
+            .collect()
+    }
+
+    #[test]
+    fn each_family_reads_only_the_counters_it_lists() {
+        let all = real_counters();
+        let sampled = sampled();
+        assert!(WATCHED.iter().all(|w| sampled.contains(w)));
+        for f in families::FAMILIES {
+            let Some(c) = f.counters else { continue };
+            let listed = |k: &str| c.triggers.contains(&k) || c.evidence.contains(&k);
+            for name in c.triggers.iter().chain(c.evidence) {
+                // Udp6 is in snmp6, which is not read yet; PAWSPassive went
+                // with tcp_tw_recycle (4.12).
+                assert!(
+                    all.contains_key(*name)
+                        || name.starts_with("Udp6.")
+                        || *name == "TcpExt.PAWSPassive",
+                    "{}: {name} is no counter of a real kernel",
+                    f.name
+                );
+            }
+            let snap = |counters| Snapshot {
+                counters,
+                ..Snapshot::default()
+            };
+            let run = |prev: &Snapshot, cur: &Snapshot| {
+                let mut out = Vec::new();
+                (c.read)(7, prev, cur, &mut out);
+                out
+            };
+            // Everything moved: the same records as from the listed
+            // counters alone (nothing else is read).
+            let prev = snap(all.clone());
+            let cur = snap(bumped(&all, |_| true));
+            let keep = |m: &BTreeMap<String, u64>| {
+                snap(
+                    m.iter()
+                        .filter(|(k, _)| listed(k))
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect(),
+                )
+            };
+            let full = run(&prev, &cur);
+            assert!(!full.is_empty(), "{}", f.name);
+            assert_eq!(full, run(&keep(&all), &keep(&cur.counters)), "{}", f.name);
+            // Only the evidence moved: no record; each trigger alone: one.
+            let evidence = snap(bumped(&all, |k| c.evidence.contains(&k)));
+            assert!(run(&prev, &evidence).is_empty(), "{}", f.name);
+            assert!(!triggered(&all, &evidence.counters), "{}", f.name);
+            for t in c.triggers.iter().filter(|t| all.contains_key(**t)) {
+                let one = snap(bumped(&all, |k| k == *t));
+                assert!(!run(&prev, &one).is_empty(), "{}: {t}", f.name);
+                assert!(triggered(&all, &one.counters), "{t}");
+            }
+        }
+        // Nothing a family names moved: nothing to read beyond the counters.
+        let others = bumped(&all, |k| !sampled.contains(k));
+        assert!(!triggered(&all, &others) && !moved(&all, &others));
     }
 }
