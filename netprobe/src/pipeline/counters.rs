@@ -4,12 +4,10 @@
 //! failures no probe sees on every kernel (SYN queue overflows, PAWS,
 //! receive buffers, conntrack tables); the helpers those readers share.
 
-use crate::kernel::netns::Reading;
-use crate::kernel::netns::Wants;
-
 use crate::families::oom::{oom_kill_record, vmstat_oom_kills};
 use crate::families::rules::RuleHistory;
 use crate::families::softnet::{cpu_backlog_record, softnet_dropped};
+use crate::kernel::netns::{Failed, Namespace, Reading, Wants};
 use crate::{families, kernel::netns::Snapshot, pipeline::record::Record};
 use std::collections::BTreeMap;
 
@@ -126,6 +124,15 @@ pub struct Sampler {
     owners: crate::kernel::containers::Attributor,
     /// The counters some family reads (`sampled()`).
     sampled: std::collections::BTreeSet<&'static str>,
+    discovery: crate::kernel::netns::Discovery,
+    /// On the sampler's own thread: the namespace it returns to after
+    /// each sample in place (None: a thread per sample, as at the
+    /// baseline, which runs on the main thread).
+    home: Option<std::fs::File>,
+    /// Why the sampler's thread could not return home (it then stops).
+    stuck: Option<String>,
+    /// The round each namespace was last sampled in.
+    sampled_in: std::collections::HashMap<u64, u64>,
     /// Rounds so far: rules are counted every `RULES_EVERY`th.
     rounds: u64,
     /// Each namespace's rule totals, the last `RULE_SAMPLES` counts.
@@ -138,6 +145,17 @@ pub struct Sampler {
 /// Rules are counted once a minute (a dump of 180,000 rules is not a
 /// once-a-second cost).
 pub const RULES_EVERY: u64 = 60;
+
+/// The wall time a round may spend sampling namespaces. Reading one costs
+/// some 100 us (two /proc files the kernel formats, a setns each way): a
+/// node with more namespaces than fit has them sampled in turn, the ones
+/// waiting longest first, every one at least every few seconds (ten at
+/// 1,000 namespaces on the project's machine). A counter's rise is never
+/// lost, only reported later, as the delta since that namespace's last
+/// sample.
+pub const ROUND_BUDGET: std::time::Duration = std::time::Duration::from_millis(10);
+/// At least this many namespaces a round, whatever the budget.
+pub const ROUND_MIN: usize = 8;
 
 impl Sampler {
     /// Says which namespaces' rules are bloated, after a round that counted
@@ -178,6 +196,10 @@ impl Sampler {
             prev: BTreeMap::new(),
             errors_said: Default::default(),
             sampled: sampled(),
+            discovery: Default::default(),
+            home: None,
+            stuck: None,
+            sampled_in: Default::default(),
             owners: crate::kernel::containers::Attributor::new(
                 std::path::Path::new("/proc"),
                 std::path::Path::new("/var/log/pods"),
@@ -221,21 +243,36 @@ impl Sampler {
         if kills.is_some() {
             self.oom_kills = kills;
         }
-        let spaces = crate::kernel::netns::discover(Path::new("/proc"), Path::new("/run/netns"));
+        let spaces = self
+            .discovery
+            .namespaces(Path::new("/proc"), Path::new("/run/netns"));
         // Rules are counted once a minute (Some: whether nftables is there).
         let want_rules = self
             .rounds
             .is_multiple_of(RULES_EVERY)
             .then(crate::kernel::netfilter::nftables_present);
+        let round = self.rounds;
         self.rounds += 1;
         let mut counted = Vec::new();
-        self.prev
-            .retain(|inode, _| spaces.iter().any(|n| n.inode == *inode));
-        self.rules
-            .retain(|inode, _| spaces.iter().any(|n| n.inode == *inode));
-        self.errors_said
-            .retain(|inode| spaces.iter().any(|n| n.inode == *inode));
-        for ns in &spaces {
+        let here: std::collections::HashSet<u64> = spaces.iter().map(|n| n.inode).collect();
+        self.prev.retain(|inode, _| here.contains(inode));
+        self.rules.retain(|inode, _| here.contains(inode));
+        self.errors_said.retain(|inode| here.contains(inode));
+        self.sampled_in.retain(|inode, _| here.contains(inode));
+        // The baseline and the rule-counting rounds read every namespace;
+        // the others, within the budget, those waiting longest first (a new
+        // one has waited longest).
+        let mut order: Vec<&Namespace> = spaces.iter().collect();
+        let every = baseline || want_rules.is_some();
+        if !every {
+            order.sort_by_key(|n| self.sampled_in.get(&n.inode).copied());
+        }
+        let started = std::time::Instant::now();
+        for (i, ns) in order.into_iter().enumerate() {
+            if !every && i >= ROUND_MIN && started.elapsed() >= ROUND_BUDGET {
+                break;
+            }
+            self.sampled_in.insert(ns.inode, round);
             if !baseline && !self.prev.contains_key(&ns.inode) {
                 self.prev.insert(ns.inode, Snapshot::default());
             }
@@ -250,7 +287,22 @@ impl Sampler {
                 wants: &wants,
                 rules: want_rules,
             };
-            match crate::kernel::netns::sample(ns, &how) {
+            let sample = match &self.home {
+                Some(home) => match crate::kernel::netns::sample_in_place(ns, home, &how) {
+                    Err(Failed::Stuck(why)) => {
+                        // Never read another namespace's sysctls as the
+                        // host's: this thread stops sampling.
+                        self.stuck = Some(why.clone());
+                        out.push(Record::error(format!("counter sampling stopped: {why}")));
+                        return out;
+                    }
+                    other => other.map_err(|e| match e {
+                        Failed::Read(w) | Failed::Stuck(w) => w,
+                    }),
+                },
+                None => crate::kernel::netns::sample(ns, &how),
+            };
+            match sample {
                 Ok(mut cur) => {
                     if let Some(rules) = cur.rules.take() {
                         counted.push((ns.inode, rules));
@@ -304,6 +356,18 @@ impl Sampler {
         out
     }
 
+    /// Samples in place from now on: the calling thread is the sampler's
+    /// own, and enters each namespace itself.
+    fn stay_home(&mut self) {
+        match std::fs::File::open("/proc/thread-self/ns/net")
+            .or_else(|_| std::fs::File::open(format!("/proc/self/task/{}/ns/net", gettid())))
+        {
+            Ok(f) => self.home = Some(f),
+            // A thread per sample, as before.
+            Err(e) => tracing::warn!("counter sampler: cannot open its own namespace: {e}"),
+        }
+    }
+
     /// Rounds every `period` on a thread of its own, until `stop`.
     pub fn spawn(
         mut self,
@@ -314,7 +378,8 @@ impl Sampler {
         let spawned = std::thread::Builder::new()
             .name("netprobe-ctr".into())
             .spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                self.stay_home();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && self.stuck.is_none() {
                     let started = std::time::Instant::now();
                     std::thread::sleep(period.saturating_sub(started.elapsed()));
                     for r in self.round(false) {
@@ -354,6 +419,12 @@ pub(crate) fn moved_of(
         .map(|&(name, short)| (short, delta(prev, cur, name)))
         .filter(|&(_, d)| d > 0)
         .collect()
+}
+
+/// The calling thread's id.
+fn gettid() -> i64 {
+    // SAFETY: gettid(2) has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) }
 }
 
 #[cfg(test)]
