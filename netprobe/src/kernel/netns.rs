@@ -360,48 +360,50 @@ pub enum Failed {
     Stuck(String),
 }
 
-/// Network namespaces as `discover` finds them, remembered between calls:
-/// each call lists /proc and /run/netns, and examines only the processes
-/// and names it has not seen (and every one of them every
-/// `RECHECK_EVERY`th call, for a process that changed namespace or a name
-/// bound again). On a node of 20,000 processes, that is a directory listing
-/// a second instead of 20,000 lookups.
+/// Network namespaces as `discover` finds them, remembered between calls.
+/// Each call lists /run/netns (where runtimes bind their pods' namespaces)
+/// and, when it is due, /proc; it examines only the processes and names it
+/// has not seen (and every one of them every `RECHECK_EVERY`th call, for a
+/// process that changed namespace or a name bound again). Listing /proc
+/// costs in proportion to the node's processes (some 2 ms for 20,000 here,
+/// more with the kernel busy): it is due every call while it costs under
+/// `PROC_BUDGET` a second, else less often, at least every
+/// `PROC_EVERY_MAX` calls.
 #[derive(Debug, Default)]
 pub struct Discovery {
     /// PID -> its namespace's inode.
     pids: std::collections::HashMap<u32, u64>,
+    /// The namespaces the last /proc listing found, and a process's path.
+    of_pids: BTreeMap<u64, PathBuf>,
     /// /run/netns name and its own inode -> the namespace's inode.
     names: std::collections::HashMap<(std::ffi::OsString, u64), u64>,
     calls: u64,
+    /// The call at which /proc is listed next, and the last it was.
+    proc_due: u64,
+    listed_at: u64,
 }
 
-/// Every this many calls, `Discovery` examines everything again.
+/// Every this many calls, `Discovery` examines each process and name
+/// again.
 pub const RECHECK_EVERY: u64 = 30;
+/// What listing /proc may cost a call, on average.
+pub const PROC_BUDGET: std::time::Duration = std::time::Duration::from_micros(500);
+/// /proc is listed at least every this many calls.
+pub const PROC_EVERY_MAX: u64 = 10;
 
 impl Discovery {
     pub fn namespaces(&mut self, proc_root: &Path, run_netns: &Path) -> Vec<Namespace> {
-        let recheck = self.calls.is_multiple_of(RECHECK_EVERY);
+        let call = self.calls;
+        let recheck = call.is_multiple_of(RECHECK_EVERY);
         self.calls += 1;
         let ns_inode = |path: &Path| std::fs::metadata(path).ok().map(|m| m.ino());
-        let mut seen: BTreeMap<u64, PathBuf> = BTreeMap::new();
-        let mut pids = std::collections::HashMap::with_capacity(self.pids.len());
-        if let Ok(dir) = std::fs::read_dir(proc_root) {
-            for e in dir.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                    continue;
-                };
-                let path = e.path().join("ns/net");
-                let inode = match self.pids.get(&pid) {
-                    Some(&i) if !recheck => Some(i),
-                    _ => ns_inode(&path),
-                };
-                if let Some(i) = inode {
-                    pids.insert(pid, i);
-                    seen.entry(i).or_insert(path);
-                }
-            }
+        if call >= self.proc_due {
+            let started = std::time::Instant::now();
+            self.list_proc(proc_root, call);
+            let calls = started.elapsed().as_micros() / PROC_BUDGET.as_micros().max(1);
+            self.proc_due = call + (calls as u64).clamp(1, PROC_EVERY_MAX);
         }
-        self.pids = pids;
+        let mut seen = self.of_pids.clone();
         let mut names = std::collections::HashMap::with_capacity(self.names.len());
         if let Ok(dir) = std::fs::read_dir(run_netns) {
             for e in dir.flatten() {
@@ -421,6 +423,42 @@ impl Discovery {
         seen.into_iter()
             .map(|(inode, path)| Namespace { inode, path })
             .collect()
+    }
+
+    /// Lists /proc at call `call`: each process's namespace, looked up
+    /// when the process is new, or when its turn to be rechecked came since
+    /// the last listing (PID modulo `RECHECK_EVERY`: a thirtieth of them a
+    /// call, so the rechecks cost evenly).
+    fn list_proc(&mut self, proc_root: &Path, call: u64) {
+        let since = call.saturating_sub(self.listed_at).max(1);
+        let first = self.listed_at == 0 && self.pids.is_empty();
+        self.listed_at = call;
+        let recheck = |pid: u32| {
+            first
+                || since >= RECHECK_EVERY
+                || (call + RECHECK_EVERY - u64::from(pid) % RECHECK_EVERY) % RECHECK_EVERY < since
+        };
+        let ns_inode = |path: &Path| std::fs::metadata(path).ok().map(|m| m.ino());
+        let mut seen: BTreeMap<u64, PathBuf> = BTreeMap::new();
+        let mut pids = std::collections::HashMap::with_capacity(self.pids.len());
+        if let Ok(dir) = std::fs::read_dir(proc_root) {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let path = e.path().join("ns/net");
+                let inode = match self.pids.get(&pid) {
+                    Some(&i) if !recheck(pid) => Some(i),
+                    _ => ns_inode(&path),
+                };
+                if let Some(i) = inode {
+                    pids.insert(pid, i);
+                    seen.entry(i).or_insert(path);
+                }
+            }
+        }
+        self.pids = pids;
+        self.of_pids = seen;
     }
 }
 
@@ -640,7 +678,7 @@ mod tests {
             std::fs::write(p, b"").unwrap();
             std::fs::metadata(p).unwrap().ino()
         };
-        let a = file(&proc_root.join("1/ns/net"));
+        let a = file(&proc_root.join("15/ns/net"));
         let b = file(&run.join("blue"));
         std::fs::create_dir_all(proc_root.join("self")).unwrap();
         let inodes = |d: &mut Discovery| {
@@ -656,9 +694,10 @@ mod tests {
         let mut want = vec![a, b];
         want.sort_unstable();
         assert_eq!(inodes(&mut d), want);
-        // PID 1 changed namespace: not seen until the recheck.
-        let a2 = file(&proc_root.join("1/ns/net.new"));
-        std::fs::rename(proc_root.join("1/ns/net.new"), proc_root.join("1/ns/net")).unwrap();
+        // PID 15 changed namespace: not seen until its turn to be rechecked
+        // (the 15th call of every 30).
+        let a2 = file(&proc_root.join("15/ns/net.new"));
+        std::fs::rename(proc_root.join("15/ns/net.new"), proc_root.join("15/ns/net")).unwrap();
         // A new process and a name bound again are seen at once.
         let c = file(&proc_root.join("77/ns/net"));
         let b2 = file(&root.join("blue.new"));
