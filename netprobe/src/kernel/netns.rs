@@ -365,7 +365,7 @@ pub enum Failed {
 /// and, when it is due, /proc; it examines only the processes and names it
 /// has not seen (and every one of them every `RECHECK_EVERY`th call, for a
 /// process that changed namespace or a name bound again). Listing /proc
-/// costs in proportion to the node's processes (some 2 ms for 20,000 here,
+/// costs in proportion to the node's processes (some 25 ms for 20,000 here,
 /// more with the kernel busy): it is due every call while it costs under
 /// `PROC_BUDGET` a second, else less often, at least every
 /// `PROC_EVERY_MAX` calls.
@@ -385,7 +385,7 @@ pub struct Discovery {
 
 /// Every this many calls, `Discovery` examines each process and name
 /// again.
-pub const RECHECK_EVERY: u64 = 30;
+pub const RECHECK_EVERY: u64 = 60;
 /// What listing /proc may cost a call, on average.
 pub const PROC_BUDGET: std::time::Duration = std::time::Duration::from_micros(500);
 /// /proc is listed at least every this many calls.
@@ -427,7 +427,7 @@ impl Discovery {
 
     /// Lists /proc at call `call`: each process's namespace, looked up
     /// when the process is new, or when its turn to be rechecked came since
-    /// the last listing (PID modulo `RECHECK_EVERY`: a thirtieth of them a
+    /// the last listing (PID modulo `RECHECK_EVERY`: a sixtieth of them a
     /// call, so the rechecks cost evenly).
     fn list_proc(&mut self, proc_root: &Path, call: u64) {
         let since = call.saturating_sub(self.listed_at).max(1);
@@ -695,7 +695,7 @@ mod tests {
         want.sort_unstable();
         assert_eq!(inodes(&mut d), want);
         // PID 15 changed namespace: not seen until its turn to be rechecked
-        // (the 15th call of every 30).
+        // (the 15th call of every 60).
         let a2 = file(&proc_root.join("15/ns/net.new"));
         std::fs::rename(proc_root.join("15/ns/net.new"), proc_root.join("15/ns/net")).unwrap();
         // A new process and a name bound again are seen at once.

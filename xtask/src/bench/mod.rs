@@ -274,7 +274,9 @@ pub fn compare(after: &Path, before: &Path, opts: &Options) -> Result<()> {
 /// `processes` idle processes (as root: the caller checks).
 pub fn scale(bin: &Path, namespaces: &[usize], processes: usize) -> Result<()> {
     let out = prepare()?;
-    let (windows, secs) = (6, 5);
+    // Ten seconds: /proc is listed at least that often on a node of many
+    // processes, so each window holds a listing.
+    let (windows, secs) = (6, 10);
     let points = scale::run(bin, &out, namespaces, processes, windows, secs)?;
     print!("{}", scale::table(&points, windows, secs));
     Ok(())
