@@ -131,6 +131,8 @@ pub struct Sampler {
     home: Option<std::fs::File>,
     /// Why the sampler's thread could not return home (it then stops).
     stuck: Option<String>,
+    /// The sampling cycle last said, and the round it was said in.
+    cycle_said: Option<(u64, u64)>,
     /// The round each namespace was last sampled in.
     sampled_in: std::collections::HashMap<u64, u64>,
     /// Rounds so far: rules are counted every `RULES_EVERY`th.
@@ -147,13 +149,12 @@ pub struct Sampler {
 pub const RULES_EVERY: u64 = 60;
 
 /// The wall time a round may spend sampling namespaces. Reading one costs
-/// some 100 us (two /proc files the kernel formats, a setns each way): a
+/// some 80 us (two /proc files the kernel formats, a setns each way): a
 /// node with more namespaces than fit has them sampled in turn, the ones
-/// waiting longest first, every one at least every few seconds (ten at
-/// 1,000 namespaces on the project's machine). A counter's rise is never
+/// waiting longest first (netprobe says how often each comes round). A counter's rise is never
 /// lost, only reported later, as the delta since that namespace's last
 /// sample.
-pub const ROUND_BUDGET: std::time::Duration = std::time::Duration::from_millis(10);
+pub const ROUND_BUDGET: std::time::Duration = std::time::Duration::from_millis(8);
 /// At least this many namespaces a round, whatever the budget.
 pub const ROUND_MIN: usize = 8;
 
@@ -199,6 +200,7 @@ impl Sampler {
             discovery: Default::default(),
             home: None,
             stuck: None,
+            cycle_said: None,
             sampled_in: Default::default(),
             owners: crate::kernel::containers::Attributor::new(
                 std::path::Path::new("/proc"),
@@ -268,8 +270,10 @@ impl Sampler {
             order.sort_by_key(|n| self.sampled_in.get(&n.inode).copied());
         }
         let started = std::time::Instant::now();
+        let total = order.len();
         for (i, ns) in order.into_iter().enumerate() {
             if !every && i >= ROUND_MIN && started.elapsed() >= ROUND_BUDGET {
+                self.say_cycle(total, i, round);
                 break;
             }
             self.sampled_in.insert(ns.inode, round);
@@ -354,6 +358,24 @@ impl Sampler {
             out.extend(self.judge_rules(&counted));
         }
         out
+    }
+
+    /// Says how often each namespace is sampled when a round cannot read
+    /// them all: when that first happens, when the figure doubles or
+    /// halves, and at most every ten minutes otherwise.
+    fn say_cycle(&mut self, total: usize, sampled: usize, round: u64) {
+        let cycle = total.div_ceil(sampled.max(1)) as u64;
+        let changed = self
+            .cycle_said
+            .is_none_or(|(said, at)| cycle >= 2 * said || 2 * cycle <= said || round >= at + 600);
+        if changed {
+            self.cycle_said = Some((cycle, round));
+            tracing::info!(
+                "{total} network namespaces: {sampled} sampled a second within {} ms, so each \
+                 every {cycle} s or so (counter rises are reported then, never lost)",
+                ROUND_BUDGET.as_millis()
+            );
+        }
     }
 
     /// Samples in place from now on: the calling thread is the sampler's
