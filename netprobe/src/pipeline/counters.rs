@@ -131,8 +131,9 @@ pub struct Sampler {
     home: Option<std::fs::File>,
     /// Why the sampler's thread could not return home (it then stops).
     stuck: Option<String>,
-    /// The sampling cycle last said, and the round it was said in.
-    cycle_said: Option<(u64, u64)>,
+    /// When the sampling cycle was last said, and the rounds that could
+    /// not read every namespace since, with the namespaces they read.
+    cycle_said: Option<(u64, u64, u64)>,
     /// The round each namespace was last sampled in.
     sampled_in: std::collections::HashMap<u64, u64>,
     /// Rounds so far: rules are counted every `RULES_EVERY`th.
@@ -151,9 +152,9 @@ pub const RULES_EVERY: u64 = 60;
 /// The wall time a round may spend sampling namespaces. Reading one costs
 /// some 80 us (two /proc files the kernel formats, a setns each way): a
 /// node with more namespaces than fit has them sampled in turn, the ones
-/// waiting longest first (netprobe says how often each comes round). A counter's rise is never
-/// lost, only reported later, as the delta since that namespace's last
-/// sample.
+/// waiting longest first (netprobe says how often each comes round). A
+/// counter's rise is never lost, only reported later, as the delta since
+/// that namespace's last sample.
 pub const ROUND_BUDGET: std::time::Duration = std::time::Duration::from_millis(8);
 /// At least this many namespaces a round, whatever the budget.
 pub const ROUND_MIN: usize = 8;
@@ -361,20 +362,22 @@ impl Sampler {
     }
 
     /// Says how often each namespace is sampled when a round cannot read
-    /// them all: when that first happens, when the figure doubles or
-    /// halves, and at most every ten minutes otherwise.
+    /// them all: the first time, then every ten minutes, from the
+    /// namespaces sampled a round on average since.
     fn say_cycle(&mut self, total: usize, sampled: usize, round: u64) {
-        let cycle = total.div_ceil(sampled.max(1)) as u64;
-        let changed = self
-            .cycle_said
-            .is_none_or(|(said, at)| cycle >= 2 * said || 2 * cycle <= said || round >= at + 600);
-        if changed {
-            self.cycle_said = Some((cycle, round));
+        let first = self.cycle_said.is_none();
+        let (said_at, rounds, sum) = self.cycle_said.get_or_insert((round, 0, 0));
+        *rounds += 1;
+        *sum += sampled as u64;
+        if first || round >= *said_at + 600 {
+            let per_round = (*sum / *rounds).max(1);
             tracing::info!(
-                "{total} network namespaces: {sampled} sampled a second within {} ms, so each \
-                 every {cycle} s or so (counter rises are reported then, never lost)",
-                ROUND_BUDGET.as_millis()
+                "{total} network namespaces: {per_round} sampled a second within {} ms, so each \
+                 every {} s or so (counter rises are reported then, never lost)",
+                ROUND_BUDGET.as_millis(),
+                (total as u64).div_ceil(per_round)
             );
+            (*said_at, *rounds, *sum) = (round, 0, 0);
         }
     }
 
