@@ -653,3 +653,102 @@ fn hostile_process_names_are_escaped_in_json_and_text() {
         "{text}"
     );
 }
+
+/// `kernel.bpf_stats_enabled` set for a test, put back on drop.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn set(on: bool) -> BpfStats {
+        let old = std::fs::read_to_string(Self::PATH).expect("kernel.bpf_stats_enabled (5.1+)");
+        std::fs::write(Self::PATH, if on { "1" } else { "0" }).unwrap();
+        BpfStats(old.trim().to_string())
+    }
+
+    fn turn(&self, on: bool) {
+        std::fs::write(Self::PATH, if on { "1" } else { "0" }).unwrap();
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// A figure of an exposition: the sum of the lines starting with `prefix`.
+fn figure(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Scrapes until `pred` holds of the exposition (it is updated once a
+/// second), or gives the last one.
+fn scrape_until(port: u16, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + patience(Duration::from_secs(5));
+    loop {
+        let text = get_metrics(port);
+        if pred(&text) || Instant::now() >= deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn netprobe_reports_what_its_programs_cost_the_kernel() {
+    if !require_root("netprobe_reports_what_its_programs_cost_the_kernel") {
+        return;
+    }
+    let stats = BpfStats::set(true);
+    let port = free_port();
+    let mut d = Daemon::start(&["--output", "json", "--metrics", &port.to_string()], &[]);
+    d.wait_ready();
+    let ns = Netns::new();
+    // A refused connection runs the drop program (the SYN), among others.
+    let server = closed_port_here(&ns);
+    d.wait_for("closed port", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, server.port())
+    });
+    let runs = "netprobe_program_runs_total{program=\"kfree_skb\"}";
+    let time = "netprobe_program_run_seconds_total{program=\"kfree_skb\"}";
+    let text = scrape_until(port, |t| figure(t, runs) >= 1.0);
+    assert_eq!(figure(&text, "netprobe_bpf_stats_enabled "), 1.0, "{text}");
+    assert!(figure(&text, runs) >= 1.0, "{text}");
+    assert!(figure(&text, time) > 0.0, "{text}");
+    // Off: the kernel stops counting, and the figures stand still while
+    // the program runs on.
+    stats.turn(false);
+    let off = scrape_until(port, |t| figure(t, "netprobe_bpf_stats_enabled ") == 0.0);
+    assert_eq!(figure(&off, "netprobe_bpf_stats_enabled "), 0.0, "{off}");
+    let frozen = figure(&off, runs);
+    let again = closed_port_here(&ns);
+    d.wait_for("closed port again", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, again.port())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = get_metrics(port);
+    assert_eq!(figure(&later, runs), frozen, "{later}");
+    // The summary says the same.
+    d.stop_cleanly();
+    let all = d.collect(Duration::from_secs(5), |_| true);
+    let summary = all
+        .iter()
+        .find(|v| v["kind"] == "summary")
+        .expect("a summary record at the stop");
+    let e = &summary["evidence"];
+    assert_eq!(e["bpf_stats_enabled"], false, "{summary}");
+    assert_eq!(
+        e["programs"]["kfree_skb"]["runs"].as_u64(),
+        Some(frozen as u64),
+        "{summary}"
+    );
+    assert!(
+        e["programs"]["kfree_skb"]["run_ns"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    drop(stats);
+}

@@ -57,6 +57,12 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
             s.spec.name, &s.hook
         )?;
     }
+    let stats = match crate::kernel::sys::bpf_stats_enabled() {
+        Some(true) => "on: each program's runs and run time are counted (--metrics netprobe_program_*, and the summary record)".to_string(),
+        Some(false) => "off: the kernel does not count the programs' runs and run time (sysctl kernel.bpf_stats_enabled=1 turns it on, at some cost per run)".to_string(),
+        None => format!("absent on Linux {} (5.1+): the programs' cost cannot be counted", crate::kernel::sys::kernel_release()),
+    };
+    writeln!(w, "  bpf_stats   {stats}")?;
     sysctls(w)?;
     rules(w)?;
     let attached = tracer.attached();

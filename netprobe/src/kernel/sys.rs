@@ -88,6 +88,12 @@ pub fn trim_heap() {
     }
 }
 
+/// `kernel.bpf_stats_enabled` (5.1+): whether the kernel counts each BPF
+/// program's runs and run time. None where the sysctl does not exist.
+pub fn bpf_stats_enabled() -> Option<bool> {
+    sysctl("kernel.bpf_stats_enabled").map(|v| v.trim() != "0")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,25 @@ impl Tracer {
         per_cpu.iter().copied().max()
     }
 
+    /// Each loaded program's runs and run time, as the kernel counts them
+    /// while `kernel.bpf_stats_enabled` is 1 (BPF_OBJ_GET_INFO_BY_FD), by
+    /// program name.
+    pub fn program_costs(&self) -> Vec<ProgramCost> {
+        let Some(ebpf) = &self.ebpf else {
+            return Vec::new();
+        };
+        ebpf.programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some(ProgramCost {
+                    program: name.to_string(),
+                    runs: info.run_count(),
+                    run_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect()
+    }
+
     /// Each CPU's aggregation table, by CPU number.
     pub fn agg_tables(&self) -> Vec<AggTable> {
         self.agg
@@ -97,6 +116,14 @@ impl Tracer {
             .map(|per_cpu| per_cpu.iter().copied().collect())
             .unwrap_or_default()
     }
+}
+
+/// What one of netprobe's programs has cost the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramCost {
+    pub program: String,
+    pub runs: u64,
+    pub run_ns: u64,
 }
 
 /// Shortens aya errors (a verifier log can be very long) for a record.

@@ -51,6 +51,17 @@ struct State {
     /// (probe, hook) -> attached.
     probes: BTreeMap<(String, String), bool>,
     ready: bool,
+    kernel: KernelCost,
+}
+
+/// What netprobe's programs cost the kernel, read once a second.
+#[derive(Debug, Default, Clone)]
+pub struct KernelCost {
+    /// `kernel.bpf_stats_enabled` (None: this kernel has no such sysctl).
+    pub stats_enabled: Option<bool>,
+    /// (program, runs, run time in ns), as the kernel counts them while
+    /// the sysctl is 1.
+    pub programs: Vec<(String, u64, u64)>,
 }
 
 pub struct Metrics {
@@ -133,6 +144,19 @@ impl Metrics {
         *s.events.entry(key).or_default() += n;
     }
 
+    /// The kernel's figures for netprobe's programs, now.
+    pub fn set_kernel_cost(&self, cost: KernelCost) {
+        let Ok(mut s) = self.state.lock() else { return };
+        s.kernel = cost;
+    }
+
+    pub fn kernel_cost(&self) -> KernelCost {
+        match self.state.lock() {
+            Ok(s) => s.kernel.clone(),
+            Err(p) => p.into_inner().kernel.clone(),
+        }
+    }
+
     /// Events by mode (incidents' repeats included), and events lost.
     pub fn totals(&self) -> (BTreeMap<String, u64>, u64) {
         let s = match self.state.lock() {
@@ -160,6 +184,7 @@ impl Metrics {
                 records: s.records.clone(),
                 probes: s.probes.clone(),
                 ready: s.ready,
+                kernel: s.kernel.clone(),
                 uptime: self.started.elapsed().as_secs_f64(),
                 usage: own_usage(),
             }
@@ -182,6 +207,7 @@ struct Snapshot {
     records: BTreeMap<&'static str, u64>,
     probes: BTreeMap<(String, String), bool>,
     ready: bool,
+    kernel: KernelCost,
     uptime: f64,
     usage: Option<(f64, u64)>,
 }
@@ -249,6 +275,33 @@ impl Collector for Snapshot {
             None,
             MetricType::Gauge,
         )?)?;
+        if let Some(on) = self.kernel.stats_enabled {
+            ConstGauge::new(i64::from(on)).encode(enc.encode_descriptor(
+                "netprobe_bpf_stats_enabled",
+                "kernel.bpf_stats_enabled: 1 while the kernel counts each program's runs and run time (netprobe_program_*).",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        let mut runs = enc.encode_descriptor(
+            "netprobe_program_runs",
+            "Runs of each of netprobe's kernel programs, counted by the kernel while kernel.bpf_stats_enabled is 1.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (program, n, _) in &self.kernel.programs {
+            ConstCounter::new(*n).encode(runs.encode_family(&[("program", program.as_str())])?)?;
+        }
+        let mut time = enc.encode_descriptor(
+            "netprobe_program_run_seconds",
+            "Time the kernel spent in each of netprobe's programs, counted while kernel.bpf_stats_enabled is 1.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (program, _, ns) in &self.kernel.programs {
+            ConstCounter::new(*ns as f64 / 1e9)
+                .encode(time.encode_family(&[("program", program.as_str())])?)?;
+        }
         ConstGauge::new(self.uptime).encode(enc.encode_descriptor(
             "netprobe_uptime_seconds",
             "Seconds since the daemon started.",

@@ -351,6 +351,7 @@ async fn daemon(
             read_kernel_counts(&mut p, &ctx, &tracer, out)?;
             clock = timefmt::Clock::now();
             report_losses(&tracer, &mut p.losses, out)?;
+            metrics.set_kernel_cost(kernel_cost(&tracer));
             out.tick();
             if let Some(r) = p.symptoms.summary(false) {
                 out.write(&r)?;
@@ -434,6 +435,7 @@ async fn daemon(
             summary.evidence(name, n.iter().sum::<u64>());
         }
     }
+    add_kernel_cost(&mut summary, &kernel_cost(&tracer));
     if let Some(peak) = tracer.ring_buffer_peak() {
         summary.evidence("ring_buffer_peak_bytes", peak);
         summary.evidence("ring_buffer_bytes", u64::from(opts.ring_buffer));
@@ -442,6 +444,35 @@ async fn daemon(
     // Dropping the tracer detaches every program.
     drop(tracer);
     Ok(0)
+}
+
+/// What netprobe's programs have cost the kernel so far.
+fn kernel_cost(tracer: &Tracer) -> metrics::KernelCost {
+    metrics::KernelCost {
+        stats_enabled: sys::bpf_stats_enabled(),
+        programs: tracer
+            .program_costs()
+            .into_iter()
+            .map(|c| (c.program, c.runs, c.run_ns))
+            .collect(),
+    }
+}
+
+/// The programs' runs and run time in the summary, and whether the kernel
+/// counted them (`bpf_stats_enabled`; when 0 the figures stand still).
+fn add_kernel_cost(summary: &mut Record, cost: &metrics::KernelCost) {
+    if let Some(on) = cost.stats_enabled {
+        summary.evidence("bpf_stats_enabled", on);
+    }
+    if cost.programs.is_empty() {
+        return;
+    }
+    let programs: serde_json::Map<String, serde_json::Value> = cost
+        .programs
+        .iter()
+        .map(|(p, runs, ns)| (p.clone(), serde_json::json!({"runs": runs, "run_ns": ns})))
+        .collect();
+    summary.evidence("programs", serde_json::Value::Object(programs));
 }
 
 /// Turns in-kernel aggregation on, keeping both ports in its key when the
