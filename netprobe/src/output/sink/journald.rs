@@ -25,6 +25,8 @@ pub const HOLD_RECORDS: usize = 20_000;
 pub const HOLD_BYTES: usize = 16 << 20;
 /// How often a held sink tries to reach journald again.
 const RETRY: Duration = Duration::from_millis(250);
+/// At exit, how long a sink keeps trying a journald that is behind.
+const EXIT_WAIT: Duration = Duration::from_millis(300);
 
 pub struct Journald {
     /// None while journald is unreachable.
@@ -36,8 +38,11 @@ pub struct Journald {
     held_bytes: usize,
     /// Records dropped because `held` was full, not yet reported.
     overflow: u64,
-    /// Since when journald is unreachable, and why.
+    /// Since when journald is unreachable (or behind), and why.
     away: Option<(Instant, String)>,
+    /// Whether journald is there but behind (its queue full: EAGAIN):
+    /// then every write tries to deliver what is held first.
+    behind: bool,
     last_try: Instant,
     /// A record about this sink for the chain to write (delivery resumed
     /// after an overflow).
@@ -57,6 +62,7 @@ impl Journald {
             held_bytes: 0,
             overflow: 0,
             away: None,
+            behind: false,
             last_try: Instant::now(),
             note: None,
             limits: (HOLD_RECORDS, HOLD_BYTES),
@@ -70,9 +76,13 @@ impl Journald {
         Journald::connect(&path)
     }
 
+    /// A non-blocking socket: when journald's queue is full, a send fails
+    /// with EAGAIN and the record is held, rather than the daemon waiting
+    /// while the ring buffer fills.
     fn open(path: &Path) -> io::Result<UnixDatagram> {
         let sock = UnixDatagram::unbound()?;
         sock.connect(path)?;
+        sock.set_nonblocking(true)?;
         Ok(sock)
     }
 
@@ -108,24 +118,42 @@ impl Journald {
             },
         };
         while let Some(data) = self.held.front() {
-            if Journald::send(&sock, data).is_err() {
+            if let Err(e) = Journald::send(&sock, data) {
+                // Still behind: the socket stays; gone: it is opened anew.
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.sock = Some(sock);
+                }
                 return false;
             }
             self.held_bytes -= data.len();
             self.held.pop_front();
         }
         self.sock = Some(sock);
+        let behind = self.behind;
         if let Some((since, why)) = self.away.take() {
-            tracing::info!(
-                "journald is reachable again after {:.1} s ({why} before); held records delivered",
-                since.elapsed().as_secs_f64()
-            );
+            if behind {
+                tracing::info!(
+                    "journald caught up after {:.1} s; held records delivered",
+                    since.elapsed().as_secs_f64()
+                );
+            } else {
+                tracing::info!(
+                    "journald is reachable again after {:.1} s ({why} before); held records delivered",
+                    since.elapsed().as_secs_f64()
+                );
+            }
         }
+        self.behind = false;
         if self.overflow > 0 {
             self.note = Some(Record::lost(
                 std::mem::take(&mut self.overflow),
                 &format!(
-                    "dropped while journald was unreachable: the hold of {} records ({} MiB) was full",
+                    "dropped while journald was {}: the hold of {} records ({} MiB) was full",
+                    if behind {
+                        "not keeping up"
+                    } else {
+                        "unreachable"
+                    },
                     self.limits.0,
                     self.limits.1 >> 20
                 ),
@@ -138,10 +166,19 @@ impl Journald {
     fn hold(&mut self, data: Vec<u8>, why: &io::Error) {
         if self.away.is_none() {
             self.away = Some((Instant::now(), why.to_string()));
-            tracing::error!(
-                "journald is unreachable ({why}); holding up to {} records until it is back",
-                self.limits.0
-            );
+            self.behind = why.kind() == io::ErrorKind::WouldBlock;
+            if self.behind {
+                tracing::warn!(
+                    "journald is not keeping up (its queue is full); holding up to {} records \
+                     meanwhile, so the kernel's records keep being read",
+                    self.limits.0
+                );
+            } else {
+                tracing::error!(
+                    "journald is unreachable ({why}); holding up to {} records until it is back",
+                    self.limits.0
+                );
+            }
         }
         if self.held.len() >= self.limits.0 || self.held_bytes + data.len() > self.limits.1 {
             self.overflow += 1;
@@ -246,7 +283,9 @@ impl Sink for Journald {
     }
 
     fn tick(&mut self) {
-        if (!self.held.is_empty() || self.overflow > 0) && self.last_try.elapsed() >= RETRY {
+        if (!self.held.is_empty() || self.overflow > 0)
+            && (self.behind || self.last_try.elapsed() >= RETRY)
+        {
             self.resume();
         }
     }
@@ -259,9 +298,15 @@ impl Sink for Journald {
         if self.held.is_empty() && self.overflow == 0 {
             return None;
         }
-        if self.resume() && self.overflow == 0 {
+        // journald behind: a few tries within the exit's bounded time.
+        let deadline = Instant::now() + EXIT_WAIT;
+        while !self.resume() && self.behind && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.held.is_empty() && self.overflow == 0 {
             return None;
         }
+        let behind = self.behind;
         let n = self.held.len() as u64 + std::mem::take(&mut self.overflow);
         self.held.clear();
         self.held_bytes = 0;
@@ -272,7 +317,11 @@ impl Sink for Journald {
             .unwrap_or_default();
         Some((
             n,
-            format!("not delivered to journald, unreachable at exit ({why})"),
+            if behind {
+                "not delivered to journald, still behind at exit".to_string()
+            } else {
+                format!("not delivered to journald, unreachable at exit ({why})")
+            },
         ))
     }
 }
@@ -281,9 +330,14 @@ impl Journald {
     fn deliver(&mut self, data: &[u8]) -> io::Result<()> {
         // Order is kept: while records are held, new ones queue behind them.
         if (!self.held.is_empty() || self.overflow > 0)
-            && !(self.last_try.elapsed() >= RETRY && self.resume())
+            && !((self.behind || self.last_try.elapsed() >= RETRY) && self.resume())
         {
-            self.hold(data.to_vec(), &io::Error::from(io::ErrorKind::NotConnected));
+            let why = if self.behind {
+                io::ErrorKind::WouldBlock
+            } else {
+                io::ErrorKind::NotConnected
+            };
+            self.hold(data.to_vec(), &io::Error::from(why));
             return Ok(());
         }
         let Some(sock) = &self.sock else {
@@ -294,6 +348,11 @@ impl Journald {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        if err.kind() == io::ErrorKind::WouldBlock {
+            // Behind: held, and sent before the next record.
+            self.hold(data.to_vec(), &err);
+            return Ok(());
+        }
         match err.raw_os_error() {
             // Gone (restarted, or stopped): reconnect once, else hold.
             Some(libc::ECONNREFUSED | libc::ENOENT | libc::ENOTCONN | libc::EPIPE) => {
@@ -480,6 +539,46 @@ mod tests {
         assert_eq!(n, 1);
         assert!(why.contains("unreachable at exit"), "{why}");
         assert!(j.undelivered().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_journald_that_is_behind_never_blocks_and_loses_nothing() {
+        let dir =
+            std::env::temp_dir().join(format!("netprobe-journal-behind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("socket");
+        let _ = std::fs::remove_file(&path);
+        let server = UnixDatagram::bind(&path).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut j = Journald::connect(&path).unwrap();
+        // journald reads nothing: its queue fills (net.unix.max_dgram_qlen
+        // datagrams), and then every write must still return at once.
+        let n = 3000;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            for i in 0..n {
+                j.write(&Record::new("drop", format!("r{i}"))).unwrap();
+            }
+            tx.send(()).unwrap();
+            j
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("writes blocked while journald was behind");
+        let mut j = writer.join().unwrap();
+        assert!(j.held() > 0, "the queue never filled");
+        assert!(j.behind);
+        // journald catches up: everything arrives, in order.
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.len() < n && Instant::now() < deadline {
+            got.extend(messages(&server));
+            j.tick();
+        }
+        let want: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+        assert_eq!(got, want);
+        assert_eq!(j.held(), 0);
+        assert!(!j.behind && j.take_note().is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
