@@ -366,9 +366,9 @@ pub enum Failed {
 /// has not seen (and every one of them every `RECHECK_EVERY`th call, for a
 /// process that changed namespace or a name bound again). Listing /proc
 /// costs in proportion to the node's processes (some 25 ms for 20,000 here,
-/// more with the kernel busy): it is due every call while it costs under
-/// `PROC_BUDGET` a second, else less often, at least every
-/// `PROC_EVERY_MAX` calls.
+/// more with the kernel busy): it is due every call on a node of fewer
+/// than `PROC_FEW` processes, or while it costs under `PROC_BUDGET` a
+/// second, else less often, at least every `PROC_EVERY_MAX` calls.
 #[derive(Debug, Default)]
 pub struct Discovery {
     /// PID -> its namespace's inode.
@@ -388,6 +388,8 @@ pub struct Discovery {
 pub const RECHECK_EVERY: u64 = 60;
 /// What listing /proc may cost a call, on average.
 pub const PROC_BUDGET: std::time::Duration = std::time::Duration::from_micros(500);
+/// Below this many processes /proc is listed every call.
+pub const PROC_FEW: usize = 2_000;
 /// /proc is listed at least every this many calls.
 pub const PROC_EVERY_MAX: u64 = 10;
 
@@ -400,7 +402,14 @@ impl Discovery {
         if call >= self.proc_due {
             let started = std::time::Instant::now();
             self.list_proc(proc_root, call);
-            let calls = started.elapsed().as_micros() / PROC_BUDGET.as_micros().max(1);
+            // A node of few processes is listed every call, however slow the
+            // machine (a new namespace known through a process is then found
+            // at once).
+            let calls = if self.pids.len() < PROC_FEW {
+                1
+            } else {
+                started.elapsed().as_micros() / PROC_BUDGET.as_micros().max(1)
+            };
             self.proc_due = call + (calls as u64).clamp(1, PROC_EVERY_MAX);
         }
         let mut seen = self.of_pids.clone();
