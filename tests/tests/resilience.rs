@@ -279,22 +279,10 @@ fn metrics_endpoint_counts_events_probes_and_the_daemon() {
     if !require_root("metrics_endpoint_counts_events_probes_and_the_daemon") {
         return;
     }
-    let port = free_port();
-    let mut d = Daemon::start(&["--output", "json", "--metrics", &port.to_string()], &[]);
-    d.wait_ready();
-    let ns = Netns::new();
-    let server = closed_port_here(&ns);
-    d.wait_for("closed port", Duration::from_secs(10), |v| {
-        v["mode"] == "no_listener" && about_port(v, server.port())
-    });
+    let (mut d, port, _ns) = metrics_daemon_after_a_refused_connection();
     let text = get_metrics(port);
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-    let value = |prefix: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let value = |prefix: &str| figure(&text, prefix);
     assert!(value("netprobe_events_total{") >= 1.0, "{text}");
     assert!(
         text.lines()
@@ -347,14 +335,7 @@ fn a_real_prometheus_scrapes_the_endpoint() {
         );
         return;
     }
-    let port = free_port();
-    let mut d = Daemon::start(&["--output", "json", "--metrics", &port.to_string()], &[]);
-    d.wait_ready();
-    let ns = Netns::new();
-    let server = closed_port_here(&ns);
-    d.wait_for("closed port", Duration::from_secs(10), |v| {
-        v["mode"] == "no_listener" && about_port(v, server.port())
-    });
+    let (mut d, port, _ns) = metrics_daemon_after_a_refused_connection();
     let prom = Prometheus::start(port);
     // The first scrapes come a few seconds after start (target discovery).
     let deadline = Instant::now() + patience(Duration::from_secs(30));
@@ -654,6 +635,20 @@ fn hostile_process_names_are_escaped_in_json_and_text() {
     );
 }
 
+/// A daemon serving metrics on a free port, once a connection to a closed
+/// port in a throwaway namespace has been reported.
+fn metrics_daemon_after_a_refused_connection() -> (Daemon, u16, Netns) {
+    let port = free_port();
+    let mut d = Daemon::start(&["--output", "json", "--metrics", &port.to_string()], &[]);
+    d.wait_ready();
+    let ns = Netns::new();
+    let server = closed_port_here(&ns);
+    d.wait_for("closed port", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, server.port())
+    });
+    (d, port, ns)
+}
+
 /// `kernel.bpf_stats_enabled` set for a test, put back on drop.
 struct BpfStats(String);
 
@@ -704,15 +699,8 @@ fn netprobe_reports_what_its_programs_cost_the_kernel() {
         return;
     }
     let stats = BpfStats::set(true);
-    let port = free_port();
-    let mut d = Daemon::start(&["--output", "json", "--metrics", &port.to_string()], &[]);
-    d.wait_ready();
-    let ns = Netns::new();
     // A refused connection runs the drop program (the SYN), among others.
-    let server = closed_port_here(&ns);
-    d.wait_for("closed port", Duration::from_secs(10), |v| {
-        v["mode"] == "no_listener" && about_port(v, server.port())
-    });
+    let (mut d, port, ns) = metrics_daemon_after_a_refused_connection();
     let runs = "netprobe_program_runs_total{program=\"kfree_skb\"}";
     let time = "netprobe_program_run_seconds_total{program=\"kfree_skb\"}";
     let text = scrape_until(port, |t| figure(t, runs) >= 1.0);

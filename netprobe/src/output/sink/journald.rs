@@ -433,12 +433,7 @@ mod tests {
 
     #[test]
     fn delivers_to_a_socket_and_uses_memfd_when_too_large() {
-        let dir =
-            std::env::temp_dir().join(format!("netprobe-journal-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("socket");
-        let _ = std::fs::remove_file(&path);
-        let server = UnixDatagram::bind(&path).unwrap();
+        let (dir, path, server) = socket_dir("netprobe-journal-test");
         let mut j = Journald::connect(&path).unwrap();
         j.write(&Record::new("drop", "small".into())).unwrap();
         let mut got = vec![0u8; 65536];
@@ -479,6 +474,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A journald stand-in's socket in a fresh directory of its own.
+    fn socket_dir(name: &str) -> (PathBuf, PathBuf, UnixDatagram) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("socket");
+        let _ = std::fs::remove_file(&path);
+        let server = UnixDatagram::bind(&path).unwrap();
+        (dir, path, server)
+    }
+
     fn messages(server: &UnixDatagram) -> Vec<String> {
         server.set_nonblocking(true).unwrap();
         let mut got = Vec::new();
@@ -495,12 +500,7 @@ mod tests {
 
     #[test]
     fn holds_records_while_journald_is_away_and_counts_the_overflow() {
-        let dir =
-            std::env::temp_dir().join(format!("netprobe-journal-hold-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("socket");
-        let _ = std::fs::remove_file(&path);
-        let server = UnixDatagram::bind(&path).unwrap();
+        let (dir, path, server) = socket_dir("netprobe-journal-hold");
         let mut j = Journald::connect(&path).unwrap();
         j.limits = (3, HOLD_BYTES);
         j.write(&Record::new("drop", "before".into())).unwrap();
@@ -544,12 +544,7 @@ mod tests {
 
     #[test]
     fn a_journald_that_is_behind_never_blocks_and_loses_nothing() {
-        let dir =
-            std::env::temp_dir().join(format!("netprobe-journal-behind-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("socket");
-        let _ = std::fs::remove_file(&path);
-        let server = UnixDatagram::bind(&path).unwrap();
+        let (dir, path, server) = socket_dir("netprobe-journal-behind");
         server.set_nonblocking(true).unwrap();
         let mut j = Journald::connect(&path).unwrap();
         // journald reads nothing: its queue fills (net.unix.max_dgram_qlen
