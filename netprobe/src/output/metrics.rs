@@ -40,7 +40,7 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 
 type EventKey = (&'static str, String, String, String, &'static str);
 
-#[derive(Default)]
+#[derive(Debug, Default, Clone)]
 struct State {
     /// (kind, family, mode, reason, source) -> events.
     events: BTreeMap<EventKey, u64>,
@@ -179,12 +179,7 @@ impl Metrics {
                 Err(p) => p.into_inner(),
             };
             Snapshot {
-                events: s.events.clone(),
-                lost: s.lost.clone(),
-                records: s.records.clone(),
-                probes: s.probes.clone(),
-                ready: s.ready,
-                kernel: s.kernel.clone(),
+                state: s.clone(),
                 uptime: self.started.elapsed().as_secs_f64(),
                 usage: own_usage(),
             }
@@ -202,12 +197,7 @@ impl Metrics {
 /// escaping, HELP and TYPE lines, `_total` on counters).
 #[derive(Debug)]
 struct Snapshot {
-    events: BTreeMap<EventKey, u64>,
-    lost: BTreeMap<&'static str, u64>,
-    records: BTreeMap<&'static str, u64>,
-    probes: BTreeMap<(String, String), bool>,
-    ready: bool,
-    kernel: KernelCost,
+    state: State,
     uptime: f64,
     usage: Option<(f64, u64)>,
 }
@@ -230,7 +220,7 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for ((kind, fam, mode, reason, source), n) in &self.events {
+        for ((kind, fam, mode, reason, source), n) in &self.state.events {
             let labels = [
                 ("kind", *kind),
                 ("family", fam.as_str()),
@@ -247,7 +237,7 @@ impl Collector for Snapshot {
             MetricType::Counter,
         )?;
         for cause in LOST_CAUSES {
-            let n = self.lost.get(cause).copied().unwrap_or(0);
+            let n = self.state.lost.get(cause).copied().unwrap_or(0);
             ConstCounter::new(n).encode(family.encode_family(&[("cause", cause)])?)?;
         }
         let mut family = enc.encode_descriptor(
@@ -256,7 +246,7 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (kind, n) in &self.records {
+        for (kind, n) in &self.state.records {
             ConstCounter::new(*n).encode(family.encode_family(&[("kind", *kind)])?)?;
         }
         let mut family = enc.encode_descriptor(
@@ -265,17 +255,17 @@ impl Collector for Snapshot {
             None,
             MetricType::Gauge,
         )?;
-        for ((probe, hook), up) in &self.probes {
+        for ((probe, hook), up) in &self.state.probes {
             let labels = [("probe", probe.as_str()), ("hook", hook.as_str())];
             ConstGauge::new(i64::from(*up)).encode(family.encode_family(&labels)?)?;
         }
-        ConstGauge::new(i64::from(self.ready)).encode(enc.encode_descriptor(
+        ConstGauge::new(i64::from(self.state.ready)).encode(enc.encode_descriptor(
             "netprobe_ready",
             "1 once every probe that can attach has.",
             None,
             MetricType::Gauge,
         )?)?;
-        if let Some(on) = self.kernel.stats_enabled {
+        if let Some(on) = self.state.kernel.stats_enabled {
             ConstGauge::new(i64::from(on)).encode(enc.encode_descriptor(
                 "netprobe_bpf_stats_enabled",
                 "kernel.bpf_stats_enabled: 1 while the kernel counts each program's runs and run time (netprobe_program_*).",
@@ -289,7 +279,7 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (program, n, _) in &self.kernel.programs {
+        for (program, n, _) in &self.state.kernel.programs {
             ConstCounter::new(*n).encode(runs.encode_family(&[("program", program.as_str())])?)?;
         }
         let mut time = enc.encode_descriptor(
@@ -298,7 +288,7 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (program, _, ns) in &self.kernel.programs {
+        for (program, _, ns) in &self.state.kernel.programs {
             ConstCounter::new(*ns as f64 / 1e9)
                 .encode(time.encode_family(&[("program", program.as_str())])?)?;
         }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::{
     bpf, check_interrupted,
-    report::{median, Machine},
+    report::{median, mib, Machine},
     start_once, storm, Bench, Config, Options, StormKind, StormRun,
 };
 
@@ -184,10 +184,6 @@ impl Figure {
         json!({"figure": self.name, "unit": self.unit, "before": self.before,
                "after": self.after, "after_over_before": self.ratio})
     }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// A storm's daemon CPU seconds below which a ratio of two builds' figures

@@ -387,7 +387,8 @@ impl StormRun {
     }
 }
 
-fn mib(bytes: u64) -> f64 {
+/// Bytes in MiB.
+pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1048576.0
 }
 

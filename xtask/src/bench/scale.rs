@@ -20,7 +20,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{
     check_interrupted, procfs,
-    report::{interval, Interval},
+    report::{interval, mib, Interval},
     tracer::Netprobe,
 };
 
@@ -168,10 +168,6 @@ impl Point {
     }
 }
 
-fn mib(bytes: Option<u64>) -> f64 {
-    bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0)
-}
-
 /// netprobe idle for `windows` windows of `secs` once ready (and its first
 /// rounds past).
 fn measure(bin: &Path, out: &Path, windows: u32, secs: u64) -> Result<(Vec<f64>, f64, f64, u64)> {
@@ -188,7 +184,8 @@ fn measure(bin: &Path, out: &Path, windows: u32, secs: u64) -> Result<(Vec<f64>,
     }
     let status = std::fs::read_to_string(format!("/proc/{}/status", np.pid)).unwrap_or_default();
     let threads = procfs::field_u64(&status, "Threads").unwrap_or(0);
-    let (rss, peak) = (mib(procfs::rss(np.pid)), mib(procfs::peak_rss(np.pid)));
+    let rss = mib(procfs::rss(np.pid).unwrap_or(0));
+    let peak = mib(procfs::peak_rss(np.pid).unwrap_or(0));
     np.stop()?;
     Ok((cpu, rss, peak, threads))
 }
