@@ -305,17 +305,10 @@ pub struct Reading<'a> {
 
 /// Reads `ns` from a thread that enters it (needs CAP_SYS_ADMIN).
 pub fn sample(ns: &Namespace, how: &Reading) -> Result<Snapshot, String> {
-    let file = File::open(&ns.path).map_err(|e| format!("{}: {e}", ns.path.display()))?;
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns(2) on this (scoped, short-lived) thread only.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!(
-                    "setns {}: {}",
-                    ns.path.display(),
-                    io::Error::last_os_error()
-                ));
-            }
+            // On this (scoped, short-lived) thread only.
+            enter(ns)?;
             read_here(how)
         })
         .join()
@@ -329,16 +322,7 @@ pub fn sample(ns: &Namespace, how: &Reading) -> Result<Snapshot, String> {
 /// `Err(Stuck)` when the thread could not return: it must not be used for
 /// anything else.
 pub fn sample_in_place(ns: &Namespace, home: &File, how: &Reading) -> Result<Snapshot, Failed> {
-    let file =
-        File::open(&ns.path).map_err(|e| Failed::Read(format!("{}: {e}", ns.path.display())))?;
-    // SAFETY: setns(2) on the calling thread, with an open namespace file.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(Failed::Read(format!(
-            "setns {}: {}",
-            ns.path.display(),
-            io::Error::last_os_error()
-        )));
-    }
+    enter(ns).map_err(Failed::Read)?;
     let read = read_here(how);
     // SAFETY: as above, back to the namespace the thread came from.
     if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -349,6 +333,20 @@ pub fn sample_in_place(ns: &Namespace, home: &File, how: &Reading) -> Result<Sna
         )));
     }
     read.map_err(Failed::Read)
+}
+
+/// Moves the calling thread into `ns` (needs CAP_SYS_ADMIN).
+fn enter(ns: &Namespace) -> Result<(), String> {
+    let file = File::open(&ns.path).map_err(|e| format!("{}: {e}", ns.path.display()))?;
+    // SAFETY: setns(2) on the calling thread, with an open namespace file.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "setns {}: {}",
+            ns.path.display(),
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 /// Why a sample in place failed.
