@@ -24,7 +24,10 @@ use netprobe_common::{
     RAW_WORDS,
 };
 
-use crate::{config, ringbuf::output};
+use crate::{
+    config,
+    ringbuf::{output, zero},
+};
 
 /// Overwritten by the daemon at load, like `CONFIG`.
 #[no_mangle]
@@ -254,11 +257,7 @@ fn key_of(e: &Event, keep_ports: bool, key: &mut AggKey) -> bool {
         // Without drop reasons a PAWS drop cannot be told apart here.
         return false;
     }
-    let mut i = 0;
-    while i < AGG_KEY_WORDS {
-        key.w[i] = 0;
-        i += 1;
-    }
+    zero(key);
     key.w[0] = e.kind as u64 | (e.pkt_flags as u64) << 32;
     key.w[1] = e.sk_state as u64 | (e.netns as u64) << 32;
     // The record's fields, under the kind's mask.

@@ -2,13 +2,13 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_kernel_buf,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_buf, generated::bpf_get_current_comm,
     },
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use netprobe_common::{Event, SockInfo, LOST_RINGBUF_FULL, LOST_SLOTS, RAW_MAX};
+use netprobe_common::{Event, LOST_RINGBUF_FULL, LOST_SLOTS, RAW_MAX};
 
 /// Sized by the daemon at load (`--ring-buffer`, default 8 MiB: about
 /// 23,000 records of 360 bytes).
@@ -98,23 +98,49 @@ pub fn output(e: &Event) -> bool {
 #[map]
 static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
+/// A volatile store: LLVM would merge plain zero stores into a call to
+/// the BPF target's `memset`, which writes one byte per loop turn.
+#[inline(always)]
+pub fn write_volatile<T>(at: &mut T, v: T) {
+    // SAFETY: `at` is a valid, aligned, exclusive reference.
+    unsafe { core::ptr::write_volatile(at, v) }
+}
+
+/// Zeroes `v` a word at a time (see `write_volatile`); `T` is a plain
+/// record of 4-byte words.
+#[inline(always)]
+pub fn zero<T: Copy>(v: &mut T) {
+    const { assert!(size_of::<T>() % 4 == 0 && align_of::<T>() >= 4) };
+    let p = (v as *mut T).cast::<u32>();
+    let mut i = 0;
+    while i < size_of::<T>() / 4 {
+        // SAFETY: inside `v`, 4-byte aligned (checked above).
+        unsafe { core::ptr::write_volatile(p.add(i), 0) };
+        i += 1;
+    }
+}
+
 #[inline(always)]
 fn fill_common(e: &mut Event, kind: u32, raw: *const u8, raw_len: u32) {
     e.kind = kind;
     e.ts_ns = unsafe { bpf_ktime_get_ns() };
     e.pid_tgid = bpf_get_current_pid_tgid();
-    e.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // Straight into the record: the safe wrapper's copy through the stack
+    // costs a byte-wise memset and a byte-wise copy. On failure the helper
+    // zeroes the buffer itself.
+    // SAFETY: `comm` is 16 writable bytes.
+    unsafe { bpf_get_current_comm(e.comm.as_mut_ptr().cast(), e.comm.len() as u32) };
     e.cpu = unsafe { bpf_get_smp_processor_id() };
     e.pkt_flags = 0;
     e.network_header = 0xffff;
     e.transport_header = 0xffff;
     e.sk_state = 0;
     e.netns = 0;
-    e.sock = SockInfo::default();
+    zero(&mut e.sock);
     e.agg_gen = 0;
     e.agg_slot = 0;
-    e.agg_prev = 0;
-    e.agg_prev_last_ns = 0;
+    write_volatile(&mut e.agg_prev, 0);
+    write_volatile(&mut e.agg_prev_last_ns, 0);
     e.raw_len = 0;
     if !raw.is_null() {
         let len = if raw_len as usize > RAW_MAX {
