@@ -306,6 +306,10 @@ pub struct AggTable {
     /// When the generation's record was written, and its last repeat.
     pub first_ns: [u64; agg::SLOTS],
     pub last_ns: [u64; agg::SLOTS],
+    /// The hash of the slot's key: a set's slots are compared by it first,
+    /// and a key is compared whole only where it matches. Not read by the
+    /// daemon.
+    pub tag: [u64; agg::SLOTS],
 }
 
 /// Where the aggregation key's parts are, per event kind, on the running
@@ -575,7 +579,7 @@ mod tests {
                 + 40
                 + 24
         );
-        assert_eq!(size_of::<AggTable>(), 3 * 8 * agg::SLOTS);
+        assert_eq!(size_of::<AggTable>(), 4 * 8 * agg::SLOTS);
         assert_eq!(size_of::<AggKey>(), AGG_KEY_WORDS * 8);
         assert_eq!(
             size_of::<AggConfig>(),
@@ -584,6 +588,9 @@ mod tests {
         assert_eq!(agg::split(5 << agg::COUNT_BITS | 7), (5, 7));
         assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);
+        // The aggregation reads `raw` a word at a time.
+        assert_eq!(core::mem::offset_of!(Event, raw) % 8, 0);
+        assert_eq!(align_of::<Event>(), 8);
         assert_eq!(size_of::<Config>(), 34 * 4 + 2 * 8);
     }
 }

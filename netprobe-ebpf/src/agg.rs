@@ -26,7 +26,7 @@ use netprobe_common::{
 
 use crate::{
     config,
-    ringbuf::{output, zero},
+    ringbuf::{fill_comm, output, zero},
 };
 
 /// Overwritten by the daemon at load, like `CONFIG`.
@@ -76,6 +76,7 @@ pub fn window(kind: u32) -> Option<u64> {
 #[inline(never)]
 pub fn offer(e: &mut Event, window: u64) {
     let (Some(key), Some(t)) = (AGG_KEY.get_ptr_mut(0), AGG.get_ptr_mut(0)) else {
+        fill_comm(e);
         output(e);
         return;
     };
@@ -83,11 +84,13 @@ pub fn offer(e: &mut Event, window: u64) {
     let (key, t) = unsafe { (&mut *key, &mut *t) };
     if !key_of(e, setting(agg::SETTING_KEEP_PORTS) != 0, key) {
         // Not aggregated: written as it is, no slot touched.
+        fill_comm(e);
         output(e);
         return;
     }
     let now = e.ts_ns;
-    let base = (hash(key) as usize & (agg::SETS - 1)) * agg::WAYS;
+    let tag = hash(key);
+    let base = (tag as usize & (agg::SETS - 1)) * agg::WAYS;
     let mut take = base;
     let mut oldest = u64::MAX;
     let mut w = 0;
@@ -98,7 +101,7 @@ pub fn offer(e: &mut Event, window: u64) {
             if oldest != 0 {
                 (take, oldest) = (i, 0);
             }
-        } else if AGG_KEYS.get(i as u32).is_some_and(|k| same(k, key)) {
+        } else if t.tag[i] == tag && AGG_KEYS.get(i as u32).is_some_and(|k| same(k, key)) {
             if now.wrapping_sub(t.first_ns[i]) < window {
                 t.state[i] = st + 1;
                 t.last_ns[i] = now;
@@ -122,6 +125,7 @@ pub fn offer(e: &mut Event, window: u64) {
     e.agg_slot = i as u32;
     e.agg_prev = t.state[i];
     e.agg_prev_last_ns = t.last_ns[i];
+    fill_comm(e);
     if !output(e) {
         return;
     }
@@ -136,11 +140,13 @@ pub fn offer(e: &mut Event, window: u64) {
         j += 1;
     }
     t.state[i] = gen << agg::COUNT_BITS;
+    t.tag[i] = tag;
     t.first_ns[i] = now;
     t.last_ns[i] = now;
 }
 
-/// Spreads keys over the sets (not a fingerprint: keys are compared whole).
+/// Spreads keys over the sets, and tags a slot's key (not a fingerprint:
+/// keys whose tags match are compared whole).
 #[inline(always)]
 fn hash(key: &AggKey) -> u64 {
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -176,6 +182,17 @@ fn word(bytes: &[u8], at: usize) -> u64 {
         i += 1;
     }
     u64::from_ne_bytes(b)
+}
+
+/// Word `i` of `e.raw`, read whole (`raw` is 8-aligned in `Event`).
+#[inline(always)]
+fn raw_word(e: &Event, i: usize) -> u64 {
+    const { assert!(core::mem::offset_of!(Event, raw) % 8 == 0 && align_of::<Event>() == 8) };
+    if i >= RAW_WORDS {
+        return 0;
+    }
+    // SAFETY: inside `raw` (checked above), on an 8-byte boundary.
+    unsafe { e.raw.as_ptr().cast::<u64>().add(i).read() }
 }
 
 #[inline(always)]
@@ -267,7 +284,7 @@ fn key_of(e: &Event, keep_ports: bool, key: &mut AggKey) -> bool {
         let m = ac.raw_mask[k][i];
         if m != 0 {
             any_raw = true;
-            key.w[3 + i] = word(&e.raw, i * 8) & m;
+            key.w[3 + i] = raw_word(e, i) & m;
         }
         i += 1;
     }

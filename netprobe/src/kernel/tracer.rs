@@ -126,8 +126,12 @@ pub struct ProgramCost {
     pub run_ns: u64,
 }
 
-/// Shortens aya errors (a verifier log can be very long) for a record.
+/// Shortens aya errors (a verifier log can be very long) for a record: the
+/// start, which says what failed, and the end, where a verifier log says
+/// why.
 pub(crate) fn error_text(e: &dyn std::error::Error) -> String {
+    const HEAD: usize = 300;
+    const TAIL: usize = 900;
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -135,13 +139,16 @@ pub(crate) fn error_text(e: &dyn std::error::Error) -> String {
         s.push_str(&inner.to_string());
         src = inner.source();
     }
-    if s.len() > 600 {
-        let mut cut = 600;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
+    if s.len() > HEAD + TAIL + 5 {
+        let mut head = HEAD;
+        while !s.is_char_boundary(head) {
+            head -= 1;
         }
-        s.truncate(cut);
-        s.push_str("...");
+        let mut tail = s.len() - TAIL;
+        while !s.is_char_boundary(tail) {
+            tail += 1;
+        }
+        s = format!("{} ... {}", &s[..head], &s[tail..]);
     }
     s
 }
