@@ -18,7 +18,7 @@ use aya_ebpf::{
 use netprobe_common::{kind, pkt, slot, Config, SKIPPED_NOT_SPECIFIED, SKIPPED_QUEUE_PURGE};
 
 use crate::{
-    config, record_u64,
+    config, raw_u64, record_u64,
     ringbuf::{count_lost, emit},
     skb::{copy_headers, read_sock, sk_state},
     slots,
@@ -51,14 +51,16 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
             return 0;
         }
     }
-    let skb = record_u64(&ctx, cfg.kfree_skb_skbaddr);
-    let rx_sk = record_u64(&ctx, cfg.kfree_skb_rx_sk);
-    crate::probe_log!(&ctx, "kfree_skb: reporting the drop of skb {:x}", skb);
+    crate::probe_log!(&ctx, "kfree_skb: reporting a drop");
     emit(
         kind::KFREE_SKB,
         ctx.as_ptr() as *const u8,
         cfg.kfree_skb_len,
         |e| {
+            let (skb, rx_sk) = (
+                raw_u64(e, cfg.kfree_skb_skbaddr),
+                raw_u64(e, cfg.kfree_skb_rx_sk),
+            );
             copy_headers(cfg, skb, e);
             read_sock(cfg, rx_sk, e);
             // Without reasons, a drop of the skb a RST was just sent for, with no

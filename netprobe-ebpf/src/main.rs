@@ -65,6 +65,25 @@ pub(crate) fn record_u64(ctx: &aya_ebpf::programs::TracePointContext, offset: u3
     unsafe { ctx.read_at::<u64>(offset as usize) }.unwrap_or(0)
 }
 
+/// The pointer-sized field at `offset` (from the format file) of the
+/// tracepoint record already copied into `e.raw` (`ringbuf::emit`): no
+/// probe read. 0 when the kernel has no such field.
+#[inline(always)]
+pub(crate) fn raw_u64(e: &netprobe_common::Event, offset: u32) -> u64 {
+    let at = offset as usize;
+    if offset == Config::ABSENT || at + 8 > e.raw_len as usize || at + 8 > netprobe_common::RAW_MAX
+    {
+        return 0;
+    }
+    if at % 8 == 0 {
+        // SAFETY: inside `raw` (checked above), which is 8-aligned in Event.
+        return unsafe { e.raw.as_ptr().cast::<u64>().add(at / 8).read() };
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&e.raw[at..at + 8]);
+    u64::from_ne_bytes(b)
+}
+
 /// GPL-compatible, as the GPL-only helpers (bpf_probe_read_kernel) require.
 #[link_section = "license"]
 #[no_mangle]

@@ -15,7 +15,7 @@ use aya_ebpf::{
 use netprobe_common::{kind, pkt, slot};
 
 use crate::{
-    config, record_u64,
+    config, raw_u64, record_u64,
     ringbuf::emit,
     skb::{copy_headers, sk_netns, sk_state, skb_netns, tcp_flags},
     slots,
@@ -35,17 +35,14 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     if skb != 0 && slots::get(slot::RESET_ANY) == skb {
         return 0;
     }
-    // Its namespace: the answered segment's device's, else the socket's.
-    let (skb, sk) = (
-        record_u64(&ctx, cfg.send_reset_skb),
-        record_u64(&ctx, cfg.send_reset_sk),
-    );
-    crate::probe_log!(&ctx, "tcp_send_reset: reporting a RST (sk {:x})", sk);
+    crate::probe_log!(&ctx, "tcp_send_reset: reporting a RST");
     emit(
         kind::TCP_SEND_RESET,
         ctx.as_ptr() as *const u8,
         cfg.send_reset_len,
         |e| {
+            // Its namespace: the answered segment's device's, else the socket's.
+            let (skb, sk) = (raw_u64(e, cfg.send_reset_skb), raw_u64(e, cfg.send_reset_sk));
             e.netns = skb_netns(cfg, skb);
             if e.netns == 0 {
                 e.netns = sk_netns(cfg, sk);
@@ -90,12 +87,12 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     if cfg.receive_reset_len == 0 {
         return 0;
     }
-    let sk = record_u64(&ctx, cfg.receive_reset_skaddr);
     emit(
         kind::TCP_RECEIVE_RESET,
         ctx.as_ptr() as *const u8,
         cfg.receive_reset_len,
         |e| {
+            let sk = raw_u64(e, cfg.receive_reset_skaddr);
             e.sk_state = sk_state(cfg, sk);
             e.netns = sk_netns(cfg, sk);
         },

@@ -8,17 +8,16 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
 use netprobe_common::kind;
 
-use crate::{config, record_u64, ringbuf::emit, skb::sk_netns};
+use crate::{config, raw_u64, ringbuf::emit, skb::sk_netns};
 
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     let cfg = config();
     let len = cfg.retransmit_len;
     if len != 0 {
-        // The socket's namespace.
-        let sk = record_u64(&ctx, cfg.retransmit_skaddr);
         emit(kind::TCP_RETRANSMIT, ctx.as_ptr() as *const u8, len, |e| {
-            e.netns = sk_netns(cfg, sk);
+            // The socket's namespace.
+            e.netns = sk_netns(cfg, raw_u64(e, cfg.retransmit_skaddr));
         });
     }
     0

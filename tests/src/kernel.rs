@@ -15,6 +15,27 @@ pub fn release() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The running kernel's (major, minor) version.
+pub fn version() -> Option<(u32, u32)> {
+    let r = release();
+    let mut parts = r.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// `Some(fact)` when the kernel does not count a kprobe or tracepoint
+/// program's runs skipped while another BPF program runs on the CPU: that
+/// count (recursion_misses, from trace_call_bpf) came in 6.7. Read from
+/// the release here; netprobe reads it from BTF, so the two must agree.
+pub fn lacks_program_miss_count() -> Option<String> {
+    match version() {
+        Some(v) if v >= (6, 7) => None,
+        _ => Some(format!(
+            "Linux {} counts no skipped kprobe or tracepoint runs (trace_call_bpf counts them from 6.7)",
+            release()
+        )),
+    }
+}
+
 fn tracefs() -> Option<PathBuf> {
     ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
         .iter()

@@ -707,6 +707,24 @@ fn netprobe_reports_what_its_programs_cost_the_kernel() {
     assert_eq!(figure(&text, "netprobe_bpf_stats_enabled "), 1.0, "{text}");
     assert!(figure(&text, runs) >= 1.0, "{text}");
     assert!(figure(&text, time) > 0.0, "{text}");
+    // The ring buffer has held the refused connection's records.
+    assert!(
+        figure(&text, "netprobe_ring_buffer_peak_bytes ") > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        figure(&text, "netprobe_ring_buffer_size_bytes "),
+        8_388_608.0,
+        "{text}"
+    );
+    // Skipped runs: counted per program where the kernel counts them, and
+    // no metric at all where it does not (never a 0 that means nothing).
+    let misses = "netprobe_program_misses_total{program=\"kfree_skb\"}";
+    let counted = netprobe_tests::kernel::lacks_program_miss_count().is_none();
+    assert_eq!(text.contains(misses), counted, "{text}");
+    if counted {
+        assert!(figure(&text, misses) >= 0.0, "{text}");
+    }
     // Off: the kernel stops counting, and the figures stand still while
     // the program runs on.
     stats.turn(false);
@@ -736,6 +754,16 @@ fn netprobe_reports_what_its_programs_cost_the_kernel() {
     );
     assert!(
         e["programs"]["kfree_skb"]["run_ns"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(e["program_misses_counted"], counted, "{summary}");
+    assert_eq!(
+        e["programs"]["kfree_skb"]["misses"].is_u64(),
+        counted,
+        "{summary}"
+    );
+    assert!(
+        e["ring_buffer_peak_bytes"].as_u64().unwrap() > 0,
         "{summary}"
     );
     drop(stats);

@@ -63,6 +63,11 @@ pub fn check(w: &mut dyn Write) -> std::io::Result<i32> {
         None => format!("absent on Linux {} (5.1+): the programs' cost cannot be counted", crate::kernel::sys::kernel_release()),
     };
     writeln!(w, "  bpf_stats   {stats}")?;
+    let misses = match &tracer.misses {
+        Ok(()) => "counted: a run the kernel skips because another BPF program is running on the CPU is counted per program (--metrics netprobe_program_misses_total, and the summary record)".to_string(),
+        Err(why) => format!("not counted: {why}"),
+    };
+    writeln!(w, "  misses      {misses}")?;
     sysctls(w)?;
     rules(w)?;
     let attached = tracer.attached();

@@ -47,6 +47,9 @@ pub struct Tracer {
     pub rb_peak: Option<PerCpuArray<MapData, u64>>,
     /// /proc/kallsyms, for attach plans and drop locations.
     pub ksyms: Kallsyms,
+    /// Whether this kernel counts a kprobe or tracepoint program's skipped
+    /// runs (`misses_counted`), or why not.
+    pub misses: Result<(), String>,
     /// The programs' aya-log lines (`probe-log` builds only).
     #[cfg(feature = "probe-log")]
     pub probe_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -90,8 +93,8 @@ impl Tracer {
     }
 
     /// Each loaded program's runs and run time, as the kernel counts them
-    /// while `kernel.bpf_stats_enabled` is 1 (BPF_OBJ_GET_INFO_BY_FD), by
-    /// program name.
+    /// while `kernel.bpf_stats_enabled` is 1 (BPF_OBJ_GET_INFO_BY_FD), and
+    /// its skipped runs where the kernel counts them, by program name.
     pub fn program_costs(&self) -> Vec<ProgramCost> {
         let Some(ebpf) = &self.ebpf else {
             return Vec::new();
@@ -99,10 +102,15 @@ impl Tracer {
         ebpf.programs()
             .filter_map(|(name, p)| {
                 let info = p.info().ok()?;
+                let misses = match (&self.misses, p.fd()) {
+                    (Ok(()), Ok(fd)) => recursion_misses(std::os::fd::AsFd::as_fd(fd)),
+                    _ => None,
+                };
                 Some(ProgramCost {
                     program: name.to_string(),
                     runs: info.run_count(),
                     run_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    misses,
                 })
             })
             .collect()
@@ -124,6 +132,58 @@ pub struct ProgramCost {
     pub program: String,
     pub runs: u64,
     pub run_ns: u64,
+    /// Runs the kernel skipped because another BPF program was running on
+    /// that CPU (`recursion_misses`); None where the kernel does not count
+    /// them for netprobe's programs.
+    pub misses: Option<u64>,
+}
+
+/// Whether this kernel counts the runs of a kprobe or tracepoint program it
+/// skips because another BPF program is running on the CPU (the kprobe's
+/// nmissed, bcc#4198). 6.7 started counting them in `recursion_misses`
+/// (trace_call_bpf) in the same change that gave a kprobe link's info a
+/// `missed` field, so BTF having that field is the running kernel's word.
+/// Before it, such runs are skipped without a count.
+pub(crate) fn misses_counted(btf: &Result<crate::kernel::btf::Btf, String>) -> Result<(), String> {
+    let btf = btf.as_ref().map_err(|why| why.clone())?;
+    btf.member("bpf_link_info", "perf_event.kprobe.missed")
+        .map(|_| ())
+        .map_err(|_| {
+            "this kernel skips a kprobe or tracepoint program's run while another BPF program runs on the CPU without counting it (its BTF has no bpf_link_info.perf_event.kprobe.missed, which came with the count in 6.7)".to_string()
+        })
+}
+
+/// A program's `recursion_misses` (BPF_OBJ_GET_INFO_BY_FD), if the kernel's
+/// `bpf_prog_info` reaches that far. aya's ProgramInfo does not expose it.
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use aya_obj::generated::{bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, bpf_prog_info};
+    use std::os::fd::AsRawFd;
+    /// `union bpf_attr`'s `info` member.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: bpf_prog_info is plain integers; all zeros is valid.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: u32::try_from(fd.as_raw_fd()).ok()?,
+        info_len: u32::try_from(size_of::<bpf_prog_info>()).ok()?,
+        info: std::ptr::addr_of_mut!(info) as u64,
+    };
+    // SAFETY: attr points at a live InfoAttr of the size passed, and its
+    // `info` at a bpf_prog_info of `info_len` bytes, which the kernel fills.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            std::ptr::addr_of_mut!(attr),
+            size_of::<InfoAttr>(),
+        )
+    };
+    let end = std::mem::offset_of!(bpf_prog_info, recursion_misses) + 8;
+    (r == 0 && attr.info_len as usize >= end).then_some(info.recursion_misses)
 }
 
 /// Shortens aya errors (a verifier log can be very long) for a record: the
@@ -222,6 +282,7 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
         agg_settings: None,
         rb_peak: None,
         ksyms: Kallsyms::load(),
+        misses: Err("netprobe's programs are not loaded".to_string()),
         #[cfg(feature = "probe-log")]
         probe_log: None,
     };
@@ -258,10 +319,12 @@ pub fn start_with(ring_bytes: u32) -> Tracer {
         sk_error: read(&SOCKET_ERROR),
     };
     let modules = read_live_modules();
+    let btf = kernel_btf();
+    tracer.misses = misses_counted(&btf);
     let offers = Offers {
         kprobes: kprobe_support(&root),
         ksyms: &tracer.ksyms,
-        btf: BtfOffsets::read(&kernel_btf()),
+        btf: BtfOffsets::read(&btf),
         modules: &modules,
     };
     let plans: Vec<Plan> = families::probes()
@@ -476,5 +539,17 @@ mod tests {
         assert!(parse_ring_buffer("2G").is_err());
         assert!(parse_ring_buffer("x").unwrap_err().contains("not a size"));
         assert!(parse_ring_buffer("99999999999999999999M").is_err());
+    }
+
+    #[test]
+    fn a_kernel_that_counts_skipped_runs_is_told_by_its_btf() {
+        // 6.18's real BTF has the kprobe link's `missed`; a BTF that cannot
+        // be read says why, and is never taken as counting.
+        assert_eq!(
+            misses_counted(&Ok(crate::kernel::btf::test_btf_6_18())),
+            Ok(())
+        );
+        let why = misses_counted(&Err("kernel BTF unavailable".into())).unwrap_err();
+        assert!(why.contains("unavailable"), "{why}");
     }
 }

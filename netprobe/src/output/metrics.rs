@@ -24,7 +24,7 @@ use tokio::{
     task::AbortHandle,
 };
 
-use crate::pipeline::record::Record;
+use crate::{kernel::tracer::ProgramCost, pipeline::record::Record};
 
 /// `9464` and `:9464` bind to loopback; `0.0.0.0:9464`, `[::]:9464` or an
 /// address of the node expose the endpoint.
@@ -59,9 +59,11 @@ struct State {
 pub struct KernelCost {
     /// `kernel.bpf_stats_enabled` (None: this kernel has no such sysctl).
     pub stats_enabled: Option<bool>,
-    /// (program, runs, run time in ns), as the kernel counts them while
-    /// the sysctl is 1.
-    pub programs: Vec<(String, u64, u64)>,
+    /// Each program's runs and run time, as the kernel counts them while
+    /// the sysctl is 1, and its skipped runs where the kernel counts them.
+    pub programs: Vec<ProgramCost>,
+    /// The most bytes the ring buffer has held unread, and its size.
+    pub ring_buffer: Option<(u64, u64)>,
 }
 
 pub struct Metrics {
@@ -279,8 +281,9 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (program, n, _) in &self.state.kernel.programs {
-            ConstCounter::new(*n).encode(runs.encode_family(&[("program", program.as_str())])?)?;
+        for p in &self.state.kernel.programs {
+            ConstCounter::new(p.runs)
+                .encode(runs.encode_family(&[("program", p.program.as_str())])?)?;
         }
         let mut time = enc.encode_descriptor(
             "netprobe_program_run_seconds",
@@ -288,9 +291,47 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (program, _, ns) in &self.state.kernel.programs {
-            ConstCounter::new(*ns as f64 / 1e9)
-                .encode(time.encode_family(&[("program", program.as_str())])?)?;
+        for p in &self.state.kernel.programs {
+            ConstCounter::new(p.run_ns as f64 / 1e9)
+                .encode(time.encode_family(&[("program", p.program.as_str())])?)?;
+        }
+        if self
+            .state
+            .kernel
+            .programs
+            .iter()
+            .any(|p| p.misses.is_some())
+        {
+            let mut missed = enc.encode_descriptor(
+                "netprobe_program_misses",
+                "Runs of each of netprobe's kernel programs that the kernel skipped because another BPF program was running on that CPU (recursion_misses; kernels from 6.7 count them for kprobes and tracepoints; absent where they are not counted).",
+                None,
+                MetricType::Counter,
+            )?;
+            for p in &self.state.kernel.programs {
+                if let Some(n) = p.misses {
+                    ConstCounter::new(n)
+                        .encode(missed.encode_family(&[("program", p.program.as_str())])?)?;
+                }
+            }
+        }
+        if let Some((peak, size)) = self.state.kernel.ring_buffer {
+            ConstGauge::new(i64::try_from(peak).unwrap_or(i64::MAX)).encode(
+                enc.encode_descriptor(
+                    "netprobe_ring_buffer_peak_bytes",
+                    "The most bytes the ring buffer has held unread since netprobe started (sampled as records are written); events are lost once it reaches netprobe_ring_buffer_size_bytes.",
+                    None,
+                    MetricType::Gauge,
+                )?,
+            )?;
+            ConstGauge::new(i64::try_from(size).unwrap_or(i64::MAX)).encode(
+                enc.encode_descriptor(
+                    "netprobe_ring_buffer_size_bytes",
+                    "The ring buffer's size (--ring-buffer).",
+                    None,
+                    MetricType::Gauge,
+                )?,
+            )?;
         }
         ConstGauge::new(self.uptime).encode(enc.encode_descriptor(
             "netprobe_uptime_seconds",

@@ -351,7 +351,7 @@ async fn daemon(
             read_kernel_counts(&mut p, &ctx, &tracer, out)?;
             clock = timefmt::Clock::now();
             report_losses(&tracer, &mut p.losses, out)?;
-            metrics.set_kernel_cost(kernel_cost(&tracer));
+            metrics.set_kernel_cost(kernel_cost(&tracer, opts.ring_buffer));
             out.tick();
             if let Some(r) = p.symptoms.summary(false) {
                 out.write(&r)?;
@@ -435,11 +435,11 @@ async fn daemon(
             summary.evidence(name, n.iter().sum::<u64>());
         }
     }
-    add_kernel_cost(&mut summary, &kernel_cost(&tracer));
-    if let Some(peak) = tracer.ring_buffer_peak() {
-        summary.evidence("ring_buffer_peak_bytes", peak);
-        summary.evidence("ring_buffer_bytes", u64::from(opts.ring_buffer));
-    }
+    add_kernel_cost(
+        &mut summary,
+        &kernel_cost(&tracer, opts.ring_buffer),
+        &tracer.misses,
+    );
     out.write(&summary)?;
     // Dropping the tracer detaches every program.
     drop(tracer);
@@ -447,30 +447,41 @@ async fn daemon(
 }
 
 /// What netprobe's programs have cost the kernel so far.
-fn kernel_cost(tracer: &Tracer) -> metrics::KernelCost {
+fn kernel_cost(tracer: &Tracer, ring_buffer: u32) -> metrics::KernelCost {
     metrics::KernelCost {
         stats_enabled: sys::bpf_stats_enabled(),
-        programs: tracer
-            .program_costs()
-            .into_iter()
-            .map(|c| (c.program, c.runs, c.run_ns))
-            .collect(),
+        programs: tracer.program_costs(),
+        ring_buffer: tracer
+            .ring_buffer_peak()
+            .map(|peak| (peak, u64::from(ring_buffer))),
     }
 }
 
-/// The programs' runs and run time in the summary, and whether the kernel
-/// counted them (`bpf_stats_enabled`; when 0 the figures stand still).
-fn add_kernel_cost(summary: &mut Record, cost: &metrics::KernelCost) {
+/// The programs' runs, run time and skipped runs in the summary, whether
+/// the kernel counted them (`bpf_stats_enabled`; when 0 the figures stand
+/// still; `program_misses_counted`), and the ring buffer's peak.
+fn add_kernel_cost(summary: &mut Record, cost: &metrics::KernelCost, misses: &Result<(), String>) {
     if let Some(on) = cost.stats_enabled {
         summary.evidence("bpf_stats_enabled", on);
+    }
+    if let Some((peak, size)) = cost.ring_buffer {
+        summary.evidence("ring_buffer_peak_bytes", peak);
+        summary.evidence("ring_buffer_bytes", size);
     }
     if cost.programs.is_empty() {
         return;
     }
+    summary.evidence("program_misses_counted", misses.is_ok());
     let programs: serde_json::Map<String, serde_json::Value> = cost
         .programs
         .iter()
-        .map(|(p, runs, ns)| (p.clone(), serde_json::json!({"runs": runs, "run_ns": ns})))
+        .map(|p| {
+            let mut v = serde_json::json!({"runs": p.runs, "run_ns": p.run_ns});
+            if let Some(n) = p.misses {
+                v["misses"] = n.into();
+            }
+            (p.program.clone(), v)
+        })
         .collect();
     summary.evidence("programs", serde_json::Value::Object(programs));
 }
