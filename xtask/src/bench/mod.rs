@@ -23,6 +23,7 @@ mod bpf;
 pub mod compare;
 mod netns;
 mod procfs;
+mod refused;
 mod report;
 pub mod scale;
 mod tracer;
@@ -35,7 +36,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 
 use crate::{cmd, setup};
 use netns::Netns;
@@ -211,6 +212,11 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
         opts.storm_secs
     );
     let stats = bpf::StatsEnabled::new()?;
+    println!(
+        "xtask: bench: netprobe's kernel time on the healthy workload, {} s",
+        2 * opts.secs
+    );
+    let healthy_cost = healthy_cost(&bench, Duration::from_secs(2 * opts.secs))?;
     let storm_secs = Duration::from_secs(opts.storm_secs);
     let netprobe = storm(&bench, Config::Netprobe, StormKind::Folded, storm_secs)?;
     let every = storm(
@@ -223,6 +229,28 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
     let distinct = storm(&bench, Config::Netprobe, StormKind::Distinct, storm_secs)?;
     drop(stats);
 
+    println!(
+        "xtask: bench: refused connections, {} rounds x {} s per configuration at ports {} and {}; \
+         then the port-{} storm under --output journald, {} s",
+        opts.rounds,
+        opts.secs,
+        refused::LOW_PORT,
+        refused::HIGH_PORT,
+        refused::HIGH_PORT,
+        opts.storm_secs
+    );
+    let connect_rates =
+        refused::connect_rates(&bench, opts.rounds, Duration::from_secs(opts.secs))?;
+    let journald = refused::journald_storm(
+        &bench.bin,
+        &bench.out.join("netprobe-journald.stderr"),
+        storm_secs,
+    )?;
+    println!(
+        "xtask: bench: journald storm: {} refused in {:.1} s, {} kernel events, {} events + {} lost by netprobe, {} journal entries",
+        journald.refused, journald.secs, journald.kernel_events, journald.events, journald.lost, journald.journal_entries
+    );
+
     let results = Results {
         machine: report::Machine::here(),
         options: opts.clone(),
@@ -232,6 +260,9 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
         tracepoints: bench.tracepoints.clone(),
         healthy_events,
         healthy_connections,
+        healthy_cost: Some(healthy_cost),
+        connect_rates,
+        journald: Some(journald),
         took: started.elapsed(),
     };
     print!("{}", results.table());
@@ -348,6 +379,40 @@ fn overhead(bench: &Bench, opts: &Options) -> Result<(Vec<Overhead>, u64, u64)> 
     }
     results.push(busy);
     Ok((results, events, connections))
+}
+
+/// netprobe's programs' kernel time while the healthy workload (short
+/// connections) runs under it, against the CPU the host was busy (issue 17,
+/// outcome 3). bpf_stats is on (the caller's), and costs a little per run
+/// itself, so this is measured apart from the throughput rounds.
+fn healthy_cost(bench: &Bench, dur: Duration) -> Result<report::HealthyCost> {
+    check_interrupted()?;
+    let ns = Netns::create("healthycost")?;
+    ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
+    let running = bench.start(Config::Netprobe)?;
+    let pid = running.pid().expect("netprobe runs");
+    thread::sleep(Duration::from_millis(500));
+    let names = bench.bare_tracepoints();
+    let busy = || {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|t| procfs::host_busy_ns(&t))
+            .context("/proc/stat has no cpu line")
+    };
+    let (before, busy0, t0) = (bpf::programs(pid, &names)?, busy()?, Instant::now());
+    let rate = workload::connections(&ns, dur);
+    let (after, busy1, secs) = (
+        bpf::programs(pid, &names)?,
+        busy()?,
+        t0.elapsed().as_secs_f64(),
+    );
+    running.stop()?;
+    Ok(report::HealthyCost {
+        programs: bpf::by_tracepoint(&bpf::since(&after, &before)),
+        busy_ns: busy1.saturating_sub(busy0),
+        connections: rate?.ops,
+        secs,
+    })
 }
 
 /// What the storm's kernel counters say, and the tracepoints each count

@@ -68,6 +68,21 @@ pub fn rss(pid: u32) -> Option<u64> {
     status_bytes(pid, "VmRSS")
 }
 
+/// The host's busy CPU time so far, in ns: user, nice, system, irq and
+/// softirq of /proc/stat's `cpu` line (idle, iowait and steal left out).
+pub fn host_busy_ns(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let ticks = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * (1_000_000_000 / hz))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +131,18 @@ mod tests {
         assert_eq!(cpu_ticks(stat), Some(300));
         assert_eq!(cpu_ticks("garbage"), None);
         assert!(cpu_seconds(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn busy_time_is_read_from_a_real_proc_stat() {
+        // Captured on the bench machine (Linux 6.18, 2 cores).
+        let stat = include_str!("testdata/proc_stat_6.18.txt");
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        // Its cpu line: user 2416627, nice 6209, system 402488, idle 3673260,
+        // iowait 10616, irq 0, softirq 57278, steal 1269.
+        assert_eq!(host_busy_ns(stat), Some(2882602 * (1_000_000_000 / hz)));
+        assert!(host_busy_ns("cpu0 1 2 3").is_none());
+        assert!(host_busy_ns("cpu  1 2 x 4 5 6 7").is_none());
     }
 }

@@ -6,7 +6,12 @@ use std::{collections::BTreeMap, fmt::Write as _, fs, process::Command, time::Du
 
 use serde_json::{json, Value};
 
-use super::{bpf::RunStats, tracer::Tally, workload, Config, Options, CONFIGS};
+use super::{
+    bpf::RunStats,
+    refused::{ConnectRates, JournaldStorm},
+    tracer::Tally,
+    workload, Config, Options, CONFIGS,
+};
 
 /// Where the figures were taken.
 #[derive(Debug, Clone)]
@@ -411,7 +416,36 @@ pub struct Results {
     pub healthy_events: u64,
     /// Short connections made under netprobe meanwhile.
     pub healthy_connections: u64,
+    /// netprobe's kernel time during the healthy workload (issue 17).
+    pub healthy_cost: Option<HealthyCost>,
+    /// Refused connections per second, untraced and under netprobe, by
+    /// service port (issue 17).
+    pub connect_rates: Vec<ConnectRates>,
+    /// The high-port storm under `--output journald` (issue 17).
+    pub journald: Option<JournaldStorm>,
     pub took: Duration,
+}
+
+/// What netprobe's programs cost the kernel while the healthy workload ran
+/// under it, with kernel.bpf_stats_enabled on, against the CPU the host
+/// was busy meanwhile (/proc/stat).
+#[derive(Debug, Clone, Default)]
+pub struct HealthyCost {
+    pub programs: BTreeMap<String, RunStats>,
+    pub busy_ns: u64,
+    pub connections: u64,
+    pub secs: f64,
+}
+
+impl HealthyCost {
+    pub fn kernel_ns(&self) -> u64 {
+        self.programs.values().map(|p| p.run_time_ns).sum()
+    }
+
+    /// netprobe's kernel time, in % of the host's busy CPU time.
+    pub fn share_pct(&self) -> Option<f64> {
+        (self.busy_ns > 0).then(|| self.kernel_ns() as f64 / self.busy_ns as f64 * 100.0)
+    }
 }
 
 /// A tracer's ns per run on a tracepoint, and its runs.
@@ -576,6 +610,87 @@ impl Results {
                     .join(", ")
             },
         });
+        // Issue 17's floors, on the folded storm (every event but each
+        // flow's first is a repeat).
+        for (tps, most) in [
+            (&["skb:kfree_skb"][..], 300.0),
+            (&["tcp:tcp_send_reset", "tcp:tcp_receive_reset"][..], 150.0),
+        ] {
+            let measured: Vec<(&str, f64)> = cost
+                .iter()
+                .filter(|(tp, ..)| tps.contains(&tp.as_str()))
+                .filter_map(|(tp, n, _, _)| Some((tp.as_str(), n.as_ref()?.0)))
+                .collect();
+            goals.push(Goal {
+                goal: format!(
+                    "{} at most {most:.0} ns per event on the repeat path (folded storm, bpf_stats)",
+                    tps.join(" and ")
+                ),
+                verdict: if measured.len() < tps.len() {
+                    Verdict::NotSettled
+                } else {
+                    Verdict::of(measured.iter().all(|(_, ns)| *ns <= most))
+                },
+                figure: if measured.is_empty() {
+                    "not measured".into()
+                } else {
+                    measured
+                        .iter()
+                        .map(|(tp, ns)| format!("{tp} {ns:.0} ns"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            });
+        }
+        if let Some(h) = &self.healthy_cost {
+            let share = h.share_pct();
+            goals.push(Goal {
+                goal: "netprobe's kernel time at most 0.5% of the CPU the healthy workload kept busy (bpf_stats run_time_ns against /proc/stat)".into(),
+                verdict: share.map_or(Verdict::NotSettled, |p| Verdict::of(p <= 0.5)),
+                figure: format!(
+                    "{} ({:.3} ms in netprobe's programs, {:.2} CPU-s busy, {} connections in {:.0} s)",
+                    share.map_or("-".into(), |p| format!("{p:.3}%")),
+                    h.kernel_ns() as f64 / 1e6,
+                    h.busy_ns as f64 / 1e9,
+                    h.connections,
+                    h.secs
+                ),
+            });
+        }
+        for r in &self.connect_rates {
+            let i = r.ratio();
+            goals.push(Goal {
+                goal: format!(
+                    "a closed-port connect storm (service port {}) at 0.95 or more of the untraced connection rate",
+                    r.port
+                ),
+                verdict: i
+                    .as_ref()
+                    .map_or(Verdict::NotSettled, |i| Verdict::at_least(i, 0.95)),
+                figure: i.map_or("fewer than two rounds".into(), |i| {
+                    format!(
+                        "ratio to no tracer, paired by round, mean [95% interval] over {} rounds: {:.3} [{:.3}, {:.3}]",
+                        i.n, i.mean, i.lo, i.hi
+                    )
+                }),
+            });
+        }
+        if let Some(j) = &self.journald {
+            goals.push(Goal {
+                goal: "the high-port storm under --output journald loses no events".into(),
+                verdict: Verdict::of(j.lost == 0 && j.unaccounted() <= 0),
+                figure: format!(
+                    "{} kernel events ({} connections refused in {:.1} s): {} accounted, {} lost, {} unaccounted; {} journal entries",
+                    j.kernel_events,
+                    j.refused,
+                    j.secs,
+                    j.events,
+                    j.lost,
+                    j.unaccounted(),
+                    j.journal_entries
+                ),
+            });
+        }
         // Steady: once ready and after each storm under netprobe (folded and
         // distinct flows), not the peak in the middle of a storm.
         let runs: Vec<&StormRun> = [folded, distinct].into_iter().flatten().collect();
@@ -699,6 +814,7 @@ impl Results {
         );
         self.storm_table(&mut s);
         self.cost_table(&mut s);
+        self.healthy_cost_table(&mut s);
         let _ = writeln!(s, "\n### Goals\n");
         let _ = writeln!(s, "| goal | verdict | figure |");
         let _ = writeln!(s, "|---|---|---|");
@@ -874,6 +990,36 @@ impl Results {
         }
     }
 
+    fn healthy_cost_table(&self, s: &mut String) {
+        let Some(h) = &self.healthy_cost else {
+            return;
+        };
+        let _ = writeln!(
+            s,
+            "\n### Kernel cost on the healthy workload (short connections for {:.0} s under netprobe, bpf_stats on)\n",
+            h.secs
+        );
+        let _ = writeln!(s, "| tracepoint | runs | ns/run | kernel time, ms |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        for (tp, p) in &h.programs {
+            let _ = writeln!(
+                s,
+                "| {tp} | {} | {} | {:.3} |",
+                p.run_cnt,
+                ns_per_run(p).map_or("-".into(), |n| format!("{n:.0}")),
+                p.run_time_ns as f64 / 1e6
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n{} connections; the host's busy CPU meanwhile {:.2} CPU-s; netprobe's programs {:.3} ms, {} of it",
+            h.connections,
+            h.busy_ns as f64 / 1e9,
+            h.kernel_ns() as f64 / 1e6,
+            h.share_pct().map_or("-".into(), |p| format!("{p:.3}%"))
+        );
+    }
+
     pub fn json(&self) -> Value {
         let m = &self.machine;
         let storms: Vec<Value> = self
@@ -948,6 +1094,23 @@ impl Results {
             "startup_seconds": {"runs": self.startup, "median": median(&self.startup)},
             "healthy_workload_events": self.healthy_events,
             "healthy_workload_connections_under_netprobe": self.healthy_connections,
+            "refused_connection_rates": self.connect_rates.iter().map(|r| json!({
+                "port": r.port, "untraced": r.none, "netprobe": r.netprobe,
+                "ratio": r.ratio().map(|i| json!({"mean": i.mean, "lo95": i.lo, "hi95": i.hi, "rounds": i.n})),
+            })).collect::<Vec<_>>(),
+            "journald_storm": self.journald.as_ref().map(|j| json!({
+                "refused": j.refused, "seconds": j.secs, "kernel_events": j.kernel_events,
+                "events": j.events, "lost": j.lost, "unaccounted": j.unaccounted(),
+                "journal_entries": j.journal_entries,
+            })),
+            "healthy_workload_kernel_cost": self.healthy_cost.as_ref().map(|h| json!({
+                "programs": h.programs.iter().map(|(tp, p)| (tp.clone(), json!({"run_cnt": p.run_cnt, "run_time_ns": p.run_time_ns, "ns_per_run": ns_per_run(p)}))).collect::<serde_json::Map<_, _>>(),
+                "kernel_ns": h.kernel_ns(),
+                "host_busy_ns": h.busy_ns,
+                "share_pct": h.share_pct(),
+                "connections": h.connections,
+                "seconds": h.secs,
+            })),
             "overhead": overhead,
             "storms": storms,
             "goals": self.goals().iter().map(|g| json!({"goal": g.goal, "verdict": g.verdict.name().to_lowercase(), "figure": g.figure})).collect::<Vec<_>>(),
@@ -1084,6 +1247,9 @@ mod tests {
             tracepoints: vec!["skb:kfree_skb".into()],
             healthy_events: 0,
             healthy_connections: 0,
+            healthy_cost: None,
+            connect_rates: Vec::new(),
+            journald: None,
             took: Duration::from_secs(1),
         }
     }

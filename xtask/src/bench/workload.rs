@@ -290,7 +290,7 @@ pub fn distinct_storm(ns: &Netns, dur: Duration) -> Result<Storm> {
 
 /// Connects for `dur` to `target(n)` (n: connections so far), each of which
 /// must be refused; returns how many were.
-fn refuse_for(dur: Duration, target: impl Fn(u64) -> SocketAddr) -> Result<u64> {
+pub fn refuse_for(dur: Duration, target: impl Fn(u64) -> SocketAddr) -> Result<u64> {
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < dur && !interrupted() {

@@ -1,0 +1,268 @@
+//! Issue 17, outcome 0: what a refused-connection storm costs the clients,
+//! and whether the journald output keeps up with it.
+//!
+//! - The clients' connection rate to a closed port under netprobe against
+//!   no tracer, round by round side by side (the order alternates), at a
+//!   service port below the clients' ephemeral range and at one above it.
+//! - The high-port storm under `--output journald`, the output a node runs
+//!   with: what the kernel counted against what netprobe accounted for
+//!   (`--metrics`: events and lost), and the journal entries it wrote.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{
+    check_interrupted, interrupted,
+    netns::{join, Netns},
+    report::{interval, Interval},
+    snmp_counts, workload, Bench, Config, KERNEL_COUNTS,
+};
+
+/// The clients' ephemeral ports in the storm's namespace: the low service
+/// port lies below them, the high one above.
+const CLIENT_PORTS: &str = "10000 60999";
+pub const LOW_PORT: u16 = 8081;
+pub const HIGH_PORT: u16 = 61000;
+/// Where the journald run serves its metrics.
+const METRICS: &str = "127.0.0.1:19466";
+
+/// Refused connections per second with no tracer and under netprobe, one
+/// figure per round, at one service port.
+#[derive(Debug, Clone)]
+pub struct ConnectRates {
+    pub port: u16,
+    pub none: Vec<f64>,
+    pub netprobe: Vec<f64>,
+}
+
+impl ConnectRates {
+    /// netprobe's rate over no tracer's, paired by round.
+    pub fn ratio(&self) -> Option<Interval> {
+        let r: Vec<f64> = self
+            .netprobe
+            .iter()
+            .zip(&self.none)
+            .filter(|(_, n)| **n > 0.0)
+            .map(|(p, n)| p / n)
+            .collect();
+        interval(&r)
+    }
+}
+
+/// Connections refused per second by two threads for `dur`, to `port`.
+fn refused_rate(ns: &Netns, port: u16, dur: Duration) -> Result<f64> {
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    let threads = [
+        ns.spawn("bench-refused", move || workload::refuse_for(dur, |_| to))?,
+        ns.spawn("bench-refused", move || workload::refuse_for(dur, |_| to))?,
+    ];
+    let mut n = 0;
+    for t in threads {
+        n += join(t)?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Both ports, `rounds` rounds of `dur` per configuration.
+pub fn connect_rates(bench: &Bench, rounds: u32, dur: Duration) -> Result<Vec<ConnectRates>> {
+    let mut out = Vec::new();
+    for port in [LOW_PORT, HIGH_PORT] {
+        let ns = Netns::create("refused")?;
+        ns.sysctl("net.ipv4.ip_local_port_range", CLIENT_PORTS)?;
+        let mut rates = ConnectRates {
+            port,
+            none: Vec::new(),
+            netprobe: Vec::new(),
+        };
+        for round in 0..rounds {
+            let order = if round % 2 == 0 {
+                [Config::None, Config::Netprobe]
+            } else {
+                [Config::Netprobe, Config::None]
+            };
+            for config in order {
+                check_interrupted()?;
+                let running = bench.start(config)?;
+                thread::sleep(Duration::from_millis(300));
+                let rate = refused_rate(&ns, port, dur)?;
+                running.stop()?;
+                match config {
+                    Config::None => rates.none.push(rate),
+                    _ => rates.netprobe.push(rate),
+                }
+            }
+            println!(
+                "xtask: bench: refused connections to port {port}, round {}/{rounds}: {:.0}/s untraced, {:.0}/s under netprobe",
+                round + 1,
+                rates.none.last().copied().unwrap_or(0.0),
+                rates.netprobe.last().copied().unwrap_or(0.0),
+            );
+        }
+        out.push(rates);
+    }
+    Ok(out)
+}
+
+/// The high-port storm under `--output journald`.
+#[derive(Debug, Clone, Default)]
+pub struct JournaldStorm {
+    pub refused: u64,
+    pub secs: f64,
+    /// Events on netprobe's tracepoints, by the namespace's counters.
+    pub kernel_events: u64,
+    /// netprobe_events_total and netprobe_lost_events_total, summed.
+    pub events: u64,
+    pub lost: u64,
+    /// Entries netprobe's process wrote to the journal.
+    pub journal_entries: u64,
+}
+
+impl JournaldStorm {
+    pub fn unaccounted(&self) -> i64 {
+        self.kernel_events as i64 - (self.events + self.lost) as i64
+    }
+}
+
+/// The exposition of netprobe's metrics endpoint.
+fn scrape() -> Result<String> {
+    let mut s = TcpStream::connect(METRICS).context("connect to netprobe's metrics")?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// The sum of a metric's series (`name{...} value` and `name value`),
+/// leaving out events netprobe made from counters (not kernel events).
+fn sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && !l.contains("source=\"counters\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Runs the storm for `dur` under `bin run --output journald`.
+pub fn journald_storm(bin: &Path, stderr: &Path, dur: Duration) -> Result<JournaldStorm> {
+    check_interrupted()?;
+    let ns = Netns::create("journald")?;
+    ns.sysctl("net.ipv4.ip_local_port_range", CLIENT_PORTS)?;
+    let err = std::fs::File::create(stderr)?;
+    let mut child = Command::new(bin)
+        .args(["run", "--output", "journald", "--metrics", METRICS])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let pid = child.id();
+    let stop = |child: &mut std::process::Child| {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        child.wait()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !scrape().is_ok_and(|t| sum(&t, "netprobe_ready") == 1) {
+        if Instant::now() > deadline || interrupted() {
+            let _ = stop(&mut child);
+            bail!("netprobe --output journald was not ready within 30 s");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let snmp_before = snmp_counts(&ns.snmp()?)?;
+    let before = scrape()?;
+    let started = Instant::now();
+    let to = SocketAddr::from(([127, 0, 0, 1], HIGH_PORT));
+    let threads = [
+        ns.spawn("bench-refused", move || workload::refuse_for(dur, |_| to))?,
+        ns.spawn("bench-refused", move || workload::refuse_for(dur, |_| to))?,
+    ];
+    let mut refused = 0;
+    for t in threads {
+        refused += join(t)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let snmp_after = snmp_counts(&ns.snmp()?)?;
+    // Until netprobe has drained what is queued: its figures stop moving.
+    let mut last = (u64::MAX, u64::MAX);
+    let settle = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        thread::sleep(Duration::from_secs(1));
+        let t = scrape()?;
+        let now = (
+            sum(&t, "netprobe_events_total"),
+            sum(&t, "netprobe_lost_events_total"),
+        );
+        if now == last || Instant::now() > settle {
+            break t;
+        }
+        last = now;
+    };
+    stop(&mut child)?;
+    let kernel_events = KERNEL_COUNTS
+        .iter()
+        .zip(snmp_before.iter().zip(&snmp_after))
+        .filter(|((proto, ..), _)| *proto == "Tcp")
+        .map(|((_, _, tps), (b, a))| a.saturating_sub(*b) * tps.len() as u64)
+        .sum();
+    let entries = Command::new("journalctl")
+        .args(["-o", "cat", "--no-pager", &format!("_PID={pid}")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count() as u64)
+        .unwrap_or(0);
+    let delta = |name: &str| sum(&after, name).saturating_sub(sum(&before, name));
+    Ok(JournaldStorm {
+        refused,
+        secs,
+        kernel_events,
+        events: delta("netprobe_events_total"),
+        lost: delta("netprobe_lost_events_total"),
+        journal_entries: entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metric_is_summed_over_its_series_only() {
+        let text = "# HELP netprobe_events_total x\n\
+                    netprobe_events_total{kind=\"drop\"} 3\n\
+                    netprobe_events_total{kind=\"reset_sent\"} 4.0\n\
+                    netprobe_events_total{kind=\"paws\",source=\"counters\"} 9\n\
+                    netprobe_events_total_extra 100\n\
+                    netprobe_ready 1\n";
+        assert_eq!(sum(text, "netprobe_events_total"), 7);
+        assert_eq!(sum(text, "netprobe_ready"), 1);
+        assert_eq!(sum(text, "netprobe_lost_events_total"), 0);
+    }
+
+    #[test]
+    fn the_ratio_pairs_rounds() {
+        let r = ConnectRates {
+            port: HIGH_PORT,
+            none: vec![100.0, 200.0, 0.0],
+            netprobe: vec![90.0, 190.0, 50.0],
+        };
+        let i = r.ratio().unwrap();
+        // Rounds 1 and 2 (0.9, 0.95); the third has no untraced rate.
+        assert_eq!(i.n, 2);
+        assert!((i.mean - 0.925).abs() < 1e-9, "{i:?}");
+    }
+}
