@@ -306,10 +306,6 @@ pub struct AggTable {
     /// When the generation's record was written, and its last repeat.
     pub first_ns: [u64; agg::SLOTS],
     pub last_ns: [u64; agg::SLOTS],
-    /// The hash of the slot's key: a set's slots are compared by it first,
-    /// and a key is compared whole only where it matches. Not read by the
-    /// daemon.
-    pub tag: [u64; agg::SLOTS],
 }
 
 /// Where the aggregation key's parts are, per event kind, on the running
@@ -579,7 +575,7 @@ mod tests {
                 + 40
                 + 24
         );
-        assert_eq!(size_of::<AggTable>(), 4 * 8 * agg::SLOTS);
+        assert_eq!(size_of::<AggTable>(), 3 * 8 * agg::SLOTS);
         assert_eq!(size_of::<AggKey>(), AGG_KEY_WORDS * 8);
         assert_eq!(
             size_of::<AggConfig>(),

@@ -51,7 +51,6 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
             return 0;
         }
     }
-    crate::probe_log!(&ctx, "kfree_skb: reporting a drop");
     emit(
         kind::KFREE_SKB,
         ctx.as_ptr() as *const u8,
@@ -61,6 +60,7 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
                 raw_u64(e, cfg.kfree_skb_skbaddr),
                 raw_u64(e, cfg.kfree_skb_rx_sk),
             );
+            crate::probe_log!(&ctx, "kfree_skb: reporting the drop of skb {:x}", skb);
             copy_headers(cfg, skb, e);
             read_sock(cfg, rx_sk, e);
             // Without reasons, a drop of the skb a RST was just sent for, with no

@@ -35,7 +35,6 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     if skb != 0 && slots::get(slot::RESET_ANY) == skb {
         return 0;
     }
-    crate::probe_log!(&ctx, "tcp_send_reset: reporting a RST");
     emit(
         kind::TCP_SEND_RESET,
         ctx.as_ptr() as *const u8,
@@ -43,6 +42,7 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
         |e| {
             // Its namespace: the answered segment's device's, else the socket's.
             let (skb, sk) = (raw_u64(e, cfg.send_reset_skb), raw_u64(e, cfg.send_reset_sk));
+            crate::probe_log!(&ctx, "tcp_send_reset: reporting a RST (sk {:x})", sk);
             e.netns = skb_netns(cfg, skb);
             if e.netns == 0 {
                 e.netns = sk_netns(cfg, sk);

@@ -311,7 +311,6 @@ mod tests {
             state: [0; agg::SLOTS],
             first_ns: [0; agg::SLOTS],
             last_ns: [0; agg::SLOTS],
-            tag: [0; agg::SLOTS],
         });
         t.state[i] = st;
         t.last_ns[i] = last;
