@@ -57,8 +57,9 @@ impl ConnectRates {
     }
 }
 
-/// Connections refused per second by two threads for `dur`, to `port`.
-fn refused_rate(ns: &Netns, port: u16, dur: Duration) -> Result<f64> {
+/// Connections refused by two threads for `dur`, to `port`, and the
+/// seconds they took.
+fn refuse_twice(ns: &Netns, port: u16, dur: Duration) -> Result<(u64, f64)> {
     let to = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
     let threads = [
@@ -69,7 +70,13 @@ fn refused_rate(ns: &Netns, port: u16, dur: Duration) -> Result<f64> {
     for t in threads {
         n += join(t)?;
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    Ok((n, started.elapsed().as_secs_f64()))
+}
+
+/// Connections refused per second by two threads for `dur`, to `port`.
+fn refused_rate(ns: &Netns, port: u16, dur: Duration) -> Result<f64> {
+    let (n, secs) = refuse_twice(ns, port, dur)?;
+    Ok(n as f64 / secs)
 }
 
 /// Both ports, `rounds` rounds of `dur` per configuration.
@@ -119,7 +126,8 @@ pub struct JournaldStorm {
     pub secs: f64,
     /// Events on netprobe's tracepoints, by the namespace's counters.
     pub kernel_events: u64,
-    /// netprobe_events_total and netprobe_lost_events_total, summed.
+    /// Events and lost during the storm, by netprobe's `summary` record in
+    /// the journal (less what its metrics had counted before).
     pub events: u64,
     pub lost: u64,
     /// Entries netprobe's process wrote to the journal.
@@ -156,9 +164,86 @@ fn sum(text: &str, name: &str) -> u64 {
         .sum()
 }
 
-/// Runs the storm for `dur` under `bin run --output journald`.
+/// A running systemd-journald: the one already there, or one started here
+/// (killed on drop), as a node would have.
+struct Journald(Option<std::process::Child>);
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+impl Journald {
+    fn ensure() -> Result<Journald> {
+        let alive = || {
+            std::os::unix::net::UnixDatagram::unbound()
+                .and_then(|s| s.connect(JOURNAL_SOCKET))
+                .is_ok()
+        };
+        if alive() {
+            return Ok(Journald(None));
+        }
+        let bin = [
+            "/lib/systemd/systemd-journald",
+            "/usr/lib/systemd/systemd-journald",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context(
+            "systemd-journald is not installed (package systemd; `cargo xtask setup` installs it)",
+        )?;
+        let child = Command::new(bin)
+            .env("SYSTEMD_LOG_TARGET", "console")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start systemd-journald")?;
+        let j = Journald(Some(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !alive() {
+            if Instant::now() > deadline {
+                bail!("systemd-journald did not open {JOURNAL_SOCKET} within 10 s");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(j)
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The journal's entries from process `pid`, and its `summary` record's
+/// events and lost (`NETPROBE_COUNT`, `NETPROBE_EVIDENCE`'s `lost`).
+fn journal_of(pid: u32) -> Result<(u64, Option<(u64, u64)>)> {
+    let out = Command::new("journalctl")
+        .args(["-o", "json", "--no-pager", "--all", &format!("_PID={pid}")])
+        .output()
+        .context("cannot run journalctl")?;
+    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let summary = entries
+        .iter()
+        .find(|e| e["NETPROBE_KIND"] == "summary")
+        .and_then(|e| {
+            let count = e["NETPROBE_COUNT"].as_str()?.parse().ok()?;
+            let evidence: serde_json::Value =
+                serde_json::from_str(e["NETPROBE_EVIDENCE"].as_str()?).ok()?;
+            Some((count, evidence["lost"].as_u64()?))
+        });
+    Ok((entries.len() as u64, summary))
+}
+
+/// Runs the storm for `dur` under `bin run --output journald`, into a
+/// real journald.
 pub fn journald_storm(bin: &Path, stderr: &Path, dur: Duration) -> Result<JournaldStorm> {
     check_interrupted()?;
+    let _journald = Journald::ensure()?;
     let ns = Netns::create("journald")?;
     ns.sysctl("net.ipv4.ip_local_port_range", CLIENT_PORTS)?;
     let err = std::fs::File::create(stderr)?;
@@ -171,8 +256,9 @@ pub fn journald_storm(bin: &Path, stderr: &Path, dur: Duration) -> Result<Journa
         .with_context(|| format!("cannot start {}", bin.display()))?;
     let pid = child.id();
     let stop = |child: &mut std::process::Child| {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        // SAFETY: kill(2) on our own child. SIGTERM flushes the open
+        // incidents and writes the summary.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         child.wait()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -186,33 +272,19 @@ pub fn journald_storm(bin: &Path, stderr: &Path, dur: Duration) -> Result<Journa
     thread::sleep(Duration::from_millis(500));
     let snmp_before = snmp_counts(&ns.snmp()?)?;
     let before = scrape()?;
-    let started = Instant::now();
-    let to = SocketAddr::from(([127, 0, 0, 1], HIGH_PORT));
-    let threads = [
-        ns.spawn("bench-refused", move || workload::refuse_for(dur, |_| to))?,
-        ns.spawn("bench-refused", move || workload::refuse_for(dur, |_| to))?,
-    ];
-    let mut refused = 0;
-    for t in threads {
-        refused += join(t)?;
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let (refused, secs) = refuse_twice(&ns, HIGH_PORT, dur)?;
     let snmp_after = snmp_counts(&ns.snmp()?)?;
-    // Until netprobe has drained what is queued: its figures stop moving.
-    let mut last = (u64::MAX, u64::MAX);
+    // Until netprobe has drained what is queued: its records stop coming.
+    let mut last = u64::MAX;
     let settle = Instant::now() + Duration::from_secs(15);
-    let after = loop {
+    loop {
         thread::sleep(Duration::from_secs(1));
-        let t = scrape()?;
-        let now = (
-            sum(&t, "netprobe_events_total"),
-            sum(&t, "netprobe_lost_events_total"),
-        );
+        let now = sum(&scrape()?, "netprobe_records_total");
         if now == last || Instant::now() > settle {
-            break t;
+            break;
         }
         last = now;
-    };
+    }
     stop(&mut child)?;
     let kernel_events = KERNEL_COUNTS
         .iter()
@@ -220,18 +292,25 @@ pub fn journald_storm(bin: &Path, stderr: &Path, dur: Duration) -> Result<Journa
         .filter(|((proto, ..), _)| *proto == "Tcp")
         .map(|((_, _, tps), (b, a))| a.saturating_sub(*b) * tps.len() as u64)
         .sum();
-    let entries = Command::new("journalctl")
-        .args(["-o", "cat", "--no-pager", &format!("_PID={pid}")])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count() as u64)
-        .unwrap_or(0);
-    let delta = |name: &str| sum(&after, name).saturating_sub(sum(&before, name));
+    // The summary counts from the start: less what came before the storm.
+    let (events_before, lost_before) = (
+        sum(&before, "netprobe_events_total"),
+        sum(&before, "netprobe_lost_events_total"),
+    );
+    let mut journal = journal_of(pid)?;
+    let wait = Instant::now() + Duration::from_secs(10);
+    while journal.1.is_none() && Instant::now() < wait {
+        thread::sleep(Duration::from_millis(200));
+        journal = journal_of(pid)?;
+    }
+    let (entries, summary) = journal;
+    let (events, lost) = summary.context("netprobe's summary is not in the journal")?;
     Ok(JournaldStorm {
         refused,
         secs,
         kernel_events,
-        events: delta("netprobe_events_total"),
-        lost: delta("netprobe_lost_events_total"),
+        events: events.saturating_sub(events_before),
+        lost: lost.saturating_sub(lost_before),
         journal_entries: entries,
     })
 }
