@@ -89,6 +89,53 @@ pub mod headers {
             | t.cwr() << 7) as u8
     }
 
+    /// The Internet checksum (RFC 1071) of `parts`, taken as one run of
+    /// bytes.
+    pub fn checksum(parts: &[&[u8]]) -> u16 {
+        let mut sum = 0u32;
+        let mut odd: Option<u8> = None;
+        for part in parts {
+            for &b in *part {
+                match odd.take() {
+                    Some(hi) => sum += u16::from_be_bytes([hi, b]) as u32,
+                    None => odd = Some(b),
+                }
+            }
+        }
+        if let Some(hi) = odd {
+            sum += u16::from_be_bytes([hi, 0]) as u32;
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    /// A TCP SYN as an IPv4 packet with correct checksums (no options), for
+    /// sending through a raw socket: what a client at `src` would send to
+    /// `dst`, with any source address.
+    pub fn syn(src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32) -> [u8; 40] {
+        let mut p = [0u8; 40];
+        p[..12].copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+        p[12..16].copy_from_slice(&src.0);
+        p[16..20].copy_from_slice(&dst.0);
+        let ip = checksum(&[&p[..20]]);
+        p[10..12].copy_from_slice(&ip.to_be_bytes());
+        p[20..22].copy_from_slice(&src.1.to_be_bytes());
+        p[22..24].copy_from_slice(&dst.1.to_be_bytes());
+        p[24..28].copy_from_slice(&seq.to_be_bytes());
+        // A 20-byte header, SYN, a window of 1024.
+        p[32..36].copy_from_slice(&[5 << 4, 0x02, 4, 0]);
+        let mut pseudo = [0u8; 12];
+        pseudo[..4].copy_from_slice(&src.0);
+        pseudo[4..8].copy_from_slice(&dst.0);
+        pseudo[9] = 6;
+        pseudo[11] = 20;
+        let tcp = checksum(&[&pseudo, &p[20..]]);
+        p[36..38].copy_from_slice(&tcp.to_be_bytes());
+        p
+    }
+
     /// Whether the protocol's header starts with the two ports.
     #[inline(always)]
     pub fn has_ports(proto: u8) -> bool {
@@ -239,6 +286,14 @@ pub struct Event {
     pub agg_prev: u64,
     /// When that aggregation's last repeat happened (`bpf_ktime_get_ns`).
     pub agg_prev_last_ns: u64,
+    /// The distinct flows that generation counted ([`agg::sketch`]), when
+    /// it was per service.
+    pub agg_prev_sketch: agg::sketch::Sketch,
+    /// Non-zero: this record's slot counts its service, not its flow (its
+    /// CPU saw too many new flows: [`agg::SETTING_CHURN`]); its repeats are
+    /// other flows to the same service, with the same reason.
+    pub agg_per_service: u32,
+    pub _pad: u32,
 }
 
 /// In-kernel aggregation: a program that sees the same event again on the
@@ -266,7 +321,60 @@ pub mod agg {
     /// Non-zero: keep both ports in the key (a port filter looks at either);
     /// otherwise only the lower, service port is.
     pub const SETTING_KEEP_PORTS: u32 = 1;
-    pub const SETTINGS: u32 = 2;
+    /// New flows a CPU may write as records in one `CHURN_EPOCH_NS`; past
+    /// that (or after an epoch that went past it), a new flow is counted
+    /// in its service's slot instead (the peer's address left out of the
+    /// key), and its distinct flows in the slot's sketch. 0: never.
+    pub const SETTING_CHURN: u32 = 2;
+    pub const SETTINGS: u32 = 3;
+    pub const CHURN_EPOCH_NS: u64 = 100_000_000;
+
+    /// A HyperLogLog sketch of `sketch::REGISTERS` five-bit registers, 12
+    /// to a word: the distinct flows a per-service slot counted. Sketches
+    /// merge by taking each register's maximum, so a slot's, a CPU's and
+    /// the daemon's views union without counting a flow twice.
+    pub mod sketch {
+        pub const REGISTERS: u64 = 24;
+        pub type Sketch = [u64; 2];
+
+        /// Register `i`'s value.
+        #[inline(always)]
+        pub fn register(sketch: &Sketch, i: u64) -> u64 {
+            (sketch[(i / 12) as usize & 1] >> (5 * (i % 12))) & 0x1f
+        }
+
+        /// Adds the flow whose key hashed to `h`.
+        #[inline(always)]
+        pub fn add(sketch: &mut Sketch, h: u64) {
+            // A second mix: the set index used the hash's low bits.
+            let g = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            // The high half picks the register, the low half's leading
+            // zeros (plus one, at most 31) are its rank.
+            let i = ((g >> 32) * REGISTERS) >> 32;
+            let low = g as u32;
+            let mut rank = 1u64;
+            let mut bit = 1u32 << 31;
+            while rank < 31 && low & bit == 0 {
+                rank += 1;
+                bit >>= 1;
+            }
+            let (w, shift) = ((i / 12) as usize & 1, 5 * (i % 12));
+            if rank > (sketch[w] >> shift) & 0x1f {
+                sketch[w] = (sketch[w] & !(0x1f << shift)) | rank << shift;
+            }
+        }
+
+        pub fn merge(a: &Sketch, b: &Sketch) -> Sketch {
+            let mut out = [0; 2];
+            let mut i = 0;
+            while i < REGISTERS {
+                let (x, y) = (register(a, i), register(b, i));
+                out[(i / 12) as usize] |= if x > y { x } else { y } << (5 * (i % 12));
+                i += 1;
+            }
+            out
+        }
+    }
 
     /// The generation and count packed in `state` words.
     pub const fn split(state: u64) -> (u64, u64) {
@@ -306,6 +414,15 @@ pub struct AggTable {
     /// When the generation's record was written, and its last repeat.
     pub first_ns: [u64; agg::SLOTS],
     pub last_ns: [u64; agg::SLOTS],
+    /// Per-service slots: the distinct flows counted ([`agg::sketch`]).
+    pub sketch: [agg::sketch::Sketch; agg::SLOTS],
+    /// The CPU's churn: when its epoch began, the new flows in it, whether
+    /// the last epoch was past `SETTING_CHURN`, and per-service records
+    /// written in all.
+    pub churn_epoch_ns: u64,
+    pub churn_new: u64,
+    pub churn_hot: u64,
+    pub per_service_records: u64,
 }
 
 /// Where the aggregation key's parts are, per event kind, on the running
@@ -330,6 +447,8 @@ pub struct AggConfig {
     /// Per kind: a byte mask for each word of `raw` (the fields that are
     /// part of the key; ports are masked out and keyed apart).
     pub raw_mask: [[u64; RAW_WORDS]; AGG_KINDS],
+    /// The same, for a per-service key: without the addresses.
+    pub service_mask: [[u64; RAW_WORDS]; AGG_KINDS],
 }
 
 impl AggConfig {
@@ -342,6 +461,7 @@ impl AggConfig {
         port_a: [Config::ABSENT; AGG_KINDS],
         port_b: [Config::ABSENT; AGG_KINDS],
         raw_mask: [[0; RAW_WORDS]; AGG_KINDS],
+        service_mask: [[0; RAW_WORDS]; AGG_KINDS],
     };
 }
 
@@ -552,6 +672,19 @@ mod tests {
         assert_eq!(ip_version(&[]), 0);
         assert!(has_ports(6) && has_ports(17) && has_ports(132) && has_ports(136));
         assert!(!has_ports(1) && !has_ports(58));
+        // A SYN checks out: its IP and TCP checksums fold to zero.
+        let p = syn(([127, 9, 8, 7], 40000), ([127, 0, 0, 1], 8081), 5);
+        assert_eq!(checksum(&[&p[..20]]), 0);
+        let mut pseudo = [0u8; 12];
+        pseudo[..8].copy_from_slice(&p[12..20]);
+        pseudo[9] = 6;
+        pseudo[11] = 20;
+        assert_eq!(checksum(&[&pseudo, &p[20..]]), 0);
+        let tcp = view::<TcpHdr>(&p[20..]).unwrap();
+        assert_eq!(
+            (ports(&p[20..]), tcp.syn(), tcp.ack()),
+            (Some((40000, 8081)), 1, 0)
+        );
     }
 
     #[test]
@@ -574,14 +707,26 @@ mod tests {
                 + 4
                 + 40
                 + 24
+                + 24
         );
-        assert_eq!(size_of::<AggTable>(), 3 * 8 * agg::SLOTS);
+        assert_eq!(size_of::<AggTable>(), 5 * 8 * agg::SLOTS + 32);
         assert_eq!(size_of::<AggKey>(), AGG_KEY_WORDS * 8);
         assert_eq!(
             size_of::<AggConfig>(),
-            16 + 2 * 4 * AGG_KINDS + 8 * RAW_WORDS * AGG_KINDS
+            16 + 2 * 4 * AGG_KINDS + 2 * 8 * RAW_WORDS * AGG_KINDS
         );
         assert_eq!(agg::split(5 << agg::COUNT_BITS | 7), (5, 7));
+        let (mut a, mut b) = ([0; 2], [0; 2]);
+        agg::sketch::add(&mut a, 1);
+        agg::sketch::add(&mut b, 1 << 40);
+        assert_ne!(a, [0; 2]);
+        let once = a;
+        agg::sketch::add(&mut a, 1);
+        assert_eq!(a, once);
+        assert_eq!(agg::sketch::merge(&a, &a), a);
+        let ab = agg::sketch::merge(&a, &b);
+        agg::sketch::add(&mut b, 1);
+        assert_eq!(ab, b);
         assert_eq!(size_of::<SockInfo>(), 40);
         assert_eq!(size_of::<Event>() % 8, 0);
         // The aggregation reads `raw` a word at a time.

@@ -89,32 +89,34 @@ pub fn offer(e: &mut Event, window: u64) {
         return;
     }
     let now = e.ts_ns;
-    let base = (hash(key) as usize & (agg::SETS - 1)) * agg::WAYS;
-    let mut take = base;
-    let mut oldest = u64::MAX;
-    let mut w = 0;
-    while w < agg::WAYS {
-        let i = (base + w) & (agg::SLOTS - 1);
-        let st = t.state[i];
-        if st == 0 {
-            if oldest != 0 {
-                (take, oldest) = (i, 0);
-            }
-        } else if AGG_KEYS.get(i as u32).is_some_and(|k| same(k, key)) {
-            if now.wrapping_sub(t.first_ns[i]) < window {
-                t.state[i] = st + 1;
-                t.last_ns[i] = now;
-                return;
-            }
-            // Its window has passed: a record again, in the same slot.
-            take = i;
-            break;
-        } else if t.last_ns[i] < oldest {
-            (take, oldest) = (i, t.last_ns[i]);
-        }
-        w += 1;
+    let (mut i, hit) = lookup(t, key, hash(key), now, window);
+    if hit {
+        return;
     }
-    let i = take & (agg::SLOTS - 1);
+    // A new flow: while this CPU sees too many, it is counted in its
+    // service's slot instead, and its source in that slot's sketch.
+    let mut src = None;
+    let churn = setting(agg::SETTING_CHURN);
+    if churn != 0 {
+        if now.wrapping_sub(t.churn_epoch_ns) >= agg::CHURN_EPOCH_NS {
+            t.churn_hot = (t.churn_new > churn) as u64;
+            t.churn_epoch_ns = now;
+            t.churn_new = 0;
+        }
+        t.churn_new += 1;
+        if t.churn_hot != 0 || t.churn_new > churn {
+            src = per_service_key(e, key);
+            if let Some(s) = src {
+                let hit;
+                (i, hit) = lookup(t, key, hash(key), now, window);
+                if hit {
+                    agg::sketch::add(&mut t.sketch[i & (agg::SLOTS - 1)], s);
+                    return;
+                }
+            }
+        }
+    }
+    let i = i & (agg::SLOTS - 1);
     let (last_gen, _) = agg::split(t.state[i]);
     let mut gen = (last_gen + 1) & agg::GEN_MASK;
     if gen == 0 {
@@ -124,6 +126,9 @@ pub fn offer(e: &mut Event, window: u64) {
     e.agg_slot = i as u32;
     e.agg_prev = t.state[i];
     e.agg_prev_last_ns = t.last_ns[i];
+    e.agg_prev_sketch[0] = t.sketch[i][0];
+    e.agg_prev_sketch[1] = t.sketch[i][1];
+    e.agg_per_service = src.is_some() as u32;
     fill_comm(e);
     if !output(e) {
         return;
@@ -141,6 +146,81 @@ pub fn offer(e: &mut Event, window: u64) {
     t.state[i] = gen << agg::COUNT_BITS;
     t.first_ns[i] = now;
     t.last_ns[i] = now;
+    t.sketch[i] = [0; 2];
+    if let Some(s) = src {
+        t.per_service_records += 1;
+        agg::sketch::add(&mut t.sketch[i], s);
+    }
+}
+
+/// Looks `key` (hashed to `h`) up in its set: (its slot, true) when it is
+/// there inside its window (the repeat is counted); else (the slot a record
+/// of it is to take, false): its own slot whose window has passed, an
+/// empty one, or the least recently used.
+#[inline(always)]
+fn lookup(t: &mut AggTable, key: &AggKey, h: u64, now: u64, window: u64) -> (usize, bool) {
+    let base = (h as usize & (agg::SETS - 1)) * agg::WAYS;
+    let mut take = base;
+    let mut oldest = u64::MAX;
+    let mut w = 0;
+    while w < agg::WAYS {
+        let i = (base + w) & (agg::SLOTS - 1);
+        let st = t.state[i];
+        if st == 0 {
+            if oldest != 0 {
+                (take, oldest) = (i, 0);
+            }
+        } else if AGG_KEYS.get(i as u32).is_some_and(|k| same(k, key)) {
+            if now.wrapping_sub(t.first_ns[i]) < window {
+                t.state[i] = st + 1;
+                t.last_ns[i] = now;
+                return (i, true);
+            }
+            // Its window has passed: a record again, in the same slot.
+            return (i, false);
+        } else if t.last_ns[i] < oldest {
+            (take, oldest) = (i, t.last_ns[i]);
+        }
+        w += 1;
+    }
+    (take, false)
+}
+
+/// Turns a flow's key into its service's: the addresses left out (the
+/// record's own fields under the kind's service mask, the packet's), the
+/// service's port, the reason and the local socket kept. Returns what was
+/// left out, hashed: the packet's two addresses in either order hash
+/// alike, so a SYN and the RST that answers it are one source. None when
+/// the key keeps both ports (a port filter looks at the client's too).
+#[inline(always)]
+fn per_service_key(e: &Event, key: &mut AggKey) -> Option<u64> {
+    if setting(agg::SETTING_KEEP_PORTS) != 0 {
+        return None;
+    }
+    let k = e.kind as usize;
+    if k >= AGG_KINDS {
+        return None;
+    }
+    let ac = agg_config();
+    key.w[0] |= 1 << 31;
+    let mut src: u64 = 0;
+    let mut i = 0;
+    while i < RAW_WORDS {
+        let kept = key.w[3 + i] & ac.service_mask[k][i];
+        src = (src ^ (key.w[3 + i] ^ kept)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        key.w[3 + i] = kept;
+        i += 1;
+    }
+    // IPv4: word 20 is source | destination << 32; IPv6: words 20-21 and
+    // 22-23. Each half folded onto the other: the same either way round.
+    let (a, b) = (key.w[20] ^ key.w[22], key.w[21] ^ key.w[23]);
+    let fold = |x: u64| (x ^ (x >> 32)) & 0xffff_ffff;
+    src = (src ^ fold(a) ^ fold(b) << 32).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    key.w[20] = 0;
+    key.w[21] = 0;
+    key.w[22] = 0;
+    key.w[23] = 0;
+    Some(src ^ (src >> 29))
 }
 
 /// Spreads keys over the sets (not a fingerprint: keys are compared whole).

@@ -66,25 +66,7 @@ pub fn parse(p: &[u8]) -> Option<Segment> {
     })
 }
 
-fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum = 0u32;
-    let mut odd: Option<u8> = None;
-    for part in parts {
-        for &b in *part {
-            match odd.take() {
-                Some(hi) => sum += u32::from(u16::from_be_bytes([hi, b])),
-                None => odd = Some(b),
-            }
-        }
-    }
-    if let Some(hi) = odd {
-        sum += u32::from(u16::from_be_bytes([hi, 0]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+use netprobe_common::headers::checksum;
 
 /// An IPv4 TCP segment (ACK|PSH with `payload`) carrying the timestamp
 /// option `ts`, with correct checksums.

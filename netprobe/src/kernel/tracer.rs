@@ -73,14 +73,22 @@ impl Tracer {
     pub const PROBE_LOG: bool = cfg!(feature = "probe-log");
 
     /// Turns in-kernel aggregation on (a window in nanoseconds) or off
-    /// (0), keeping both ports in its key or only the service port.
-    pub fn set_aggregation(&mut self, window_ns: u64, keep_ports: bool) -> Result<(), String> {
+    /// (0), keeping both ports in its key or only the service port; past
+    /// `churn` new flows per CPU in an epoch, new flows count per service
+    /// (`agg::SETTING_CHURN`; 0: never).
+    pub fn set_aggregation(
+        &mut self,
+        window_ns: u64,
+        keep_ports: bool,
+        churn: u64,
+    ) -> Result<(), String> {
         let settings = self
             .agg_settings
             .as_mut()
             .ok_or("the AGG_SETTINGS map could not be opened")?;
         settings
             .set(agg::SETTING_KEEP_PORTS, u64::from(keep_ports), 0)
+            .and_then(|()| settings.set(agg::SETTING_CHURN, churn, 0))
             .and_then(|()| settings.set(agg::SETTING_WINDOW_NS, window_ns, 0))
             .map_err(|e| format!("cannot write AGG_SETTINGS: {}", error_text(&e)))
     }

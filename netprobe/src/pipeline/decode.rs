@@ -101,6 +101,10 @@ pub struct Decoded {
     /// with a device and BTF gave the offsets.
     pub netns: Option<u64>,
     pub event: KernelEvent,
+    /// The kernel counts this record's service, not its flow: other flows
+    /// to the service, for the same reason, repeat it
+    /// (`Event::agg_per_service`).
+    pub per_service: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -176,6 +180,7 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
         comm: e.comm[..comm_len].to_vec(),
         netns: (e.netns != 0).then_some(u64::from(e.netns)),
         event,
+        per_service: e.agg_per_service != 0,
     })
 }
 

@@ -185,7 +185,16 @@ pub(crate) fn drain(
         }
         match decode::decode(&e, layouts) {
             Ok(d) => {
-                handle(&mut p.symptoms, &mut p.folder, ctx, &d, 1, d.ts_ns, out)?;
+                handle(
+                    &mut p.symptoms,
+                    &mut p.folder,
+                    ctx,
+                    &d,
+                    1,
+                    d.ts_ns,
+                    [0; 2],
+                    out,
+                )?;
                 p.credits.started_by(&e, Some(d));
             }
             Err(why) => {
@@ -233,7 +242,7 @@ pub(crate) fn credit(
     out: &mut Output,
 ) -> Result<(), AllSinksFailed> {
     match c.of {
-        Some(d) => handle(symptoms, folder, ctx, d, c.times, c.last_ns, out),
+        Some(d) => handle(symptoms, folder, ctx, d, c.times, c.last_ns, c.sketch, out),
         None => {
             losses.count_undecodable(
                 c.times,
@@ -245,7 +254,9 @@ pub(crate) fn credit(
 }
 
 /// Turns `times` occurrences of `d` (the last at `ts_ns`) into a record,
-/// or counts them into what they repeat.
+/// or counts them into what they repeat; `sketch`: the distinct flows of a
+/// per-service record's repeats (`agg::sketch`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn handle(
     symptoms: &mut Symptoms,
     folder: &mut Folder,
@@ -253,6 +264,7 @@ pub(crate) fn handle(
     d: &decode::Decoded,
     times: u64,
     ts_ns: u64,
+    sketch: netprobe_common::agg::sketch::Sketch,
     out: &mut Output,
 ) -> Result<(), AllSinksFailed> {
     let wall_ns = ctx.clock.wall_ns(ts_ns);
@@ -270,21 +282,26 @@ pub(crate) fn handle(
         .then(|| RepeatKey::of(d, !ctx.filter.ports.is_empty()))
         .flatten();
     // The packet's own flow, for the causes of symptoms on it.
-    let flow = match &d.event {
-        decode::KernelEvent::Drop(e) => e.flow.as_ref(),
-        decode::KernelEvent::ResetSent(e) | decode::KernelEvent::ResetReceived(e) => {
-            e.flow.as_ref()
-        }
-        _ => None,
-    }
-    .and_then(causes::FlowKey::of_flow);
-    if let Some(first) = raw.as_ref().and_then(|k| folder.repeat(k, times, wall_ns)) {
+    let flow = flow_of(d).and_then(causes::FlowKey::of_flow);
+    if let Some(first) = raw
+        .as_ref()
+        .and_then(|k| folder.repeat(k, times, wall_ns, sketch))
+    {
         if let Some(key) = flow {
             symptoms.causes.note_as(key, first, times, Instant::now());
         }
         return Ok(());
     }
     let mut rec = record::from_event(d, wall_ns, ctx.ksyms);
+    if d.per_service {
+        if let Some(f) = flow_of(d) {
+            crate::pipeline::service::mark_per_service(
+                &mut rec,
+                f,
+                crate::pipeline::service::side(d),
+            );
+        }
+    }
     match &d.event {
         decode::KernelEvent::Oom(o) => {
             // The victim's cgroup (and, before about 6.9, its name), while
@@ -385,12 +402,23 @@ pub(crate) fn handle(
         rec.count = Some(times);
     }
     if ctx.filter.admits(&rec) {
-        if let Some(n) = folder.offer_keyed(raw, &rec, Instant::now(), times) {
+        if let Some(n) = folder.offer_keyed(raw, &rec, Instant::now(), times, sketch) {
             rec.count = (n > 1).then_some(n);
             out.write(&rec)?;
         }
     }
     Ok(())
+}
+
+/// The packet's flow of a drop or a reset.
+fn flow_of(d: &decode::Decoded) -> Option<&crate::pipeline::packet::Flow> {
+    match &d.event {
+        decode::KernelEvent::Drop(e) => e.flow.as_ref(),
+        decode::KernelEvent::ResetSent(e) | decode::KernelEvent::ResetReceived(e) => {
+            e.flow.as_ref()
+        }
+        _ => None,
+    }
 }
 
 pub(crate) fn report_losses(

@@ -74,6 +74,35 @@ struct Open {
     /// A later repeat counted by `repeat`: its wall-clock time, formatted
     /// only when the incident is written.
     last_ns: Option<i128>,
+    /// Per service: the distinct flows the kernel counted (`agg::sketch`),
+    /// and the sources its records named, with how many named each.
+    sketch: netprobe_common::agg::sketch::Sketch,
+    sources: Vec<(String, u64)>,
+}
+
+/// Sources a per-service incident keeps count of, and names.
+const SOURCES_KEPT: usize = 64;
+const SOURCES_NAMED: usize = 8;
+
+impl Open {
+    /// Counts the sources `r` names (a per-service record's sample).
+    fn note_sources(&mut self, r: &Record) {
+        let Some(list) = r
+            .evidence
+            .as_ref()
+            .and_then(|e| e.get("sources"))
+            .and_then(|v| v.as_array())
+        else {
+            return;
+        };
+        for a in list.iter().filter_map(|v| v.as_str()) {
+            if let Some((_, n)) = self.sources.iter_mut().find(|(s, _)| s == a) {
+                *n += 1;
+            } else if self.sources.len() < SOURCES_KEPT {
+                self.sources.push((a.to_string(), 1));
+            }
+        }
+    }
 }
 
 pub struct Folder {
@@ -112,13 +141,16 @@ impl RepeatKey {
     /// record shows it, and those never take the shortcut (`offer_keyed`).
     /// `exact_ports` keeps both ports (a port filter looks at either).
     pub fn of(d: &Decoded, exact_ports: bool) -> Option<RepeatKey> {
-        let side = crate::pipeline::service::side(d);
+        use crate::pipeline::service;
+        let side = service::side(d);
         let flow = |f: &Option<Flow>| {
             f.map(|f| {
-                if exact_ports {
+                if d.per_service {
+                    service::per_service(f, side)
+                } else if exact_ports {
                     f
                 } else {
-                    crate::pipeline::service::without_client_port(f, side)
+                    service::without_client_port(f, side)
                 }
             })
         };
@@ -183,7 +215,14 @@ impl Folder {
     /// Counts `times` events identical to one already folded into an open
     /// incident, and returns that incident's first record; `None` when
     /// there is none (build its record and `offer` it).
-    pub fn repeat(&mut self, raw: &RepeatKey, times: u64, wall_ns: i128) -> Option<&Record> {
+    /// `sketch`: the distinct flows of a per-service repeat (0 otherwise).
+    pub fn repeat(
+        &mut self,
+        raw: &RepeatKey,
+        times: u64,
+        wall_ns: i128,
+        sketch: netprobe_common::agg::sketch::Sketch,
+    ) -> Option<&Record> {
         let key = self.shortcuts.get(raw)?;
         if !self.open.contains_key(key) {
             self.shortcuts.remove(raw);
@@ -192,6 +231,7 @@ impl Folder {
         let o = self.open.get_mut(key)?;
         o.count += times;
         o.last_ns = Some(wall_ns);
+        o.sketch = netprobe_common::agg::sketch::merge(&o.sketch, &sketch);
         Some(&o.first)
     }
 
@@ -204,12 +244,16 @@ impl Folder {
         r: &Record,
         now: Instant,
         times: u64,
+        sketch: netprobe_common::agg::sketch::Sketch,
     ) -> Option<u64> {
         let write = self.offer_times(r, now, times);
         let raw = raw.filter(|_| r.mode != Some(crate::families::paws::TW_RECYCLE.mode));
-        if let (Some(raw), Some(key)) = (raw, Key::of(r)) {
-            if self.open.contains_key(&key) && self.shortcuts.len() < 4 * self.max_open {
-                self.shortcuts.insert(raw, key);
+        if let Some(key) = Key::of(r) {
+            if let Some(o) = self.open.get_mut(&key) {
+                o.sketch = netprobe_common::agg::sketch::merge(&o.sketch, &sketch);
+                if let Some(raw) = raw.filter(|_| self.shortcuts.len() < 4 * self.max_open) {
+                    self.shortcuts.insert(raw, key);
+                }
             }
         }
         write
@@ -251,6 +295,7 @@ impl Folder {
             o.count += times;
             o.last_ts.clone_from(&r.ts);
             o.last_ns = None;
+            o.note_sources(r);
             // The incident shows the worst figure of each piece of
             // evidence, and the sum of each counter's deltas.
             let counters = key.counters;
@@ -276,16 +321,17 @@ impl Folder {
             return None;
         }
         if self.open.len() < self.max_open {
-            self.open.insert(
-                key,
-                Open {
-                    first: r.clone(),
-                    opened: now,
-                    count: times,
-                    last_ts: r.ts.clone(),
-                    last_ns: None,
-                },
-            );
+            let mut o = Open {
+                first: r.clone(),
+                opened: now,
+                count: times,
+                last_ts: r.ts.clone(),
+                last_ns: None,
+                sketch: [0; 2],
+                sources: Vec::new(),
+            };
+            o.note_sources(r);
+            self.open.insert(key, o);
             return Some(1);
         }
         Some(times)
@@ -318,7 +364,26 @@ impl Folder {
     }
 }
 
-fn incident(o: Open) -> Record {
+fn incident(mut o: Open) -> Record {
+    let mut sources = String::new();
+    if !o.sources.is_empty() {
+        // The most named first; the estimate is never below those named.
+        o.sources.sort_by_key(|s| std::cmp::Reverse(s.1));
+        let named: Vec<String> = o
+            .sources
+            .iter()
+            .take(SOURCES_NAMED)
+            .map(|(a, _)| a.clone())
+            .collect();
+        let distinct =
+            crate::pipeline::kagg::distinct_estimate(&o.sketch).max(o.sources.len() as u64);
+        sources = format!(
+            ", from about {distinct} distinct sources (among them {})",
+            named.join(", ")
+        );
+        o.first.evidence("sources", named);
+        o.first.evidence("distinct_sources", distinct);
+    }
     let f = o.first;
     let last_ts = o
         .last_ns
@@ -327,7 +392,7 @@ fn incident(o: Open) -> Record {
         ts: last_ts.clone(),
         kind: "incident",
         message: format!(
-            "{} times between {} and {}: {}",
+            "{} times between {} and {}{sources}: {}",
             o.count, f.ts, last_ts, f.message
         ),
         count: Some(o.count),
@@ -404,6 +469,7 @@ mod tests {
             pid: 7,
             comm: b"app".to_vec(),
             netns,
+            per_service: false,
             event: KernelEvent::Drop(e.clone()),
         }
     }
@@ -443,19 +509,24 @@ mod tests {
         let key = |e: &DropEvent| RepeatKey::of(&decoded(e, Some(4026531840)), false);
         let first = udp_drop(40000, 2304);
         // Nothing folded yet: the record must be built.
-        assert!(f.repeat(&key(&first).unwrap(), 1, 0).is_none());
+        assert!(f.repeat(&key(&first).unwrap(), 1, 0, [0; 2]).is_none());
         assert!(f
-            .offer_keyed(key(&first), &drop_to(40000, 53, "t1"), t0, 1)
+            .offer_keyed(key(&first), &drop_to(40000, 53, "t1"), t0, 1, [0; 2])
             .is_some());
-        assert!(f.repeat(&key(&first).unwrap(), 1, 2).is_some());
-        assert!(f.repeat(&key(&first).unwrap(), 1, 3).is_some());
+        assert!(f.repeat(&key(&first).unwrap(), 1, 2, [0; 2]).is_some());
+        assert!(f.repeat(&key(&first).unwrap(), 1, 3, [0; 2]).is_some());
         // Anything else in the record differs (the queue's figure, the
         // namespace): built, and folded by its record.
         assert!(f
-            .repeat(&key(&udp_drop(40000, 1152)).unwrap(), 1, 9)
+            .repeat(&key(&udp_drop(40000, 1152)).unwrap(), 1, 9, [0; 2])
             .is_none());
         assert!(f
-            .repeat(&RepeatKey::of(&decoded(&first, None), false).unwrap(), 1, 9)
+            .repeat(
+                &RepeatKey::of(&decoded(&first, None), false).unwrap(),
+                1,
+                9,
+                [0; 2]
+            )
             .is_none());
         // Another client port is the same incident (its key keeps the
         // lower port), unless ports are filtered.
@@ -463,7 +534,8 @@ mod tests {
             .repeat(
                 &RepeatKey::of(&decoded(&udp_drop(40009, 2304), Some(4026531840)), true).unwrap(),
                 1,
-                9
+                9,
+                [0; 2]
             )
             .is_none());
         assert_eq!(
@@ -471,12 +543,13 @@ mod tests {
                 key(&udp_drop(40001, 1152)),
                 &drop_to(40001, 53, "t4"),
                 t0,
-                1
+                1,
+                [0; 2]
             ),
             None
         );
         assert!(f
-            .repeat(&key(&udp_drop(40002, 1152)).unwrap(), 1, 5)
+            .repeat(&key(&udp_drop(40002, 1152)).unwrap(), 1, 5, [0; 2])
             .is_some());
         let done = f.closed(t0 + Duration::from_secs(60));
         assert_eq!(done.len(), 1);
@@ -490,16 +563,16 @@ mod tests {
             )
         );
         // The incident closed: its shortcuts went with it.
-        assert!(f.repeat(&key(&first).unwrap(), 1, 6).is_none());
+        assert!(f.repeat(&key(&first).unwrap(), 1, 6, [0; 2]).is_none());
         assert!(f.shortcuts.is_empty());
         // A new incident; a filter change forgets the shortcuts.
         let later = t0 + Duration::from_secs(61);
         assert!(f
-            .offer_keyed(key(&first), &drop_to(40000, 53, "t7"), later, 1)
+            .offer_keyed(key(&first), &drop_to(40000, 53, "t7"), later, 1, [0; 2])
             .is_some());
-        assert!(f.repeat(&key(&first).unwrap(), 1, 8).is_some());
+        assert!(f.repeat(&key(&first).unwrap(), 1, 8, [0; 2]).is_some());
         f.forget_shortcuts();
-        assert!(f.repeat(&key(&first).unwrap(), 1, 9).is_none());
+        assert!(f.repeat(&key(&first).unwrap(), 1, 9, [0; 2]).is_none());
         // A rejected segment's TCP timestamp feeds the NAT clock count: a
         // tw_recycle record never takes the shortcut.
         let mut paws = udp_drop(40000, 0);
@@ -508,11 +581,12 @@ mod tests {
         let mut rejected = drop_to(40000, 80, "t10");
         rejected.set_mode(families::paws::TW_RECYCLE);
         assert!(f
-            .offer_keyed(paws_key.clone(), &rejected, later, 1)
+            .offer_keyed(paws_key.clone(), &rejected, later, 1, [0; 2])
             .is_some());
-        assert!(f.repeat(&paws_key.unwrap(), 1, 11).is_none());
+        assert!(f.repeat(&paws_key.unwrap(), 1, 11, [0; 2]).is_none());
         // Retransmits are summed elsewhere.
         let retransmit = Decoded {
+            per_service: false,
             event: KernelEvent::Retransmit(SocketEvent {
                 flow: first.flow,
                 state: Some(1),
@@ -592,11 +666,11 @@ mod tests {
         let first = udp_drop(40000, 2304);
         // A record and 4 repeats of it: written once, an incident of 5.
         assert_eq!(
-            f.offer_keyed(key(&first), &drop_to(40000, 53, "t1"), t0, 5),
+            f.offer_keyed(key(&first), &drop_to(40000, 53, "t1"), t0, 5, [0; 2]),
             Some(1)
         );
         // 10 more later, by the shortcut; 2 more by their record.
-        assert!(f.repeat(&key(&first).unwrap(), 10, 7).is_some());
+        assert!(f.repeat(&key(&first).unwrap(), 10, 7, [0; 2]).is_some());
         assert_eq!(f.offer_times(&drop_to(40001, 53, "t2"), t0, 2), None);
         let done = f.flush();
         assert_eq!(done[0].count, Some(17));

@@ -12,7 +12,10 @@
 //! A count is credited only when the daemon holds that generation's record;
 //! if the record is still queued, its count waits for the next read.
 
-use netprobe_common::{agg, kind, AggConfig, AggTable, Config, Event, AGG_KINDS, RAW_MAX};
+use netprobe_common::{
+    agg::{self, sketch::Sketch},
+    kind, AggConfig, AggTable, Config, Event, AGG_KINDS, RAW_MAX,
+};
 
 use crate::{
     kernel::tracefs::Field,
@@ -26,6 +29,13 @@ use crate::{
 /// costs the daemon a wakeup. Measured in the 10-minute soak: with 1 s,
 /// 154,583 of 3,639,290 events crossed and the main thread used 1.91 s.
 pub const WINDOW_NS: u64 = 10_000_000_000;
+
+/// New flows a CPU writes as records of their own in one
+/// `agg::CHURN_EPOCH_NS` (100 ms) before new flows count per service: 500
+/// a second per CPU. A record that crosses costs the daemon about 4.5 us
+/// (BENCHMARKS.md, the distinct-flow storm), so a CPU's storm of new flows
+/// costs it at most about 0.2% of a core before it folds.
+pub const CHURN_LIMIT: u64 = 50;
 
 /// The kernel programs' `AGG_CONFIG` for the running kernel's formats.
 ///
@@ -60,6 +70,9 @@ pub fn build_config(layouts: &Layouts) -> AggConfig {
                 // sin_port and sin6_port: bytes 2 and 3 of either sockaddr.
                 if !(sockaddr && (b == f.offset + 2 || b == f.offset + 3)) {
                     c.raw_mask[k][b / 8] |= 0xff << (8 * (b % 8));
+                    if !address(f) {
+                        c.service_mask[k][b / 8] |= 0xff << (8 * (b % 8));
+                    }
                 }
             }
         }
@@ -81,8 +94,13 @@ pub fn build_config(layouts: &Layouts) -> AggConfig {
     ] {
         c.kinds |= 1 << k;
     }
-    c.raw_mask[kind::KPROBE_TCP_DROP as usize][0] = u64::MAX;
-    c.raw_mask[kind::KPROBE_LISTEN_OVERFLOW as usize][0] = 0xff;
+    for (k, mask) in [
+        (kind::KPROBE_TCP_DROP, u64::MAX),
+        (kind::KPROBE_LISTEN_OVERFLOW, 0xff),
+    ] {
+        c.raw_mask[k as usize][0] = mask;
+        c.service_mask[k as usize][0] = mask;
+    }
     c.paws_reason = layouts
         .kfree_skb
         .as_ref()
@@ -105,6 +123,30 @@ fn keyed(f: &Field) -> bool {
         || f.name == "dport")
 }
 
+/// Whether a keyed field is an address (left out of a per-service key):
+/// `saddr`, `daddr` and their `_v6` forms, sockaddrs included.
+fn address(f: &Field) -> bool {
+    matches!(f.name.as_str(), "saddr" | "daddr" | "saddr_v6" | "daddr_v6")
+}
+
+/// How many distinct flows `sketch` (`agg::sketch`: 24 HyperLogLog
+/// registers) has seen: the standard estimate, with linear counting while
+/// it is small. One standard error is about 21%.
+pub fn distinct_estimate(sketch: &Sketch) -> u64 {
+    use netprobe_common::agg::sketch::{register, REGISTERS};
+    let m = REGISTERS as f64;
+    let regs = (0..REGISTERS).map(|i| register(sketch, i));
+    let zeros = regs.clone().filter(|&r| r == 0).count() as f64;
+    let sum: f64 = regs.map(|r| 2f64.powi(-(r as i32))).sum();
+    let raw = 0.7213 / (1.0 + 1.079 / m) * m * m / sum;
+    let e = if raw <= 2.5 * m && zeros > 0.0 {
+        m * (m / zeros).ln()
+    } else {
+        raw
+    };
+    e.round() as u64
+}
+
 /// Repeats owed to an earlier record.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Credit<'a> {
@@ -115,6 +157,9 @@ pub struct Credit<'a> {
     pub times: u64,
     /// When the last of them happened (`bpf_ktime_get_ns`).
     pub last_ns: u64,
+    /// A per-service record's: the distinct flows its slot has counted so
+    /// far (`agg::sketch`), 0 otherwise.
+    pub sketch: Sketch,
 }
 
 /// What the daemon knows of one slot of one CPU's table (24 bytes while
@@ -150,7 +195,14 @@ impl Credits {
 
     /// What `state` (a slot's generation and count) owes beyond what was
     /// credited, when the daemon holds that generation's record.
-    fn owed(&mut self, cpu: u32, slot: u32, state: u64, last_ns: u64) -> Option<Credit<'_>> {
+    fn owed(
+        &mut self,
+        cpu: u32,
+        slot: u32,
+        state: u64,
+        last_ns: u64,
+        sketch: Sketch,
+    ) -> Option<Credit<'_>> {
         let (gen, count) = agg::split(state);
         let s = self.slot(cpu, slot)?;
         if gen == 0 || gen != s.gen || count <= s.credited {
@@ -164,6 +216,7 @@ impl Credits {
             of: s.last.as_deref(),
             times,
             last_ns,
+            sketch,
         })
     }
 
@@ -173,7 +226,13 @@ impl Credits {
         if e.agg_gen == 0 || e.agg_prev == 0 {
             return None;
         }
-        self.owed(e.cpu, e.agg_slot, e.agg_prev, e.agg_prev_last_ns)
+        self.owed(
+            e.cpu,
+            e.agg_slot,
+            e.agg_prev,
+            e.agg_prev_last_ns,
+            e.agg_prev_sketch,
+        )
     }
 
     /// After handling `e` (decoded as `d`): it is its slot's generation now.
@@ -202,7 +261,7 @@ impl Credits {
         mut credit: impl FnMut(Credit<'_>),
     ) {
         for i in 0..agg::SLOTS {
-            if let Some(c) = self.owed(cpu, i as u32, t.state[i], t.last_ns[i]) {
+            if let Some(c) = self.owed(cpu, i as u32, t.state[i], t.last_ns[i], t.sketch[i]) {
                 credit(c);
             }
             let (gen, count) = agg::split(t.state[i]);
@@ -297,6 +356,7 @@ mod tests {
             pid: 1,
             comm: b"x".to_vec(),
             netns: None,
+            per_service: false,
             event: KernelEvent::Retransmit(SocketEvent {
                 flow: None,
                 state: None,
@@ -311,6 +371,11 @@ mod tests {
             state: [0; agg::SLOTS],
             first_ns: [0; agg::SLOTS],
             last_ns: [0; agg::SLOTS],
+            sketch: [[0; 2]; agg::SLOTS],
+            churn_epoch_ns: 0,
+            churn_new: 0,
+            churn_hot: 0,
+            per_service_records: 0,
         });
         t.state[i] = st;
         t.last_ns[i] = last;
@@ -385,6 +450,34 @@ mod tests {
         c.started_by(&plain, Some(decoded(5)));
         // Out-of-range slots from a bad record are ignored.
         assert_eq!(c.ended_by(&event(0, 9999, 2, state(1, 4))), None);
+    }
+
+    /// splitmix64: distinct, well-mixed keys' hashes.
+    fn mixed(i: u64) -> u64 {
+        let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    #[test]
+    fn the_sketch_estimates_distinct_flows_within_a_factor_of_two() {
+        use netprobe_common::agg::sketch;
+        assert_eq!(distinct_estimate(&[0; 2]), 0);
+        for n in [1u64, 10, 100, 10_000, 600_000, 5_000_000] {
+            // Spread over 8 slots' sketches, each flow seen three times,
+            // then merged as the daemon merges them.
+            let mut parts = [[0u64; 2]; 8];
+            for i in 0..n {
+                for _ in 0..3 {
+                    sketch::add(&mut parts[(i % 8) as usize], mixed(i));
+                }
+            }
+            let all = parts.iter().fold([0; 2], |a, b| sketch::merge(&a, b));
+            let e = distinct_estimate(&all) as f64;
+            let r = e / n as f64;
+            assert!((0.5..=2.0).contains(&r), "{n} flows estimated as {e}");
+        }
     }
 
     #[test]

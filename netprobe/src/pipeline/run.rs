@@ -377,7 +377,7 @@ async fn daemon(
     // From now on every event is a record: nothing more is counted in the
     // kernel, and what was counted is credited after the drain.
     if !opts.every_event && tracer.agg_settings.is_some() {
-        if let Err(why) = tracer.set_aggregation(0, false) {
+        if let Err(why) = tracer.set_aggregation(0, false, 0) {
             out.write(&Record::error(format!("at exit, {why}")))?;
         }
     }
@@ -491,7 +491,11 @@ fn add_kernel_cost(summary: &mut Record, cost: &metrics::KernelCost, misses: &Re
 /// says so (every event then crosses the ring buffer, as with
 /// `--every-event`).
 fn aggregate(tracer: &mut Tracer, config: &Config, out: &mut Output) -> Result<(), AllSinksFailed> {
-    if let Err(why) = tracer.set_aggregation(kagg::WINDOW_NS, !config.filter.ports.is_empty()) {
+    if let Err(why) = tracer.set_aggregation(
+        kagg::WINDOW_NS,
+        !config.filter.ports.is_empty(),
+        kagg::CHURN_LIMIT,
+    ) {
         out.write(&Record::error(format!(
             "in-kernel aggregation is off ({why}): every event crosses the ring buffer"
         )))?;

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use crate::{
     pipeline::decode::{Decoded, KernelEvent},
     pipeline::packet::Flow,
+    pipeline::record::Record,
 };
 
 /// The end of a flow that is the service.
@@ -82,6 +83,54 @@ pub fn without_client_port(f: Flow, side: Side) -> Flow {
     }
 }
 
+/// The end of a flow that is not the service: where a per-service record
+/// found its source. With nothing said, the end with the higher port.
+fn peer_is_src(f: &Flow, side: Side) -> bool {
+    match side {
+        Side::Src => false,
+        Side::Dst => true,
+        Side::Lower => matches!((f.sport, f.dport), (Some(s), Some(d)) if s > d),
+    }
+}
+
+/// A flow as a per-service key has it (the kernel's `per_service_key`):
+/// neither address, and not the client's port.
+pub fn per_service(f: Flow, side: Side) -> Flow {
+    let none = |a: IpAddr| match a {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let f = without_client_port(f, side);
+    Flow {
+        saddr: none(f.saddr),
+        daddr: none(f.daddr),
+        ..f
+    }
+}
+
+/// Makes `rec` (built from the flow `f`) the record of a service whose
+/// flows do not repeat: the peer's address and port leave the flow and its
+/// address starts the sample of `sources`.
+pub fn mark_per_service(rec: &mut Record, f: &Flow, side: Side) {
+    let peer = if peer_is_src(f, side) {
+        rec.sport = None;
+        rec.saddr.take()
+    } else {
+        rec.dport = None;
+        rec.daddr.take()
+    };
+    // "No socket listens on" the peer (a RST dropped at a spoofed source).
+    if rec.addr.is_some() && rec.addr == peer {
+        (rec.addr, rec.port) = (None, None);
+    }
+    rec.evidence("per_service", true);
+    if let Some(peer) = peer {
+        rec.evidence("sources", vec![peer]);
+    }
+    rec.message
+        .push_str(" (one of many new flows to this service: counted per service)");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +153,7 @@ mod tests {
             pid: 1,
             comm: Vec::new(),
             netns: None,
+            per_service: false,
             event,
         }
     }

@@ -1,7 +1,7 @@
 //! `cargo xtask bench --baseline BIN`: the netprobe built here against
 //! another build of it (the one before a change), side by side in one run
 //! on one machine. Start-ups alternate between the two; each round runs a
-//! folded storm and a distinct-flow storm under each, the build that goes
+//! folded storm, a distinct-flow storm and a spoofed-source storm under each, the build that goes
 //! first alternating by round. The table gives each figure for both and
 //! their ratio (paired by round where the figure is per round), so a
 //! change's cost is read from one run rather than from two days' figures.
@@ -29,6 +29,7 @@ pub struct Side {
     pub starts: Vec<f64>,
     pub folded: Vec<StormRun>,
     pub distinct: Vec<StormRun>,
+    pub spoofed: Vec<StormRun>,
 }
 
 impl Side {
@@ -43,11 +44,15 @@ impl Side {
             starts: Vec::new(),
             folded: Vec::new(),
             distinct: Vec::new(),
+            spoofed: Vec::new(),
         })
     }
 
     fn storms(&self) -> impl Iterator<Item = &StormRun> {
-        self.folded.iter().chain(&self.distinct)
+        self.folded
+            .iter()
+            .chain(&self.distinct)
+            .chain(&self.spoofed)
     }
 }
 
@@ -83,7 +88,7 @@ pub fn run(after: &Path, before: &Path, opts: &Options, out: &Path) -> Result<()
     );
     let stats = bpf::StatsEnabled::new()?;
     for round in 0..opts.rounds.max(1) as usize {
-        for kind in [StormKind::Folded, StormKind::Distinct] {
+        for kind in [StormKind::Folded, StormKind::Distinct, StormKind::Spoofed] {
             for k in [round % 2, 1 - round % 2] {
                 check_interrupted()?;
                 let b = bench_of(&sides[k], &tracepoints);
@@ -92,6 +97,7 @@ pub fn run(after: &Path, before: &Path, opts: &Options, out: &Path) -> Result<()
                 match kind {
                     StormKind::Folded => sides[k].folded.push(run),
                     StormKind::Distinct => sides[k].distinct.push(run),
+                    StormKind::Spoofed => sides[k].spoofed.push(run),
                 }
             }
         }
@@ -210,7 +216,7 @@ pub fn figures(sides: &[Side; 2], tracepoints: &[String]) -> Vec<Figure> {
         (!before.starts.is_empty()).then(|| median(&before.starts)),
         (!after.starts.is_empty()).then(|| median(&after.starts)),
     ));
-    let per_round: [(&str, &str, PerRound); 7] = [
+    let per_round: [(&str, &str, PerRound); 8] = [
         ("RSS once ready", "MiB", |s| {
             s.storms().map(|r| Some(mib(r.rss_ready))).collect()
         }),
@@ -232,6 +238,11 @@ pub fn figures(sides: &[Side; 2], tracepoints: &[String]) -> Vec<Figure> {
                     .map(StormRun::cpu_per_million_crossed)
                     .collect()
             },
+        ),
+        (
+            "daemon CPU s per million kernel events (spoofed-source storm)",
+            "CPU-s",
+            |s| s.spoofed.iter().map(StormRun::cpu_per_million).collect(),
         ),
         (
             "daemon CPU s per million events processed (folded storm)",
@@ -269,6 +280,7 @@ pub fn figures(sides: &[Side; 2], tracepoints: &[String]) -> Vec<Figure> {
             (|s: &Side| &s.folded) as fn(&Side) -> &Vec<StormRun>,
         ),
         ("distinct-flow", |s: &Side| &s.distinct),
+        ("spoofed-source", |s: &Side| &s.spoofed),
     ] {
         let events = |s: &Side| pick(s).iter().map(|r| r.expected(tracepoints) as f64).sum();
         let unaccounted = |s: &Side| {

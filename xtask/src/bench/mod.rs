@@ -227,6 +227,7 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
     )?;
     let bpftrace = storm(&bench, Config::Bpftrace, StormKind::Folded, storm_secs)?;
     let distinct = storm(&bench, Config::Netprobe, StormKind::Distinct, storm_secs)?;
+    let spoofed = storm(&bench, Config::Netprobe, StormKind::Spoofed, storm_secs)?;
     drop(stats);
 
     println!(
@@ -256,7 +257,7 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
         options: opts.clone(),
         startup,
         overhead,
-        storms: vec![netprobe, every, bpftrace, distinct],
+        storms: vec![netprobe, every, bpftrace, distinct, spoofed],
         tracepoints: bench.tracepoints.clone(),
         healthy_events,
         healthy_connections,
@@ -430,8 +431,26 @@ pub const KERNEL_COUNTS: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-fn snmp_counts(text: &str) -> Result<Vec<u64>> {
-    KERNEL_COUNTS
+/// The spoofed-source storm's: each RST sent answers a SYN dropped
+/// (NO_SOCKET), and is itself dropped on arrival at its local, spoofed
+/// destination (NO_SOCKET).
+pub const SPOOFED_COUNTS: &[(&str, &str, &[&str])] = &[(
+    "Tcp",
+    "OutRsts",
+    &["skb:kfree_skb", "tcp:tcp_send_reset", "skb:kfree_skb"],
+)];
+
+fn kernel_counts(
+    kind: StormKind,
+) -> &'static [(&'static str, &'static str, &'static [&'static str])] {
+    match kind {
+        StormKind::Spoofed => SPOOFED_COUNTS,
+        _ => KERNEL_COUNTS,
+    }
+}
+
+fn snmp_counts(text: &str, kind: StormKind) -> Result<Vec<u64>> {
+    kernel_counts(kind)
         .iter()
         .map(|(proto, name, _)| {
             procfs::snmp(text, proto, name)
@@ -457,8 +476,10 @@ fn storm(bench: &Bench, config: Config, kind: StormKind, dur: Duration) -> Resul
     if let Running::Netprobe(np) = &running {
         // The distinct storm's ports are thousands: all records count as
         // the storm's (the quiet host adds next to nothing).
-        if kind == StormKind::Folded {
-            np.count_only(&targets.ports()?);
+        match kind {
+            StormKind::Folded => np.count_only(&targets.ports()?),
+            StormKind::Spoofed => np.count_only(&[workload::SPOOFED_PORT]),
+            StormKind::Distinct => {}
         }
     }
     let pid = running.pid().expect("a storm runs under a tracer");
@@ -466,13 +487,14 @@ fn storm(bench: &Bench, config: Config, kind: StormKind, dur: Duration) -> Resul
     thread::sleep(Duration::from_millis(500));
     let names = bench.bare_tracepoints();
     let before = bpf::programs(pid, &names)?;
-    let snmp_before = snmp_counts(&ns.snmp()?)?;
+    let snmp_before = snmp_counts(&ns.snmp()?, kind)?;
     let cpu_before = procfs::cpu_seconds(pid).unwrap_or(0.0);
     let generated = match kind {
         StormKind::Folded => workload::storm(&ns, &targets, dur),
         StormKind::Distinct => workload::distinct_storm(&ns, dur),
+        StormKind::Spoofed => workload::spoofed_syns(&ns, dur),
     };
-    let snmp_after = snmp_counts(&ns.snmp()?)?;
+    let snmp_after = snmp_counts(&ns.snmp()?, kind)?;
     let after = bpf::programs(pid, &names)?;
     let generated = generated?;
     // Let netprobe drain what is queued: until its tally stops moving.
@@ -497,7 +519,7 @@ fn storm(bench: &Bench, config: Config, kind: StormKind, dur: Duration) -> Resul
         kind,
         generated,
         kernel: Kernel {
-            counts: KERNEL_COUNTS
+            counts: kernel_counts(kind)
                 .iter()
                 .zip(snmp_before.iter().zip(&snmp_after))
                 .map(|((proto, name, tps), (b, a))| {

@@ -23,7 +23,7 @@ use super::{
     check_interrupted, interrupted,
     netns::{join, Netns},
     report::{interval, Interval},
-    snmp_counts, workload, Bench, Config, KERNEL_COUNTS,
+    snmp_counts, workload, Bench, Config, StormKind, KERNEL_COUNTS,
 };
 
 /// The clients' ephemeral ports in the storm's namespace: the low service
@@ -270,10 +270,10 @@ pub fn journald_storm(bin: &Path, stderr: &Path, dur: Duration) -> Result<Journa
         thread::sleep(Duration::from_millis(100));
     }
     thread::sleep(Duration::from_millis(500));
-    let snmp_before = snmp_counts(&ns.snmp()?)?;
+    let snmp_before = snmp_counts(&ns.snmp()?, StormKind::Folded)?;
     let before = scrape()?;
     let (refused, secs) = refuse_twice(&ns, HIGH_PORT, dur)?;
-    let snmp_after = snmp_counts(&ns.snmp()?)?;
+    let snmp_after = snmp_counts(&ns.snmp()?, StormKind::Folded)?;
     // Until netprobe has drained what is queued: its records stop coming.
     let mut last = u64::MAX;
     let settle = Instant::now() + Duration::from_secs(15);

@@ -65,6 +65,9 @@ pub struct Tally {
     pub summary: Option<Value>,
     /// netprobe's own `error` records.
     pub errors: Vec<String>,
+    /// The per-service incident that saw the most distinct sources: how
+    /// many it estimated, and the sources it named.
+    pub distinct_sources: Option<(u64, Vec<String>)>,
 }
 
 /// Kinds that are netprobe's housekeeping, not kernel events.
@@ -130,6 +133,19 @@ impl Tally {
             let v: Value = serde_json::from_str(line)
                 .with_context(|| format!("netprobe wrote a line that is not JSON: {line}"))?;
             let count = v["count"].as_u64().unwrap_or(1);
+            if let Some(d) = v["evidence"]["distinct_sources"].as_u64() {
+                if self.distinct_sources.as_ref().is_none_or(|(n, _)| d > *n) {
+                    let named = v["evidence"]["sources"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|s| s.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    self.distinct_sources = Some((d, named));
+                }
+            }
             match kind {
                 "incident" => (0, count.saturating_sub(1)),
                 "lost" => {

@@ -6,7 +6,7 @@
 use std::{
     io::{self, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, FromRawFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -172,6 +172,8 @@ pub struct Storm {
     pub datagrams: u64,
     /// Connections refused by the closed port.
     pub refused: u64,
+    /// SYNs from spoofed sources.
+    pub spoofed: u64,
     pub secs: f64,
 }
 
@@ -254,6 +256,7 @@ pub fn storm(ns: &Netns, targets: &Targets, dur: Duration) -> Result<Storm> {
     Ok(Storm {
         datagrams: datagrams?,
         refused: refused?,
+        spoofed: 0,
         secs,
     })
 }
@@ -284,6 +287,85 @@ pub fn distinct_storm(ns: &Netns, dur: Duration) -> Result<Storm> {
     Ok(Storm {
         datagrams: 0,
         refused: a? + b?,
+        spoofed: 0,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The spoofed-source storm's closed port (below its sources' ports).
+pub const SPOOFED_PORT: u16 = 8081;
+
+/// SYNs to 127.0.0.1:`SPOOFED_PORT`, a closed port, as fast as two threads
+/// can send them through raw sockets, each from a random source in 127/8
+/// outside 127.0.0.0/16 and a random port in 10000-60999: a SYN flood from
+/// spoofed sources, where no flow repeats. Each SYN is dropped (NO_SOCKET)
+/// and answered by a RST, which, its destination being local too, is
+/// dropped on arrival (NO_SOCKET) in turn; off loopback, it would leave.
+pub fn spoofed_syns(ns: &Netns, dur: Duration) -> Result<Storm> {
+    let thread = |seed: u64| {
+        ns.spawn("bench-storm-spoofed", move || {
+            // SAFETY: socket(2); owned at once.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::IPPROTO_RAW,
+                )
+            };
+            if fd < 0 {
+                bail!("raw socket: {}", io::Error::last_os_error());
+            }
+            // SAFETY: a descriptor just opened, owned from here.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+            // SAFETY: a zeroed sockaddr_in with family and address.
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let mut x = seed | 1;
+            let started = Instant::now();
+            let mut n = 0u64;
+            while !n.is_multiple_of(1024) || (started.elapsed() < dur && !interrupted()) {
+                // xorshift64
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let b = x.to_le_bytes();
+                let src = [127, b[0].max(1), b[1], b[2]];
+                let sport = 10000 + (x >> 32) as u16 % 51000;
+                let p = netprobe_common::headers::syn(
+                    (src, sport),
+                    ([127, 0, 0, 1], SPOOFED_PORT),
+                    (x >> 16) as u32,
+                );
+                // SAFETY: sendto from a valid buffer to a valid sockaddr_in.
+                let sent = unsafe {
+                    libc::sendto(
+                        fd.as_raw_fd(),
+                        p.as_ptr().cast(),
+                        p.len(),
+                        0,
+                        &sin as *const _ as *const libc::sockaddr,
+                        size_of::<libc::sockaddr_in>() as u32,
+                    )
+                };
+                if sent < 0 {
+                    bail!("sendto: {}", io::Error::last_os_error());
+                }
+                n += 1;
+            }
+            Ok(n)
+        })
+    };
+    let (a, b) = (
+        thread(0x9e37_79b9_7f4a_7c15)?,
+        thread(0xdead_beef_cafe_f00d)?,
+    );
+    let started = Instant::now();
+    let (a, b) = (join(a), join(b));
+    Ok(Storm {
+        datagrams: 0,
+        refused: 0,
+        spoofed: a? + b?,
         secs: started.elapsed().as_secs_f64(),
     })
 }
