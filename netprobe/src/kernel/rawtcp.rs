@@ -67,6 +67,8 @@ pub fn parse(p: &[u8]) -> Option<Segment> {
 }
 
 use netprobe_common::headers::checksum;
+/// A SYN from any source: for the spoofed-source tests and storms.
+pub use netprobe_common::headers::syn;
 
 /// An IPv4 TCP segment (ACK|PSH with `payload`) carrying the timestamp
 /// option `ts`, with correct checksums.

@@ -1,0 +1,163 @@
+//! A SYN flood from spoofed sources (issue 17, outcome 1): no flow repeats,
+//! so folding per flow cannot help. Past its churn limit a CPU folds new
+//! flows per service in the kernel: the storm must cross the ring buffer as
+//! a few records, every event still counted against the kernel's own
+//! counter, and the incident must name a sample of the sources and estimate
+//! how many were distinct. The negative: a handful of new flows at a calm
+//! pace stays per flow, and nothing claims a storm of sources.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use netprobe_tests::{provoke, rawtcp, require_root, Daemon, Netns};
+use serde_json::Value;
+
+/// Sends one SYN to 127.0.0.1:`port` from each of `n` distinct sources in
+/// 127.1.0.0/16 and up, `gap` apart; returns the RSTs the kernel counted.
+fn spoofed_syns(ns: &Netns, port: u16, n: u32, gap: Duration) -> u64 {
+    ns.run(move || {
+        let inject = rawtcp::Injector::new().expect("a raw socket");
+        let before = provoke::counter("Tcp.OutRsts");
+        for i in 0..n {
+            let src = [127, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            let sport = 10000 + (i % 50000) as u16;
+            let p = rawtcp::syn((src, sport), ([127, 0, 0, 1], port), i);
+            inject
+                .send(&p, Ipv4Addr::LOCALHOST)
+                .expect("a spoofed SYN sent");
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
+        }
+        provoke::counter("Tcp.OutRsts") - before
+    })
+}
+
+/// The RSTs sent from `port`: (written records, incidents' repeats).
+fn resets_sent(all: &[Value], port: u16) -> (Vec<&Value>, u64) {
+    let about = |v: &&Value| v["sport"] == port;
+    let written: Vec<&Value> = all
+        .iter()
+        .filter(about)
+        .filter(|v| v["kind"] == "reset_sent")
+        .collect();
+    let repeats = all
+        .iter()
+        .filter(about)
+        .filter(|v| v["kind"] == "incident" && v["event"] == "reset_sent")
+        .map(|v| v["count"].as_u64().unwrap() - 1)
+        .sum();
+    (written, repeats)
+}
+
+fn lost(all: &[Value]) -> u64 {
+    all.iter()
+        .filter(|v| v["kind"] == "lost")
+        .map(|v| v["count"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Both in one test, one after the other: a flood anywhere on the node
+/// makes a CPU fold new flows per service (that is the point), so the calm
+/// trickle must not run beside it.
+#[test]
+fn spoofed_syn_floods_fold_per_service_and_a_calm_trickle_stays_per_flow() {
+    if !require_root("spoofed_syn_floods_fold_per_service_and_a_calm_trickle_stays_per_flow") {
+        return;
+    }
+    a_few_new_flows_at_a_calm_pace_stay_per_flow();
+    a_spoofed_syn_flood_folds_per_service_and_names_its_sources();
+}
+
+fn a_spoofed_syn_flood_folds_per_service_and_names_its_sources() {
+    const PORT: u16 = 7071;
+    const SYNS: u32 = 40_000;
+    let mut d = Daemon::json();
+    let ns = Netns::new();
+    let rsts = spoofed_syns(&ns, PORT, SYNS, Duration::ZERO);
+    assert_eq!(rsts, u64::from(SYNS), "each spoofed SYN answered by a RST");
+    d.stop_cleanly();
+    let all = d.collect(Duration::from_secs(10), |_| true);
+    assert_eq!(lost(&all), 0, "nothing lost at this size");
+    let (written, repeats) = resets_sent(&all, PORT);
+    // Every RST the kernel counted, written or folded.
+    assert_eq!(written.len() as u64 + repeats, rsts);
+    // Few crossed the ring buffer: the first new flows per CPU (the churn
+    // limit, 50 each 100 ms), then about one per service and CPU. Each
+    // SYN is three events: the SYN dropped, the RST sent, and the RST
+    // dropped at its (local, spoofed) destination.
+    let summary = all
+        .iter()
+        .find(|v| v["kind"] == "summary")
+        .expect("a summary");
+    let in_kernel = summary["evidence"]["kernel_repeats"].as_u64().unwrap();
+    assert!(
+        in_kernel >= 3 * u64::from(SYNS) - 3000,
+        "only {in_kernel} of {} events counted in the kernel: {summary}",
+        3 * SYNS
+    );
+    // A record written per service leaves the peer out of the flow and
+    // names it as a source instead (most fold into the service's incident
+    // before they are written).
+    for v in written
+        .iter()
+        .filter(|v| v["evidence"]["per_service"] == true)
+    {
+        assert!(v.get("daddr").is_none() && v.get("dport").is_none(), "{v}");
+        assert_eq!(v["saddr"], "127.0.0.1", "{v}");
+    }
+    // The incident: the sources it names were sent, and its estimate of how
+    // many were distinct is within a factor of two of the truth.
+    let incident = all
+        .iter()
+        .find(|v| v["kind"] == "incident" && v["event"] == "reset_sent" && v["sport"] == PORT)
+        .expect("the RSTs' incident");
+    let distinct = incident["evidence"]["distinct_sources"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no distinct_sources: {incident}"));
+    let ratio = distinct as f64 / f64::from(SYNS);
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "{distinct} distinct sources estimated for {SYNS}: {incident}"
+    );
+    let named = incident["evidence"]["sources"].as_array().unwrap();
+    assert!(!named.is_empty() && named.len() <= 8, "{incident}");
+    for s in named {
+        let a: Ipv4Addr = s.as_str().unwrap().parse().unwrap();
+        let o = a.octets();
+        let i = (u32::from(o[1]) - 1) << 16 | u32::from(o[2]) << 8 | u32::from(o[3]);
+        assert!(o[0] == 127 && o[1] >= 1 && i < SYNS, "{a} was not sent");
+    }
+    assert!(
+        incident["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("from about {distinct} distinct sources")),
+        "{incident}"
+    );
+}
+
+fn a_few_new_flows_at_a_calm_pace_stay_per_flow() {
+    const PORT: u16 = 7072;
+    const SYNS: u32 = 20;
+    let mut d = Daemon::json();
+    let ns = Netns::new();
+    // 20 in 400 ms: under the churn limit of 50 new flows per 100 ms.
+    let rsts = spoofed_syns(&ns, PORT, SYNS, Duration::from_millis(20));
+    assert_eq!(rsts, u64::from(SYNS));
+    d.stop_cleanly();
+    let all = d.collect(Duration::from_secs(10), |_| true);
+    let (written, repeats) = resets_sent(&all, PORT);
+    assert_eq!(written.len() as u64 + repeats, rsts);
+    // Each crossed on its own, naming its flow in full.
+    for v in all.iter().filter(|v| v["sport"] == PORT) {
+        assert!(
+            v["evidence"].get("per_service").is_none()
+                && v["evidence"].get("distinct_sources").is_none()
+                && v["evidence"].get("sources").is_none(),
+            "per-service folding of a calm trickle: {v}"
+        );
+        if v["kind"] != "incident" {
+            assert!(v["daddr"].as_str().unwrap().starts_with("127.1."), "{v}");
+        }
+    }
+}
