@@ -8,15 +8,26 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use netprobe_tests::{provoke, rawtcp, require_root, Daemon, Netns};
+use netprobe_tests::{check_unless, kernel, provoke, rawtcp, require_root, Daemon, Netns};
 use serde_json::Value;
 
 /// Sends one SYN to 127.0.0.1:`port` from each of `n` distinct sources in
 /// 127.1.0.0/16 and up, `gap` apart; returns the RSTs the kernel counted.
 fn spoofed_syns(ns: &Netns, port: u16, n: u32, gap: Duration) -> u64 {
+    spoofed_syns_counting(ns, port, n, gap, "Tcp.OutRsts")
+}
+
+/// The same, returning how far the kernel's counter `counted` moved.
+fn spoofed_syns_counting(
+    ns: &Netns,
+    port: u16,
+    n: u32,
+    gap: Duration,
+    counted: &'static str,
+) -> u64 {
     ns.run(move || {
         let inject = rawtcp::Injector::new().expect("a raw socket");
-        let before = provoke::counter("Tcp.OutRsts");
+        let before = provoke::counter(counted);
         for i in 0..n {
             let src = [127, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
             let sport = 10000 + (i % 50000) as u16;
@@ -28,7 +39,7 @@ fn spoofed_syns(ns: &Netns, port: u16, n: u32, gap: Duration) -> u64 {
                 std::thread::sleep(gap);
             }
         }
-        provoke::counter("Tcp.OutRsts") - before
+        provoke::counter(counted) - before
     })
 }
 
@@ -66,6 +77,69 @@ fn spoofed_syn_floods_fold_per_service_and_a_calm_trickle_stays_per_flow() {
     }
     a_few_new_flows_at_a_calm_pace_stay_per_flow();
     a_spoofed_syn_flood_folds_per_service_and_names_its_sources();
+    a_spoofed_syn_flood_at_a_full_listener_is_counted_per_listener();
+}
+
+/// The same flood at a listener whose accept queue is full: each SYN is
+/// dropped (ListenOverflows). Only the conn_request kprobe sees those
+/// SYNs one by one; every kernel's counters name the listener.
+fn a_spoofed_syn_flood_at_a_full_listener_is_counted_per_listener() {
+    const TEST: &str = "spoofed_syn_floods_fold_per_service_and_a_calm_trickle_stays_per_flow";
+    const SYNS: u32 = 20_000;
+    let mut d = Daemon::json();
+    let ns = Netns::new();
+    let (listener, port, _resident, _keep) = ns.run(|| provoke::accept_queue_overflow("127.0.0.1"));
+    let overflows =
+        spoofed_syns_counting(&ns, port, SYNS, Duration::ZERO, "TcpExt.ListenOverflows");
+    assert!(
+        overflows >= u64::from(SYNS),
+        "{overflows} overflows for {SYNS} SYNs at a full accept queue"
+    );
+    // The counters name the listener, and count every overflow.
+    let counted = d.wait_for("the overflows counted", Duration::from_secs(10), |v| {
+        v["kind"] == "listen_overflow"
+            && v["evidence"]["source"] == "counters"
+            && v["port"] == port
+            && v["evidence"]["ListenOverflows"].as_u64() >= Some(u64::from(SYNS))
+    });
+    assert_eq!(counted["addr"], listener.as_str(), "{counted}");
+    d.stop_cleanly();
+    let all = d.collect(Duration::from_secs(10), |_| true);
+    let syn_stage = kernel::lacks_kprobe_on("tcp_conn_request");
+    check_unless(
+        TEST,
+        "the spoofed SYNs at a full listener, one by one",
+        syn_stage,
+        || {
+            let about = |v: &&Value| {
+                v["port"] == port
+                    && v["evidence"]["stage"] == "SYN"
+                    && v["evidence"]["source"] != "counters"
+            };
+            let events: u64 = all
+                .iter()
+                .filter(about)
+                .map(|v| match v["kind"].as_str() {
+                    Some("incident") => v["count"].as_u64().unwrap() - 1,
+                    _ => 1,
+                })
+                .sum();
+            assert!(
+                (u64::from(SYNS)..=overflows).contains(&events),
+                "{events} SYN-stage overflows seen, {overflows} counted by the kernel"
+            );
+            let incident = all
+                .iter()
+                .filter(about)
+                .find(|v| v["kind"] == "incident")
+                .expect("the listener's incident");
+            let distinct = incident["evidence"]["distinct_sources"]
+                .as_u64()
+                .unwrap_or(0);
+            let ratio = distinct as f64 / f64::from(SYNS);
+            assert!((0.5..=2.0).contains(&ratio), "{incident}");
+        },
+    );
 }
 
 fn a_spoofed_syn_flood_folds_per_service_and_names_its_sources() {

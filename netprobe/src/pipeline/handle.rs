@@ -410,13 +410,14 @@ pub(crate) fn handle(
     Ok(())
 }
 
-/// The packet's flow of a drop or a reset.
+/// The packet's flow of a drop, a reset or a listen overflow.
 fn flow_of(d: &decode::Decoded) -> Option<&crate::pipeline::packet::Flow> {
     match &d.event {
         decode::KernelEvent::Drop(e) => e.flow.as_ref(),
         decode::KernelEvent::ResetSent(e) | decode::KernelEvent::ResetReceived(e) => {
             e.flow.as_ref()
         }
+        decode::KernelEvent::ListenOverflow(e) => e.flow.as_ref(),
         _ => None,
     }
 }

@@ -45,6 +45,8 @@ pub fn side(d: &Decoded) -> Side {
             Some(flags) if flags & (SYN | ACK) == SYN => Side::Dst,
             _ => Side::Lower,
         },
+        // The segment a full listener dropped went to it.
+        KernelEvent::ListenOverflow(_) => Side::Dst,
         // A RST's sender is this host's socket, or the closed port a
         // segment found (flows are in the RST's direction).
         KernelEvent::ResetSent(_) => Side::Src,
