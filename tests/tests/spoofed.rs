@@ -165,6 +165,10 @@ fn a_spoofed_syn_flood_folds_per_service_and_names_its_sources() {
         .expect("a summary");
     let in_kernel = summary["evidence"]["kernel_repeats"].as_u64().unwrap();
     assert!(
+        summary["evidence"]["per_service_records"].as_u64() > Some(0),
+        "{summary}"
+    );
+    assert!(
         in_kernel >= 3 * u64::from(SYNS) - 3000,
         "only {in_kernel} of {} events counted in the kernel: {summary}",
         3 * SYNS
@@ -222,6 +226,8 @@ fn a_few_new_flows_at_a_calm_pace_stay_per_flow() {
     let all = d.collect(Duration::from_secs(10), |_| true);
     let (written, repeats) = resets_sent(&all, PORT);
     assert_eq!(written.len() as u64 + repeats, rsts);
+    let summary = all.iter().find(|v| v["kind"] == "summary").unwrap();
+    assert_eq!(summary["evidence"]["per_service_records"], 0, "{summary}");
     // Each crossed on its own, naming its flow in full.
     for v in all.iter().filter(|v| v["sport"] == PORT) {
         assert!(

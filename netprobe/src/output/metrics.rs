@@ -64,6 +64,9 @@ pub struct KernelCost {
     pub programs: Vec<ProgramCost>,
     /// The most bytes the ring buffer has held unread, and its size.
     pub ring_buffer: Option<(u64, u64)>,
+    /// Records the kernel wrote per service (new flows came too fast to
+    /// fold per flow).
+    pub per_service_records: u64,
 }
 
 pub struct Metrics {
@@ -333,6 +336,12 @@ impl Collector for Snapshot {
                 )?,
             )?;
         }
+        ConstCounter::new(self.state.kernel.per_service_records).encode(enc.encode_descriptor(
+            "netprobe_per_service_records",
+            "Records the kernel programs wrote per service rather than per flow: new flows came faster than 50 per 100 ms on a CPU (a SYN flood from spoofed sources, a scan), and were counted per service, their sources in a sketch.",
+            None,
+            MetricType::Counter,
+        )?)?;
         ConstGauge::new(self.uptime).encode(enc.encode_descriptor(
             "netprobe_uptime_seconds",
             "Seconds since the daemon started.",

@@ -222,6 +222,7 @@ pub(crate) fn read_kernel_counts(
         losses,
         credits,
     } = p;
+    credits.per_service_records = tables.iter().map(|t| t.per_service_records).sum();
     for (cpu, t) in tables.iter().enumerate() {
         credits.read_table(cpu as u32, t, now, |c| {
             if failed.is_none() {

@@ -177,6 +177,9 @@ pub struct Credits {
     slots: Vec<Slot>,
     /// Repeats credited so far, in all.
     pub total: u64,
+    /// Records the kernel wrote per service, in all (`AggTable`'s, as last
+    /// read).
+    pub per_service_records: u64,
 }
 
 impl Credits {

@@ -351,7 +351,7 @@ async fn daemon(
             read_kernel_counts(&mut p, &ctx, &tracer, out)?;
             clock = timefmt::Clock::now();
             report_losses(&tracer, &mut p.losses, out)?;
-            metrics.set_kernel_cost(kernel_cost(&tracer, opts.ring_buffer));
+            metrics.set_kernel_cost(kernel_cost(&tracer, opts.ring_buffer, &p.credits));
             out.tick();
             if let Some(r) = p.symptoms.summary(false) {
                 out.write(&r)?;
@@ -437,7 +437,7 @@ async fn daemon(
     }
     add_kernel_cost(
         &mut summary,
-        &kernel_cost(&tracer, opts.ring_buffer),
+        &kernel_cost(&tracer, opts.ring_buffer, &p.credits),
         &tracer.misses,
     );
     out.write(&summary)?;
@@ -447,8 +447,9 @@ async fn daemon(
 }
 
 /// What netprobe's programs have cost the kernel so far.
-fn kernel_cost(tracer: &Tracer, ring_buffer: u32) -> metrics::KernelCost {
+fn kernel_cost(tracer: &Tracer, ring_buffer: u32, credits: &kagg::Credits) -> metrics::KernelCost {
     metrics::KernelCost {
+        per_service_records: credits.per_service_records,
         stats_enabled: sys::bpf_stats_enabled(),
         programs: tracer.program_costs(),
         ring_buffer: tracer
@@ -464,6 +465,7 @@ fn add_kernel_cost(summary: &mut Record, cost: &metrics::KernelCost, misses: &Re
     if let Some(on) = cost.stats_enabled {
         summary.evidence("bpf_stats_enabled", on);
     }
+    summary.evidence("per_service_records", cost.per_service_records);
     if let Some((peak, size)) = cost.ring_buffer {
         summary.evidence("ring_buffer_peak_bytes", peak);
         summary.evidence("ring_buffer_bytes", size);
