@@ -289,10 +289,10 @@ pub struct Event {
     /// The distinct flows that generation counted ([`agg::sketch`]), when
     /// it was per service.
     pub agg_prev_sketch: agg::sketch::Sketch,
-    /// Non-zero: this record's slot counts its service, not its flow (its
-    /// CPU saw too many new flows: [`agg::SETTING_CHURN`]); its repeats are
-    /// other flows to the same service, with the same reason.
-    pub agg_per_service: u32,
+    /// What this record's slot counts ([`agg::FOLD_FLOW`], `FOLD_SERVICE`
+    /// or `FOLD_PEER`): past [`agg::SETTING_CHURN`] its repeats are other
+    /// flows to the same service, or from the same peer to other ports.
+    pub agg_fold: u32,
     pub _pad: u32,
 }
 
@@ -328,6 +328,13 @@ pub mod agg {
     pub const SETTING_CHURN: u32 = 2;
     pub const SETTINGS: u32 = 3;
     pub const CHURN_EPOCH_NS: u64 = 100_000_000;
+
+    /// What a slot counts: one flow; one service's new flows (the CPU saw
+    /// more than `SETTING_CHURN` new flows in an epoch); one peer's new
+    /// services (it also saw more than that many new services: a scan).
+    pub const FOLD_FLOW: u32 = 0;
+    pub const FOLD_SERVICE: u32 = 1;
+    pub const FOLD_PEER: u32 = 2;
 
     /// A HyperLogLog sketch of `sketch::REGISTERS` five-bit registers, 12
     /// to a word: the distinct flows a per-service slot counted. Sketches
@@ -417,12 +424,15 @@ pub struct AggTable {
     /// Per-service slots: the distinct flows counted ([`agg::sketch`]).
     pub sketch: [agg::sketch::Sketch; agg::SLOTS],
     /// The CPU's churn: when its epoch began, the new flows in it, whether
-    /// the last epoch was past `SETTING_CHURN`, and per-service records
-    /// written in all.
+    /// the last epoch was past `SETTING_CHURN`; the same for new services
+    /// among those; and per-service and per-peer records written in all.
     pub churn_epoch_ns: u64,
     pub churn_new: u64,
     pub churn_hot: u64,
+    pub churn_services: u64,
+    pub services_hot: u64,
     pub per_service_records: u64,
+    pub per_peer_records: u64,
 }
 
 /// Where the aggregation key's parts are, per event kind, on the running
@@ -709,7 +719,7 @@ mod tests {
                 + 24
                 + 24
         );
-        assert_eq!(size_of::<AggTable>(), 5 * 8 * agg::SLOTS + 32);
+        assert_eq!(size_of::<AggTable>(), 5 * 8 * agg::SLOTS + 56);
         assert_eq!(size_of::<AggKey>(), AGG_KEY_WORDS * 8);
         assert_eq!(
             size_of::<AggConfig>(),

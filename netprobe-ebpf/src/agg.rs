@@ -45,9 +45,10 @@ static AGG: PerCpuArray<AggTable> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static AGG_KEYS: PerCpuArray<AggKey> = PerCpuArray::with_max_entries(agg::SLOTS as u32, 0);
 
-/// Index 0: each CPU's key under construction.
+/// Index 0: each CPU's key under construction; 1: the flow's key, kept
+/// while index 0 is made its service's.
 #[map]
-static AGG_KEY: PerCpuArray<AggKey> = PerCpuArray::with_max_entries(1, 0);
+static AGG_KEY: PerCpuArray<AggKey> = PerCpuArray::with_max_entries(2, 0);
 
 #[inline(always)]
 fn setting(at: u32) -> u64 {
@@ -93,25 +94,46 @@ pub fn offer(e: &mut Event, window: u64) {
     if hit {
         return;
     }
-    // A new flow: while this CPU sees too many, it is counted in its
-    // service's slot instead, and its source in that slot's sketch.
-    let mut src = None;
+    // A new flow. While this CPU sees too many, it is counted in its
+    // service's slot instead (its source in the slot's sketch); while the
+    // CPU also sees too many new services, in its peer's (its service in
+    // the sketch).
+    let mut fold = agg::FOLD_FLOW;
+    let mut seen = 0u64;
     let churn = setting(agg::SETTING_CHURN);
     if churn != 0 {
         if now.wrapping_sub(t.churn_epoch_ns) >= agg::CHURN_EPOCH_NS {
             t.churn_hot = (t.churn_new > churn) as u64;
+            t.services_hot = (t.churn_services > churn) as u64;
             t.churn_epoch_ns = now;
             t.churn_new = 0;
+            t.churn_services = 0;
         }
         t.churn_new += 1;
         if t.churn_hot != 0 || t.churn_new > churn {
-            src = per_service_key(e, key);
-            if let Some(s) = src {
-                let hit;
-                (i, hit) = lookup(t, key, hash(key), now, window);
-                if hit {
-                    agg::sketch::add(&mut t.sketch[i & (agg::SLOTS - 1)], s);
-                    return;
+            if let Some(fine) = AGG_KEY.get_ptr_mut(1) {
+                // SAFETY: this CPU's entry, apart from the key's.
+                let fine = unsafe { &mut *fine };
+                copy(key, fine);
+                if let Some(src) = per_service_key(e, key) {
+                    let mut hit;
+                    (i, hit) = lookup(t, key, hash(key), now, window);
+                    if hit {
+                        agg::sketch::add(&mut t.sketch[i & (agg::SLOTS - 1)], src);
+                        return;
+                    }
+                    (fold, seen) = (agg::FOLD_SERVICE, src);
+                    t.churn_services += 1;
+                    if t.services_hot != 0 || t.churn_services > churn {
+                        copy(fine, key);
+                        let service = per_peer_key(key);
+                        (i, hit) = lookup(t, key, hash(key), now, window);
+                        if hit {
+                            agg::sketch::add(&mut t.sketch[i & (agg::SLOTS - 1)], service);
+                            return;
+                        }
+                        (fold, seen) = (agg::FOLD_PEER, service);
+                    }
                 }
             }
         }
@@ -128,7 +150,7 @@ pub fn offer(e: &mut Event, window: u64) {
     e.agg_prev_last_ns = t.last_ns[i];
     e.agg_prev_sketch[0] = t.sketch[i][0];
     e.agg_prev_sketch[1] = t.sketch[i][1];
-    e.agg_per_service = src.is_some() as u32;
+    e.agg_fold = fold;
     fill_comm(e);
     if !output(e) {
         return;
@@ -137,19 +159,18 @@ pub fn offer(e: &mut Event, window: u64) {
         return;
     };
     // SAFETY: this CPU's entry.
-    let slot_key = unsafe { &mut *slot_key };
-    let mut j = 0;
-    while j < AGG_KEY_WORDS {
-        slot_key.w[j] = key.w[j];
-        j += 1;
-    }
+    copy(key, unsafe { &mut *slot_key });
     t.state[i] = gen << agg::COUNT_BITS;
     t.first_ns[i] = now;
     t.last_ns[i] = now;
     t.sketch[i] = [0; 2];
-    if let Some(s) = src {
-        t.per_service_records += 1;
-        agg::sketch::add(&mut t.sketch[i], s);
+    if fold != agg::FOLD_FLOW {
+        if fold == agg::FOLD_SERVICE {
+            t.per_service_records += 1;
+        } else {
+            t.per_peer_records += 1;
+        }
+        agg::sketch::add(&mut t.sketch[i], seen);
     }
 }
 
@@ -221,6 +242,33 @@ fn per_service_key(e: &Event, key: &mut AggKey) -> Option<u64> {
     key.w[22] = 0;
     key.w[23] = 0;
     Some(src ^ (src >> 29))
+}
+
+/// Turns a flow's key into its peer's: the ports and the local socket left
+/// out, the addresses, reason and flags kept. Returns what was left out,
+/// hashed: the service, for the slot's sketch.
+#[inline(always)]
+fn per_peer_key(key: &mut AggKey) -> u64 {
+    const PORTS: u64 = (1 << 48) - 1;
+    key.w[0] |= 1 << 30;
+    let mut service = (key.w[2] & PORTS).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    key.w[2] &= !PORTS;
+    let mut i = 24;
+    while i < AGG_KEY_WORDS {
+        service = (service ^ key.w[i]).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        key.w[i] = 0;
+        i += 1;
+    }
+    service ^ (service >> 29)
+}
+
+#[inline(always)]
+fn copy(from: &AggKey, to: &mut AggKey) {
+    let mut j = 0;
+    while j < AGG_KEY_WORDS {
+        to.w[j] = from.w[j];
+        j += 1;
+    }
 }
 
 /// Spreads keys over the sets (not a fingerprint: keys are compared whole).

@@ -184,7 +184,7 @@ fn fill_common(e: &mut Event, kind: u32, raw: *const u8, raw_len: u32) {
     write_volatile(&mut e.agg_prev_last_ns, 0);
     write_volatile(&mut e.agg_prev_sketch[0], 0);
     write_volatile(&mut e.agg_prev_sketch[1], 0);
-    e.agg_per_service = 0;
+    e.agg_fold = 0;
     e._pad = 0;
     e.raw_len = 0;
     if !raw.is_null() {

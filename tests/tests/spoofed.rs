@@ -78,6 +78,71 @@ fn spoofed_syn_floods_fold_per_service_and_a_calm_trickle_stays_per_flow() {
     a_few_new_flows_at_a_calm_pace_stay_per_flow();
     a_spoofed_syn_flood_folds_per_service_and_names_its_sources();
     a_spoofed_syn_flood_at_a_full_listener_is_counted_per_listener();
+    a_port_scan_folds_per_peer_and_names_its_ports();
+}
+
+/// One source's SYNs to 20,000 closed ports: new services come too fast to
+/// count each, so the kernel counts them per peer, and the incident names
+/// ports it tried and estimates how many.
+fn a_port_scan_folds_per_peer_and_names_its_ports() {
+    const PORTS: std::ops::Range<u16> = 20_000..40_000;
+    let mut d = Daemon::json();
+    let ns = Netns::new();
+    let rsts = ns.run(|| {
+        let inject = rawtcp::Injector::new().expect("a raw socket");
+        let before = provoke::counter("Tcp.OutRsts");
+        for port in PORTS {
+            let p = rawtcp::syn(([127, 9, 9, 9], 55555), ([127, 0, 0, 1], port), 1);
+            inject.send(&p, Ipv4Addr::LOCALHOST).expect("a SYN sent");
+        }
+        provoke::counter("Tcp.OutRsts") - before
+    });
+    let n = u64::from(PORTS.end - PORTS.start);
+    assert_eq!(rsts, n, "each SYN answered by a RST");
+    d.stop_cleanly();
+    let all = d.collect(Duration::from_secs(10), |_| true);
+    assert_eq!(lost(&all), 0);
+    let scanner = |v: &&Value| v["daddr"] == "127.9.9.9" && v["saddr"] == "127.0.0.1";
+    // Every RST counted, written or folded (some per service before the
+    // services churned: they name the scanner as a source).
+    let inode = ns.inode();
+    let resets: u64 = all
+        .iter()
+        .filter(|v| v["netns"] == inode)
+        .map(|v| match (v["kind"].as_str(), v["event"].as_str()) {
+            (Some("reset_sent"), _) => 1,
+            (Some("incident"), Some("reset_sent")) => v["count"].as_u64().unwrap() - 1,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(resets, rsts);
+    let summary = all.iter().find(|v| v["kind"] == "summary").unwrap();
+    assert!(
+        summary["evidence"]["per_peer_records"].as_u64() > Some(0),
+        "{summary}"
+    );
+    let incident = all
+        .iter()
+        .filter(scanner)
+        .find(|v| v["kind"] == "incident" && v["event"] == "reset_sent")
+        .expect("the scanner's incident");
+    let distinct = incident["evidence"]["distinct_ports"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no distinct_ports: {incident}"));
+    let ratio = distinct as f64 / n as f64;
+    assert!((0.5..=2.0).contains(&ratio), "{incident}");
+    for p in incident["evidence"]["ports"].as_array().unwrap() {
+        let p: u16 = p.as_str().unwrap().parse().unwrap();
+        assert!(PORTS.contains(&p), "{p} was not tried: {incident}");
+    }
+    // Records written per peer name no port.
+    for v in all
+        .iter()
+        .filter(scanner)
+        .filter(|v| v["evidence"]["per_peer"] == true)
+    {
+        assert!(v.get("sport").is_none() && v.get("dport").is_none(), "{v}");
+    }
 }
 
 /// The same flood at a listener whose accept queue is full: each SYN is
@@ -228,6 +293,7 @@ fn a_few_new_flows_at_a_calm_pace_stay_per_flow() {
     assert_eq!(written.len() as u64 + repeats, rsts);
     let summary = all.iter().find(|v| v["kind"] == "summary").unwrap();
     assert_eq!(summary["evidence"]["per_service_records"], 0, "{summary}");
+    assert_eq!(summary["evidence"]["per_peer_records"], 0, "{summary}");
     // Each crossed on its own, naming its flow in full.
     for v in all.iter().filter(|v| v["sport"] == PORT) {
         assert!(

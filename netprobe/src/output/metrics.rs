@@ -65,8 +65,9 @@ pub struct KernelCost {
     /// The most bytes the ring buffer has held unread, and its size.
     pub ring_buffer: Option<(u64, u64)>,
     /// Records the kernel wrote per service (new flows came too fast to
-    /// fold per flow).
+    /// fold per flow), and per peer (new services did too: a scan).
     pub per_service_records: u64,
+    pub per_peer_records: u64,
 }
 
 pub struct Metrics {
@@ -339,6 +340,12 @@ impl Collector for Snapshot {
         ConstCounter::new(self.state.kernel.per_service_records).encode(enc.encode_descriptor(
             "netprobe_per_service_records",
             "Records the kernel programs wrote per service rather than per flow: new flows came faster than 50 per 100 ms on a CPU (a SYN flood from spoofed sources, a scan), and were counted per service, their sources in a sketch.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(self.state.kernel.per_peer_records).encode(enc.encode_descriptor(
+            "netprobe_per_peer_records",
+            "Records the kernel programs wrote per peer rather than per service: new services came faster than 50 per 100 ms on a CPU as well (a port scan), and were counted per peer, their ports in a sketch.",
             None,
             MetricType::Counter,
         )?)?;

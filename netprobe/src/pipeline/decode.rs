@@ -101,10 +101,33 @@ pub struct Decoded {
     /// with a device and BTF gave the offsets.
     pub netns: Option<u64>,
     pub event: KernelEvent,
-    /// The kernel counts this record's service, not its flow: other flows
-    /// to the service, for the same reason, repeat it
-    /// (`Event::agg_per_service`).
-    pub per_service: bool,
+    /// What the kernel counts as this record's repeats
+    /// (`Event::agg_fold`).
+    pub fold: Fold,
+}
+
+/// What in-kernel aggregation counts as a record's repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fold {
+    /// The same flow's events.
+    #[default]
+    Flow,
+    /// Other flows to the same service, for the same reason: new flows
+    /// came too fast to count each.
+    Service,
+    /// Other services of the same peer (a scan): new services came too
+    /// fast as well.
+    Peer,
+}
+
+impl Fold {
+    fn of(e: &Event) -> Fold {
+        match e.agg_fold {
+            netprobe_common::agg::FOLD_SERVICE => Fold::Service,
+            netprobe_common::agg::FOLD_PEER => Fold::Peer,
+            _ => Fold::Flow,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -180,7 +203,7 @@ pub fn decode(e: &Event, layouts: &Layouts) -> Result<Decoded, DecodeError> {
         comm: e.comm[..comm_len].to_vec(),
         netns: (e.netns != 0).then_some(u64::from(e.netns)),
         event,
-        per_service: e.agg_per_service != 0,
+        fold: Fold::of(e),
     })
 }
 

@@ -223,6 +223,7 @@ pub(crate) fn read_kernel_counts(
         credits,
     } = p;
     credits.per_service_records = tables.iter().map(|t| t.per_service_records).sum();
+    credits.per_peer_records = tables.iter().map(|t| t.per_peer_records).sum();
     for (cpu, t) in tables.iter().enumerate() {
         credits.read_table(cpu as u32, t, now, |c| {
             if failed.is_none() {
@@ -294,13 +295,12 @@ pub(crate) fn handle(
         return Ok(());
     }
     let mut rec = record::from_event(d, wall_ns, ctx.ksyms);
-    if d.per_service {
-        if let Some(f) = flow_of(d) {
-            crate::pipeline::service::mark_per_service(
-                &mut rec,
-                f,
-                crate::pipeline::service::side(d),
-            );
+    if let Some(f) = flow_of(d) {
+        use crate::pipeline::{decode::Fold, service};
+        match d.fold {
+            Fold::Service => service::mark_per_service(&mut rec, f, service::side(d)),
+            Fold::Peer => service::mark_per_peer(&mut rec, f, service::side(d)),
+            Fold::Flow => {}
         }
     }
     match &d.event {

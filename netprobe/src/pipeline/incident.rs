@@ -74,32 +74,59 @@ struct Open {
     /// A later repeat counted by `repeat`: its wall-clock time, formatted
     /// only when the incident is written.
     last_ns: Option<i128>,
-    /// Per service: the distinct flows the kernel counted (`agg::sketch`),
-    /// and the sources its records named, with how many named each.
+    /// Per service (or per peer): what the kernel counted of the distinct
+    /// sources (or services) (`agg::sketch`), and those its records named,
+    /// with how many named each.
     sketch: netprobe_common::agg::sketch::Sketch,
-    sources: Vec<(String, u64)>,
+    sample: Option<Sample>,
 }
 
-/// Sources a per-service incident keeps count of, and names.
-const SOURCES_KEPT: usize = 64;
-const SOURCES_NAMED: usize = 8;
+/// What a per-service or per-peer incident names a sample of.
+struct Sample {
+    /// Its evidence: "sources" or "ports".
+    of: &'static str,
+    seen: Vec<(String, u64)>,
+}
+
+/// Sources (or ports) an incident keeps count of, and names.
+const SAMPLE_KEPT: usize = 64;
+const SAMPLE_NAMED: usize = 8;
+
+/// The evidence a per-service record names its source in, and a per-peer
+/// record its port; with the incident's estimate of how many, and the
+/// words for its message.
+const SAMPLES: [(&str, &str, &str); 2] = [
+    (
+        "sources",
+        "distinct_sources",
+        "from about {} distinct sources",
+    ),
+    ("ports", "distinct_ports", "to about {} distinct ports"),
+];
 
 impl Open {
-    /// Counts the sources `r` names (a per-service record's sample).
-    fn note_sources(&mut self, r: &Record) {
-        let Some(list) = r
-            .evidence
-            .as_ref()
-            .and_then(|e| e.get("sources"))
-            .and_then(|v| v.as_array())
-        else {
+    /// Counts what `r` names (a per-service or per-peer record's sample).
+    fn note_sample(&mut self, r: &Record) {
+        let Some(ev) = r.evidence.as_ref() else {
             return;
         };
-        for a in list.iter().filter_map(|v| v.as_str()) {
-            if let Some((_, n)) = self.sources.iter_mut().find(|(s, _)| s == a) {
-                *n += 1;
-            } else if self.sources.len() < SOURCES_KEPT {
-                self.sources.push((a.to_string(), 1));
+        for (of, _, _) in SAMPLES {
+            let Some(list) = ev.get(of).and_then(|v| v.as_array()) else {
+                continue;
+            };
+            let sample = self.sample.get_or_insert_with(|| Sample {
+                of,
+                seen: Vec::new(),
+            });
+            if sample.of != of {
+                continue;
+            }
+            for a in list.iter().filter_map(|v| v.as_str()) {
+                if let Some((_, n)) = sample.seen.iter_mut().find(|(s, _)| s == a) {
+                    *n += 1;
+                } else if sample.seen.len() < SAMPLE_KEPT {
+                    sample.seen.push((a.to_string(), 1));
+                }
             }
         }
     }
@@ -143,15 +170,13 @@ impl RepeatKey {
     pub fn of(d: &Decoded, exact_ports: bool) -> Option<RepeatKey> {
         use crate::pipeline::service;
         let side = service::side(d);
+        use crate::pipeline::decode::Fold;
         let flow = |f: &Option<Flow>| {
-            f.map(|f| {
-                if d.per_service {
-                    service::per_service(f, side)
-                } else if exact_ports {
-                    f
-                } else {
-                    service::without_client_port(f, side)
-                }
+            f.map(|f| match d.fold {
+                Fold::Service => service::per_service(f, side),
+                Fold::Peer => service::per_peer(f),
+                Fold::Flow if exact_ports => f,
+                Fold::Flow => service::without_client_port(f, side),
             })
         };
         let blank = RepeatKey {
@@ -175,7 +200,11 @@ impl RepeatKey {
                 flow: flow(&e.flow),
                 mark: e.mark,
                 tcp_drop: e.tcp_drop,
-                sock: e.sock,
+                sock: if d.fold == crate::pipeline::decode::Fold::Peer {
+                    None
+                } else {
+                    e.sock
+                },
                 ..blank
             },
             KernelEvent::ResetSent(e) | KernelEvent::ResetReceived(e) => RepeatKey {
@@ -295,7 +324,7 @@ impl Folder {
             o.count += times;
             o.last_ts.clone_from(&r.ts);
             o.last_ns = None;
-            o.note_sources(r);
+            o.note_sample(r);
             // The incident shows the worst figure of each piece of
             // evidence, and the sum of each counter's deltas.
             let counters = key.counters;
@@ -328,9 +357,9 @@ impl Folder {
                 last_ts: r.ts.clone(),
                 last_ns: None,
                 sketch: [0; 2],
-                sources: Vec::new(),
+                sample: None,
             };
-            o.note_sources(r);
+            o.note_sample(r);
             self.open.insert(key, o);
             return Some(1);
         }
@@ -366,23 +395,26 @@ impl Folder {
 
 fn incident(mut o: Open) -> Record {
     let mut sources = String::new();
-    if !o.sources.is_empty() {
+    if let Some(mut sample) = o.sample.take() {
         // The most named first; the estimate is never below those named.
-        o.sources.sort_by_key(|s| std::cmp::Reverse(s.1));
-        let named: Vec<String> = o
-            .sources
+        sample.seen.sort_by_key(|s| std::cmp::Reverse(s.1));
+        let named: Vec<String> = sample
+            .seen
             .iter()
-            .take(SOURCES_NAMED)
+            .take(SAMPLE_NAMED)
             .map(|(a, _)| a.clone())
             .collect();
         let distinct =
-            crate::pipeline::kagg::distinct_estimate(&o.sketch).max(o.sources.len() as u64);
-        sources = format!(
-            ", from about {distinct} distinct sources (among them {})",
-            named.join(", ")
-        );
-        o.first.evidence("sources", named);
-        o.first.evidence("distinct_sources", distinct);
+            crate::pipeline::kagg::distinct_estimate(&o.sketch).max(sample.seen.len() as u64);
+        if let Some((of, estimate, words)) = SAMPLES.into_iter().find(|(of, ..)| *of == sample.of) {
+            sources = format!(
+                ", {} (among them {})",
+                words.replace("{}", &distinct.to_string()),
+                named.join(", ")
+            );
+            o.first.evidence(of, named);
+            o.first.evidence(estimate, distinct);
+        }
     }
     let f = o.first;
     let last_ts = o
@@ -469,7 +501,7 @@ mod tests {
             pid: 7,
             comm: b"app".to_vec(),
             netns,
-            per_service: false,
+            fold: Default::default(),
             event: KernelEvent::Drop(e.clone()),
         }
     }
@@ -586,7 +618,7 @@ mod tests {
         assert!(f.repeat(&paws_key.unwrap(), 1, 11, [0; 2]).is_none());
         // Retransmits are summed elsewhere.
         let retransmit = Decoded {
-            per_service: false,
+            fold: Default::default(),
             event: KernelEvent::Retransmit(SocketEvent {
                 flow: first.flow,
                 state: Some(1),

@@ -177,9 +177,10 @@ pub struct Credits {
     slots: Vec<Slot>,
     /// Repeats credited so far, in all.
     pub total: u64,
-    /// Records the kernel wrote per service, in all (`AggTable`'s, as last
-    /// read).
+    /// Records the kernel wrote per service and per peer, in all
+    /// (`AggTable`'s, as last read).
     pub per_service_records: u64,
+    pub per_peer_records: u64,
 }
 
 impl Credits {
@@ -359,7 +360,7 @@ mod tests {
             pid: 1,
             comm: b"x".to_vec(),
             netns: None,
-            per_service: false,
+            fold: Default::default(),
             event: KernelEvent::Retransmit(SocketEvent {
                 flow: None,
                 state: None,
@@ -378,7 +379,10 @@ mod tests {
             churn_epoch_ns: 0,
             churn_new: 0,
             churn_hot: 0,
+            churn_services: 0,
+            services_hot: 0,
             per_service_records: 0,
+            per_peer_records: 0,
         });
         t.state[i] = st;
         t.last_ns[i] = last;

@@ -311,7 +311,7 @@ mod tests {
             ts_ns: 0,
             pid: 0,
             comm: b"swapper/0".to_vec(),
-            per_service: false,
+            fold: Default::default(),
             event: KernelEvent::Drop(DropEvent {
                 reason: Some(Reason {
                     value: 3,
@@ -603,7 +603,7 @@ mod tests {
             ts_ns: 0,
             pid: 1,
             comm: b"allocator".to_vec(),
-            per_service: false,
+            fold: Default::default(),
             event: KernelEvent::Oom(e.clone()),
         };
         let r = from_event(&d, 0, &Kallsyms::default());

@@ -450,6 +450,7 @@ async fn daemon(
 fn kernel_cost(tracer: &Tracer, ring_buffer: u32, credits: &kagg::Credits) -> metrics::KernelCost {
     metrics::KernelCost {
         per_service_records: credits.per_service_records,
+        per_peer_records: credits.per_peer_records,
         stats_enabled: sys::bpf_stats_enabled(),
         programs: tracer.program_costs(),
         ring_buffer: tracer
@@ -466,6 +467,7 @@ fn add_kernel_cost(summary: &mut Record, cost: &metrics::KernelCost, misses: &Re
         summary.evidence("bpf_stats_enabled", on);
     }
     summary.evidence("per_service_records", cost.per_service_records);
+    summary.evidence("per_peer_records", cost.per_peer_records);
     if let Some((peak, size)) = cost.ring_buffer {
         summary.evidence("ring_buffer_peak_bytes", peak);
         summary.evidence("ring_buffer_bytes", size);

@@ -110,6 +110,35 @@ pub fn per_service(f: Flow, side: Side) -> Flow {
     }
 }
 
+/// A flow as a per-peer key has it (the kernel's `per_peer_key`): its
+/// addresses, no ports.
+pub fn per_peer(f: Flow) -> Flow {
+    Flow {
+        sport: None,
+        dport: None,
+        ..f
+    }
+}
+
+/// Makes `rec` (built from the flow `f`) the record of a peer that tries
+/// many services (a scan): the ports and the listener leave the record and
+/// the service's port starts the sample of `ports`.
+pub fn mark_per_peer(rec: &mut Record, f: &Flow, side: Side) {
+    let port = endpoint(f, side)
+        .map(|(_, p)| p)
+        .or(match (f.sport, f.dport) {
+            (Some(s), Some(d)) => Some(s.min(d)),
+            (s, d) => s.or(d),
+        });
+    (rec.sport, rec.dport, rec.addr, rec.port) = (None, None, None, None);
+    rec.evidence("per_peer", true);
+    if let Some(port) = port {
+        rec.evidence("ports", vec![port.to_string()]);
+    }
+    rec.message
+        .push_str(" (one of many new services this peer tried: counted per peer)");
+}
+
 /// Makes `rec` (built from the flow `f`) the record of a service whose
 /// flows do not repeat: the peer's address and port leave the flow and its
 /// address starts the sample of `sources`.
@@ -155,7 +184,7 @@ mod tests {
             pid: 1,
             comm: Vec::new(),
             netns: None,
-            per_service: false,
+            fold: Default::default(),
             event,
         }
     }
