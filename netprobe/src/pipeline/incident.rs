@@ -712,4 +712,68 @@ mod tests {
         assert_eq!(every.offer_times(&drop_to(40000, 53, "t1"), t0, 1), Some(1));
         assert!(every.flush().is_empty());
     }
+
+    #[test]
+    fn a_per_service_incident_names_its_sources_and_estimates_them() {
+        use netprobe_common::agg::sketch;
+        let t0 = Instant::now();
+        let mut f = Folder::new(Duration::from_secs(60));
+        let per_service = |source: &str, ts: &str| {
+            let mut r = drop_to(40000, 53, ts);
+            r.saddr = None;
+            r.sport = None;
+            r.evidence("per_service", true);
+            r.evidence("sources", vec![source.to_string()]);
+            r
+        };
+        assert!(f.offer(&per_service("10.0.0.1", "t1"), t0));
+        assert!(!f.offer(&per_service("10.0.0.2", "t2"), t0));
+        assert!(!f.offer(&per_service("10.0.0.2", "t3"), t0));
+        // The kernel's sketch of 1000 sources, credited as repeats.
+        let mut sk = [0u64; 2];
+        for i in 0..1000u64 {
+            sketch::add(&mut sk, i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i << 40);
+        }
+        let key = RepeatKey {
+            kind: 1,
+            reason: None,
+            location: 0,
+            flow: None,
+            mark: None,
+            tcp_drop: false,
+            sock: None,
+            state: None,
+            no_socket: false,
+            errno: None,
+            netns: None,
+        };
+        assert_eq!(
+            f.offer_keyed(
+                Some(key.clone()),
+                &per_service("10.0.0.3", "t4"),
+                t0,
+                1,
+                [0; 2]
+            ),
+            None
+        );
+        assert!(f.repeat(&key, 997, 5, sk).is_some());
+        let done = f.flush();
+        assert_eq!(done.len(), 1);
+        let i = &done[0];
+        assert_eq!(i.count, Some(1001));
+        let ev = i.evidence.as_ref().unwrap();
+        // The most named first.
+        assert_eq!(ev["sources"][0], "10.0.0.2");
+        assert_eq!(ev["sources"].as_array().unwrap().len(), 3);
+        let distinct = ev["distinct_sources"].as_u64().unwrap();
+        assert!((500..=2000).contains(&distinct), "{distinct}");
+        assert!(
+            i.message.contains(&format!(
+                "from about {distinct} distinct sources (among them 10.0.0.2, "
+            )),
+            "{}",
+            i.message
+        );
+    }
 }

@@ -247,4 +247,87 @@ mod tests {
         assert_eq!(without_client_port(f, Side::Lower).sport, Some(32768));
         assert_eq!(endpoint(&f, Side::Lower), None);
     }
+
+    /// A RST record from the closed port 127.0.0.1:8081 to `peer`.
+    fn rst_to(peer: &str, port: u16) -> (Flow, Record) {
+        let f = Flow {
+            proto: 6,
+            saddr: "127.0.0.1".parse().unwrap(),
+            sport: Some(8081),
+            daddr: peer.parse().unwrap(),
+            dport: Some(port),
+            tcp_flags: Some(0x14),
+        };
+        let mut r = Record::default();
+        r.set_flow(&f);
+        (r.addr, r.port) = (Some("127.0.0.1".into()), Some(8081));
+        (f, r)
+    }
+
+    #[test]
+    fn per_service_keys_and_records_leave_the_peer_out() {
+        use crate::pipeline::decode::Fold;
+        use crate::pipeline::incident::RepeatKey;
+        let sent = |peer: &str, fold| Decoded {
+            fold,
+            ..decoded(KernelEvent::ResetSent(ResetEvent {
+                flow: Some(rst_to(peer, 40000).0),
+                ..ResetEvent::default()
+            }))
+        };
+        // Two sources: one key per service, two per flow.
+        let key = |peer, fold| RepeatKey::of(&sent(peer, fold), false);
+        assert_eq!(
+            key("127.1.2.3", Fold::Service),
+            key("127.4.5.6", Fold::Service)
+        );
+        assert_ne!(key("127.1.2.3", Fold::Flow), key("127.4.5.6", Fold::Flow));
+        // The record names the service, and the peer as a source.
+        let (f, mut r) = rst_to("127.1.2.3", 40000);
+        mark_per_service(&mut r, &f, Side::Src);
+        assert_eq!(
+            (r.saddr.as_deref(), r.sport),
+            (Some("127.0.0.1"), Some(8081))
+        );
+        assert_eq!((r.daddr.as_deref(), r.dport), (None, None));
+        assert_eq!((r.addr.as_deref(), r.port), (Some("127.0.0.1"), Some(8081)));
+        let ev = r.evidence.as_ref().unwrap();
+        assert_eq!(ev["per_service"], true);
+        assert_eq!(ev["sources"], serde_json::json!(["127.1.2.3"]));
+        // A RST dropped at its spoofed destination: "no socket listens on"
+        // the peer, which leaves the record too.
+        let (f, mut r) = rst_to("127.1.2.3", 40000);
+        (r.addr, r.port) = (Some("127.1.2.3".into()), Some(40000));
+        mark_per_service(&mut r, &f, Side::Lower);
+        assert_eq!((r.addr, r.port, r.daddr), (None, None, None));
+    }
+
+    #[test]
+    fn per_peer_keys_and_records_leave_the_ports_out() {
+        use crate::pipeline::decode::Fold;
+        use crate::pipeline::incident::RepeatKey;
+        let sent = |port: u16, fold| Decoded {
+            fold,
+            ..decoded(KernelEvent::ResetSent(ResetEvent {
+                flow: Some(Flow {
+                    sport: Some(port),
+                    ..rst_to("127.9.9.9", 55555).0
+                }),
+                ..ResetEvent::default()
+            }))
+        };
+        let key = |port, fold| RepeatKey::of(&sent(port, fold), false);
+        assert_eq!(key(2000, Fold::Peer), key(2001, Fold::Peer));
+        assert_ne!(key(2000, Fold::Service), key(2001, Fold::Service));
+        let (f, mut r) = rst_to("127.9.9.9", 55555);
+        mark_per_peer(&mut r, &f, Side::Src);
+        assert_eq!((r.sport, r.dport, r.addr, r.port), (None, None, None, None));
+        assert_eq!(
+            (r.saddr.as_deref(), r.daddr.as_deref()),
+            (Some("127.0.0.1"), Some("127.9.9.9"))
+        );
+        let ev = r.evidence.as_ref().unwrap();
+        assert_eq!(ev["per_peer"], true);
+        assert_eq!(ev["ports"], serde_json::json!(["8081"]));
+    }
 }
