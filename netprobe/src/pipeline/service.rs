@@ -143,15 +143,13 @@ pub fn mark_per_peer(rec: &mut Record, f: &Flow, side: Side) {
 /// flows do not repeat: the peer's address and port leave the flow and its
 /// address starts the sample of `sources`.
 pub fn mark_per_service(rec: &mut Record, f: &Flow, side: Side) {
-    let peer = if peer_is_src(f, side) {
-        rec.sport = None;
-        rec.saddr.take()
+    let (peer, peer_port) = if peer_is_src(f, side) {
+        (rec.saddr.take(), rec.sport.take())
     } else {
-        rec.dport = None;
-        rec.daddr.take()
+        (rec.daddr.take(), rec.dport.take())
     };
     // "No socket listens on" the peer (a RST dropped at a spoofed source).
-    if rec.addr.is_some() && rec.addr == peer {
+    if rec.addr.is_some() && (&rec.addr, rec.port) == (&peer, peer_port) {
         (rec.addr, rec.port) = (None, None);
     }
     rec.evidence("per_service", true);
@@ -300,6 +298,10 @@ mod tests {
         (r.addr, r.port) = (Some("127.1.2.3".into()), Some(40000));
         mark_per_service(&mut r, &f, Side::Lower);
         assert_eq!((r.addr, r.port, r.daddr), (None, None, None));
+        // A peer on the listener's own address is not the listener.
+        let (f, mut r) = rst_to("127.0.0.1", 40000);
+        mark_per_service(&mut r, &f, Side::Src);
+        assert_eq!((r.addr.as_deref(), r.port), (Some("127.0.0.1"), Some(8081)));
     }
 
     #[test]
