@@ -307,6 +307,10 @@ pub mod agg {
     /// hash names, and a new key takes the set's empty or least recently
     /// used slot.
     pub const SLOTS: usize = 512;
+    /// Slots after those, direct-mapped, for keys per service or per peer
+    /// (`SETTING_CHURN`): a storm's few services, apart from its flows.
+    pub const COARSE_SLOTS: usize = 64;
+    pub const ALL_SLOTS: usize = SLOTS + COARSE_SLOTS;
     pub const WAYS: usize = 8;
     pub const SETS: usize = SLOTS / WAYS;
     /// Bits of `AggSlot::state` below the generation: the repeat count.
@@ -417,12 +421,12 @@ pub struct AggTable {
     /// Generation << `agg::COUNT_BITS` | repeats counted since the
     /// generation's record; 0: an empty slot. One word, so the daemon
     /// reads it whole.
-    pub state: [u64; agg::SLOTS],
+    pub state: [u64; agg::ALL_SLOTS],
     /// When the generation's record was written, and its last repeat.
-    pub first_ns: [u64; agg::SLOTS],
-    pub last_ns: [u64; agg::SLOTS],
+    pub first_ns: [u64; agg::ALL_SLOTS],
+    pub last_ns: [u64; agg::ALL_SLOTS],
     /// Per-service slots: the distinct flows counted ([`agg::sketch`]).
-    pub sketch: [agg::sketch::Sketch; agg::SLOTS],
+    pub sketch: [agg::sketch::Sketch; agg::ALL_SLOTS],
     /// The CPU's churn: when its epoch began, the new flows in it, whether
     /// the last epoch was past `SETTING_CHURN`; the same for new services
     /// among those; and per-service and per-peer records written in all.
@@ -433,6 +437,8 @@ pub struct AggTable {
     pub services_hot: u64,
     pub per_service_records: u64,
     pub per_peer_records: u64,
+    /// Scratch: what the sketch of the slot a record takes starts with.
+    pub sketch_seed: u64,
 }
 
 /// Where the aggregation key's parts are, per event kind, on the running
@@ -719,7 +725,7 @@ mod tests {
                 + 24
                 + 24
         );
-        assert_eq!(size_of::<AggTable>(), 5 * 8 * agg::SLOTS + 56);
+        assert_eq!(size_of::<AggTable>(), 5 * 8 * agg::ALL_SLOTS + 64);
         assert_eq!(size_of::<AggKey>(), AGG_KEY_WORDS * 8);
         assert_eq!(
             size_of::<AggConfig>(),

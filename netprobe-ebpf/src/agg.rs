@@ -26,7 +26,7 @@ use netprobe_common::{
 
 use crate::{
     config,
-    ringbuf::{fill_comm, output, zero},
+    ringbuf::{fill_comm, output, write_volatile, zero},
 };
 
 /// Overwritten by the daemon at load, like `CONFIG`.
@@ -43,7 +43,7 @@ static AGG: PerCpuArray<AggTable> = PerCpuArray::with_max_entries(1, 0);
 
 /// Each CPU's slot keys, by slot.
 #[map]
-static AGG_KEYS: PerCpuArray<AggKey> = PerCpuArray::with_max_entries(agg::SLOTS as u32, 0);
+static AGG_KEYS: PerCpuArray<AggKey> = PerCpuArray::with_max_entries(agg::ALL_SLOTS as u32, 0);
 
 /// Index 0: each CPU's key under construction; 1: the flow's key, kept
 /// while index 0 is made its service's.
@@ -97,9 +97,10 @@ pub fn offer(e: &mut Event, window: u64) {
     // A new flow. While this CPU sees too many, it is counted in its
     // service's slot instead (its source in the slot's sketch); while the
     // CPU also sees too many new services, in its peer's (its service in
-    // the sketch).
-    let mut fold = agg::FOLD_FLOW;
-    let mut seen = 0u64;
+    // the sketch). What the record is counted per, and its sketch's seed,
+    // go through memory (`e.agg_fold`, `t.sketch_seed`): read back below,
+    // they are unknown to the verifier, which then checks the record's
+    // writing once rather than once per way here.
     let churn = setting(agg::SETTING_CHURN);
     if churn != 0 {
         if now.wrapping_sub(t.churn_epoch_ns) >= agg::CHURN_EPOCH_NS {
@@ -111,34 +112,15 @@ pub fn offer(e: &mut Event, window: u64) {
         }
         t.churn_new += 1;
         if t.churn_hot != 0 || t.churn_new > churn {
-            if let Some(fine) = AGG_KEY.get_ptr_mut(1) {
-                // SAFETY: this CPU's entry, apart from the key's.
-                let fine = unsafe { &mut *fine };
-                copy(key, fine);
-                if let Some(src) = per_service_key(e, key) {
-                    let mut hit;
-                    (i, hit) = lookup(t, key, hash(key), now, window);
-                    if hit {
-                        agg::sketch::add(&mut t.sketch[i & (agg::SLOTS - 1)], src);
-                        return;
-                    }
-                    (fold, seen) = (agg::FOLD_SERVICE, src);
-                    t.churn_services += 1;
-                    if t.services_hot != 0 || t.churn_services > churn {
-                        copy(fine, key);
-                        let service = per_peer_key(key);
-                        (i, hit) = lookup(t, key, hash(key), now, window);
-                        if hit {
-                            agg::sketch::add(&mut t.sketch[i & (agg::SLOTS - 1)], service);
-                            return;
-                        }
-                        (fold, seen) = (agg::FOLD_PEER, service);
-                    }
-                }
+            match coarser(e, t, key, i, now, window, churn) {
+                Some(slot) => i = slot,
+                None => return,
             }
         }
     }
-    let i = i & (agg::SLOTS - 1);
+    if i >= agg::ALL_SLOTS {
+        return;
+    }
     let (last_gen, _) = agg::split(t.state[i]);
     let mut gen = (last_gen + 1) & agg::GEN_MASK;
     if gen == 0 {
@@ -150,7 +132,9 @@ pub fn offer(e: &mut Event, window: u64) {
     e.agg_prev_last_ns = t.last_ns[i];
     e.agg_prev_sketch[0] = t.sketch[i][0];
     e.agg_prev_sketch[1] = t.sketch[i][1];
-    e.agg_fold = fold;
+    // SAFETY (both): fields of this CPU's map entries.
+    let fold = unsafe { core::ptr::read_volatile(&e.agg_fold) };
+    let seed = unsafe { core::ptr::read_volatile(&t.sketch_seed) };
     fill_comm(e);
     if !output(e) {
         return;
@@ -170,8 +154,74 @@ pub fn offer(e: &mut Event, window: u64) {
         } else {
             t.per_peer_records += 1;
         }
-        agg::sketch::add(&mut t.sketch[i], seen);
+        agg::sketch::add(&mut t.sketch[i], seed);
     }
+}
+
+/// A new flow on a CPU past its churn: counts it in its service's slot (or,
+/// past the churn of services too, its peer's) if that slot is there;
+/// else returns the slot its record is to take, with `e.agg_fold` and
+/// `t.sketch_seed` set (`flow_slot`, the flow's own, where neither
+/// applies: both ports kept).
+#[inline(always)]
+fn coarser(
+    e: &mut Event,
+    t: &mut AggTable,
+    key: &mut AggKey,
+    flow_slot: usize,
+    now: u64,
+    window: u64,
+    churn: u64,
+) -> Option<usize> {
+    let Some(fine) = AGG_KEY.get_ptr_mut(1) else {
+        return Some(flow_slot);
+    };
+    // SAFETY: this CPU's entry, apart from the key's.
+    let fine = unsafe { &mut *fine };
+    copy(key, fine);
+    let Some(src) = per_service_key(e, key) else {
+        return Some(flow_slot);
+    };
+    let (i, hit) = lookup_coarse(t, key, now, window);
+    if hit {
+        agg::sketch::add(&mut t.sketch[i], src);
+        return None;
+    }
+    t.churn_services += 1;
+    if t.services_hot == 0 && t.churn_services <= churn {
+        write_volatile(&mut e.agg_fold, agg::FOLD_SERVICE);
+        write_volatile(&mut t.sketch_seed, src);
+        return Some(i);
+    }
+    copy(fine, key);
+    let service = per_peer_key(key);
+    let (i, hit) = lookup_coarse(t, key, now, window);
+    if hit {
+        agg::sketch::add(&mut t.sketch[i], service);
+        return None;
+    }
+    write_volatile(&mut e.agg_fold, agg::FOLD_PEER);
+    write_volatile(&mut t.sketch_seed, service);
+    Some(i)
+}
+
+/// Looks a per-service or per-peer `key` up in its direct-mapped slot past
+/// the flows' (`agg::COARSE_SLOTS`): (the slot, true) when it is there
+/// inside its window (the repeat is counted); else (the slot, false), which
+/// a record of it is to take from whatever it held.
+#[inline(always)]
+fn lookup_coarse(t: &mut AggTable, key: &AggKey, now: u64, window: u64) -> (usize, bool) {
+    let i = agg::SLOTS + (hash(key) as usize & (agg::COARSE_SLOTS - 1));
+    let st = t.state[i];
+    if st != 0
+        && AGG_KEYS.get(i as u32).is_some_and(|k| same(k, key))
+        && now.wrapping_sub(t.first_ns[i]) < window
+    {
+        t.state[i] = st + 1;
+        t.last_ns[i] = now;
+        return (i, true);
+    }
+    (i, false)
 }
 
 /// Looks `key` (hashed to `h`) up in its set: (its slot, true) when it is

@@ -173,7 +173,7 @@ struct Slot {
 
 #[derive(Default)]
 pub struct Credits {
-    /// By CPU, then slot (`agg::SLOTS` per CPU).
+    /// By CPU, then slot (`agg::ALL_SLOTS` per CPU).
     slots: Vec<Slot>,
     /// Repeats credited so far, in all.
     pub total: u64,
@@ -186,13 +186,13 @@ pub struct Credits {
 impl Credits {
     fn slot(&mut self, cpu: u32, slot: u32) -> Option<&mut Slot> {
         // Bounds: a slot index from the kernel, CPUs as Linux numbers them.
-        if slot as usize >= agg::SLOTS || cpu >= 1 << 16 {
+        if slot as usize >= agg::ALL_SLOTS || cpu >= 1 << 16 {
             return None;
         }
-        let i = cpu as usize * agg::SLOTS + slot as usize;
+        let i = cpu as usize * agg::ALL_SLOTS + slot as usize;
         if self.slots.len() <= i {
             self.slots
-                .resize_with((cpu as usize + 1) * agg::SLOTS, Slot::default);
+                .resize_with((cpu as usize + 1) * agg::ALL_SLOTS, Slot::default);
         }
         self.slots.get_mut(i)
     }
@@ -264,7 +264,7 @@ impl Credits {
         now_ns: u64,
         mut credit: impl FnMut(Credit<'_>),
     ) {
-        for i in 0..agg::SLOTS {
+        for i in 0..agg::ALL_SLOTS {
             if let Some(c) = self.owed(cpu, i as u32, t.state[i], t.last_ns[i], t.sketch[i]) {
                 credit(c);
             }
@@ -372,10 +372,10 @@ mod tests {
     /// A table whose slot `i` holds `st` (first seen at 0, last at `last`).
     fn table(i: usize, st: u64, last: u64) -> Box<AggTable> {
         let mut t = Box::new(AggTable {
-            state: [0; agg::SLOTS],
-            first_ns: [0; agg::SLOTS],
-            last_ns: [0; agg::SLOTS],
-            sketch: [[0; 2]; agg::SLOTS],
+            state: [0; agg::ALL_SLOTS],
+            first_ns: [0; agg::ALL_SLOTS],
+            last_ns: [0; agg::ALL_SLOTS],
+            sketch: [[0; 2]; agg::ALL_SLOTS],
             churn_epoch_ns: 0,
             churn_new: 0,
             churn_hot: 0,
@@ -383,6 +383,7 @@ mod tests {
             services_hot: 0,
             per_service_records: 0,
             per_peer_records: 0,
+            sketch_seed: 0,
         });
         t.state[i] = st;
         t.last_ns[i] = last;
