@@ -362,13 +362,21 @@ pub mod agg {
             // The high half picks the register, the low half's leading
             // zeros (plus one, at most 31) are its rank.
             let i = ((g >> 32) * REGISTERS) >> 32;
-            let low = g as u32;
-            let mut rank = 1u64;
-            let mut bit = 1u32 << 31;
-            while rank < 31 && low & bit == 0 {
-                rank += 1;
-                bit >>= 1;
-            }
+            // Without a loop or branches (cheap for the kernel's verifier):
+            // smear the highest set bit down, count the ones left.
+            let mut x = g & 0xffff_ffff;
+            x |= x >> 1;
+            x |= x >> 2;
+            x |= x >> 4;
+            x |= x >> 8;
+            x |= x >> 16;
+            x -= (x >> 1) & 0x5555_5555;
+            x = (x & 0x3333_3333) + ((x >> 2) & 0x3333_3333);
+            x = (x + (x >> 4)) & 0x0f0f_0f0f;
+            let ones = (x.wrapping_mul(0x0101_0101) >> 24) & 0xff;
+            // Leading zeros of the low 32 bits, plus one: 1 to 33; at most
+            // 31 (five bits).
+            let rank = (33 - ones).min(31);
             let (w, shift) = ((i / 12) as usize & 1, 5 * (i % 12));
             if rank > (sketch[w] >> shift) & 0x1f {
                 sketch[w] = (sketch[w] & !(0x1f << shift)) | rank << shift;

@@ -90,10 +90,15 @@ pub fn offer(e: &mut Event, window: u64) {
         return;
     }
     let now = e.ts_ns;
-    let (mut i, hit) = lookup(t, key, hash(key), now, window);
+    let (i, hit) = lookup(t, key, hash(key), now, window);
     if hit {
         return;
     }
+    // Through memory: the verifier then goes on from one state, whichever
+    // way the set's loop ended.
+    write_volatile(&mut e.agg_slot, i as u32);
+    // SAFETY: this CPU's scratch record.
+    let mut i = unsafe { core::ptr::read_volatile(&e.agg_slot) } as usize;
     // A new flow. While this CPU sees too many, it is counted in its
     // service's slot instead (its source in the slot's sketch); while the
     // CPU also sees too many new services, in its peer's (its service in
@@ -273,24 +278,32 @@ fn per_service_key(e: &Event, key: &mut AggKey) -> Option<u64> {
         return None;
     }
     let ac = agg_config();
-    key.w[0] |= 1 << 31;
+    let w0 = word_at(key, 0);
+    write_volatile(&mut key.w[0], w0 | 1 << 31);
     let mut src: u64 = 0;
     let mut i = 0;
     while i < RAW_WORDS {
-        let kept = key.w[3 + i] & ac.service_mask[k][i];
-        src = (src ^ (key.w[3 + i] ^ kept)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        key.w[3 + i] = kept;
+        // Word by word through memory (see `same`).
+        let w = word_at(key, 3 + i);
+        let kept = w & ac.service_mask[k][i];
+        src = (src ^ (w ^ kept)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        write_volatile(&mut key.w[3 + i], kept);
         i += 1;
     }
     // IPv4: word 20 is source | destination << 32; IPv6: words 20-21 and
     // 22-23. Each half folded onto the other: the same either way round.
-    let (a, b) = (key.w[20] ^ key.w[22], key.w[21] ^ key.w[23]);
+    let (a, b) = (
+        word_at(key, 20) ^ word_at(key, 22),
+        word_at(key, 21) ^ word_at(key, 23),
+    );
     let fold = |x: u64| (x ^ (x >> 32)) & 0xffff_ffff;
     src = (src ^ fold(a) ^ fold(b) << 32).wrapping_mul(0xff51_afd7_ed55_8ccd);
-    key.w[20] = 0;
-    key.w[21] = 0;
-    key.w[22] = 0;
-    key.w[23] = 0;
+    // Stores, not a memset call: values live across a call are spilled to
+    // the stack (see `same`).
+    write_volatile(&mut key.w[20], 0);
+    write_volatile(&mut key.w[21], 0);
+    write_volatile(&mut key.w[22], 0);
+    write_volatile(&mut key.w[23], 0);
     Some(src ^ (src >> 29))
 }
 
@@ -300,23 +313,26 @@ fn per_service_key(e: &Event, key: &mut AggKey) -> Option<u64> {
 #[inline(always)]
 fn per_peer_key(key: &mut AggKey) -> u64 {
     const PORTS: u64 = (1 << 48) - 1;
-    key.w[0] |= 1 << 30;
-    let mut service = (key.w[2] & PORTS).wrapping_mul(0xff51_afd7_ed55_8ccd);
-    key.w[2] &= !PORTS;
+    let w0 = word_at(key, 0);
+    write_volatile(&mut key.w[0], w0 | 1 << 30);
+    let w2 = word_at(key, 2);
+    let mut service = (w2 & PORTS).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    write_volatile(&mut key.w[2], w2 & !PORTS);
     let mut i = 24;
     while i < AGG_KEY_WORDS {
-        service = (service ^ key.w[i]).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        key.w[i] = 0;
+        service = (service ^ word_at(key, i)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        write_volatile(&mut key.w[i], 0);
         i += 1;
     }
     service ^ (service >> 29)
 }
 
+/// Word by word, not a memcpy call (see `per_service_key`).
 #[inline(always)]
 fn copy(from: &AggKey, to: &mut AggKey) {
     let mut j = 0;
     while j < AGG_KEY_WORDS {
-        to.w[j] = from.w[j];
+        write_volatile(&mut to.w[j], word_at(from, j));
         j += 1;
     }
 }
@@ -330,17 +346,31 @@ fn hash(key: &AggKey) -> u64 {
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut i = 0;
     while i < AGG_KEY_WORDS {
-        h = (h ^ key.w[i]).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h = (h ^ word_at(key, i)).wrapping_mul(0xff51_afd7_ed55_8ccd);
         i += 1;
     }
     h ^ (h >> 29) ^ (h >> 47)
 }
 
+/// Word `i` of a key in map memory, read there (see `same`).
+#[inline(always)]
+fn word_at(key: &AggKey, i: usize) -> u64 {
+    if i >= AGG_KEY_WORDS {
+        return 0;
+    }
+    // SAFETY: in bounds (checked above).
+    unsafe { core::ptr::read_volatile(key.w.as_ptr().add(i)) }
+}
+
+/// Compares two keys in map memory. The words are read where they are
+/// compared (volatile reads): hoisted out of the set's loop, the key's
+/// words would be kept on the stack, which a kprobe's chain of calls
+/// cannot spare (the verifier's 512 bytes for all frames).
 #[inline(always)]
 fn same(a: &AggKey, b: &AggKey) -> bool {
     let mut i = 0;
     while i < AGG_KEY_WORDS {
-        if a.w[i] != b.w[i] {
+        if word_at(a, i) != word_at(b, i) {
             return false;
         }
         i += 1;
