@@ -12,6 +12,13 @@
 //! was, so no count is dropped. Programs do not nest on a CPU (the
 //! kernel's bpf_prog_active guard), so the table needs no lock; the daemon
 //! reads each `state` as one word.
+//!
+//! Storms of flows that do not repeat (spoofed sources, scans) degrade
+//! gracefully: past `agg::SETTING_CHURN` new flows per CPU in an epoch, a
+//! new flow is keyed by its service (`per_service_key`), and past as many
+//! new services, by its peer (`per_peer_key`), in `agg::COARSE_SLOTS`
+//! direct-mapped slots after the flows'; what the coarser key left out is
+//! counted in the slot's HyperLogLog sketch (`agg::sketch`).
 
 use aya_ebpf::{
     macros::map,
