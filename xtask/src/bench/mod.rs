@@ -266,9 +266,10 @@ pub fn run(bin: &Path, opts: &Options) -> Result<()> {
         journald: Some(journald),
         took: started.elapsed(),
     };
-    print!("{}", results.table());
+    // The figures first: a run takes minutes.
     let json = bench.out.join("results.json");
     tracer::write_file(&json, &serde_json::to_string_pretty(&results.json())?)?;
+    print!("{}", results.table());
     println!("xtask: bench: written to {}", json.display());
     Ok(())
 }

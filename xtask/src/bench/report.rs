@@ -970,14 +970,35 @@ impl Results {
             let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
         };
         row(s, "seconds", &|r| format!("{:.1}", r.generated.secs));
-        row(s, "datagrams sent / connections refused", &|r| {
-            format!("{} / {}", r.generated.datagrams, r.generated.refused)
-        });
-        for (i, (name, _, tps)) in runs[0].kernel.counts.iter().enumerate() {
+        row(
+            s,
+            "datagrams sent / connections refused / spoofed SYNs sent",
+            &|r| {
+                format!(
+                    "{} / {} / {}",
+                    r.generated.datagrams, r.generated.refused, r.generated.spoofed
+                )
+            },
+        );
+        // Each counter some storm read, in the order first read; "-" for
+        // the storms that did not read it.
+        let mut counts: Vec<(&str, &[&str])> = Vec::new();
+        for (name, _, tps) in runs.iter().flat_map(|r| &r.kernel.counts) {
+            if !counts.iter().any(|(n, t)| n == name && t == tps) {
+                counts.push((name, tps));
+            }
+        }
+        for (name, tps) in counts {
             row(
                 s,
                 &format!("kernel: {name} (one {} each)", tps.join(" + ")),
-                &|r| r.kernel.counts[i].1.to_string(),
+                &|r| {
+                    r.kernel
+                        .counts
+                        .iter()
+                        .find(|(n, _, t)| n == name && *t == tps)
+                        .map_or("-".into(), |(_, c, _)| c.to_string())
+                },
             );
         }
         let tps = &self.tracepoints;
@@ -1541,6 +1562,30 @@ mod tests {
             verdict(&results(vec![], vec![folded]), GOAL),
             Verdict::NotSettled
         );
+    }
+
+    #[test]
+    fn storms_that_read_different_counters_share_one_table() {
+        let folded = netprobe_storm(StormKind::Folded, 1000, tally(10, 990, 0, 900), 0.1);
+        let mut spoofed = netprobe_storm(StormKind::Spoofed, 3000, tally(10, 2990, 0, 2900), 0.1);
+        spoofed.kernel.counts = vec![(
+            "Tcp OutRsts".into(),
+            1000,
+            super::super::SPOOFED_COUNTS[0].2,
+        )];
+        spoofed.generated.spoofed = 1000;
+        let table = results(vec![], vec![folded, spoofed]).table();
+        assert!(
+            table.contains("| kernel: Udp RcvbufErrors (one skb:kfree_skb each) | 1000 | - |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| kernel: Tcp OutRsts (one skb:kfree_skb + tcp:tcp_send_reset + skb:kfree_skb each) | - | 1000 |"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("| 1000 / 0 / 0 | 3000 / 0 / 1000 |"), "{table}");
     }
 
     #[test]
