@@ -86,6 +86,9 @@ struct Sample {
     /// Its evidence: "sources" or "ports".
     of: &'static str,
     seen: Vec<(String, u64)>,
+    /// Sources: whether the peer is the flows' source (true) or their
+    /// destination, when a per-service record has told.
+    peer_src: Option<bool>,
 }
 
 /// Sources (or ports) an incident keeps count of, and names.
@@ -105,29 +108,74 @@ const SAMPLES: [(&str, &str, &str); 2] = [
 ];
 
 impl Open {
-    /// Counts what `r` names (a per-service or per-peer record's sample).
+    /// Counts what `r` names: a per-service or per-peer record's sample;
+    /// once the incident has a sample of sources, the peer of each record
+    /// of a single flow that folds into it too (the incident's first among
+    /// them: a storm's first flows cross one by one before it folds per
+    /// service).
     fn note_sample(&mut self, r: &Record) {
-        let Some(ev) = r.evidence.as_ref() else {
-            return;
-        };
+        let ev = r.evidence.as_ref();
         for (of, _, _) in SAMPLES {
-            let Some(list) = ev.get(of).and_then(|v| v.as_array()) else {
+            let Some(list) = ev.and_then(|e| e.get(of)).and_then(|v| v.as_array()) else {
                 continue;
             };
-            let sample = self.sample.get_or_insert_with(|| Sample {
-                of,
-                seen: Vec::new(),
-            });
-            if sample.of != of {
-                continue;
-            }
-            for a in list.iter().filter_map(|v| v.as_str()) {
-                if let Some((_, n)) = sample.seen.iter_mut().find(|(s, _)| s == a) {
-                    *n += 1;
-                } else if sample.seen.len() < SAMPLE_KEPT {
-                    sample.seen.push((a.to_string(), 1));
+            if self.sample.is_none() {
+                // The side a per-service record left out is the peer's.
+                let peer_src = (of == "sources")
+                    .then(|| {
+                        if r.saddr.is_none() && self.first.saddr.is_some() {
+                            Some(true)
+                        } else if r.daddr.is_none() && self.first.daddr.is_some() {
+                            Some(false)
+                        } else {
+                            None
+                        }
+                    })
+                    .flatten();
+                let mut sample = Sample {
+                    of,
+                    seen: Vec::new(),
+                    peer_src,
+                };
+                if let Some(a) = sample.peer_of(&self.first) {
+                    let a = a.clone();
+                    sample.note(&a);
                 }
+                self.sample = Some(sample);
             }
+            let Some(sample) = self.sample.as_mut().filter(|s| s.of == of) else {
+                continue;
+            };
+            for a in list.iter().filter_map(|v| v.as_str()) {
+                sample.note(a);
+            }
+            return;
+        }
+        // A record of one flow: its peer, where the sample names sources.
+        if let Some(sample) = self.sample.as_mut() {
+            if let Some(a) = sample.peer_of(r) {
+                let a = a.clone();
+                sample.note(&a);
+            }
+        }
+    }
+}
+
+impl Sample {
+    fn note(&mut self, a: &str) {
+        if let Some((_, n)) = self.seen.iter_mut().find(|(s, _)| s == a) {
+            *n += 1;
+        } else if self.seen.len() < SAMPLE_KEPT {
+            self.seen.push((a.to_string(), 1));
+        }
+    }
+
+    /// The peer's address in a record of one flow, where the sample names
+    /// sources and it is known which side is the peer.
+    fn peer_of<'r>(&self, r: &'r Record) -> Option<&'r String> {
+        match self.peer_src? {
+            true => r.saddr.as_ref(),
+            false => r.daddr.as_ref(),
         }
     }
 }
@@ -775,5 +823,40 @@ mod tests {
             "{}",
             i.message
         );
+    }
+
+    #[test]
+    fn the_first_flows_of_a_storm_are_among_its_sources() {
+        let t0 = Instant::now();
+        let mut f = Folder::new(Duration::from_secs(60));
+        // Records that name the service's socket fold by it.
+        let at_service = |ts: &str| {
+            let mut r = drop_to(40000, 53, ts);
+            (r.addr, r.port) = (Some("127.0.0.1".into()), Some(53));
+            r
+        };
+        let flow_from = |src: &str, ts: &str| {
+            let mut r = at_service(ts);
+            r.saddr = Some(src.into());
+            r
+        };
+        // A storm's first flow crosses on its own, then one per service.
+        assert!(f.offer(&flow_from("10.0.0.9", "t1"), t0));
+        let mut per_service = at_service("t2");
+        (per_service.saddr, per_service.sport) = (None, None);
+        per_service.evidence("per_service", true);
+        per_service.evidence("sources", vec!["10.0.0.1".to_string()]);
+        assert!(!f.offer(&per_service, t0));
+        assert!(!f.offer(&flow_from("10.0.0.8", "t3"), t0));
+        let done = f.flush();
+        let ev = done[0].evidence.as_ref().unwrap();
+        let named: Vec<&str> = ev["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(named, ["10.0.0.9", "10.0.0.1", "10.0.0.8"]);
+        assert_eq!(ev["distinct_sources"], 3);
     }
 }

@@ -1585,7 +1585,10 @@ mod tests {
             ),
             "{table}"
         );
-        assert!(table.contains("| 1000 / 0 / 0 | 3000 / 0 / 1000 |"), "{table}");
+        assert!(
+            table.contains("| 1000 / 0 / 0 | 3000 / 0 / 1000 |"),
+            "{table}"
+        );
     }
 
     #[test]
