@@ -348,15 +348,25 @@ fn copy(from: &AggKey, to: &mut AggKey) {
 /// One multiply per word, and a final fold of the high bits into the low
 /// ones the set is taken from (a per-word shift as well cost 10-25 ns per
 /// event, measured).
+/// Four independent lanes: each multiply waits only for its own lane's
+/// last, not for every word before it.
 #[inline(always)]
 fn hash(key: &AggKey) -> u64 {
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    const M: u64 = 0xff51_afd7_ed55_8ccd;
+    let mut h: [u64; 4] = [
+        0x9e37_79b9_7f4a_7c15,
+        0xc2b2_ae3d_27d4_eb4f,
+        0x1656_67b1_9e37_79f9,
+        0x85eb_ca77_c2b2_ae63,
+    ];
     let mut i = 0;
     while i < AGG_KEY_WORDS {
-        h = (h ^ word_at(key, i)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h[i % 4] = (h[i % 4] ^ word_at(key, i)).wrapping_mul(M);
         i += 1;
     }
-    h ^ (h >> 29) ^ (h >> 47)
+    let x = (h[0] ^ h[1].rotate_left(16) ^ h[2].rotate_left(32) ^ h[3].rotate_left(48))
+        .wrapping_mul(M);
+    x ^ (x >> 29) ^ (x >> 47)
 }
 
 /// Word `i` of a key in map memory, read there (see `same`).
