@@ -5,6 +5,64 @@
 //! byte for byte. Event kinds have fixed numeric ids: never renumber them.
 #![no_std]
 
+#[cfg(feature = "inject")]
+extern crate std;
+
+/// A raw socket (IP_HDRINCL) that sends whole IPv4 packets, such as
+/// [`headers::syn`]'s: userspace only (the `inject` feature).
+#[cfg(feature = "inject")]
+pub mod inject {
+    use std::{
+        io,
+        mem::size_of,
+        net::Ipv4Addr,
+        os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    };
+
+    pub struct Injector(OwnedFd);
+
+    impl Injector {
+        pub fn new() -> io::Result<Injector> {
+            // SAFETY: socket(2); owned at once.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::IPPROTO_RAW,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a descriptor just opened, owned from here.
+            Ok(Injector(unsafe { OwnedFd::from_raw_fd(fd) }))
+        }
+
+        pub fn send(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<()> {
+            // SAFETY: a zeroed sockaddr_in with family and address.
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_addr.s_addr = u32::from_ne_bytes(dst.octets());
+            // SAFETY: sendto from a valid buffer to a valid sockaddr_in.
+            let n = unsafe {
+                libc::sendto(
+                    self.0.as_raw_fd(),
+                    packet.as_ptr().cast(),
+                    packet.len(),
+                    0,
+                    &sin as *const _ as *const libc::sockaddr,
+                    size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Bytes of the tracepoint record copied verbatim. The daemon decodes them with
 /// the field offsets of the running kernel's `format` file, so the kernel side
 /// needs no per-kernel layout knowledge. 128 covers every record we read

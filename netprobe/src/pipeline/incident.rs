@@ -782,19 +782,7 @@ mod tests {
         for i in 0..1000u64 {
             sketch::add(&mut sk, i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i << 40);
         }
-        let key = RepeatKey {
-            kind: 1,
-            reason: None,
-            location: 0,
-            flow: None,
-            mark: None,
-            tcp_drop: false,
-            sock: None,
-            state: None,
-            no_socket: false,
-            errno: None,
-            netns: None,
-        };
+        let key = RepeatKey::of(&decoded(&udp_drop(40000, 1152), None), false).unwrap();
         assert_eq!(
             f.offer_keyed(
                 Some(key.clone()),

@@ -6,7 +6,7 @@
 use std::{
     io::{self, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::{AsRawFd, FromRawFd},
+    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -304,23 +304,7 @@ pub const SPOOFED_PORT: u16 = 8081;
 pub fn spoofed_syns(ns: &Netns, dur: Duration) -> Result<Storm> {
     let thread = |seed: u64| {
         ns.spawn("bench-storm-spoofed", move || {
-            // SAFETY: socket(2); owned at once.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_INET,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::IPPROTO_RAW,
-                )
-            };
-            if fd < 0 {
-                bail!("raw socket: {}", io::Error::last_os_error());
-            }
-            // SAFETY: a descriptor just opened, owned from here.
-            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-            // SAFETY: a zeroed sockaddr_in with family and address.
-            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-            sin.sin_family = libc::AF_INET as u16;
-            sin.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let inject = netprobe_common::inject::Injector::new().context("raw socket")?;
             let mut x = seed | 1;
             let started = Instant::now();
             let mut n = 0u64;
@@ -337,20 +321,9 @@ pub fn spoofed_syns(ns: &Netns, dur: Duration) -> Result<Storm> {
                     ([127, 0, 0, 1], SPOOFED_PORT),
                     (x >> 16) as u32,
                 );
-                // SAFETY: sendto from a valid buffer to a valid sockaddr_in.
-                let sent = unsafe {
-                    libc::sendto(
-                        fd.as_raw_fd(),
-                        p.as_ptr().cast(),
-                        p.len(),
-                        0,
-                        &sin as *const _ as *const libc::sockaddr,
-                        size_of::<libc::sockaddr_in>() as u32,
-                    )
-                };
-                if sent < 0 {
-                    bail!("sendto: {}", io::Error::last_os_error());
-                }
+                inject
+                    .send(&p, std::net::Ipv4Addr::LOCALHOST)
+                    .context("sendto")?;
                 n += 1;
             }
             Ok(n)
