@@ -339,3 +339,131 @@ mod tests {
         assert_eq!(named_after("", &tps), None);
     }
 }
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+/// `mov r0, 0; exit`: a program that does nothing (the opcode is each
+/// instruction's low byte, registers and immediates zero).
+const EMPTY_PROGRAM: [u64; 2] = [0xb7, 0x95];
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+/// `_IOW('$', 8, __u32)` and `_IO('$', 0)` (include/uapi/linux/perf_event.h).
+const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+
+/// `union bpf_attr`'s members for BPF_PROG_LOAD, up to `prog_name`.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+}
+
+/// `struct perf_event_attr` as of its first version (64 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+}
+
+/// Programs that do nothing, attached to the tracepoints netprobe uses the
+/// way netprobe attaches (perf event tracepoints): what any program there
+/// costs the workload, the floor under netprobe's own. Detached on drop.
+pub struct Empty {
+    _fds: Vec<OwnedFd>,
+}
+
+impl Empty {
+    /// Attaches one to each of `tracepoints` (`category:name`).
+    pub fn attach(tracepoints: &[String]) -> Result<Empty> {
+        let mut fds = Vec::new();
+        for tp in tracepoints {
+            let (cat, name) = tp
+                .split_once(':')
+                .with_context(|| format!("{tp}: not category:name"))?;
+            let path = format!("/sys/kernel/tracing/events/{cat}/{name}/id");
+            let id: u64 = fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {path}"))?
+                .trim()
+                .parse()
+                .with_context(|| format!("{path}: not a number"))?;
+            let prog = load_empty().with_context(|| format!("an empty program for {tp}"))?;
+            let mut attr = PerfEventAttr {
+                kind: PERF_TYPE_TRACEPOINT,
+                size: size_of::<PerfEventAttr>() as u32,
+                config: id,
+                sample_period: 1,
+                wakeup_events: 1,
+                ..Default::default()
+            };
+            // SAFETY: `attr` is a valid perf_event_attr of the size it
+            // states; the other arguments are plain integers.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_perf_event_open,
+                    &mut attr as *mut PerfEventAttr,
+                    -1,
+                    0,
+                    -1,
+                    PERF_FLAG_FD_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("perf_event_open on {tp}"));
+            }
+            // SAFETY: the kernel just gave us this descriptor.
+            let event = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            for (req, arg) in [
+                (PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd()),
+                (PERF_EVENT_IOC_ENABLE, 0),
+            ] {
+                // SAFETY: both requests take an integer argument.
+                if unsafe { libc::ioctl(event.as_raw_fd(), req, arg) } != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("attaching an empty program to {tp}"));
+                }
+            }
+            fds.extend([prog, event]);
+        }
+        Ok(Empty { _fds: fds })
+    }
+}
+
+/// Loads `EMPTY_PROGRAM` as a tracepoint program.
+fn load_empty() -> Result<OwnedFd> {
+    let license = c"GPL";
+    let mut name = [0u8; 16];
+    name[..9].copy_from_slice(b"np_floor\0");
+    let mut attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_TRACEPOINT,
+        insn_cnt: EMPTY_PROGRAM.len() as u32,
+        insns: EMPTY_PROGRAM.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name: name,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_PROG_LOAD, &mut attr);
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("BPF_PROG_LOAD");
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

@@ -90,6 +90,9 @@ pub enum Config {
     /// netprobe with `--every-event` (storms only): no aggregation, for
     /// the side-by-side measure of what it saves.
     NetprobeEveryEvent,
+    /// Programs that do nothing on netprobe's tracepoints (connect rates
+    /// only): the floor any program there costs.
+    Empty,
 }
 
 pub const CONFIGS: [Config; 3] = [Config::None, Config::Netprobe, Config::Bpftrace];
@@ -101,6 +104,7 @@ impl Config {
             Config::Netprobe => "netprobe",
             Config::Bpftrace => "bpftrace",
             Config::NetprobeEveryEvent => "netprobe --every-event",
+            Config::Empty => "empty programs",
         }
     }
 }
@@ -119,12 +123,13 @@ enum Running {
     None,
     Netprobe(Netprobe),
     Bpftrace(Bpftrace),
+    Empty(bpf::Empty),
 }
 
 impl Running {
     fn pid(&self) -> Option<u32> {
         match self {
-            Running::None => None,
+            Running::None | Running::Empty(_) => None,
             Running::Netprobe(n) => Some(n.pid),
             Running::Bpftrace(b) => Some(b.pid),
         }
@@ -137,6 +142,11 @@ impl Running {
     fn stop(self) -> Result<Option<tracer::Tally>> {
         match self {
             Running::None => Ok(None),
+            Running::Empty(programs) => {
+                // Detaches them.
+                drop(programs);
+                Ok(None)
+            }
             Running::Netprobe(n) => n.stop().map(Some),
             Running::Bpftrace(b) => b.stop().map(|()| None),
         }
@@ -170,6 +180,7 @@ impl Bench {
                 self.tracepoints.len(),
                 &self.out.join("bpftrace.stderr"),
             )?),
+            Config::Empty => Running::Empty(bpf::Empty::attach(&self.tracepoints)?),
         })
     }
 }

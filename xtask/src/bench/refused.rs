@@ -41,13 +41,24 @@ pub struct ConnectRates {
     pub port: u16,
     pub none: Vec<f64>,
     pub netprobe: Vec<f64>,
+    /// With programs that do nothing on netprobe's tracepoints: the floor.
+    pub empty: Vec<f64>,
 }
 
 impl ConnectRates {
     /// netprobe's rate over no tracer's, paired by round.
     pub fn ratio(&self) -> Option<Interval> {
-        let r: Vec<f64> = self
-            .netprobe
+        self.ratio_of(&self.netprobe)
+    }
+
+    /// The empty programs' rate over no tracer's: the best any program on
+    /// these tracepoints can do.
+    pub fn floor(&self) -> Option<Interval> {
+        self.ratio_of(&self.empty)
+    }
+
+    fn ratio_of(&self, rates: &[f64]) -> Option<Interval> {
+        let r: Vec<f64> = rates
             .iter()
             .zip(&self.none)
             .filter(|(_, n)| **n > 0.0)
@@ -89,13 +100,12 @@ pub fn connect_rates(bench: &Bench, rounds: u32, dur: Duration) -> Result<Vec<Co
             port,
             none: Vec::new(),
             netprobe: Vec::new(),
+            empty: Vec::new(),
         };
         for round in 0..rounds {
-            let order = if round % 2 == 0 {
-                [Config::None, Config::Netprobe]
-            } else {
-                [Config::Netprobe, Config::None]
-            };
+            // Each configuration takes each place in turn.
+            let mut order = [Config::None, Config::Netprobe, Config::Empty];
+            order.rotate_left(round as usize % 3);
             for config in order {
                 check_interrupted()?;
                 let running = bench.start(config)?;
@@ -104,14 +114,16 @@ pub fn connect_rates(bench: &Bench, rounds: u32, dur: Duration) -> Result<Vec<Co
                 running.stop()?;
                 match config {
                     Config::None => rates.none.push(rate),
+                    Config::Empty => rates.empty.push(rate),
                     _ => rates.netprobe.push(rate),
                 }
             }
             println!(
-                "xtask: bench: refused connections to port {port}, round {}/{rounds}: {:.0}/s untraced, {:.0}/s under netprobe",
+                "xtask: bench: refused connections to port {port}, round {}/{rounds}: {:.0}/s untraced, {:.0}/s under netprobe, {:.0}/s with empty programs",
                 round + 1,
                 rates.none.last().copied().unwrap_or(0.0),
                 rates.netprobe.last().copied().unwrap_or(0.0),
+                rates.empty.last().copied().unwrap_or(0.0),
             );
         }
         out.push(rates);
@@ -338,10 +350,15 @@ mod tests {
             port: HIGH_PORT,
             none: vec![100.0, 200.0, 0.0],
             netprobe: vec![90.0, 190.0, 50.0],
+            empty: vec![95.0, 196.0],
         };
         let i = r.ratio().unwrap();
         // Rounds 1 and 2 (0.9, 0.95); the third has no untraced rate.
         assert_eq!(i.n, 2);
         assert!((i.mean - 0.925).abs() < 1e-9, "{i:?}");
+        // The floor pairs the same way: 0.95 and 0.98.
+        let f = r.floor().unwrap();
+        assert_eq!(f.n, 2);
+        assert!((f.mean - 0.965).abs() < 1e-9, "{f:?}");
     }
 }

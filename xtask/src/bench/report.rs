@@ -710,8 +710,18 @@ impl Results {
                     .map_or(Verdict::NotSettled, |i| Verdict::at_least(i, 0.95)),
                 figure: i.map_or("fewer than two rounds".into(), |i| {
                     format!(
-                        "ratio to no tracer, paired by round, mean [95% interval] over {} rounds: {:.3} [{:.3}, {:.3}]",
-                        i.n, i.mean, i.lo, i.hi
+                        "ratio to no tracer, paired by round, mean [95% interval] over {} rounds: {:.3} [{:.3}, {:.3}]; {}",
+                        i.n,
+                        i.mean,
+                        i.lo,
+                        i.hi,
+                        r.floor().map_or("no floor measured".into(), |f| format!(
+                            "the floor, empty programs on the same {} tracepoints: {:.3} [{:.3}, {:.3}]",
+                            self.tracepoints.len(),
+                            f.mean,
+                            f.lo,
+                            f.hi
+                        ))
                     )
                 }),
             });
@@ -1241,8 +1251,9 @@ impl Results {
             "healthy_workload_events": self.healthy_events,
             "healthy_workload_connections_under_netprobe": self.healthy_connections,
             "refused_connection_rates": self.connect_rates.iter().map(|r| json!({
-                "port": r.port, "untraced": r.none, "netprobe": r.netprobe,
+                "port": r.port, "untraced": r.none, "netprobe": r.netprobe, "empty_programs": r.empty,
                 "ratio": r.ratio().map(|i| json!({"mean": i.mean, "lo95": i.lo, "hi95": i.hi, "rounds": i.n})),
+                "floor": r.floor().map(|i| json!({"mean": i.mean, "lo95": i.lo, "hi95": i.hi, "rounds": i.n})),
             })).collect::<Vec<_>>(),
             "journald_storm": self.journald.as_ref().map(|j| json!({
                 "refused": j.refused, "seconds": j.secs, "kernel_events": j.kernel_events,
