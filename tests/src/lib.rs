@@ -68,6 +68,7 @@ pub fn require_root(test: &str) -> bool {
 }
 
 pub mod kernel;
+pub mod podman;
 pub mod provoke;
 pub mod seccomp;
 

@@ -83,18 +83,28 @@ pub fn cargo() -> Command {
 /// Cargo's target directory for this workspace (honours CARGO_TARGET_DIR and
 /// `build.target-dir`).
 pub fn target_dir() -> Result<PathBuf> {
-    let out = cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
+    parse_target_dir(&metadata()?)
+}
+
+/// `cargo metadata --no-deps` of this workspace, as JSON text.
+pub fn metadata() -> Result<Vec<u8>> {
+    output(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))
+}
+
+/// What `cmd` prints on stdout; fails with its stderr unless it succeeds.
+pub fn output(cmd: &mut Command) -> Result<Vec<u8>> {
+    let out = cmd
         .output()
-        .context("cannot run `cargo metadata`")?;
+        .with_context(|| format!("cannot run `{}`", describe(cmd)))?;
     if !out.status.success() {
         bail!(
-            "`cargo metadata` failed ({}): {}",
+            "`{}` failed ({}): {}",
+            describe(cmd),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    parse_target_dir(&out.stdout)
+    Ok(out.stdout)
 }
 
 fn parse_target_dir(metadata: &[u8]) -> Result<PathBuf> {

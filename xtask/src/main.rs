@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod deploy;
+mod dist;
 mod fuzz;
 mod setup;
 mod vm;
@@ -63,6 +64,10 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// The static release binary and an OCI image archive holding only it
+    /// (target/dist/netprobe-VERSION.oci.tar), for `podman load`,
+    /// `docker load` and `ctr images import`; prints its size and digests.
+    Dist,
     /// Set up, build, then check deploy/ offline: the systemd unit
     /// (systemd-analyze verify) and the Kubernetes manifests (schema).
     DeployCheck,
@@ -149,6 +154,10 @@ impl Task {
             Task::Run { release, args } => run(release, args),
             Task::Test { kernels, args } => test(&kernels, args),
             Task::Lint => lint().map(|()| ExitCode::SUCCESS),
+            Task::Dist => {
+                setup::ensure()?;
+                dist::run().map(|_| ExitCode::SUCCESS)
+            }
             Task::Soak { minutes } => soak(minutes),
             Task::DeployCheck => {
                 setup::ensure()?;

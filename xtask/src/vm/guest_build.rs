@@ -118,6 +118,19 @@ pub fn build() -> Result<Built> {
     })
 }
 
+/// The static release netprobe, for `cargo xtask dist`'s image: the same
+/// static build the guests run, optimised.
+pub fn release_static() -> Result<PathBuf> {
+    let bin = netprobe_in(&run_json(&mut cargo_static(&[
+        "build",
+        "-p",
+        "netprobe",
+        "--release",
+    ]))?)?;
+    ensure_static(&bin)?;
+    Ok(bin)
+}
+
 /// The tests each executable holds, from its own `--list` (run here: the
 /// executables are static and listing runs no test); an executable that
 /// holds none is an error, since the matrix could then show nothing of it.

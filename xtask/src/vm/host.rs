@@ -49,6 +49,10 @@ pub fn run(built: &Built, out_dir: &Path) -> Result<KernelResult> {
         .unwrap_or_else(|_| "?".into());
     println!("host {release}: netprobe check, then each test executable");
     let check = run_captured(Command::new(&built.netprobe).arg("check"))?;
+    // netprobe's image, as `cargo xtask dist` makes it, of the binary under
+    // test: the image test loads it into podman.
+    let image = out_dir.join("netprobe-test.oci.tar");
+    crate::dist::write_archive(&built.netprobe, "test", &image)?;
     let mut runs = Vec::new();
     let cannot_show = out_dir.join("host-cannot-show");
     for t in &built.tests {
@@ -61,7 +65,8 @@ pub fn run(built: &Built, out_dir: &Path) -> Result<KernelResult> {
                 .arg("--test-threads=1")
                 .env("NETPROBE_BIN", &built.netprobe)
                 .env("NETPROBE_PROBE_LOG_BIN", &built.netprobe_probe_log)
-                .env("NETPROBE_CANNOT_SHOW", &cannot_show),
+                .env("NETPROBE_CANNOT_SHOW", &cannot_show)
+                .env("NETPROBE_IMAGE_ARCHIVE", &image),
         )?;
         // Like /init: the tests' "cannot show here" lines after their output.
         if let Ok(lines) = fs::read_to_string(&cannot_show) {

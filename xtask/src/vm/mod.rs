@@ -8,6 +8,7 @@ mod budget;
 mod cpio;
 mod elf;
 mod guest_build;
+pub use guest_build::release_static;
 mod host;
 mod initramfs;
 mod kernel;
