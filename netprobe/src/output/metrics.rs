@@ -406,8 +406,12 @@ pub const MAX_CLIENTS: usize = 64;
 /// A client's whole exchange (request head in, exposition out) must end
 /// within this; a slow or idle one is closed.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
-/// OpenMetrics text, as prometheus-client encodes it.
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// OpenMetrics text, as prometheus-client encodes it: for scrapers that ask
+/// for it (Prometheus does, in its `Accept` header).
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic text format, for everyone else (`curl`, and `promtool check
+/// metrics`, which reads only this one).
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Longest request head read.
 const MAX_HEAD: usize = 8192;
 
@@ -454,12 +458,7 @@ async fn answer(mut c: TcpStream, metrics: &Metrics) -> io::Result<()> {
         }
         req.extend_from_slice(&chunk[..n]);
     }
-    let (status, body, head_only) = respond(&req, metrics);
-    let kind = if status.starts_with("200") {
-        CONTENT_TYPE
-    } else {
-        "text/plain; charset=utf-8"
-    };
+    let (status, body, head_only, kind) = respond(&req, metrics);
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -471,8 +470,55 @@ async fn answer(mut c: TcpStream, metrics: &Metrics) -> io::Result<()> {
     c.shutdown().await
 }
 
-/// The status, body and whether only the head is sent, for a request head.
-fn respond(req: &[u8], metrics: &Metrics) -> (&'static str, String, bool) {
+/// Whether a request head's `Accept` header asks for OpenMetrics.
+fn wants_openmetrics(req: &[u8]) -> bool {
+    req.split(|&b| b == b'\n').any(|line| {
+        let line = String::from_utf8_lossy(line).to_ascii_lowercase();
+        line.strip_prefix("accept:")
+            .is_some_and(|v| v.contains("application/openmetrics-text"))
+    })
+}
+
+/// OpenMetrics text as the classic text format (0.0.4): a counter's HELP
+/// and TYPE lines name its `_total` samples, and there is no `# UNIT` or
+/// `# EOF` line. The samples themselves are the same.
+pub fn classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str("_total");
+                }
+                if !tail.is_empty() {
+                    out.push(' ');
+                    out.push_str(tail);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The status, body, whether only the head is sent, and the body's content
+/// type, for a request head.
+fn respond(req: &[u8], metrics: &Metrics) -> (&'static str, String, bool, &'static str) {
+    let plain = "text/plain; charset=utf-8";
     let line = req.split(|&b| b == b'\n').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     let (method, path, version) = (
@@ -481,23 +527,82 @@ fn respond(req: &[u8], metrics: &Metrics) -> (&'static str, String, bool) {
         parts.next().unwrap_or_default(),
     );
     if !version.starts_with(b"HTTP/") {
-        return ("400 Bad Request", "not an HTTP request\n".into(), false);
+        return (
+            "400 Bad Request",
+            "not an HTTP request\n".into(),
+            false,
+            plain,
+        );
     }
     let head_only = method == b"HEAD";
     match (method, path) {
-        (b"GET" | b"HEAD", b"/metrics" | b"/") => ("200 OK", metrics.render(), head_only),
+        (b"GET" | b"HEAD", b"/metrics" | b"/") if wants_openmetrics(req) => {
+            ("200 OK", metrics.render(), head_only, OPENMETRICS)
+        }
+        (b"GET" | b"HEAD", b"/metrics" | b"/") => {
+            ("200 OK", classic(&metrics.render()), head_only, CLASSIC)
+        }
         (b"GET" | b"HEAD", _) => (
             "404 Not Found",
             "not found: try /metrics\n".into(),
             head_only,
+            plain,
         ),
-        _ => ("405 Method Not Allowed", "only GET\n".into(), false),
+        _ => ("405 Method Not Allowed", "only GET\n".into(), false, plain),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_samples() {
+        let m = Metrics::default();
+        let mut drop = Record::new("drop", "d".into());
+        drop.family = Some("reset");
+        drop.mode = Some("no_listener");
+        m.observe(&drop);
+        let om = m.render();
+        let text = classic(&om);
+        assert!(om.contains("# TYPE netprobe_events counter"), "{om}");
+        assert!(
+            text.contains("# TYPE netprobe_events_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP netprobe_events_total "), "{text}");
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // Gauges keep their names; every sample line is as it was.
+        assert!(text.contains("# TYPE netprobe_ready gauge\n"), "{text}");
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(samples(&om), samples(&text));
+        assert!(samples(&text)
+            .iter()
+            .any(|l| l.starts_with("netprobe_events_total{")));
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked() {
+        let m = Metrics::default();
+        // Prometheus 2.42's scrape header.
+        let prom = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n\r\n";
+        let (status, body, _, kind) = respond(prom, &m);
+        assert_eq!((status, kind), ("200 OK", OPENMETRICS));
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        let curl =
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
+        let (status, body, _, kind) = respond(curl, &m);
+        assert_eq!((status, kind), ("200 OK", CLASSIC));
+        assert!(!body.contains("# EOF"), "{body}");
+    }
 
     #[test]
     fn addresses() {
