@@ -15,6 +15,9 @@
 //! - deploy/kubernetes/*.yaml must pass deploy/check (a small crate of its
 //!   own that types each document with k8s-openapi; see deploy/README.md),
 //!   and deploy/check's tests, which feed it broken manifests, must pass.
+//! - deploy/prometheus/: the alert rules must pass `promtool check rules`
+//!   and their unit tests (`promtool test rules`), and the PrometheusRule
+//!   must hold exactly the rules file's groups (deploy/check again).
 
 use std::{
     fs,
@@ -32,13 +35,18 @@ const UNIT: &str = "deploy/systemd/netprobe.service";
 const INSTALLED: &str = "/usr/local/bin/netprobe";
 const MANIFESTS: &str = "deploy/kubernetes";
 const CHECKER: &str = "deploy/check/Cargo.toml";
+const RULES_DIR: &str = "deploy/prometheus";
+const RULES: &str = "netprobe.rules.yml";
+const RULES_TEST: &str = "netprobe.rules.test.yml";
+const PROMETHEUS_RULE: &str = "prometheusrule.yaml";
 
 /// Runs every check, then fails naming each one that failed. `netprobe` is
 /// a built netprobe executable, for the unit's ExecStart.
 pub fn check(netprobe: &Path) -> Result<()> {
-    let checks: [(&str, &dyn Fn() -> Result<()>); 2] = [
+    let checks: [(&str, &dyn Fn() -> Result<()>); 3] = [
         ("systemd unit", &|| verify_unit(netprobe)),
         ("Kubernetes manifests", &check_manifests),
+        ("Prometheus rules", &check_rules),
     ];
     let mut failed = Vec::new();
     for (name, run) in checks {
@@ -169,23 +177,41 @@ fn check_manifests() -> Result<()> {
     if files.is_empty() {
         bail!("no manifest in {MANIFESTS}");
     }
-    // Its own target directory under ours: built once, then reused.
-    let target = cmd::target_dir()?.join("deploy-check");
-    let checker = |args: &[&str]| {
-        let mut c = cmd::cargo();
-        c.env_remove("NETPROBE_REQUIRE_EBPF")
-            .env("CARGO_TARGET_DIR", &target)
-            .args(args)
-            .args(["--locked", "--manifest-path", CHECKER]);
-        c
-    };
     // The shipped manifests, one `ok:` line or every problem per file.
-    let mut run = checker(&["run", "--quiet"]);
+    let mut run = checker(&["run", "--quiet"])?;
     run.arg("--").args(&files);
     cmd::run(&mut run)?;
     // Its own tests: broken manifests must fail, with the expected messages.
-    cmd::run(&mut checker(&["test", "--quiet"]))?;
+    cmd::run(&mut checker(&["test", "--quiet"])?)?;
     Ok(())
+}
+
+/// deploy/checker's cargo command: its own target directory under ours,
+/// built once, then reused.
+fn checker(args: &[&str]) -> Result<Command> {
+    let mut c = cmd::cargo();
+    c.env_remove("NETPROBE_REQUIRE_EBPF")
+        .env("CARGO_TARGET_DIR", cmd::target_dir()?.join("deploy-check"))
+        .args(args)
+        .args(["--locked", "--manifest-path", CHECKER]);
+    Ok(c)
+}
+
+/// The alert rules: promtool's syntax check and unit tests (the
+/// distribution's Prometheus, which the setup installs), and the
+/// PrometheusRule holding exactly the same groups.
+fn check_rules() -> Result<()> {
+    let dir = cmd::workspace_root().join(RULES_DIR);
+    let mut check = Command::new("promtool");
+    check.current_dir(&dir).args(["check", "rules", RULES]);
+    cmd::run(&mut check)?;
+    let mut test = Command::new("promtool");
+    test.current_dir(&dir).args(["test", "rules", RULES_TEST]);
+    cmd::run(&mut test)?;
+    let rel = |f: &str| format!("{RULES_DIR}/{f}");
+    let mut same = checker(&["run", "--quiet"])?;
+    same.args(["--", "--prometheus-rule", &rel(PROMETHEUS_RULE), &rel(RULES)]);
+    cmd::run(&mut same)
 }
 
 /// A directory under the system's temporary directory, removed on drop.

@@ -201,6 +201,51 @@ fn display(path: &str) -> &str {
     }
 }
 
+/// Checks that a PrometheusRule (`monitoring.coreos.com/v1`) holds exactly
+/// the rule groups of a plain Prometheus rules file: the two copies deploy/
+/// ships must not drift apart. Returns the number of rules.
+pub fn same_rules(prometheus_rule: &str, rules_file: &str) -> Result<usize, String> {
+    let parse = |what: &str, text: &str| -> Result<Value, String> {
+        let yaml: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| format!("{what}: not valid YAML: {e}"))?;
+        serde_json::to_value(&yaml).map_err(|e| format!("{what}: not representable as JSON: {e}"))
+    };
+    let object = parse("the PrometheusRule", prometheus_rule)?;
+    let plain = parse("the rules file", rules_file)?;
+    if object["apiVersion"] != "monitoring.coreos.com/v1" || object["kind"] != "PrometheusRule" {
+        return Err(format!(
+            "not a monitoring.coreos.com/v1 PrometheusRule: apiVersion {} kind {}",
+            object["apiVersion"], object["kind"]
+        ));
+    }
+    if object["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+        return Err("the PrometheusRule has no metadata.name".into());
+    }
+    let groups = plain["groups"]
+        .as_array()
+        .ok_or("the rules file has no groups")?;
+    if object["spec"]["groups"] != plain["groups"] {
+        let names = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .map(|r| r["alert"].as_str().or(r["record"].as_str()).unwrap_or("?").to_string())
+                .collect()
+        };
+        return Err(format!(
+            "spec.groups differ from the rules file's groups (rules {:?} against {:?}; \
+             every field counts)",
+            names(&object["spec"]["groups"]),
+            names(&plain["groups"])
+        ));
+    }
+    Ok(groups
+        .iter()
+        .map(|g| g["rules"].as_array().map_or(0, Vec::len))
+        .sum())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +259,29 @@ mod tests {
     }
 
     const SA: &str = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: a\n";
+
+    #[test]
+    fn a_prometheus_rule_must_hold_the_rules_files_groups() {
+        let plain = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n";
+        let rule = |expr: &str| {
+            format!(
+                "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: n\n\
+                 spec:\n  groups:\n    - name: g\n      rules:\n        - alert: A\n          expr: {expr}\n"
+            )
+        };
+        assert_eq!(same_rules(&rule("up == 0"), plain), Ok(1));
+        let drifted = same_rules(&rule("up == 1"), plain).unwrap_err();
+        assert!(drifted.contains("differ"), "{drifted}");
+        let wrong_kind = rule("up == 0").replace("PrometheusRule", "ConfigMap");
+        assert!(same_rules(&wrong_kind, plain).unwrap_err().contains("not a monitoring"));
+    }
+
+    #[test]
+    fn the_shipped_prometheus_rule_matches_the_rules_file() {
+        let rule = include_str!("../../prometheus/prometheusrule.yaml");
+        let plain = include_str!("../../prometheus/netprobe.rules.yml");
+        assert_eq!(same_rules(rule, plain), Ok(6));
+    }
 
     #[test]
     fn a_clean_document_passes() {

@@ -1,11 +1,16 @@
 //! `deploy-check FILE...`: checks each Kubernetes manifest offline (see the
 //! library). Prints one `ok:` line per clean file, every problem otherwise,
 //! and exits 1 when any file has a problem.
+//! `deploy-check --prometheus-rule RULE.yaml RULES.yml`: checks that the
+//! PrometheusRule holds exactly the rules file's groups.
 
 use std::{fs, process::ExitCode};
 
 fn main() -> ExitCode {
     let files: Vec<String> = std::env::args().skip(1).collect();
+    if files.first().is_some_and(|a| a == "--prometheus-rule") {
+        return prometheus_rule(&files[1..]);
+    }
     if files.is_empty() {
         eprintln!("usage: deploy-check FILE.yaml...");
         return ExitCode::from(2);
@@ -34,5 +39,26 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn prometheus_rule(args: &[String]) -> ExitCode {
+    let [rule, rules] = args else {
+        eprintln!("usage: deploy-check --prometheus-rule PROMETHEUSRULE.yaml RULES.yml");
+        return ExitCode::from(2);
+    };
+    let read = |f: &String| fs::read_to_string(f).map_err(|e| format!("{f}: {e}"));
+    match read(rule)
+        .and_then(|r| Ok((r, read(rules)?)))
+        .and_then(|(r, p)| deploy_check::same_rules(&r, &p))
+    {
+        Ok(n) => {
+            println!("ok: {rule}: the {n} rules of {rules}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {rule}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
