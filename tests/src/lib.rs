@@ -67,6 +67,7 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+pub mod containerd;
 pub mod kernel;
 pub mod podman;
 pub mod provoke;

@@ -1,17 +1,23 @@
 //! netprobe's own image (`cargo xtask dist`'s archive; the host run makes
 //! one of the static binary under test, `NETPROBE_IMAGE_ARCHIVE`), loaded
-//! with `podman load` and run with the DaemonSet's container settings, read
+//! into podman (`podman load`) and into containerd (`ctr images import`),
+//! and run by each with runc and the DaemonSet's container settings, read
 //! from deploy/kubernetes/daemonset.yaml: its command and arguments, host
 //! PID, every capability dropped but the manifest's list, a read-only root,
 //! no_new_privs, the tracefs, cgroup and netns mounts read-only, and the
 //! runtime's default seccomp profile. Inside it the probes attach as they do
 //! on the host, records reach stdout, `/metrics` answers, and another
 //! container's refused connections are attributed to that container.
-//! The guests have no container runtime: there the test does not run.
+//! The guests have no container runtime: there the tests do not run.
+//!
+//! Capabilities this machine's root does not hold itself (its bounding set,
+//! read from /proc/self/status) cannot be granted by any runtime here; they
+//! are left out of the run and named on stderr.
 
 use std::{path::Path, process::Command, thread, time::Duration, time::Instant};
 
 use netprobe_tests::{
+    containerd::Containerd,
     netprobe_bin, not_run_here,
     podman::{busybox_image, netns_of, podman, Container, BUSYBOX, MACHINE_FLAGS},
     require_root,
@@ -98,6 +104,37 @@ fn spec(text: &str) -> Spec {
     s
 }
 
+/// The capability numbers of `CAP_NAME`s, as capabilities(7) numbers them.
+const CAP_NUMBERS: &[(&str, u32)] = &[
+    ("DAC_READ_SEARCH", 2),
+    ("NET_ADMIN", 12),
+    ("SYS_PTRACE", 19),
+    ("SYS_ADMIN", 21),
+    ("SYS_RESOURCE", 24),
+    ("SYSLOG", 34),
+    ("PERFMON", 38),
+    ("BPF", 39),
+];
+
+/// The manifest's capabilities this machine's root holds in its bounding
+/// set (only those can be granted here), and those it does not.
+fn grantable(caps: &[String]) -> (Vec<String>, Vec<String>) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .unwrap();
+    caps.iter().cloned().partition(|c| {
+        let bit = CAP_NUMBERS
+            .iter()
+            .find(|(n, _)| n == c)
+            .unwrap_or_else(|| panic!("capability {c}: add its number to CAP_NUMBERS"))
+            .1;
+        bounding & (1 << bit) != 0
+    })
+}
+
 /// The probes `netprobe check` says attach on this host.
 fn attached_on_host() -> Vec<String> {
     let out = Command::new(netprobe_bin()).arg("check").output().unwrap();
@@ -112,31 +149,93 @@ fn attached_on_host() -> Vec<String> {
         .collect()
 }
 
-/// The container's stdout so far, as records.
-fn records(id: &str) -> Vec<Value> {
-    let out = Command::new("podman").args(["logs", id]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+/// The records in a container's output so far.
+fn records_in(text: &str) -> Vec<Value> {
+    text.lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
 
-fn wait_record(id: &str, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+/// The podman container's stdout so far, as records.
+fn records(id: &str) -> Vec<Value> {
+    let out = Command::new("podman").args(["logs", id]).output().unwrap();
+    records_in(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Waits for a record `pred` accepts in what `output` returns (stdout, and
+/// anything else to show on failure).
+fn wait_in(
+    output: impl Fn() -> (String, String),
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let start = Instant::now();
     loop {
-        if let Some(r) = records(id).into_iter().find(&pred) {
+        let (out, err) = output();
+        if let Some(r) = records_in(&out).into_iter().find(&pred) {
             return r;
         }
         if start.elapsed() > limit {
-            let err = Command::new("podman").args(["logs", id]).output().unwrap();
-            panic!(
-                "no {what} record within {limit:?}; the container's stderr: {}",
-                String::from_utf8_lossy(&err.stderr)
-            );
+            panic!("no {what} record within {limit:?}; the container's output: {out}\n{err}");
         }
         thread::sleep(Duration::from_millis(200));
     }
 }
+
+fn wait_record(id: &str, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let podman_logs = || {
+        let o = Command::new("podman").args(["logs", id]).output().unwrap();
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    wait_in(podman_logs, what, limit, pred)
+}
+
+/// The probes attached inside, by the container's probe records, against
+/// those `netprobe check` attaches on the host; and the ready record's count.
+fn assert_probes_as_on_the_host(records: &[Value], ready: &Value) {
+    let mut inside: Vec<String> = records
+        .iter()
+        .filter(|v| v["kind"] == "probe" && v["status"] == "attached")
+        .filter_map(|p| p["probe"].as_str().map(str::to_string))
+        .collect();
+    inside.sort();
+    let mut host = attached_on_host();
+    host.sort();
+    assert!(!host.is_empty(), "netprobe check attaches nothing here");
+    assert_eq!(
+        inside, host,
+        "probes attached in the container and on the host"
+    );
+    assert_eq!(ready["attached"], host.len(), "{ready}");
+}
+
+/// `/metrics` from inside the network namespace of process `pid` (its
+/// loopback brought up first, as a pod's is).
+fn assert_metrics_answer(pid: &str) {
+    let lo = Command::new("nsenter")
+        .args(["-t", pid, "-n", "ip", "link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(lo.success(), "bringing up the container's loopback");
+    let metrics = Command::new("nsenter")
+        .args(["-t", pid, "-n", "curl", "-sS", "--max-time", "5"])
+        .arg("http://127.0.0.1:9464/metrics")
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        body.lines().any(|l| l == "netprobe_ready 1"),
+        "/metrics: {body} {}",
+        String::from_utf8_lossy(&metrics.stderr)
+    );
+}
+
+const VICTIM_SCRIPT: &str =
+    "busybox ip link set lo up 2>/dev/null; for i in 1 2 3; do nc 127.0.0.1 9; done; sleep 30";
 
 #[test]
 fn the_manifest_is_read() {
@@ -187,7 +286,11 @@ fn the_image_runs_under_podman_with_the_daemonsets_settings() {
         .map(String::from)
         .to_vec();
     args.extend(MACHINE_FLAGS.map(String::from));
-    for c in &s.caps {
+    let (caps, withheld) = grantable(&s.caps);
+    if !withheld.is_empty() {
+        eprintln!("not in this machine's bounding set, so left out: {withheld:?}");
+    }
+    for c in &caps {
         args.extend(["--cap-add".into(), c.clone()]);
     }
     if s.host_pid {
@@ -220,49 +323,15 @@ fn the_image_runs_under_podman_with_the_daemonsets_settings() {
         v["kind"] == "ready"
     });
     eprintln!("ready: {ready}");
-    let probes: Vec<Value> = records(&id)
-        .into_iter()
-        .filter(|v| v["kind"] == "probe")
-        .collect();
-    let mut inside: Vec<String> = probes
-        .iter()
-        .filter(|p| p["status"] == "attached")
-        .filter_map(|p| p["probe"].as_str().map(str::to_string))
-        .collect();
-    inside.sort();
-    let mut host = attached_on_host();
-    host.sort();
-    assert!(!host.is_empty(), "netprobe check attaches nothing here");
-    assert_eq!(
-        inside, host,
-        "probes attached in the container and on the host"
-    );
-    assert_eq!(ready["attached"], host.len(), "{ready}");
-
-    // /metrics, from the container's own network namespace.
+    assert_probes_as_on_the_host(&records(&id), &ready);
     let pid = podman(&["inspect", "--format", "{{.State.Pid}}", &id]);
-    let metrics = Command::new("nsenter")
-        .args(["-t", &pid, "-n", "curl", "-sS", "--max-time", "5"])
-        .arg("http://127.0.0.1:9464/metrics")
-        .output()
-        .unwrap();
-    let body = String::from_utf8_lossy(&metrics.stdout);
-    assert!(
-        body.lines().any(|l| l == "netprobe_ready 1"),
-        "/metrics: {body} {}",
-        String::from_utf8_lossy(&metrics.stderr)
-    );
+    assert_metrics_answer(&pid);
 
     // Another container's refused connections name that container.
     busybox_image();
     let mut other = vec!["run", "-d", "--network", "none"];
     other.extend(MACHINE_FLAGS);
-    other.extend([
-        BUSYBOX,
-        "sh",
-        "-c",
-        "for i in 1 2 3; do nc 127.0.0.1 9; done; sleep 30",
-    ]);
+    other.extend([BUSYBOX, "sh", "-c", VICTIM_SCRIPT]);
     let victim = podman(&other);
     let _victim = Container(victim.clone());
     let netns = netns_of(&victim);
@@ -273,4 +342,158 @@ fn the_image_runs_under_podman_with_the_daemonsets_settings() {
     assert_eq!(r["netns"], netns, "{r}");
     assert_eq!(r["mode"], "no_listener", "{r}");
     let _ = std::fs::remove_dir_all(&empty);
+}
+
+/// A pod UID and container id, as the kubelet's cgroupfs driver lays out a
+/// container's cgroup (`/kubepods/besteffort/pod<uid>/<id>`), which is how
+/// netprobe names containers on a node.
+fn kubelet_cgroup(uid: &str, id: &str) -> String {
+    format!("/kubepods/besteffort/pod{uid}/{id}")
+}
+
+#[test]
+fn the_image_runs_under_containerd_with_the_daemonsets_settings() {
+    const NAME: &str = "the_image_runs_under_containerd_with_the_daemonsets_settings";
+    if !require_root(NAME) {
+        return;
+    }
+    if std::env::var_os("NETPROBE_GUEST").is_some() {
+        not_run_here(
+            NAME,
+            "the kernel matrix's guests have no container runtime; the host row runs it",
+        );
+        return;
+    }
+    let archive = std::env::var("NETPROBE_IMAGE_ARCHIVE")
+        .expect("NETPROBE_IMAGE_ARCHIVE: the image archive to load (`cargo xtask test` makes one)");
+    let s = spec(MANIFEST);
+    let mut ctd = Containerd::start();
+    let image = ctd.import(Path::new(&archive));
+    assert!(image.contains("netprobe:"), "{image}");
+    // ctr's flags for the manifest's settings. Its default spec holds
+    // runc's default capabilities: each is dropped by name.
+    let (caps, withheld) = grantable(&s.caps);
+    if !withheld.is_empty() {
+        eprintln!("not in this machine's bounding set, so left out: {withheld:?}");
+    }
+    let mut flags: Vec<String> = Vec::new();
+    for c in [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FSETID",
+        "FOWNER",
+        "MKNOD",
+        "NET_RAW",
+        "SETGID",
+        "SETUID",
+        "SETFCAP",
+        "SETPCAP",
+        "NET_BIND_SERVICE",
+        "SYS_CHROOT",
+        "KILL",
+        "AUDIT_WRITE",
+    ] {
+        flags.extend(["--cap-drop".into(), format!("CAP_{c}")]);
+    }
+    for c in &caps {
+        flags.extend(["--cap-add".into(), format!("CAP_{c}")]);
+    }
+    assert!(s.read_only_root && s.seccomp_default && s.host_pid && s.no_new_privs);
+    // containerd's default seccomp profile, a read-only root.
+    flags.extend(["--seccomp".into(), "--read-only".into()]);
+    let empty = ctd.dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (host, path, ro) in &s.mounts {
+        let host = if Path::new(host).exists() {
+            host.clone()
+        } else {
+            empty.display().to_string()
+        };
+        let opts = if *ro { "rbind:ro" } else { "rbind" };
+        flags.extend([
+            "--mount".into(),
+            format!("type=bind,src={host},dst={path},options={opts}"),
+        ]);
+    }
+    flags.extend(["--env".into(), "NODE_NAME=test-node".into()]);
+    let id = "a".repeat(64);
+    let mut command = s.command.clone();
+    command.extend(s.args.iter().cloned());
+    let mut oci = ctd.spec(&flags, &image, &id, &command);
+    // What ctr has no flag for, done as the kubelet's CRI plugin does it:
+    // hostPID leaves the PID namespace out; the cgroup is the kubelet's.
+    // ctr's spec already sets noNewPrivileges (its --allow-new-privs turns
+    // it off), as allowPrivilegeEscalation: false asks.
+    assert_eq!(oci["process"]["noNewPrivileges"], true, "{oci}");
+    assert!(
+        oci["linux"]["seccomp"].is_object(),
+        "containerd's seccomp profile"
+    );
+    assert_eq!(oci["root"]["readonly"], true);
+    let namespaces = oci["linux"]["namespaces"].as_array_mut().unwrap();
+    namespaces.retain(|n| n["type"] != "pid");
+    assert!(namespaces.iter().any(|n| n["type"] == "network"));
+    oci["linux"]["cgroupsPath"] =
+        kubelet_cgroup("11111111-2222-3333-4444-555555555555", &id).into();
+    let rootfs = ctd.rootfs(&image, "netprobe-rootfs");
+    oci["root"]["path"] = rootfs.display().to_string().into();
+    let log = ctd.dir.join("netprobe.log");
+    let daemon_log = ctd.dir.join("containerd.log");
+    ctd.run_spec(&oci, &id, &log);
+    let output = || {
+        (
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(&daemon_log).unwrap_or_default(),
+        )
+    };
+    let ready = wait_in(output, "ready", Duration::from_secs(30), |v| {
+        v["kind"] == "ready"
+    });
+    eprintln!("ready: {ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no_new_privs set")),
+        "{ready}"
+    );
+    assert_probes_as_on_the_host(&records_in(&output().0), &ready);
+    assert_metrics_answer(&ctd.pid(&id).to_string());
+
+    // Another container, in a pod's cgroup: its refused connections name
+    // the container and the pod.
+    let busybox_archive = ctd.dir.join("busybox.tar");
+    busybox_image();
+    podman(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        busybox_archive.to_str().unwrap(),
+        BUSYBOX,
+    ]);
+    let busybox = ctd.import(&busybox_archive);
+    let victim = "b".repeat(64);
+    let uid = "66666666-7777-8888-9999-000000000000";
+    let cgroup = kubelet_cgroup(uid, &victim);
+    ctd.run(
+        &["--cap-add", "CAP_NET_ADMIN", "--cgroup", &cgroup],
+        &busybox,
+        &victim,
+        &["sh", "-c", VICTIM_SCRIPT],
+    );
+    let netns = std::fs::read_link(format!("/proc/{}/ns/net", ctd.pid(&victim)))
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("net:[")
+        .trim_end_matches(']')
+        .parse::<u64>()
+        .unwrap();
+    let r = wait_in(output, "reset_sent", Duration::from_secs(20), |v| {
+        v["kind"] == "reset_sent" && v["container"] == victim.as_str()
+    });
+    eprintln!("reset_sent: {r}");
+    assert_eq!(r["netns"], netns, "{r}");
+    // No kubelet log directory here: the pod is named by its UID.
+    assert_eq!(r["pod"], uid, "{r}");
+    assert_eq!(r["mode"], "no_listener", "{r}");
 }

@@ -210,7 +210,12 @@ fn check_rules() -> Result<()> {
     cmd::run(&mut test)?;
     let rel = |f: &str| format!("{RULES_DIR}/{f}");
     let mut same = checker(&["run", "--quiet"])?;
-    same.args(["--", "--prometheus-rule", &rel(PROMETHEUS_RULE), &rel(RULES)]);
+    same.args([
+        "--",
+        "--prometheus-rule",
+        &rel(PROMETHEUS_RULE),
+        &rel(RULES),
+    ]);
     cmd::run(&mut same)
 }
 

@@ -130,6 +130,15 @@ pub const REQUIREMENTS: &[Requirement] = &[
         install: &[Step::Apt(&["podman", "runc", "busybox-static"])],
     },
     Requirement {
+        what: "containerd and ctr (the image test runs netprobe's image under containerd, \
+               with its default seccomp profile, as the kubelet's runtime would)",
+        find: || {
+            cmd::which("ctr")?;
+            cmd::which("containerd").map(|p| p.display().to_string())
+        },
+        install: &[Step::AptLean(&["containerd"])],
+    },
+    Requirement {
         what: "Prometheus (a real server scraping the metrics endpoint, and promtool to query it)",
         find: || {
             cmd::which("promtool")?;
