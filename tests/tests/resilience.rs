@@ -335,7 +335,7 @@ fn a_real_prometheus_scrapes_the_endpoint() {
         );
         return;
     }
-    let (mut d, port, _ns) = metrics_daemon_after_a_refused_connection();
+    let (mut d, port, ns) = metrics_daemon_after_a_refused_connection();
     let prom = Prometheus::start(port);
     // The first scrapes come a few seconds after start (target discovery).
     let deadline = Instant::now() + patience(Duration::from_secs(30));
@@ -369,6 +369,63 @@ fn a_real_prometheus_scrapes_the_endpoint() {
     }
     let events = prom.query("netprobe_events_total{mode=\"no_listener\",source=\"probe\"}");
     assert!(events.contains("kind=\"drop\""), "{events}");
+    // Every query of the Grafana dashboard runs, with the dashboard's
+    // variables as Grafana would fill them for all nodes; the panels about
+    // failures, readiness and the daemon show this netprobe's series.
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../deploy/grafana/netprobe-dashboard.json")).unwrap();
+    // A rate needs two scrapes in its window, and an increase a failure
+    // between them: another refused connection once scrapes come.
+    let deadline = Instant::now() + patience(Duration::from_secs(30));
+    while !prom
+        .query("count_over_time(netprobe_ready[1m]) >= 2")
+        .contains(" @")
+    {
+        assert!(Instant::now() < deadline, "two scrapes never came");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let again = closed_port_here(&ns);
+    d.wait_for("closed port", Duration::from_secs(10), |v| {
+        v["mode"] == "no_listener" && about_port(v, again.port())
+    });
+    let rising = "sum(increase(netprobe_events_total{mode=\"no_listener\"}[1m])) > 0";
+    while !prom.query(rising).contains(" @") {
+        assert!(
+            Instant::now() < deadline,
+            "the second refused connection was never scraped"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "5m")
+                .replace("$instance", ".*");
+            let (ok, got) = prom.query_checked(&expr);
+            assert!(ok, "panel {title:?}: {expr}: {got}");
+            if [
+                "Failures by mode",
+                "Failures by node",
+                "Top failures in the range",
+                "Nodes ready",
+                "netprobe memory",
+            ]
+            .contains(&title)
+            {
+                assert!(
+                    got.contains(" @"),
+                    "panel {title:?} shows nothing: {expr}: {got}"
+                );
+            }
+            if title == "Failures by mode" {
+                assert!(got.contains("mode=\"no_listener\""), "{got}");
+            }
+        }
+    }
     // What `curl -s ADDR/metrics | promtool check metrics` sees: the
     // classic format, which promtool lints without a complaint.
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -456,11 +513,20 @@ impl Prometheus {
 
     /// promtool's answer to an instant query.
     fn query(&self, expr: &str) -> String {
+        self.query_checked(expr).1
+    }
+
+    /// Whether promtool's instant query succeeded, and its answer.
+    fn query_checked(&self, expr: &str) -> (bool, String) {
         let out = Command::new("promtool")
             .args(["query", "instant", &self.web, expr])
             .output()
             .expect("promtool");
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     }
 
     /// The scrape targets as Prometheus sees them (for a failure's message).

@@ -18,6 +18,9 @@
 //! - deploy/prometheus/: the alert rules must pass `promtool check rules`
 //!   and their unit tests (`promtool test rules`), and the PrometheusRule
 //!   must hold exactly the rules file's groups (deploy/check again).
+//! - deploy/grafana/netprobe-dashboard.json must pass deploy/check's
+//!   dashboard check (its queries run against a real Prometheus in the
+//!   resilience test).
 
 use std::{
     fs,
@@ -39,14 +42,20 @@ const RULES_DIR: &str = "deploy/prometheus";
 const RULES: &str = "netprobe.rules.yml";
 const RULES_TEST: &str = "netprobe.rules.test.yml";
 const PROMETHEUS_RULE: &str = "prometheusrule.yaml";
+const DASHBOARD: &str = "deploy/grafana/netprobe-dashboard.json";
 
 /// Runs every check, then fails naming each one that failed. `netprobe` is
 /// a built netprobe executable, for the unit's ExecStart.
 pub fn check(netprobe: &Path) -> Result<()> {
-    let checks: [(&str, &dyn Fn() -> Result<()>); 3] = [
+    let checks: [(&str, &dyn Fn() -> Result<()>); 4] = [
         ("systemd unit", &|| verify_unit(netprobe)),
         ("Kubernetes manifests", &check_manifests),
         ("Prometheus rules", &check_rules),
+        ("Grafana dashboard", &|| {
+            let mut c = checker(&["run", "--quiet"])?;
+            c.args(["--", "--dashboard", DASHBOARD]);
+            cmd::run(&mut c)
+        }),
     ];
     let mut failed = Vec::new();
     for (name, run) in checks {

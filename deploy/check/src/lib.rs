@@ -218,7 +218,10 @@ pub fn same_rules(prometheus_rule: &str, rules_file: &str) -> Result<usize, Stri
             object["apiVersion"], object["kind"]
         ));
     }
-    if object["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+    if object["metadata"]["name"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
         return Err("the PrometheusRule has no metadata.name".into());
     }
     let groups = plain["groups"]
@@ -230,7 +233,13 @@ pub fn same_rules(prometheus_rule: &str, rules_file: &str) -> Result<usize, Stri
                 .into_iter()
                 .flatten()
                 .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-                .map(|r| r["alert"].as_str().or(r["record"].as_str()).unwrap_or("?").to_string())
+                .map(|r| {
+                    r["alert"]
+                        .as_str()
+                        .or(r["record"].as_str())
+                        .unwrap_or("?")
+                        .to_string()
+                })
                 .collect()
         };
         return Err(format!(
@@ -244,6 +253,139 @@ pub fn same_rules(prometheus_rule: &str, rules_file: &str) -> Result<usize, Stri
         .iter()
         .map(|g| g["rules"].as_array().map_or(0, Vec::len))
         .sum())
+}
+
+/// Panel types the shipped dashboard may use (Grafana's core panels).
+const PANEL_TYPES: &[&str] = &[
+    "timeseries",
+    "table",
+    "stat",
+    "gauge",
+    "bargauge",
+    "text",
+    "row",
+];
+/// Variables Grafana itself provides to queries.
+const GRAFANA_VARIABLES: &[&str] = &["__rate_interval", "__interval", "__range", "__range_s"];
+
+/// The `$name` and `${name}` variables a query uses.
+fn variables(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find('$') {
+        rest = &rest[i + 1..];
+        let braced = rest.starts_with('{');
+        let body = if braced { &rest[1..] } else { rest };
+        let name: String = body
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Checks a Grafana dashboard's JSON offline, against what Grafana needs of
+/// it to load and draw: a title and uid, a schema version, panels with
+/// unique ids, known types and grid positions inside the 24-column grid
+/// that do not overlap, each drawn from the dashboard's Prometheus data
+/// source variable with queries that use only variables the dashboard (or
+/// Grafana) defines. Returns the number of panels.
+pub fn check_dashboard(text: &str) -> Result<usize, Vec<String>> {
+    let d: Value = serde_json::from_str(text).map_err(|e| vec![format!("not JSON: {e}")])?;
+    let mut problems = Vec::new();
+    for key in ["title", "uid"] {
+        if d[key].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{key} is missing"));
+        }
+    }
+    if d["uid"].as_str().is_some_and(|u| u.len() > 40) {
+        problems.push("uid is longer than Grafana's 40 characters".into());
+    }
+    if d["schemaVersion"].as_u64().is_none_or(|v| v < 36) {
+        problems.push("schemaVersion must be 36 or later (Grafana 9+)".into());
+    }
+    let vars: Vec<&Value> = d["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let names: Vec<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
+    let datasource = vars
+        .iter()
+        .find(|v| v["type"] == "datasource" && v["query"] == "prometheus")
+        .and_then(|v| v["name"].as_str());
+    let Some(datasource) = datasource else {
+        problems.push("no Prometheus data source variable in templating.list".into());
+        return Err(problems);
+    };
+    let ds_uid = format!("${{{datasource}}}");
+    let panels = d["panels"].as_array().cloned().unwrap_or_default();
+    if panels.is_empty() {
+        problems.push("no panels".into());
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut boxes: Vec<(String, [u64; 4])> = Vec::new();
+    for p in &panels {
+        let title = p["title"].as_str().unwrap_or("?").to_string();
+        let at = |m: String| format!("panel {title:?}: {m}");
+        match p["id"].as_u64() {
+            Some(id) if id > 0 && ids.insert(id) => {}
+            _ => problems.push(at("id missing, zero or repeated".into())),
+        }
+        if !p["type"].as_str().is_some_and(|t| PANEL_TYPES.contains(&t)) {
+            problems.push(at(format!("type {} is not a core panel type", p["type"])));
+        }
+        let g = &p["gridPos"];
+        match ["x", "y", "w", "h"].map(|k| g[k].as_u64()) {
+            [Some(x), Some(y), Some(w), Some(h)] if w >= 1 && h >= 1 && x + w <= 24 => {
+                for (other, [ox, oy, ow, oh]) in &boxes {
+                    if x < ox + ow && *ox < x + w && y < oy + oh && *oy < y + h {
+                        problems.push(at(format!("overlaps panel {other:?}")));
+                    }
+                }
+                boxes.push((title.clone(), [x, y, w, h]));
+            }
+            _ => problems.push(at("gridPos must have x, y, w, h with x + w <= 24".into())),
+        }
+        if p["type"] == "row" || p["type"] == "text" {
+            continue;
+        }
+        if p["datasource"]["uid"].as_str() != Some(ds_uid.as_str()) {
+            problems.push(at(format!("datasource must be {ds_uid}")));
+        }
+        let targets = p["targets"].as_array().cloned().unwrap_or_default();
+        if targets.is_empty() {
+            problems.push(at("no queries".into()));
+        }
+        let mut refs = std::collections::BTreeSet::new();
+        for t in &targets {
+            if !t["refId"]
+                .as_str()
+                .is_some_and(|r| refs.insert(r.to_string()))
+            {
+                problems.push(at("a query's refId is missing or repeated".into()));
+            }
+            let Some(expr) = t["expr"].as_str().filter(|e| !e.trim().is_empty()) else {
+                problems.push(at("a query has no expr".into()));
+                continue;
+            };
+            for v in variables(expr) {
+                if !names.contains(&v.as_str()) && !GRAFANA_VARIABLES.contains(&v.as_str()) {
+                    problems.push(at(format!(
+                        "query uses ${v}, which the dashboard does not define"
+                    )));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(panels.len())
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]
@@ -273,7 +415,9 @@ mod tests {
         let drifted = same_rules(&rule("up == 1"), plain).unwrap_err();
         assert!(drifted.contains("differ"), "{drifted}");
         let wrong_kind = rule("up == 0").replace("PrometheusRule", "ConfigMap");
-        assert!(same_rules(&wrong_kind, plain).unwrap_err().contains("not a monitoring"));
+        assert!(same_rules(&wrong_kind, plain)
+            .unwrap_err()
+            .contains("not a monitoring"));
     }
 
     #[test]
@@ -281,6 +425,45 @@ mod tests {
         let rule = include_str!("../../prometheus/prometheusrule.yaml");
         let plain = include_str!("../../prometheus/netprobe.rules.yml");
         assert_eq!(same_rules(rule, plain), Ok(6));
+    }
+
+    #[test]
+    fn the_shipped_dashboard_passes() {
+        let d = include_str!("../../grafana/netprobe-dashboard.json");
+        assert_eq!(check_dashboard(d), Ok(11));
+    }
+
+    #[test]
+    fn broken_dashboards_fail() {
+        let good: Value =
+            serde_json::from_str(include_str!("../../grafana/netprobe-dashboard.json")).unwrap();
+        let broken = |f: &dyn Fn(&mut Value)| {
+            let mut d = good.clone();
+            f(&mut d);
+            check_dashboard(&d.to_string()).unwrap_err().join("; ")
+        };
+        let e = broken(&|d| d["panels"][1]["gridPos"]["x"] = 6.into());
+        assert!(e.contains("overlaps"), "{e}");
+        let e = broken(&|d| d["panels"][1]["id"] = 1.into());
+        assert!(e.contains("repeated"), "{e}");
+        let e = broken(&|d| {
+            d["panels"][0]["targets"][0]["expr"] = "rate(x{instance=~\"$node\"}[5m])".into()
+        });
+        assert!(e.contains("$node"), "{e}");
+        let e = broken(&|d| d["panels"][0]["type"] = "graph-old".into());
+        assert!(e.contains("core panel type"), "{e}");
+        let e = broken(&|d| d["panels"][0]["datasource"]["uid"] = "prom-1".into());
+        assert!(e.contains("datasource must be ${datasource}"), "{e}");
+        let e = broken(&|d| d["panels"][0]["gridPos"]["w"] = 30.into());
+        assert!(e.contains("x + w <= 24"), "{e}");
+    }
+
+    #[test]
+    fn query_variables() {
+        assert_eq!(
+            variables("rate(a{i=~\"$instance\"}[$__rate_interval]) ${x}"),
+            ["instance", "__rate_interval", "x"]
+        );
     }
 
     #[test]

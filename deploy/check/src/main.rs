@@ -3,6 +3,7 @@
 //! and exits 1 when any file has a problem.
 //! `deploy-check --prometheus-rule RULE.yaml RULES.yml`: checks that the
 //! PrometheusRule holds exactly the rules file's groups.
+//! `deploy-check --dashboard DASHBOARD.json`: checks a Grafana dashboard.
 
 use std::{fs, process::ExitCode};
 
@@ -10,6 +11,9 @@ fn main() -> ExitCode {
     let files: Vec<String> = std::env::args().skip(1).collect();
     if files.first().is_some_and(|a| a == "--prometheus-rule") {
         return prometheus_rule(&files[1..]);
+    }
+    if files.first().is_some_and(|a| a == "--dashboard") {
+        return dashboard(&files[1..]);
     }
     if files.is_empty() {
         eprintln!("usage: deploy-check FILE.yaml...");
@@ -58,6 +62,32 @@ fn prometheus_rule(args: &[String]) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {rule}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dashboard(args: &[String]) -> ExitCode {
+    let [file] = args else {
+        eprintln!("usage: deploy-check --dashboard DASHBOARD.json");
+        return ExitCode::from(2);
+    };
+    let text = match fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {file}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match deploy_check::check_dashboard(&text) {
+        Ok(n) => {
+            println!("ok: {file}: {n} panels");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("error: {file}: {p}");
+            }
             ExitCode::FAILURE
         }
     }
