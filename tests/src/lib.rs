@@ -68,6 +68,7 @@ pub fn require_root(test: &str) -> bool {
 }
 
 pub mod containerd;
+pub mod journal;
 pub mod kernel;
 pub mod podman;
 pub mod provoke;

@@ -18,6 +18,7 @@ use std::{path::Path, process::Command, thread, time::Duration, time::Instant};
 
 use netprobe_tests::{
     containerd::Containerd,
+    journal::{journal_wait, Journald, SOCKET},
     netprobe_bin, not_run_here,
     podman::{busybox_image, netns_of, podman, Container, BUSYBOX, MACHINE_FLAGS},
     require_root,
@@ -216,21 +217,35 @@ fn assert_probes_as_on_the_host(records: &[Value], ready: &Value) {
 /// `/metrics` from inside the network namespace of process `pid` (its
 /// loopback brought up first, as a pod's is).
 fn assert_metrics_answer(pid: &str) {
+    // busybox's ip (the setup installs busybox-static).
     let lo = Command::new("nsenter")
-        .args(["-t", pid, "-n", "ip", "link", "set", "lo", "up"])
+        .args(["-t", pid, "-n", "busybox", "ip", "link", "set", "lo", "up"])
         .status()
         .unwrap();
     assert!(lo.success(), "bringing up the container's loopback");
-    let metrics = Command::new("nsenter")
-        .args(["-t", pid, "-n", "curl", "-sS", "--max-time", "5"])
-        .arg("http://127.0.0.1:9464/metrics")
-        .output()
-        .unwrap();
-    let body = String::from_utf8_lossy(&metrics.stdout);
+    // A thread of ours in the container's network namespace fetches it.
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    let body = thread::spawn(move || {
+        use std::{
+            io::{Read, Write},
+            os::fd::AsRawFd,
+        };
+        // SAFETY: setns on a namespace descriptor we hold; it moves only
+        // this thread, which ends after the fetch.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let mut c = std::net::TcpStream::connect("127.0.0.1:9464").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        reply
+    })
+    .join()
+    .unwrap();
     assert!(
         body.lines().any(|l| l == "netprobe_ready 1"),
-        "/metrics: {body} {}",
-        String::from_utf8_lossy(&metrics.stderr)
+        "/metrics: {body}"
     );
 }
 
@@ -254,22 +269,29 @@ fn the_manifest_is_read() {
     );
 }
 
-#[test]
-fn the_image_runs_under_podman_with_the_daemonsets_settings() {
-    const NAME: &str = "the_image_runs_under_podman_with_the_daemonsets_settings";
-    if !require_root(NAME) {
-        return;
+/// The test's preconditions: root, the host (not a guest), and the image
+/// archive `cargo xtask test` makes. None when the test does not run here.
+fn image_archive(name: &str) -> Option<String> {
+    if !require_root(name) {
+        return None;
     }
     if std::env::var_os("NETPROBE_GUEST").is_some() {
         not_run_here(
-            NAME,
+            name,
             "the kernel matrix's guests have no container runtime; the host row runs it",
         );
-        return;
+        return None;
     }
-    let archive = std::env::var("NETPROBE_IMAGE_ARCHIVE")
-        .expect("NETPROBE_IMAGE_ARCHIVE: the image archive to load (`cargo xtask test` makes one)");
-    let loaded = podman(&["load", "-i", &archive]);
+    Some(
+        std::env::var("NETPROBE_IMAGE_ARCHIVE").expect(
+            "NETPROBE_IMAGE_ARCHIVE: the image archive to load (`cargo xtask test` makes one)",
+        ),
+    )
+}
+
+/// netprobe's image, loaded into podman: its name.
+fn podman_load(archive: &str) -> String {
+    let loaded = podman(&["load", "-i", archive]);
     let image = loaded
         .lines()
         .find_map(|l| l.strip_prefix("Loaded image: "))
@@ -277,31 +299,33 @@ fn the_image_runs_under_podman_with_the_daemonsets_settings() {
         .trim()
         .to_string();
     assert!(image.contains("netprobe:"), "{image}");
+    image
+}
+
+/// Starts netprobe's image under podman with the manifest's settings,
+/// `volumes` (`-v` values) besides its mounts, and `args` instead of the
+/// manifest's arguments when given. Returns the container.
+fn podman_run_netprobe(image: &str, volumes: &[String], args: Option<&[&str]>) -> Container {
     let s = spec(MANIFEST);
     // /var/log/pods is a kubelet's; a node without one gets an empty
     // directory in its place.
     let empty = std::env::temp_dir().join(format!("netprobe-pods-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
-    let mut args: Vec<String> = ["run", "-d", "--network", "none", "--cap-drop", "ALL"]
+    let mut run: Vec<String> = ["run", "-d", "--network", "none", "--cap-drop", "ALL"]
         .map(String::from)
         .to_vec();
-    args.extend(MACHINE_FLAGS.map(String::from));
+    run.extend(MACHINE_FLAGS.map(String::from));
     let (caps, withheld) = grantable(&s.caps);
     if !withheld.is_empty() {
         eprintln!("not in this machine's bounding set, so left out: {withheld:?}");
     }
     for c in &caps {
-        args.extend(["--cap-add".into(), c.clone()]);
+        run.extend(["--cap-add".into(), c.clone()]);
     }
-    if s.host_pid {
-        args.extend(["--pid".into(), "host".into()]);
-    }
-    if s.read_only_root {
-        args.push("--read-only".into());
-    }
-    if s.no_new_privs {
-        args.extend(["--security-opt".into(), "no-new-privileges".into()]);
-    }
+    assert!(s.host_pid && s.read_only_root && s.no_new_privs);
+    run.extend(["--pid".into(), "host".into(), "--read-only".into()]);
+    run.extend(["--security-opt".into(), "no-new-privileges".into()]);
+    // podman's default seccomp profile is its RuntimeDefault.
     assert!(s.seccomp_default, "the manifest asks for RuntimeDefault");
     for (host, path, ro) in &s.mounts {
         let host = if Path::new(host).exists() {
@@ -310,15 +334,43 @@ fn the_image_runs_under_podman_with_the_daemonsets_settings() {
             empty.display().to_string()
         };
         let opts = if *ro { ":ro" } else { "" };
-        args.extend(["-v".into(), format!("{host}:{path}{opts}")]);
+        run.extend(["-v".into(), format!("{host}:{path}{opts}")]);
     }
-    args.extend(["-e".into(), "NODE_NAME=test-node".into()]);
-    args.extend(["--entrypoint".into(), s.command[0].clone()]);
-    args.push(image.clone());
-    args.extend(s.args.iter().cloned());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let id = podman(&refs);
-    let _netprobe = Container(id.clone());
+    for v in volumes {
+        run.extend(["-v".into(), v.clone()]);
+    }
+    run.extend(["-e".into(), "NODE_NAME=test-node".into()]);
+    run.extend(["--entrypoint".into(), s.command[0].clone()]);
+    run.push(image.to_string());
+    match args {
+        Some(a) => run.extend(a.iter().map(|a| a.to_string())),
+        None => run.extend(s.args.iter().cloned()),
+    }
+    let refs: Vec<&str> = run.iter().map(String::as_str).collect();
+    Container(podman(&refs))
+}
+
+/// A busybox container connecting to a closed port in its own namespace:
+/// the container and its network namespace.
+fn podman_victim() -> (Container, u64) {
+    busybox_image();
+    let mut other = vec!["run", "-d", "--network", "none"];
+    other.extend(MACHINE_FLAGS);
+    other.extend([BUSYBOX, "sh", "-c", VICTIM_SCRIPT]);
+    let victim = Container(podman(&other));
+    let netns = netns_of(&victim.0);
+    (victim, netns)
+}
+
+#[test]
+fn the_image_runs_under_podman_with_the_daemonsets_settings() {
+    let Some(archive) = image_archive("the_image_runs_under_podman_with_the_daemonsets_settings")
+    else {
+        return;
+    };
+    let image = podman_load(&archive);
+    let netprobe = podman_run_netprobe(&image, &[], None);
+    let id = netprobe.0.clone();
     let ready = wait_record(&id, "ready", Duration::from_secs(30), |v| {
         v["kind"] == "ready"
     });
@@ -328,20 +380,53 @@ fn the_image_runs_under_podman_with_the_daemonsets_settings() {
     assert_metrics_answer(&pid);
 
     // Another container's refused connections name that container.
-    busybox_image();
-    let mut other = vec!["run", "-d", "--network", "none"];
-    other.extend(MACHINE_FLAGS);
-    other.extend([BUSYBOX, "sh", "-c", VICTIM_SCRIPT]);
-    let victim = podman(&other);
-    let _victim = Container(victim.clone());
-    let netns = netns_of(&victim);
+    let (victim, netns) = podman_victim();
     let r = wait_record(&id, "reset_sent", Duration::from_secs(20), |v| {
-        v["kind"] == "reset_sent" && v["container"] == victim.as_str()
+        v["kind"] == "reset_sent" && v["container"] == victim.0.as_str()
     });
     eprintln!("reset_sent: {r}");
     assert_eq!(r["netns"], netns, "{r}");
     assert_eq!(r["mode"], "no_listener", "{r}");
-    let _ = std::fs::remove_dir_all(&empty);
+}
+
+/// The journald option: the host's journal socket mounted into the
+/// container and `--output journald`; the records land in the host's
+/// journal (a real systemd-journald) with the same fields as outside.
+#[test]
+fn the_image_writes_to_the_hosts_journal() {
+    let Some(archive) = image_archive("the_image_writes_to_the_hosts_journal") else {
+        return;
+    };
+    let _journald = Journald::ensure();
+    let image = podman_load(&archive);
+    let socket = format!("{SOCKET}:{SOCKET}");
+    let netprobe = podman_run_netprobe(&image, &[socket], Some(&["run", "--output", "journald"]));
+    let pid = format!(
+        "_PID={}",
+        podman(&["inspect", "--format", "{{.State.Pid}}", &netprobe.0])
+    );
+    let ready = journal_wait(&[pid.clone(), "NETPROBE_KIND=ready".into()], |e| {
+        !e.is_empty()
+    });
+    assert_eq!(ready[0]["SYSLOG_IDENTIFIER"], "netprobe", "{}", ready[0]);
+    let (victim, netns) = podman_victim();
+    let entries = journal_wait(
+        &[
+            pid,
+            "NETPROBE_KIND=reset_sent".into(),
+            format!("NETPROBE_CONTAINER={}", victim.0),
+        ],
+        |e| !e.is_empty(),
+    );
+    let rst = &entries[0];
+    eprintln!("{rst}");
+    assert_eq!(rst["NETPROBE_NETNS"], netns.to_string(), "{rst}");
+    assert_eq!(rst["NETPROBE_MODE"], "no_listener", "{rst}");
+    assert_eq!(rst["NETPROBE_SPORT"], "9", "{rst}");
+    // Events are logged at info (design.md), whatever their severity.
+    assert_eq!(rst["PRIORITY"], "6", "{rst}");
+    assert_eq!(rst["NETPROBE_SEVERITY"], "warning", "{rst}");
+    assert!(rst.get("NETPROBE_ADVICE").is_some(), "{rst}");
 }
 
 /// A pod UID and container id, as the kubelet's cgroupfs driver lays out a
@@ -353,19 +438,11 @@ fn kubelet_cgroup(uid: &str, id: &str) -> String {
 
 #[test]
 fn the_image_runs_under_containerd_with_the_daemonsets_settings() {
-    const NAME: &str = "the_image_runs_under_containerd_with_the_daemonsets_settings";
-    if !require_root(NAME) {
+    let Some(archive) =
+        image_archive("the_image_runs_under_containerd_with_the_daemonsets_settings")
+    else {
         return;
-    }
-    if std::env::var_os("NETPROBE_GUEST").is_some() {
-        not_run_here(
-            NAME,
-            "the kernel matrix's guests have no container runtime; the host row runs it",
-        );
-        return;
-    }
-    let archive = std::env::var("NETPROBE_IMAGE_ARCHIVE")
-        .expect("NETPROBE_IMAGE_ARCHIVE: the image archive to load (`cargo xtask test` makes one)");
+    };
     let s = spec(MANIFEST);
     let mut ctd = Containerd::start();
     let image = ctd.import(Path::new(&archive));
