@@ -13,6 +13,17 @@ use serde_json::Value;
 
 use crate::patience;
 
+/// The systemd-journald executable.
+pub fn journald_bin() -> &'static str {
+    [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("systemd-journald is not installed (package systemd); `cargo xtask setup` installs it")
+}
+
 /// journald's native socket.
 pub const SOCKET: &str = "/run/systemd/journal/socket";
 
@@ -30,15 +41,7 @@ impl Journald {
         if alive() {
             return Journald(None);
         }
-        let bin = [
-            "/lib/systemd/systemd-journald",
-            "/usr/lib/systemd/systemd-journald",
-        ]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect(
-            "systemd-journald is not installed (package systemd); `cargo xtask setup` installs it",
-        );
+        let bin = journald_bin();
         let log = std::fs::File::create(JOURNALD_LOG).expect("create the journald log");
         let child = Command::new(bin)
             // Its own messages to stderr (our log), not to kmsg.

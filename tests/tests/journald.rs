@@ -11,7 +11,7 @@ use std::{
 
 use netprobe_tests::{
     connect_to_closed_port,
-    journal::{journal_diagnostics, journal_wait, Journald, JOURNALD_LOG},
+    journal::{journal_diagnostics, journal_wait, journald_bin, Journald, JOURNALD_LOG},
     kernel, patience, require_root, Daemon, Netns,
 };
 
@@ -21,6 +21,14 @@ fn closed_port_records_reach_journald_with_fields() {
         return;
     }
     let _journald = Journald::ensure();
+    // The report covers this test's records only: other tests write to
+    // the same journal (the image's journald test, for one).
+    let since = netprobe::pipeline::timefmt::rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128,
+    );
     let d = Daemon::start(&["--output", "journald"], &[]);
     let pid = format!("_PID={}", d.pid());
     journal_wait(&[pid.clone(), "NETPROBE_KIND=ready".into()], |e| {
@@ -75,7 +83,7 @@ fn closed_port_records_reach_journald_with_fields() {
     );
     // The morning summary, read back from the journal.
     let out = Command::new(netprobe_tests::netprobe_bin())
-        .args(["report", "--since", "10m"])
+        .args(["report", "--since", &since])
         .output()
         .expect("run netprobe report");
     let report = String::from_utf8_lossy(&out.stdout);
@@ -114,15 +122,7 @@ impl NamespacedJournald {
     }
 
     fn restart(&mut self) {
-        let bin = [
-            "/lib/systemd/systemd-journald",
-            "/usr/lib/systemd/systemd-journald",
-        ]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect(
-            "systemd-journald is not installed (package systemd); `cargo xtask setup` installs it",
-        );
+        let bin = journald_bin();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
