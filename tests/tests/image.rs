@@ -302,14 +302,19 @@ fn podman_load(archive: &str) -> String {
     image
 }
 
-/// Starts netprobe's image under podman with the manifest's settings,
-/// `volumes` (`-v` values) besides its mounts, and `args` instead of the
-/// manifest's arguments when given. Returns the container.
-fn podman_run_netprobe(image: &str, volumes: &[String], args: Option<&[&str]>) -> Container {
+/// `run` arguments for netprobe's image with the manifest's settings, in
+/// the flags podman and docker share; `volumes` (`-v` values) besides its
+/// mounts, and `args` instead of the manifest's arguments when given.
+fn run_args(
+    image: &str,
+    volumes: &[String],
+    args: Option<&[&str]>,
+    unknown_caps: &[&str],
+) -> Vec<String> {
     let s = spec(MANIFEST);
     // /var/log/pods is a kubelet's; a node without one gets an empty
-    // directory in its place.
-    let empty = std::env::temp_dir().join(format!("netprobe-pods-{}", std::process::id()));
+    // directory in its place (one for every run, left for the next).
+    let empty = std::env::temp_dir().join("netprobe-test-no-pod-logs");
     std::fs::create_dir_all(&empty).unwrap();
     let mut run: Vec<String> = ["run", "-d", "--network", "none", "--cap-drop", "ALL"]
         .map(String::from)
@@ -319,13 +324,13 @@ fn podman_run_netprobe(image: &str, volumes: &[String], args: Option<&[&str]>) -
     if !withheld.is_empty() {
         eprintln!("not in this machine's bounding set, so left out: {withheld:?}");
     }
-    for c in &caps {
+    for c in caps.iter().filter(|c| !unknown_caps.contains(&c.as_str())) {
         run.extend(["--cap-add".into(), c.clone()]);
     }
     assert!(s.host_pid && s.read_only_root && s.no_new_privs);
     run.extend(["--pid".into(), "host".into(), "--read-only".into()]);
     run.extend(["--security-opt".into(), "no-new-privileges".into()]);
-    // podman's default seccomp profile is its RuntimeDefault.
+    // The runtime's default seccomp profile is its RuntimeDefault.
     assert!(s.seccomp_default, "the manifest asks for RuntimeDefault");
     for (host, path, ro) in &s.mounts {
         let host = if Path::new(host).exists() {
@@ -346,6 +351,12 @@ fn podman_run_netprobe(image: &str, volumes: &[String], args: Option<&[&str]>) -
         Some(a) => run.extend(a.iter().map(|a| a.to_string())),
         None => run.extend(s.args.iter().cloned()),
     }
+    run
+}
+
+/// Starts netprobe's image under podman (see [`run_args`]).
+fn podman_run_netprobe(image: &str, volumes: &[String], args: Option<&[&str]>) -> Container {
+    let run = run_args(image, volumes, args, &[]);
     let refs: Vec<&str> = run.iter().map(String::as_str).collect();
     Container(podman(&refs))
 }
@@ -573,4 +584,123 @@ fn the_image_runs_under_containerd_with_the_daemonsets_settings() {
     // No kubelet log directory here: the pod is named by its UID.
     assert_eq!(r["pod"], uid, "{r}");
     assert_eq!(r["mode"], "no_listener", "{r}");
+}
+
+/// A dockerd of the test's own (Debian's docker.io): its data, state and
+/// socket in a temporary directory, no iptables rules and no bridge, so
+/// it changes nothing else on the machine. Stopped when dropped.
+struct Dockerd {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    host: String,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = std::env::temp_dir().join(format!("netprobe-dockerd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = format!("unix://{}", dir.join("docker.sock").display());
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .args(["--host", &host])
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (`cargo xtask setup` installs docker.io)");
+        let d = Dockerd { child, dir, host };
+        let deadline = Instant::now() + netprobe_tests::patience(Duration::from_secs(30));
+        while d.try_docker(&["version"]).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not answer: {}",
+                std::fs::read_to_string(d.dir.join("dockerd.log")).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    fn try_docker(&self, args: &[&str]) -> Result<(String, String), String> {
+        let out = Command::new("docker")
+            .args(["--host", &self.host])
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run docker: {e}"))?;
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        );
+        if out.status.success() {
+            Ok((o, e))
+        } else {
+            Err(e)
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        self.try_docker(args)
+            .unwrap_or_else(|e| panic!("docker {}: {e}", args.join(" ")))
+            .0
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Ok((ids, _)) = self.try_docker(&["ps", "-aq"]) {
+            for id in ids.lines() {
+                let _ = self.try_docker(&["rm", "-f", id]);
+            }
+        }
+        // SAFETY: a plain signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `docker load` takes the same archive, and the image runs under Docker
+/// with the manifest's settings (Docker's default seccomp profile): its
+/// probes attach as on the host, its records reach `docker logs`, and
+/// `/metrics` answers.
+#[test]
+fn the_image_runs_under_docker_with_the_daemonsets_settings() {
+    let Some(archive) = image_archive("the_image_runs_under_docker_with_the_daemonsets_settings")
+    else {
+        return;
+    };
+    let d = Dockerd::start();
+    let loaded = d.docker(&["load", "-i", &archive]);
+    let image = loaded
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .unwrap_or_else(|| panic!("docker load named no image: {loaded}"))
+        .trim()
+        .to_string();
+    assert!(image.starts_with("netprobe:"), "{image}");
+    // The same flags as podman's run, this machine's limits included, less
+    // the capabilities Docker 20.10 does not know ("invalid CapAdd: unknown
+    // capability: CAP_BPF"): CAP_SYS_ADMIN, which the manifest adds too,
+    // allows bpf() and perf_event_open() without them.
+    let run = run_args(&image, &[], None, &["BPF", "PERFMON"]);
+    let refs: Vec<&str> = run.iter().map(String::as_str).collect();
+    let id = d.docker(&refs);
+    let logs = || {
+        d.try_docker(&["logs", &id])
+            .unwrap_or_else(|e| (String::new(), e))
+    };
+    let ready = wait_in(logs, "ready", Duration::from_secs(30), |v| {
+        v["kind"] == "ready"
+    });
+    eprintln!("ready: {ready}");
+    assert_probes_as_on_the_host(&records_in(&logs().0), &ready);
+    let pid = d.docker(&["inspect", "--format", "{{.State.Pid}}", &id]);
+    assert_metrics_answer(&pid);
 }

@@ -139,6 +139,15 @@ pub const REQUIREMENTS: &[Requirement] = &[
         install: &[Step::AptLean(&["containerd"])],
     },
     Requirement {
+        what: "Docker (dockerd and docker: the image test loads netprobe's image with \
+               `docker load` and runs it with the manifest's settings)",
+        find: || {
+            cmd::which("docker")?;
+            cmd::which("dockerd").map(|p| p.display().to_string())
+        },
+        install: &[Step::AptLean(&["docker.io"])],
+    },
+    Requirement {
         what: "Prometheus (a real server scraping the metrics endpoint, and promtool to query it)",
         find: || {
             cmd::which("promtool")?;
