@@ -289,17 +289,21 @@ fn image_archive(name: &str) -> Option<String> {
     )
 }
 
-/// netprobe's image, loaded into podman: its name.
-fn podman_load(archive: &str) -> String {
-    let loaded = podman(&["load", "-i", archive]);
-    let image = loaded
+/// The image `podman load` or `docker load` says it loaded: netprobe's.
+fn loaded_image(runtime: &str, said: &str) -> String {
+    let image = said
         .lines()
         .find_map(|l| l.strip_prefix("Loaded image: "))
-        .unwrap_or_else(|| panic!("podman load named no image: {loaded}"))
+        .unwrap_or_else(|| panic!("{runtime} load named no image: {said}"))
         .trim()
         .to_string();
     assert!(image.contains("netprobe:"), "{image}");
     image
+}
+
+/// netprobe's image, loaded into podman: its name.
+fn podman_load(archive: &str) -> String {
+    loaded_image("podman", &podman(&["load", "-i", archive]))
 }
 
 /// `run` arguments for netprobe's image with the manifest's settings, in
@@ -677,13 +681,8 @@ fn the_image_runs_under_docker_with_the_daemonsets_settings() {
         return;
     };
     let d = Dockerd::start();
-    let loaded = d.docker(&["load", "-i", &archive]);
-    let image = loaded
-        .lines()
-        .find_map(|l| l.strip_prefix("Loaded image: "))
-        .unwrap_or_else(|| panic!("docker load named no image: {loaded}"))
-        .trim()
-        .to_string();
+    let image = loaded_image("docker", &d.docker(&["load", "-i", &archive]));
+    // Docker names it as tagged, without a registry.
     assert!(image.starts_with("netprobe:"), "{image}");
     // The same flags as podman's run, this machine's limits included, less
     // the capabilities Docker 20.10 does not know ("invalid CapAdd: unknown
