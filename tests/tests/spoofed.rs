@@ -41,8 +41,29 @@ fn spoofed_syns_counting(
                 std::thread::sleep(gap);
             }
         }
-        provoke::counter(counted) - before
+        // The last SYNs may still wait in the CPU's backlog for softirq
+        // work (ksoftirqd, late under emulation): read until all n are
+        // counted, or the count stops moving for half a second.
+        let deadline = std::time::Instant::now() + patience(Duration::from_secs(5));
+        let (mut last, mut still) = (provoke::counter(counted) - before, 0);
+        while last < u64::from(n) && still < 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = provoke::counter(counted) - before;
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+        }
+        last
     })
+}
+
+/// Packets the CPUs' backlogs dropped (netdev_max_backlog), all CPUs: the
+/// second column of /proc/net/softnet_stat.
+fn backlog_drops() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .expect("/proc/net/softnet_stat")
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .sum()
 }
 
 /// The RSTs sent from `port`: (written records, incidents' repeats).
@@ -170,11 +191,15 @@ fn a_spoofed_syn_flood_at_a_full_listener_is_counted_per_listener() {
     // retries) included.
     let all_before = ns.run(|| provoke::counter("TcpExt.ListenOverflows"));
     let (listener, port, _resident, _keep) = ns.run(|| provoke::accept_queue_overflow("127.0.0.1"));
+    let backlog_before = backlog_drops();
     let overflows =
         spoofed_syns_counting(&ns, port, SYNS, Duration::ZERO, "TcpExt.ListenOverflows");
+    // A SYN the CPU's backlog had no room for never reaches the listener
+    // (netdev_max_backlog; seen under emulation): it is accounted there.
+    let backlog = backlog_drops() - backlog_before;
     assert!(
-        overflows >= u64::from(SYNS),
-        "{overflows} overflows for {SYNS} SYNs at a full accept queue"
+        overflows + backlog >= u64::from(SYNS),
+        "{overflows} overflows and {backlog} backlog drops for {SYNS} SYNs at a full accept queue"
     );
     d.wait_for("the overflows counted", Duration::from_secs(10), |v| {
         v["kind"] == "listen_overflow" && v["evidence"]["source"] == "counters" && v["port"] == port
