@@ -285,6 +285,23 @@ fn a_spoofed_syn_flood_folds_per_service_and_names_its_sources() {
     settle(&mut d, 1);
     d.stop_cleanly();
     let all = d.collect(Duration::from_secs(10), |_| true);
+    // Folding starts past 50 new flows per CPU in 100 ms of real time. A
+    // TCG guest starved by its neighbours can run the flood slower than
+    // that, and then the per-flow records overflow the ring buffer (seen
+    // once on 6.1: 114,494 lost). The losses are counted; the rest of this
+    // phase needs a flood that folded, so there it says why it stops.
+    if netprobe_tests::emulated() && lost(&all) > 0 {
+        netprobe_tests::not_run_here(
+            "spoofed_syn_floods_fold_per_service_and_a_calm_trickle_stays_per_flow",
+            &format!(
+                "the 40,000-SYN flood ran too slowly under emulation to fold (per-service \
+                 folding needs 50 new flows per CPU in 100 ms): {} events lost, counted; \
+                 its checks are left to the host and to guests that ran it at speed",
+                lost(&all)
+            ),
+        );
+        return;
+    }
     assert_eq!(
         lost(&all),
         0,
