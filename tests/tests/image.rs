@@ -269,6 +269,18 @@ fn the_manifest_is_read() {
     );
 }
 
+/// Where a manifest mount comes from here: the host path, or, for one a
+/// node of this kind lacks (/var/log/pods is a kubelet's), an empty
+/// directory in its place (one for every run, left for the next).
+fn mount_source(host: &str) -> String {
+    if Path::new(host).exists() {
+        return host.to_string();
+    }
+    let empty = std::env::temp_dir().join("netprobe-test-no-pod-logs");
+    std::fs::create_dir_all(&empty).unwrap();
+    empty.display().to_string()
+}
+
 /// The test's preconditions: root, the host (not a guest), and the image
 /// archive `cargo xtask test` makes. None when the test does not run here.
 fn image_archive(name: &str) -> Option<String> {
@@ -316,10 +328,6 @@ fn run_args(
     unknown_caps: &[&str],
 ) -> Vec<String> {
     let s = spec(MANIFEST);
-    // /var/log/pods is a kubelet's; a node without one gets an empty
-    // directory in its place (one for every run, left for the next).
-    let empty = std::env::temp_dir().join("netprobe-test-no-pod-logs");
-    std::fs::create_dir_all(&empty).unwrap();
     let mut run: Vec<String> = ["run", "-d", "--network", "none", "--cap-drop", "ALL"]
         .map(String::from)
         .to_vec();
@@ -337,11 +345,7 @@ fn run_args(
     // The runtime's default seccomp profile is its RuntimeDefault.
     assert!(s.seccomp_default, "the manifest asks for RuntimeDefault");
     for (host, path, ro) in &s.mounts {
-        let host = if Path::new(host).exists() {
-            host.clone()
-        } else {
-            empty.display().to_string()
-        };
+        let host = mount_source(host);
         let opts = if *ro { ":ro" } else { "" };
         run.extend(["-v".into(), format!("{host}:{path}{opts}")]);
     }
@@ -493,14 +497,8 @@ fn the_image_runs_under_containerd_with_the_daemonsets_settings() {
     assert!(s.read_only_root && s.seccomp_default && s.host_pid && s.no_new_privs);
     // containerd's default seccomp profile, a read-only root.
     flags.extend(["--seccomp".into(), "--read-only".into()]);
-    let empty = ctd.dir.join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
     for (host, path, ro) in &s.mounts {
-        let host = if Path::new(host).exists() {
-            host.clone()
-        } else {
-            empty.display().to_string()
-        };
+        let host = mount_source(host);
         let opts = if *ro { "rbind:ro" } else { "rbind" };
         flags.extend([
             "--mount".into(),
